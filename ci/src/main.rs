@@ -1,0 +1,212 @@
+//! Project automation in the cargo-xtask pattern: `cargo ci TASK`.
+//!
+//! - `setup`  installs every host dependency (Debian packages, virtme-ng
+//!   from PyPI into a virtualenv, cargo-nextest), idempotently.
+//! - `kernel` builds (or reuses) the default sched_ext kernel.
+//! - `run`    setup + the main job (`scx-harness run`).
+//! - `test`   setup + kernel + the test suite (`cargo nextest run`); this is
+//!   what `.ci/run` calls.
+//!
+//! Tasks are written with xshell: arguments are interpolated without a shell
+//! and a failing command fails the task.
+
+use anyhow::{bail, Context, Result};
+use xshell::{cmd, Shell};
+
+/// Debian packages the project needs, and why.
+const PACKAGES: &[(&str, &str)] = &[
+    ("qemu-system-x86", "runs the guests"),
+    (
+        "udev",
+        "without it virtme-ng silently loses the guest command's output",
+    ),
+    ("clang-19", "builds BPF programs"),
+    ("llvm-19", "llvm-strip for BPF objects"),
+    ("libelf-dev", "libbpf and the kernel's BTF tooling"),
+    ("zlib1g-dev", "libbpf"),
+    ("zstd", "kernel build compression"),
+    ("dwarves", "pahole: generates the kernel's BTF"),
+    ("bc", "kernel build"),
+    ("bison", "kernel build (Kconfig parser)"),
+    ("flex", "kernel build (Kconfig lexer)"),
+    ("libssl-dev", "kernel build (certificate tools)"),
+    ("cpio", "virtme-ng initramfs"),
+    ("busybox-static", "virtme-ng initramfs"),
+    (
+        "linux-source-6.12",
+        "the default kernel source (has CONFIG_SCHED_CLASS_EXT)",
+    ),
+    ("python3-venv", "the virtualenv that holds virtme-ng"),
+    ("make", "kernel build"),
+    ("gcc", "kernel build"),
+    ("xz-utils", "unpacks the kernel source tarball"),
+    (
+        "util-linux",
+        "unshare: VM process trees die with the harness",
+    ),
+];
+
+/// virtme-ng from PyPI, pinned: its command line is what the harness drives.
+const VNG_VERSION: &str = "1.42";
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let sh = Shell::new()?;
+    let root = project_root();
+    sh.change_dir(&root);
+    match args.first().map(String::as_str) {
+        Some("setup") => setup(&sh),
+        Some("kernel") => {
+            setup(&sh)?;
+            kernel(&sh)
+        }
+        Some("run") => {
+            setup(&sh)?;
+            let rest = &args[1..];
+            cmd!(
+                sh,
+                "cargo run --quiet --release -p scx-harness -- run {rest...}"
+            )
+            .run()?;
+            Ok(())
+        }
+        Some("test") => {
+            setup(&sh)?;
+            kernel(&sh)?;
+            test(&sh, &args[1..])
+        }
+        _ => {
+            eprintln!("usage: cargo ci setup|kernel|run|test [ARGS...]");
+            bail!("unknown task {:?}", args.first())
+        }
+    }
+}
+
+fn project_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("ci/ is inside the workspace")
+        .to_path_buf()
+}
+
+fn step(msg: &str) {
+    eprintln!("==> {msg}");
+}
+
+fn setup(sh: &Shell) -> Result<()> {
+    step("setup: Debian packages");
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .map(|(p, _)| *p)
+        .filter(|p| !installed(sh, p))
+        .collect();
+    if missing.is_empty() {
+        eprintln!("    all {} packages present", PACKAGES.len());
+    } else {
+        for (p, why) in PACKAGES.iter().filter(|(p, _)| missing.contains(p)) {
+            eprintln!("    installing {p}: {why}");
+        }
+        let root = cmd!(sh, "id -u").read()?.trim() == "0";
+        if !root {
+            bail!(
+                "missing packages and not root: run `sudo apt-get install -y {}` then `cargo ci setup` again",
+                missing.join(" ")
+            );
+        }
+        let _env = sh.push_env("DEBIAN_FRONTEND", "noninteractive");
+        cmd!(sh, "apt-get update -qq").run()?;
+        cmd!(
+            sh,
+            "apt-get install -y -q --no-install-recommends {missing...}"
+        )
+        .run()?;
+    }
+
+    step(&format!(
+        "setup: virtme-ng {VNG_VERSION} (PyPI, in a virtualenv)"
+    ));
+    let venv = data_dir().join("venv");
+    let vng = venv.join("bin/vng");
+    let current = cmd!(sh, "{vng} --version")
+        .quiet()
+        .ignore_stderr()
+        .read()
+        .unwrap_or_default();
+    if current.split_whitespace().any(|w| w == VNG_VERSION) {
+        eprintln!("    present: {}", current.trim());
+    } else {
+        eprintln!("    installing into {}", venv.display());
+        std::fs::create_dir_all(data_dir()).context("creating the data directory")?;
+        // Debian's python3, whatever python3 comes first on PATH: the venv
+        // must not depend on a user's pyenv or conda.
+        cmd!(sh, "/usr/bin/python3 -m venv --clear {venv}").run()?;
+        let pip = venv.join("bin/pip");
+        cmd!(
+            sh,
+            "{pip} install --quiet --disable-pip-version-check virtme-ng=={VNG_VERSION}"
+        )
+        .run()?;
+        let now = cmd!(sh, "{vng} --version").read()?;
+        eprintln!("    installed: {}", now.trim());
+    }
+
+    step("setup: cargo-nextest");
+    if cmd!(sh, "cargo nextest --version")
+        .quiet()
+        .ignore_stdout()
+        .ignore_stderr()
+        .run()
+        .is_ok()
+    {
+        eprintln!("    present");
+    } else {
+        eprintln!("    installing with cargo install --locked");
+        cmd!(sh, "cargo install --locked cargo-nextest").run()?;
+    }
+    Ok(())
+}
+
+fn installed(sh: &Shell, package: &str) -> bool {
+    let format = "-f=${Status}";
+    cmd!(sh, "dpkg-query -W {format} {package}")
+        .quiet()
+        .ignore_stderr()
+        .read()
+        .map(|s| s.contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+/// Same rule as the harness's `paths::data_dir`.
+fn data_dir() -> std::path::PathBuf {
+    let base = match std::env::var_os("XDG_DATA_HOME") {
+        Some(v) if std::path::Path::new(&v).is_absolute() => std::path::PathBuf::from(v),
+        _ => std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into()))
+            .join(".local/share"),
+    };
+    base.join("scx-harness")
+}
+
+fn kernel(sh: &Shell) -> Result<()> {
+    step("kernel: build or reuse the default sched_ext kernel");
+    cmd!(
+        sh,
+        "cargo run --quiet --release -p scx-harness -- kernel build"
+    )
+    .run()?;
+    Ok(())
+}
+
+fn test(sh: &Shell, extra: &[String]) -> Result<()> {
+    step("test: cargo nextest run");
+    let profile = if std::env::var("CI").is_ok_and(|v| v == "true") {
+        "ci"
+    } else {
+        "default"
+    };
+    cmd!(
+        sh,
+        "cargo nextest run --workspace --profile {profile} {extra...}"
+    )
+    .run()?;
+    Ok(())
+}

@@ -1,0 +1,337 @@
+//! The subcommands behind the `scx-harness` binary: argument types (clap)
+//! and what each one does with the library. Printing for people lives here;
+//! the modules below return data.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::error::{fail, Failure};
+use crate::kernel::{self, BuildSpec, Cache, Kernel, Source};
+use crate::progress::Progress;
+use crate::vm::{self, AccelChoice, GuestCommand, VmSpec};
+
+#[derive(Debug, clap::Args)]
+pub struct BuildArgs {
+    /// Build this kernel tree in place (incrementally) instead of Debian's
+    /// linux-source-6.12.
+    #[arg(long, value_name = "DIR")]
+    pub source: Option<PathBuf>,
+    /// Extra config fragment applied after kernel-config/sched-ext.config
+    /// (repeatable).
+    #[arg(long = "config", value_name = "FILE")]
+    pub configs: Vec<PathBuf>,
+    /// Parallel make jobs (default: number of CPUs).
+    #[arg(long, short)]
+    pub jobs: Option<usize>,
+}
+
+impl BuildArgs {
+    fn spec(&self) -> BuildSpec {
+        let mut spec = BuildSpec::default();
+        if let Some(dir) = &self.source {
+            spec.source = Source::Tree(dir.clone());
+        }
+        spec.extra_fragments = self.configs.clone();
+        if let Some(j) = self.jobs {
+            spec.jobs = j.max(1);
+        }
+        spec
+    }
+}
+
+/// Options shared by everything that boots a VM.
+#[derive(Debug, Clone, clap::Args)]
+pub struct VmOpts {
+    /// A bzImage, a kernel tree, or a cache key (default: the default
+    /// kernel, built on first use).
+    #[arg(long, value_name = "PATH|KEY")]
+    pub kernel: Option<String>,
+    /// Accelerator: auto tries KVM once per host boot and falls back to TCG.
+    #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
+    pub accel: AccelChoice,
+    /// Guest vCPUs.
+    #[arg(long, default_value_t = 2)]
+    pub cpus: u32,
+    /// Guest memory (QEMU syntax).
+    #[arg(long, default_value = "2G")]
+    pub memory: String,
+    /// Kill the VM after this long (e.g. 90s, 5m).
+    #[arg(long, value_parser = parse_duration, default_value = "5m")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct VmArgs {
+    #[command(flatten)]
+    pub opts: VmOpts,
+    /// Keep the run directory (console log, output) even on success.
+    #[arg(long)]
+    pub keep: bool,
+    /// Command to run in the guest; without one, an interactive shell.
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub opts: VmOpts,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchBootArgs {
+    #[command(flatten)]
+    pub opts: VmOpts,
+    /// Samples per variant.
+    #[arg(long, default_value_t = 5)]
+    pub samples: usize,
+}
+
+/// "90s", "5m", "1h", "250ms", or plain seconds.
+pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .map_or((s, "s"), |i| (&s[..i], &s[i..]));
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (examples: 90s, 5m, 250ms)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+    };
+    if !(secs > 0.0 && secs.is_finite()) {
+        return Err(format!("{s:?}: a duration must be positive"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+pub fn kernel_build(args: BuildArgs) -> Result<i32> {
+    let cache = Cache::user();
+    let mut progress = Progress::new("kernel build");
+    let started = std::time::Instant::now();
+    let entry = kernel::build(&args.spec(), &cache, &mut progress)?;
+    progress.finish(&format!(
+        "{} {} ({})",
+        entry.meta.key,
+        entry.meta.release,
+        if started.elapsed() < Duration::from_secs(2) {
+            "cached"
+        } else {
+            "built"
+        }
+    ));
+    println!("{}", entry.bzimage().display());
+    Ok(0)
+}
+
+pub fn kernel_list() -> Result<i32> {
+    let cache = Cache::user();
+    let entries = cache.list()?;
+    if entries.is_empty() {
+        eprintln!(
+            "no cached kernels in {} (build one with `scx-harness kernel build`)",
+            cache.root().display()
+        );
+        return Ok(0);
+    }
+    println!(
+        "{:<16}  {:<12}  {:>7}  {:<20}  SOURCE",
+        "KEY", "RELEASE", "BUILD", "CREATED (UTC)"
+    );
+    for e in entries {
+        println!(
+            "{:<16}  {:<12}  {:>6}s  {:<20}  {}{}",
+            e.meta.key,
+            e.meta.release,
+            e.meta.build_seconds,
+            utc(e.meta.created),
+            e.meta.source,
+            if e.meta.fragments.len() > 1 {
+                format!(" + {}", e.meta.fragments[1..].join(" + "))
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(0)
+}
+
+pub fn kernel_path(key: Option<String>) -> Result<i32> {
+    let cache = Cache::user();
+    let entry = match key {
+        Some(k) => cache.get(&k).ok_or_else(|| {
+            fail(
+                Failure::BadInput,
+                format!("no cached kernel has key {k:?}\n  fix: `scx-harness kernel list` shows the keys"),
+            )
+        })?,
+        None => kernel::cached_default(&cache)?.ok_or_else(|| {
+            fail(
+                Failure::BadInput,
+                "the default kernel is not built yet\n  fix: run `scx-harness kernel build` (about 15 minutes on 2 cores)",
+            )
+        })?,
+    };
+    println!("{}", entry.bzimage().display());
+    Ok(0)
+}
+
+/// `--kernel` if given, else the default kernel, built if missing.
+pub fn kernel_for(opts: &VmOpts) -> Result<Kernel> {
+    let cache = Cache::user();
+    match &opts.kernel {
+        Some(arg) => kernel::resolve(arg, &cache),
+        None => {
+            let mut progress = Progress::new("default kernel");
+            let entry = kernel::build(&BuildSpec::default(), &cache, &mut progress)?;
+            Ok(Kernel {
+                bzimage: entry.bzimage(),
+                entry: Some(entry),
+            })
+        }
+    }
+}
+
+fn spec_for(opts: &VmOpts, kernel: &Kernel, work_dir: PathBuf, command: GuestCommand) -> VmSpec {
+    let mut spec = VmSpec::new(kernel.bzimage.clone(), work_dir, command);
+    spec.accel = opts.accel;
+    spec.cpus = opts.cpus;
+    spec.memory = opts.memory.clone();
+    spec.timeout = Some(opts.timeout);
+    spec
+}
+
+fn new_run_dir(prefix: &str) -> Result<PathBuf> {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .context("creating a run directory")?;
+    Ok(dir.keep())
+}
+
+pub fn vm(args: VmArgs) -> Result<i32> {
+    let kernel = kernel_for(&args.opts)?;
+    let work = new_run_dir("scx-harness-vm-")?;
+    let command = if args.command.is_empty() {
+        GuestCommand::Shell
+    } else {
+        GuestCommand::Exec(args.command.clone())
+    };
+    let interactive = command == GuestCommand::Shell;
+    let mut spec = spec_for(&args.opts, &kernel, work.clone(), command);
+    spec.stream = true;
+    if interactive {
+        spec.timeout = None;
+    }
+    let result = vm::run(&spec)?;
+    let code = result.exit_code();
+    let keep = args.keep || code.is_err();
+    if keep {
+        eprintln!("scx-harness: run directory kept: {}", work.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    code
+}
+
+pub fn run(args: RunArgs) -> Result<i32> {
+    let kernel = kernel_for(&args.opts)?;
+    let work = new_run_dir("scx-harness-run-")?;
+    let probe = "echo kernel=$(uname -r); \
+                 echo sched_ext_state=$(cat /sys/kernel/sched_ext/state); \
+                 echo switch_all=$(cat /sys/kernel/sched_ext/switch_all); \
+                 echo config=$(zcat /proc/config.gz | grep '^CONFIG_SCHED_CLASS_EXT=')";
+    let spec = spec_for(
+        &args.opts,
+        &kernel,
+        work.clone(),
+        GuestCommand::Exec(vec!["sh".into(), "-c".into(), probe.into()]),
+    );
+    eprintln!("booting {} ...", kernel.bzimage.display());
+    let result = vm::run(&spec)?;
+    let code = result.exit_code().inspect_err(|_| {
+        eprintln!("scx-harness: run directory kept: {}", work.display());
+    })?;
+    let field = |k: &str| {
+        result
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap_or("?")
+            .to_string()
+    };
+    println!("kernel            {}", field("kernel"));
+    println!("accelerator       {}", result.accel);
+    println!("boot + command    {:.1} s", result.elapsed.as_secs_f64());
+    println!("sched_ext state   {}", field("sched_ext_state"));
+    println!("kernel config     {}", field("config"));
+    let present = code == 0
+        && field("config") == "CONFIG_SCHED_CLASS_EXT=y"
+        && field("sched_ext_state") != "?";
+    let _ = std::fs::remove_dir_all(&work);
+    if present {
+        println!("sched_ext is present: the harness is ready.");
+        Ok(0)
+    } else {
+        Err(fail(
+            Failure::Infrastructure,
+            format!(
+                "sched_ext is not available in the guest (guest output:\n{})",
+                result.stdout
+            ),
+        ))
+    }
+}
+
+pub fn bench_boot(args: BenchBootArgs) -> Result<i32> {
+    let kernel = kernel_for(&args.opts)?;
+    crate::bench::boot(&kernel, &args.opts, args.samples)
+}
+
+fn utc(secs: u64) -> String {
+    // Civil-from-days (Howard Hinnant), to avoid a date dependency.
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("12"), Ok(Duration::from_secs(12)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("0s").is_err());
+    }
+
+    #[test]
+    fn utc_formats_known_instants() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00");
+        assert_eq!(utc(1_795_000_000), "2026-11-18 11:06:40");
+    }
+}

@@ -1,0 +1,655 @@
+//! Kernels: building a bzImage with sched_ext, caching it by content hash,
+//! and resolving what `--kernel` names.
+//!
+//! Knows how to drive Kbuild and where results go (`cache`); talks to
+//! virtme-ng only through `crate::vng`; knows nothing about booting.
+
+pub mod cache;
+pub mod config;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+
+use crate::error::{fail, Failure};
+use crate::process::{SupervisedCommand, Terminal, Waited};
+use crate::progress::Progress;
+use crate::vng::Vng;
+use cache::{sha256_hex, write_atomic, Meta};
+pub use cache::{Cache, Entry};
+use config::{DotConfig, Fragment};
+
+/// The fragment every build starts from (`kernel-config/sched-ext.config`).
+pub const DEFAULT_FRAGMENT: &str = include_str!("../../../kernel-config/sched-ext.config");
+/// Debian's `linux-source-6.12` tarball: the default source.
+pub const DEFAULT_TARBALL: &str = "/usr/src/linux-source-6.12.tar.xz";
+/// Bump when the build steps change in a way that changes the result.
+const RECIPE: &str = "scx-harness kernel recipe 1: vng --kconfig + fragments; make bzImage";
+
+/// Where the kernel source comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A release tarball, extracted into the cache and built there.
+    Tarball(PathBuf),
+    /// A developer's own tree, built in place (incrementally).
+    Tree(PathBuf),
+}
+
+impl Source {
+    fn describe(&self) -> String {
+        match self {
+            Source::Tarball(p) => format!("tarball {}", p.display()),
+            Source::Tree(p) => format!("tree {}", p.display()),
+        }
+    }
+}
+
+/// Everything that decides what a build produces.
+#[derive(Debug, Clone)]
+pub struct BuildSpec {
+    pub source: Source,
+    /// Fragments applied after the embedded default, in order.
+    pub extra_fragments: Vec<PathBuf>,
+    /// `make -j`; defaults to the number of CPUs.
+    pub jobs: usize,
+}
+
+impl Default for BuildSpec {
+    /// Debian's 6.12 source with the embedded fragment.
+    fn default() -> Self {
+        BuildSpec {
+            source: Source::Tarball(DEFAULT_TARBALL.into()),
+            extra_fragments: Vec::new(),
+            jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        }
+    }
+}
+
+/// A bzImage to boot, with what is known about it.
+#[derive(Debug, Clone)]
+pub struct Kernel {
+    pub bzimage: PathBuf,
+    /// The cache entry it came from, if any (has vmlinux and config).
+    pub entry: Option<Entry>,
+}
+
+impl Kernel {
+    pub fn release(&self) -> Option<&str> {
+        self.entry.as_ref().map(|e| e.meta.release.as_str())
+    }
+}
+
+/// The resolved inputs of a build and the cache key hashed from them.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub key: String,
+    pub inputs: String,
+    pub fragments: Vec<Fragment>,
+    /// The fragment files handed to `vng --kconfig`, in order.
+    pub fragment_files: Vec<PathBuf>,
+    pub spec: BuildSpec,
+}
+
+/// Reads the fragments and fingerprints the source and toolchain.
+/// Fast: no build, and the tarball's hash is memoised.
+pub fn plan(spec: &BuildSpec, cache: &Cache, vng: &Vng) -> Result<Plan> {
+    let mut fragments = vec![Fragment::parse(
+        "<embedded kernel-config/sched-ext.config>",
+        DEFAULT_FRAGMENT,
+    )?];
+    for p in &spec.extra_fragments {
+        fragments.push(Fragment::read(p)?);
+    }
+    let source_id = source_identity(&spec.source, cache)?;
+    let mut inputs = format!("recipe: {RECIPE}\nsource: {source_id}\n");
+    for f in &fragments {
+        inputs.push_str(&format!("fragment: {}\n", sha256_hex(f.text.as_bytes())));
+    }
+    // virtme-ng applies this file to every kconfig run if it exists.
+    if let Some(home) = std::env::var_os("HOME") {
+        let user = Path::new(&home).join(".config/virtme-ng/kernel.config");
+        if let Ok(text) = std::fs::read(&user) {
+            inputs.push_str(&format!("vng-user-config: {}\n", sha256_hex(&text)));
+        }
+    }
+    inputs.push_str(&format!("vng: {}\n", vng.version()?));
+    for (tool, args) in [("gcc", &["--version"][..]), ("pahole", &["--version"][..])] {
+        inputs.push_str(&format!("{tool}: {}\n", tool_version(tool, args)?));
+    }
+    let key = sha256_hex(inputs.as_bytes())[..16].to_string();
+
+    // The embedded fragment is materialised under its hash for vng to read.
+    let frag_dir = cache.root().join("fragments");
+    std::fs::create_dir_all(&frag_dir)
+        .with_context(|| format!("creating {}", frag_dir.display()))?;
+    let embedded = frag_dir.join(format!(
+        "{}.config",
+        &sha256_hex(DEFAULT_FRAGMENT.as_bytes())[..16]
+    ));
+    if !embedded.exists() {
+        write_atomic(&embedded, DEFAULT_FRAGMENT.as_bytes())?;
+    }
+    let mut fragment_files = vec![embedded];
+    fragment_files.extend(
+        spec.extra_fragments
+            .iter()
+            .map(|p| config::fragment_path(p)),
+    );
+    Ok(Plan {
+        key,
+        inputs,
+        fragments,
+        fragment_files,
+        spec: spec.clone(),
+    })
+}
+
+fn tool_version(tool: &str, args: &[&str]) -> Result<String> {
+    let out = std::process::Command::new(tool).args(args).output().map_err(|e| {
+        fail(
+            Failure::HostTool,
+            format!("cannot run {tool}: {e}\n  fix: run `cargo ci setup` to install the kernel build tools"),
+        )
+    })?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string())
+}
+
+/// A stable identity for the source: the tarball's content hash, or for a
+/// tree its git commit plus uncommitted changes, or else a listing of its
+/// source files' sizes and mtimes.
+fn source_identity(source: &Source, cache: &Cache) -> Result<String> {
+    match source {
+        Source::Tarball(p) => {
+            if !p.is_file() {
+                return Err(fail(
+                    Failure::BadInput,
+                    format!(
+                        "kernel source tarball {} does not exist\n  \
+                         fix: run `cargo ci setup` (installs Debian's linux-source-6.12), \
+                         or pass --source DIR to build your own tree",
+                        p.display()
+                    ),
+                ));
+            }
+            Ok(format!("tarball sha256:{}", cache.file_digest(p)?))
+        }
+        Source::Tree(dir) => {
+            check_tree(dir)?;
+            if let Some(id) = git_identity(dir) {
+                return Ok(id);
+            }
+            Ok(format!("files sha256:{}", listing_digest(dir)?))
+        }
+    }
+}
+
+fn check_tree(dir: &Path) -> Result<()> {
+    let readable = std::fs::read_dir(dir).is_ok();
+    if !readable || !dir.join("Makefile").is_file() || !dir.join("Kconfig").is_file() {
+        return Err(fail(
+            Failure::BadInput,
+            format!(
+                "{} is not a readable Linux source tree (expected a directory with Makefile and Kconfig)\n  \
+                 fix: pass the top directory of a kernel checkout to --source",
+                dir.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn git_identity(dir: &Path) -> Option<String> {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| o.stdout)
+    };
+    let head = String::from_utf8(git(&["rev-parse", "HEAD"])?).ok()?;
+    let mut dirty = git(&["diff", "HEAD", "--binary"])?;
+    let untracked = git(&["ls-files", "--others", "--exclude-standard", "-z"])?;
+    for name in untracked.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        dirty.extend_from_slice(name);
+        if let Ok(bytes) = std::fs::read(dir.join(String::from_utf8_lossy(name).as_ref())) {
+            dirty.extend_from_slice(sha256_hex(&bytes).as_bytes());
+        }
+    }
+    Some(format!(
+        "git {} + changes sha256:{}",
+        head.trim(),
+        sha256_hex(&dirty)
+    ))
+}
+
+/// Sizes and mtimes of the files Kbuild reads, skipping build products.
+fn listing_digest(dir: &Path) -> Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut lines = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d)
+            .with_context(|| format!("reading {}", d.display()))?
+            .flatten()
+        {
+            let name = e.file_name().to_string_lossy().to_string();
+            let path = e.path();
+            let Ok(md) = e.metadata() else { continue };
+            if md.is_dir() {
+                if !name.starts_with('.') && name != "generated" && name != "config" {
+                    stack.push(path);
+                }
+                continue;
+            }
+            let source = name.starts_with("Kconfig")
+                || name.starts_with("Makefile")
+                || name == "Kbuild"
+                || [
+                    ".c", ".h", ".S", ".rs", ".lds", ".sh", ".py", ".awk", ".tbl",
+                ]
+                .iter()
+                .any(|ext| name.ends_with(ext));
+            if source {
+                let rel = path
+                    .strip_prefix(dir)
+                    .unwrap_or(&path)
+                    .display()
+                    .to_string();
+                lines.push(format!("{rel} {} {}", md.size(), md.mtime()));
+            }
+        }
+    }
+    lines.sort();
+    Ok(sha256_hex(lines.join("\n").as_bytes()))
+}
+
+/// Returns the cached build for `spec`, building it first if needed.
+pub fn build(spec: &BuildSpec, cache: &Cache, progress: &mut Progress) -> Result<Entry> {
+    let vng = Vng::locate()?;
+    progress.stage("fingerprinting source, fragments and toolchain");
+    let plan = plan(spec, cache, &vng)?;
+    if let Some(entry) = cache.get(&plan.key) {
+        return Ok(entry);
+    }
+    let _lock = lock(&cache.locks_dir(), &format!("build-{}", plan.key))?;
+    if let Some(entry) = cache.get(&plan.key) {
+        return Ok(entry); // built by someone else while we waited
+    }
+    let started = Instant::now();
+    let tree = match &spec.source {
+        Source::Tarball(tarball) => {
+            let tree = cache.tree_dir(&plan.key);
+            if !tree.join("Makefile").is_file() {
+                progress.stage(&format!("extracting {}", tarball.display()));
+                extract(tarball, &tree)?;
+            }
+            tree
+        }
+        Source::Tree(dir) => dir.clone(),
+    };
+    let log_path = cache.log_path(&plan.key);
+    std::fs::create_dir_all(log_path.parent().expect("logs dir"))?;
+    let mut log = std::fs::File::create(&log_path)
+        .with_context(|| format!("creating {}", log_path.display()))?;
+    writeln!(
+        log,
+        "# scx-harness kernel build {}\n# inputs:\n{}",
+        plan.key, plan.inputs
+    )?;
+
+    progress.stage("configuring (vng --kconfig + fragments)");
+    let mut kconfig = SupervisedCommand::new(&vng.bin, Terminal::Detached);
+    kconfig
+        .args(Vng::kconfig_args(&plan.fragment_files))
+        .env("PATH", vng.search_path())
+        .current_dir(&tree);
+    run_logged(kconfig, "vng --kconfig", &mut log, &log_path, progress)?;
+
+    progress.stage("checking .config");
+    let dot = DotConfig::read(&tree.join(".config"))?;
+    let dropped = config::dropped_settings(&plan.fragments, &dot);
+    if !dropped.is_empty() {
+        return Err(fail(
+            Failure::BadInput,
+            format!(
+                "Kconfig dropped {} setting(s) the fragments asked for:\n{}  full log: {}",
+                dropped.len(),
+                config::explain(&dropped, &tree, &dot),
+                log_path.display()
+            ),
+        ));
+    }
+
+    progress.stage(&format!("compiling (make -j{} bzImage)", spec.jobs));
+    let mut make = SupervisedCommand::new("make", Terminal::Detached);
+    make.arg(format!("-j{}", spec.jobs))
+        .arg("bzImage")
+        .current_dir(&tree);
+    run_logged(make, "make bzImage", &mut log, &log_path, progress)?;
+
+    progress.stage("installing into the cache");
+    let release = std::fs::read_to_string(tree.join("include/config/kernel.release"))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    drop(log);
+    let meta = Meta {
+        key: plan.key.clone(),
+        created: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        source: spec.source.describe(),
+        fragments: plan.fragments.iter().map(|f| f.origin.clone()).collect(),
+        release,
+        tree: tree.clone(),
+        build_seconds: started.elapsed().as_secs(),
+        inputs: plan.inputs.clone(),
+    };
+    cache.install(meta, |dir| {
+        for (from, to) in [
+            (tree.join("arch/x86/boot/bzImage"), "bzImage"),
+            (tree.join("vmlinux"), "vmlinux"),
+            (tree.join(".config"), "config"),
+            (log_path.clone(), "build.log"),
+        ] {
+            std::fs::copy(&from, dir.join(to))
+                .with_context(|| format!("copying {} into the cache", from.display()))?;
+        }
+        Ok(())
+    })
+}
+
+/// Extracts a tarball into `dest` atomically (a partial extraction never
+/// carries the final name).
+fn extract(tarball: &Path, dest: &Path) -> Result<()> {
+    let parent = dest.parent().expect("tree dir has a parent");
+    std::fs::create_dir_all(parent)?;
+    let staging = parent.join(format!(
+        ".tmp-{}-{}",
+        dest.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging)?;
+    let mut tar = SupervisedCommand::new("tar", Terminal::Detached);
+    tar.arg("-xf")
+        .arg(tarball)
+        .arg("--strip-components=1")
+        .arg("-C")
+        .arg(&staging)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = tar.spawn("tar")?;
+    let waited = child.wait(None)?;
+    let ok = matches!(waited, Waited::Exited(s) if s.success());
+    if !ok {
+        let _ = std::fs::remove_dir_all(&staging);
+        interrupted_check(&waited)?;
+        return Err(fail(
+            Failure::BadInput,
+            format!(
+                "cannot extract kernel source {} ({waited:?})\n  fix: reinstall it with `cargo ci setup`",
+                tarball.display()
+            ),
+        ));
+    }
+    let _ = std::fs::remove_dir_all(dest);
+    std::fs::rename(&staging, dest)
+        .with_context(|| format!("moving source into {}", dest.display()))
+}
+
+fn interrupted_check(w: &Waited) -> Result<()> {
+    if matches!(w, Waited::Interrupted) || crate::process::interrupted() {
+        return Err(fail(Failure::Interrupted, "interrupted"));
+    }
+    Ok(())
+}
+
+/// Runs a build step with stdout and stderr merged into the build log, the
+/// latest line shown as progress; on failure, the error shows the lines that
+/// explain it and where the full log is.
+fn run_logged(
+    mut cmd: SupervisedCommand,
+    what: &str,
+    log: &mut std::fs::File,
+    log_path: &Path,
+    progress: &mut Progress,
+) -> Result<()> {
+    let (reader, writer) = std::io::pipe().context("creating a pipe")?;
+    cmd.stdin(Stdio::null())
+        .stdout(writer.try_clone()?)
+        .stderr(writer);
+    writeln!(log, "\n$ {what}")?;
+    let mut child = cmd.spawn(what)?;
+    let mut tail: std::collections::VecDeque<String> = Default::default();
+    let mut errors: Vec<String> = Vec::new();
+    for line in BufReader::new(reader).split(b'\n') {
+        let line = String::from_utf8_lossy(&line.context("reading build output")?).to_string();
+        writeln!(log, "{line}")?;
+        let is_error =
+            line.contains("error:") || line.contains("Error ") || line.starts_with("make: ***");
+        if is_error && errors.len() < 30 {
+            errors.push(line.clone());
+        }
+        progress.detail(&line);
+        tail.push_back(line);
+        if tail.len() > 15 {
+            tail.pop_front();
+        }
+    }
+    let waited = child.wait(None)?;
+    log.flush()?;
+    interrupted_check(&waited)?;
+    if matches!(waited, Waited::Exited(s) if s.success()) {
+        return Ok(());
+    }
+    let shown = if errors.is_empty() {
+        tail.into_iter().collect::<Vec<_>>()
+    } else {
+        errors
+    };
+    Err(fail(
+        Failure::HostTool,
+        format!(
+            "{what} failed ({waited:?}):\n  {}\n  full log: {}",
+            shown.join("\n  "),
+            log_path.display()
+        ),
+    ))
+}
+
+/// An exclusive lock (flock) held until the value is dropped; waits for a
+/// concurrent holder.
+pub struct Lock {
+    _file: std::fs::File,
+}
+
+pub fn lock(dir: &Path, name: &str) -> Result<Lock> {
+    use std::os::fd::AsRawFd;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(format!("{name}.lock"));
+    let f = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    // SAFETY: flock on an fd we own.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        tracing::info!("waiting for another build holding {}", path.display());
+        // SAFETY: as above, blocking this time.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("locking the build");
+        }
+    }
+    Ok(Lock { _file: f })
+}
+
+/// The default kernel (Debian source + embedded fragment) if it is cached.
+/// Never builds.
+pub fn cached_default(cache: &Cache) -> Result<Option<Entry>> {
+    let vng = Vng::locate()?;
+    let plan = plan(&BuildSpec::default(), cache, &vng)?;
+    Ok(cache.get(&plan.key))
+}
+
+/// What `--kernel ARG` names: a cache key, a bzImage file, a cache entry
+/// directory, or a kernel tree with a built `arch/x86/boot/bzImage`.
+pub fn resolve(arg: &str, cache: &Cache) -> Result<Kernel> {
+    if let Some(entry) = cache.get(arg) {
+        return Ok(Kernel {
+            bzimage: entry.bzimage(),
+            entry: Some(entry),
+        });
+    }
+    let path = Path::new(arg);
+    let file = if path.is_dir() {
+        [path.join("bzImage"), path.join("arch/x86/boot/bzImage")]
+            .into_iter()
+            .find(|p| p.is_file())
+            .ok_or_else(|| {
+                fail(
+                    Failure::BadInput,
+                    format!(
+                        "--kernel {arg}: directory has no bzImage nor arch/x86/boot/bzImage\n  \
+                         fix: build it (`scx-harness kernel build --source {arg}`) or pass the bzImage itself"
+                    ),
+                )
+            })?
+    } else if path.exists() {
+        path.to_path_buf()
+    } else {
+        return Err(fail(
+            Failure::BadInput,
+            format!(
+                "--kernel {arg}: no such file, and no cached kernel has that key\n  \
+                 fix: `scx-harness kernel list` shows the cached keys"
+            ),
+        ));
+    };
+    check_bzimage(&file)?;
+    Ok(Kernel {
+        bzimage: file,
+        entry: None,
+    })
+}
+
+/// A bzImage carries the x86 boot protocol magic "HdrS" at offset 0x202.
+pub fn check_bzimage(path: &Path) -> Result<()> {
+    use std::io::Read;
+    let mut head = [0u8; 0x206];
+    let ok = std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .map(|()| &head[0x202..0x206] == b"HdrS");
+    match ok {
+        Ok(true) => Ok(()),
+        Ok(false) | Err(_) => Err(fail(
+            Failure::BadInput,
+            format!(
+                "{} is not a bzImage (no x86 boot header \"HdrS\" at offset 0x202)\n  \
+                 fix: pass arch/x86/boot/bzImage of a built kernel, not vmlinux or a compressed image",
+                path.display()
+            ),
+        )),
+    }
+}
+
+/// The release (`uname -r`) a bzImage will report, read from its boot
+/// header: `kernel_version` at 0x20E points (minus 0x200) at a string like
+/// "6.12.117 (root@host) #1 SMP ...".
+pub fn bzimage_release(path: &Path) -> Option<String> {
+    let bytes = std::fs::read(path).ok()?;
+    if bytes.get(0x202..0x206)? != b"HdrS" {
+        return None;
+    }
+    let ptr = u16::from_le_bytes([*bytes.get(0x20E)?, *bytes.get(0x20F)?]) as usize + 0x200;
+    let tail = bytes.get(ptr..)?;
+    let end = tail.iter().position(|b| *b == 0 || *b == b' ')?;
+    String::from_utf8(tail[..end].to_vec()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn release_is_read_from_the_boot_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("bzImage");
+        let mut bytes = vec![0u8; 0x400];
+        bytes[0x202..0x206].copy_from_slice(b"HdrS");
+        bytes[0x20E..0x210].copy_from_slice(&0x100u16.to_le_bytes());
+        bytes[0x300..0x300 + 20].copy_from_slice(b"6.12.117 (root@x) #1");
+        std::fs::write(&img, &bytes).unwrap();
+        assert_eq!(bzimage_release(&img).as_deref(), Some("6.12.117"));
+    }
+
+    #[test]
+    fn bzimage_magic_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("bzImage");
+        let mut bytes = vec![0u8; 0x300];
+        bytes[0x202..0x206].copy_from_slice(b"HdrS");
+        std::fs::write(&good, &bytes).unwrap();
+        check_bzimage(&good).unwrap();
+        let bad = dir.path().join("vmlinux");
+        std::fs::write(&bad, b"\x7fELF not a bzimage").unwrap();
+        let err = check_bzimage(&bad).unwrap_err();
+        assert_eq!(crate::classify(&err), Some(Failure::BadInput));
+        assert!(format!("{err}").contains("is not a bzImage"));
+    }
+
+    #[test]
+    fn resolve_reports_missing_kernel_as_bad_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path().into());
+        let err = resolve("/nonexistent/bzImage", &cache).unwrap_err();
+        assert_eq!(crate::classify(&err), Some(Failure::BadInput));
+        assert!(format!("{err}").contains("kernel list"));
+    }
+
+    #[test]
+    fn tree_identity_follows_source_changes_not_build_products() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path().join("cache"));
+        let tree = dir.path().join("linux");
+        std::fs::create_dir_all(tree.join("kernel")).unwrap();
+        std::fs::write(tree.join("Makefile"), "all:\n").unwrap();
+        std::fs::write(tree.join("Kconfig"), "").unwrap();
+        std::fs::write(tree.join("kernel/a.c"), "int a;").unwrap();
+        let src = Source::Tree(tree.clone());
+        let id1 = source_identity(&src, &cache).unwrap();
+        std::fs::write(tree.join("kernel/a.o"), "object").unwrap();
+        assert_eq!(
+            source_identity(&src, &cache).unwrap(),
+            id1,
+            "a build product changed the id"
+        );
+        std::fs::write(tree.join("kernel/a.c"), "int a = 1;").unwrap();
+        assert_ne!(
+            source_identity(&src, &cache).unwrap(),
+            id1,
+            "a source edit kept the id"
+        );
+    }
+
+    #[test]
+    fn bad_sources_are_bad_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path().into());
+        for src in [
+            Source::Tree(dir.path().join("missing")),
+            Source::Tree(dir.path().to_path_buf()),
+            Source::Tarball(dir.path().join("linux.tar.xz")),
+        ] {
+            let err = source_identity(&src, &cache).unwrap_err();
+            assert_eq!(crate::classify(&err), Some(Failure::BadInput), "{src:?}");
+            assert!(format!("{err}").contains("fix:"), "{err}");
+        }
+    }
+}

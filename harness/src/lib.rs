@@ -1,0 +1,14 @@
+//! scx-harness: boot sched_ext kernels in QEMU through virtme-ng and test
+//! BPF schedulers in them. See ARCHITECTURE.md for the map.
+
+pub mod error;
+pub mod paths;
+pub mod process;
+
+pub use error::{classify, fail, ExitCode, Failure};
+pub mod bench;
+pub mod cli;
+pub mod kernel;
+pub mod progress;
+pub mod vm;
+pub mod vng;

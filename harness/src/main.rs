@@ -1,0 +1,92 @@
+//! The `scx-harness` command line: parses arguments, sets up logging and the
+//! signal handler, calls the library, and maps failures to exit codes.
+
+use std::process::ExitCode as ProcessExit;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use scx_harness::cli;
+
+#[derive(Parser)]
+#[command(
+    name = "scx-harness",
+    version,
+    about = "Test sched_ext schedulers in QEMU guests"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build, list and locate sched_ext kernels.
+    Kernel {
+        #[command(subcommand)]
+        command: KernelCommand,
+    },
+    /// Boot a kernel and run a command in the guest (a shell without one).
+    Vm(cli::VmArgs),
+    /// Measure boot times (see BENCHMARKS.md).
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+    /// Build (or reuse) the default kernel and show that sched_ext is there.
+    Run(cli::RunArgs),
+}
+
+#[derive(Subcommand)]
+enum KernelCommand {
+    /// Build a bzImage with sched_ext (cached: a rebuild of the same inputs is instant).
+    Build(cli::BuildArgs),
+    /// List the cached kernels, newest first.
+    List,
+    /// Print the bzImage path of a cached kernel (default: the default kernel).
+    Path {
+        /// A cache key from `kernel list`.
+        key: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Time from start to the guest command's first output, several ways.
+    Boot(cli::BenchBootArgs),
+}
+
+fn main() -> ProcessExit {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SCX_HARNESS_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Cli::parse();
+    if let Err(e) = scx_harness::process::install_signal_handler() {
+        eprintln!("scx-harness: {e:#}");
+    }
+    let result: Result<i32> = match args.command {
+        Command::Kernel { command } => match command {
+            KernelCommand::Build(a) => cli::kernel_build(a),
+            KernelCommand::List => cli::kernel_list(),
+            KernelCommand::Path { key } => cli::kernel_path(key),
+        },
+        Command::Vm(a) => cli::vm(a),
+        Command::Bench { command } => match command {
+            BenchCommand::Boot(a) => cli::bench_boot(a),
+        },
+        Command::Run(a) => cli::run(a),
+    };
+    match result {
+        Ok(code) => ProcessExit::from(code.clamp(0, 255) as u8),
+        Err(e) => {
+            eprintln!("scx-harness: error: {e:#}");
+            let code = scx_harness::classify(&e)
+                .map(|f| f.exit_code())
+                .unwrap_or(scx_harness::ExitCode::HostTool);
+            ProcessExit::from(code.code() as u8)
+        }
+    }
+}

@@ -1,0 +1,506 @@
+//! The VM runner: boot a kernel with virtme-ng and run one command in the
+//! guest, with a deadline, the console captured to a file, and no process
+//! left behind.
+//!
+//! Lifecycle as types: a [`VmSpec`] describes the VM, [`run`] boots it and
+//! waits, a [`VmResult`] is what came back. Talks to virtme-ng only through
+//! `crate::vng`; knows nothing about schedulers or scenarios (the guest
+//! command is opaque).
+
+pub mod accel;
+pub mod console;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+pub use accel::{Accel, AccelChoice};
+use console::CrashLine;
+
+use crate::error::{fail, Failure};
+use crate::kernel::check_bzimage;
+use crate::process::{SupervisedCommand, Terminal, Waited};
+use crate::vng::Vng;
+
+/// What to run in the guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuestCommand {
+    /// An argv, run without a shell (pass `sh -c '...'` for one).
+    Exec(Vec<String>),
+    /// An interactive shell on the terminal (for people at a desk).
+    Shell,
+}
+
+/// Everything that describes one VM run.
+#[derive(Debug, Clone)]
+pub struct VmSpec {
+    /// The bzImage to boot.
+    pub kernel: PathBuf,
+    /// vCPUs. Default 2.
+    pub cpus: u32,
+    /// Guest memory as QEMU reads it ("2G", "512M"). Default "2G".
+    pub memory: String,
+    pub accel: AccelChoice,
+    /// Wall-clock limit from start to the end of the guest command. Default
+    /// 5 minutes. `None` only makes sense for an interactive shell.
+    pub timeout: Option<Duration>,
+    pub command: GuestCommand,
+    /// Host directories the guest may write, at the same path.
+    pub rw_dirs: Vec<PathBuf>,
+    /// Where the console log, the guest's output and the shared directory go.
+    pub work_dir: PathBuf,
+    /// Copy the guest's stdout/stderr to ours as they arrive.
+    pub stream: bool,
+    /// Extra kernel command line arguments.
+    pub kernel_args: Vec<String>,
+}
+
+impl VmSpec {
+    pub fn new(kernel: PathBuf, work_dir: PathBuf, command: GuestCommand) -> VmSpec {
+        VmSpec {
+            kernel,
+            cpus: 2,
+            memory: "2G".into(),
+            accel: AccelChoice::Auto,
+            timeout: Some(Duration::from_secs(300)),
+            command,
+            rw_dirs: Vec::new(),
+            work_dir,
+            stream: false,
+            kernel_args: Vec::new(),
+        }
+    }
+}
+
+/// How a VM run ended.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Outcome {
+    /// The guest command ran to completion with this exit status.
+    Exited { code: i32 },
+    /// The guest kernel panicked (see [`VmResult::crashes`]).
+    KernelCrash,
+    /// The deadline passed; the VM was killed.
+    TimedOut { reached_guest: bool },
+    /// The VM never got to run the guest command, or died under it without
+    /// a kernel crash: QEMU would not start, boot failed, QEMU was killed.
+    InfraFailure { reason: String },
+    /// The harness was interrupted (SIGINT/SIGTERM); the VM was killed.
+    Interrupted,
+}
+
+/// What came back from a VM run.
+#[derive(Debug, Clone)]
+pub struct VmResult {
+    pub outcome: Outcome,
+    pub stdout: String,
+    pub stderr: String,
+    /// The full console log (kernel messages from the first line of boot).
+    pub console_log: PathBuf,
+    /// Console lines that announce kernel trouble, fatal or not.
+    pub crashes: Vec<CrashLine>,
+    pub accel: Accel,
+    pub elapsed: Duration,
+    /// From start to the first byte of the guest command's stdout.
+    pub first_output: Option<Duration>,
+}
+
+impl VmResult {
+    /// The guest command's status, or a classified error that explains what
+    /// went wrong and where the evidence is.
+    pub fn exit_code(&self) -> Result<i32> {
+        let evidence = format!("console log: {}", self.console_log.display());
+        match &self.outcome {
+            Outcome::Exited { code } => Ok(*code),
+            Outcome::KernelCrash => {
+                let console = std::fs::read_to_string(&self.console_log).unwrap_or_default();
+                let first = self
+                    .crashes
+                    .iter()
+                    .find(|c| c.kind.is_fatal())
+                    .or(self.crashes.first());
+                let excerpt = first
+                    .map(|c| console::excerpt(&console, c, 12))
+                    .unwrap_or_default();
+                Err(fail(
+                    Failure::KernelCrash,
+                    format!("the guest kernel crashed:\n{excerpt}\n  {evidence}"),
+                ))
+            }
+            Outcome::TimedOut { reached_guest } => Err(fail(
+                Failure::Infrastructure,
+                format!(
+                    "the VM ran past its deadline and was killed ({}); {evidence}",
+                    if *reached_guest {
+                        "the guest command had started"
+                    } else {
+                        "the guest never reached the command"
+                    }
+                ),
+            )),
+            Outcome::InfraFailure { reason } => Err(fail(
+                Failure::Infrastructure,
+                format!("{reason}\n  {evidence}"),
+            )),
+            Outcome::Interrupted => Err(fail(
+                Failure::Interrupted,
+                "interrupted; the VM was stopped",
+            )),
+        }
+    }
+}
+
+/// The guest-side wrapper around the command: marks that the guest got as
+/// far as the command, keeps a copy of its stderr, and records its status
+/// through the shared directory (vng's own status cannot tell "the command
+/// exited 255" from "the kernel panicked"). POSIX sh: the guest's /bin/sh
+/// may be dash, which has no pipefail, so the status is written from inside
+/// the pipeline.
+fn wrapper_script(shared: &Path, argv: &[String]) -> String {
+    let d = shell_quote(&shared.display().to_string());
+    let cmd: Vec<String> = argv.iter().map(|a| shell_quote(a)).collect();
+    format!(
+        "#!/bin/sh\n# written by scx-harness for one VM run\n\
+         : > {d}/started\n\
+         {{ {{ {}; echo $? > {d}/status.tmp; }} 2>&1 1>&3 3>&- | tee {d}/stderr >&2; }} 3>&1\n\
+         mv {d}/status.tmp {d}/status\n\
+         exit $(cat {d}/status)\n",
+        cmd.join(" ")
+    )
+}
+
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-=:,+@%".contains(c))
+    {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// The vng arguments for booting `spec` (everything but the command).
+fn vng_args(spec: &VmSpec, accel: Accel, shared: &Path) -> Vec<String> {
+    let mut args = vec![
+        "--run".to_string(),
+        spec.kernel.display().to_string(),
+        "--cpus".into(),
+        spec.cpus.to_string(),
+        "--memory".into(),
+        spec.memory.clone(),
+        "--rwdir".into(),
+        shared.display().to_string(),
+    ];
+    if accel == Accel::Tcg {
+        args.push("--disable-kvm".into());
+    }
+    // Without a Rust virtiofsd on the host (Debian 12 has none), vng tries
+    // the C one for the root and each shared directory, waiting 3.1 s each
+    // time before it falls back to 9p: go to 9p directly (BENCHMARKS.md).
+    args.push("--force-9p".into());
+    for d in &spec.rw_dirs {
+        args.push("--rwdir".into());
+        args.push(d.display().to_string());
+    }
+    // Verbose: the serial console (from the first line of boot, through
+    // earlyprintk) goes to vng's stderr, which the harness writes to the
+    // console log. The guest command's stderr joins it there, in order; a
+    // separate copy comes back through the shared directory.
+    args.push("--verbose".into());
+    // `--opt=value` form: argparse takes a separate value starting with
+    // "-" for an option of its own.
+    for karg in ["loglevel=7".to_string()]
+        .into_iter()
+        .chain(spec.kernel_args.iter().cloned())
+    {
+        args.push(format!("--append={karg}"));
+    }
+    args
+}
+
+/// Boots the VM, runs the command, and waits for it, the deadline, or an
+/// interrupt. Infrastructure trouble is reported in the result's outcome,
+/// not as `Err`; `Err` means the run could not even be set up.
+pub fn run(spec: &VmSpec) -> Result<VmResult> {
+    check_bzimage(&spec.kernel)?;
+    let vng = Vng::locate()?;
+    let probe = accel::resolve(spec.accel, &spec.kernel, &crate::paths::cache_dir())?;
+    std::fs::create_dir_all(&spec.work_dir)
+        .with_context(|| format!("creating {}", spec.work_dir.display()))?;
+    let work_dir = std::fs::canonicalize(&spec.work_dir)?;
+    let shared = work_dir.join("shared");
+    let _ = std::fs::remove_dir_all(&shared);
+    std::fs::create_dir_all(&shared)?;
+    let console_log = work_dir.join("console.log");
+    let console_file = std::fs::File::create(&console_log)
+        .with_context(|| format!("creating {}", console_log.display()))?;
+
+    let mut cmd = SupervisedCommand::new(
+        &vng.bin,
+        match spec.command {
+            GuestCommand::Shell => Terminal::Foreground,
+            GuestCommand::Exec(_) => Terminal::Detached,
+        },
+    );
+    cmd.env("PATH", vng.search_path())
+        .args(vng_args(spec, probe.accel, &shared));
+    let interactive = match &spec.command {
+        GuestCommand::Exec(argv) => {
+            let script = shared.join("run.sh");
+            std::fs::write(&script, wrapper_script(&shared, argv))?;
+            cmd.arg("--exec")
+                .arg(format!("sh {}", shell_quote(&script.display().to_string())))
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            false
+        }
+        GuestCommand::Shell => true,
+    };
+    tracing::debug!("booting: {:?}", *cmd);
+    let started = Instant::now();
+    let mut vm = cmd.spawn("virtme-ng VM")?;
+    let first_output: Arc<Mutex<Option<Duration>>> = Arc::default();
+    let readers = if interactive {
+        None
+    } else {
+        let out = vm.child_mut().stdout.take().expect("piped stdout");
+        let err = vm.child_mut().stderr.take().expect("piped stderr");
+        let echo_out = spec
+            .stream
+            .then(|| Box::new(std::io::stdout()) as Box<dyn Write + Send>);
+        let echo_err = spec
+            .stream
+            .then(|| Box::new(GuestLines::new(std::io::stderr())) as Box<dyn Write + Send>);
+        Some((
+            tee(out, vec![], echo_out, Some((first_output.clone(), started))),
+            tee(err, vec![Box::new(console_file)], echo_err, None),
+        ))
+    };
+    let waited = vm.wait(spec.timeout.map(|t| started + t))?;
+    drop(vm);
+    let (stdout, vng_stderr) = match readers {
+        Some((o, e)) => (o.join().unwrap_or_default(), e.join().unwrap_or_default()),
+        None => (Vec::new(), Vec::new()),
+    };
+    let vng_stderr = String::from_utf8_lossy(&vng_stderr).to_string();
+    let elapsed = started.elapsed();
+    let console = std::fs::read_to_string(&console_log).unwrap_or_default();
+    let crashes = console::scan(&console);
+    let reached_guest = shared.join("started").exists();
+    let status = std::fs::read_to_string(shared.join("status"))
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok());
+    let stderr = std::fs::read(shared.join("stderr"))
+        .map(|b| String::from_utf8_lossy(&b).to_string())
+        .unwrap_or_default();
+    let panicked = crashes.iter().any(|c| c.kind.is_fatal());
+    let outcome = match waited {
+        Waited::Interrupted => Outcome::Interrupted,
+        Waited::TimedOut => Outcome::TimedOut { reached_guest },
+        Waited::Exited(_) if panicked => Outcome::KernelCrash,
+        Waited::Exited(_) if interactive => Outcome::Exited {
+            code: status.unwrap_or(0),
+        },
+        Waited::Exited(_) => match status {
+            Some(code) => Outcome::Exited { code },
+            None if reached_guest => Outcome::InfraFailure {
+                reason: format!(
+                    "the VM ended while the guest command was running (vng: {}){}",
+                    describe_exit(&waited),
+                    tail_of("the console ended with", &vng_stderr)
+                ),
+            },
+            None => Outcome::InfraFailure {
+                reason: format!(
+                    "the VM never reached the guest command (vng: {}){}",
+                    describe_exit(&waited),
+                    tail_of("the console ended with", &vng_stderr)
+                ),
+            },
+        },
+    };
+    let first_output = *first_output.lock().expect("first output lock");
+    Ok(VmResult {
+        outcome,
+        stdout: String::from_utf8_lossy(&stdout).to_string(),
+        stderr,
+        console_log,
+        crashes,
+        accel: probe.accel,
+        elapsed,
+        first_output,
+    })
+}
+
+fn describe_exit(w: &Waited) -> String {
+    match w {
+        Waited::Exited(s) => s.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn tail_of(label: &str, text: &str) -> String {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.is_empty() {
+        return String::new();
+    }
+    let tail = &lines[lines.len().saturating_sub(8)..];
+    format!("\n  {label}:\n    {}", tail.join("\n    "))
+}
+
+/// Reads `src` to the end on a thread, writing everything to `sinks`,
+/// copying to `echo` as it goes, and noting when the first byte arrived.
+fn tee(
+    mut src: impl Read + Send + 'static,
+    mut sinks: Vec<Box<dyn Write + Send>>,
+    mut echo: Option<Box<dyn Write + Send>>,
+    first: Option<(Arc<Mutex<Option<Duration>>>, Instant)>,
+) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 8192];
+        loop {
+            match src.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if all.is_empty() {
+                        if let Some((slot, t0)) = &first {
+                            *slot.lock().expect("first output lock") = Some(t0.elapsed());
+                        }
+                    }
+                    all.extend_from_slice(&buf[..n]);
+                    for w in sinks.iter_mut().chain(echo.as_mut()) {
+                        let _ = w.write_all(&buf[..n]);
+                        let _ = w.flush();
+                    }
+                }
+            }
+        }
+        all
+    })
+}
+
+/// Passes through the console lines that are not kernel messages (the guest
+/// command's stderr, vng's own warnings), so a person at a desk sees the
+/// command's output live without the boot log.
+struct GuestLines<W: Write> {
+    out: W,
+    partial: Vec<u8>,
+    early_boot: bool,
+}
+
+impl<W: Write> GuestLines<W> {
+    fn new(out: W) -> Self {
+        GuestLines {
+            out,
+            partial: Vec::new(),
+            early_boot: true,
+        }
+    }
+
+    fn is_kernel_line(line: &[u8]) -> bool {
+        let t = line.trim_ascii_start();
+        (t.starts_with(b"[") && t.iter().take(16).any(|b| *b == b']'))
+            // The decompressor's KASLR notes come without a timestamp.
+            || t.windows(12).any(|w| w == b"KASLR using ")
+    }
+}
+
+impl<W: Write> Write for GuestLines<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.partial.extend_from_slice(buf);
+        while let Some(i) = self.partial.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=i).collect();
+            // Before the kernel's first timestamped line, the decompressor
+            // and firmware print untimestamped noise: skip it too.
+            if Self::is_kernel_line(&line) {
+                self.early_boot = false;
+            } else if !self.early_boot {
+                self.out.write_all(&line)?;
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_quote_round_trips_through_sh() {
+        for s in ["plain", "with space", "it's", "$HOME", "a\"b", "", "-x"] {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("printf %s {}", shell_quote(s)))
+                .output()
+                .unwrap();
+            assert_eq!(String::from_utf8(out.stdout).unwrap(), s);
+        }
+    }
+
+    #[test]
+    fn wrapper_records_status_start_and_stderr() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = wrapper_script(
+            dir.path(),
+            &[
+                "sh".into(),
+                "-c".into(),
+                "echo hi; echo oops >&2; exit 3".into(),
+            ],
+        );
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(3));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n");
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "oops\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("stderr")).unwrap(),
+            "oops\n"
+        );
+        assert!(dir.path().join("started").exists());
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("status"))
+                .unwrap()
+                .trim(),
+            "3"
+        );
+    }
+
+    #[test]
+    fn tcg_disables_kvm_and_console_is_verbose() {
+        let spec = VmSpec::new("/k/bzImage".into(), "/w".into(), GuestCommand::Shell);
+        let args = vng_args(&spec, Accel::Tcg, Path::new("/w/shared"));
+        assert!(args.contains(&"--disable-kvm".to_string()));
+        assert!(args.contains(&"--verbose".to_string()));
+        assert!(args.contains(&"--rwdir".to_string()));
+        let kvm = vng_args(&spec, Accel::Kvm, Path::new("/w/shared"));
+        assert!(!kvm.contains(&"--disable-kvm".to_string()));
+    }
+
+    #[test]
+    fn guest_lines_drop_kernel_messages_and_boot_noise() {
+        let mut out = Vec::new();
+        {
+            let mut g = GuestLines::new(&mut out);
+            g.write_all(b"early console in extract_kernel\n[    0.000] Linux version\nhello")
+                .unwrap();
+            g.write_all(b" world\n[    6.2] virtme-ng-init: starting script\nbye\n")
+                .unwrap();
+        }
+        assert_eq!(String::from_utf8(out).unwrap(), "hello world\nbye\n");
+    }
+}

@@ -1,0 +1,163 @@
+//! VM tests: each boots the real sched_ext kernel under QEMU through
+//! virtme-ng (TCG on hosts where KVM does not work) and checks what came
+//! back. nextest runs them one at a time (`.config/nextest.toml`, group vm).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use scx_harness::vm::console::CrashKind;
+use scx_harness::vm::{self, GuestCommand, Outcome, VmResult, VmSpec};
+
+fn sh(script: &str) -> GuestCommand {
+    GuestCommand::Exec(vec!["sh".into(), "-c".into(), script.into()])
+}
+
+fn spec(work: &Path, command: GuestCommand, timeout: Duration) -> VmSpec {
+    let mut s = VmSpec::new(common::test_kernel(), work.to_path_buf(), command);
+    s.timeout = Some(timeout);
+    s
+}
+
+/// Prints what a person needs when a VM test fails.
+fn explain(r: &VmResult) -> String {
+    let console = std::fs::read_to_string(&r.console_log).unwrap_or_default();
+    let tail: Vec<&str> = console.lines().rev().take(30).collect();
+    format!(
+        "outcome: {:?}\naccel: {}\n--- stdout ---\n{}\n--- stderr ---\n{}\n--- console (last 30 lines of {}) ---\n{}",
+        r.outcome,
+        r.accel,
+        r.stdout,
+        r.stderr,
+        r.console_log.display(),
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    )
+}
+
+/// QEMU processes whose command line mentions `dir` (each VM's shared
+/// directory is on its command line).
+fn qemus_mentioning(dir: &Path) -> Vec<PathBuf> {
+    let needle = dir.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|p| {
+            std::fs::read(p.path().join("cmdline")).is_ok_and(|c| {
+                let c = String::from_utf8_lossy(&c);
+                c.contains("qemu-system") && c.contains(&needle)
+            })
+        })
+        .map(|p| p.path())
+        .collect()
+}
+
+#[test]
+fn vm_boots_with_sched_ext_disabled_and_the_right_kernel() {
+    let work = tempfile::tempdir().unwrap();
+    let r = vm::run(&spec(
+        work.path(),
+        sh("cat /sys/kernel/sched_ext/state; uname -r"),
+        Duration::from_secs(120),
+    ))
+    .unwrap();
+    assert_eq!(r.outcome, Outcome::Exited { code: 0 }, "{}", explain(&r));
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    let expected =
+        scx_harness::kernel::bzimage_release(&common::test_kernel()).expect("release in bzImage");
+    assert_eq!(lines, ["disabled", expected.as_str()], "{}", explain(&r));
+    // The console log is the kernel's, from the first line of boot.
+    let console = std::fs::read_to_string(&r.console_log).unwrap();
+    assert!(console.contains("Linux version"), "{}", explain(&r));
+    assert!(r.crashes.is_empty(), "{:?}", r.crashes);
+}
+
+#[test]
+fn vm_guest_exit_code_and_output_come_back() {
+    let work = tempfile::tempdir().unwrap();
+    let r = vm::run(&spec(
+        work.path(),
+        sh("echo to-stdout; echo to-stderr >&2; exit 42"),
+        Duration::from_secs(120),
+    ))
+    .unwrap();
+    assert_eq!(r.outcome, Outcome::Exited { code: 42 }, "{}", explain(&r));
+    assert_eq!(r.stdout, "to-stdout\n", "{}", explain(&r));
+    assert_eq!(r.stderr, "to-stderr\n", "{}", explain(&r));
+    assert!(r.first_output.is_some());
+}
+
+#[test]
+fn vm_hung_guest_is_killed_at_its_deadline_with_nothing_left() {
+    let work = tempfile::tempdir().unwrap();
+    let timeout = Duration::from_secs(45);
+    let r = vm::run(&spec(
+        work.path(),
+        sh("echo started; exec sleep 100000"),
+        timeout,
+    ))
+    .unwrap();
+    assert_eq!(
+        r.outcome,
+        Outcome::TimedOut {
+            reached_guest: true
+        },
+        "{}",
+        explain(&r)
+    );
+    assert!(r.elapsed >= timeout, "{:?}", r.elapsed);
+    assert!(
+        r.elapsed < timeout + Duration::from_secs(15),
+        "kill took too long: {:?}",
+        r.elapsed
+    );
+    let left = qemus_mentioning(work.path());
+    assert!(
+        left.is_empty(),
+        "QEMU still running after the timeout: {left:?}"
+    );
+    // The classified error says what happened and where the console is.
+    let err = format!("{:#}", r.exit_code().unwrap_err());
+    assert!(
+        err.contains("deadline") && err.contains("console.log"),
+        "{err}"
+    );
+    assert_eq!(
+        scx_harness::classify(&r.exit_code().unwrap_err()),
+        Some(scx_harness::Failure::Infrastructure)
+    );
+}
+
+#[test]
+fn vm_kernel_panic_is_reported_as_a_crash_at_once() {
+    let work = tempfile::tempdir().unwrap();
+    let timeout = Duration::from_secs(120);
+    let r = vm::run(&spec(
+        work.path(),
+        sh("echo c > /proc/sysrq-trigger; sleep 1000"),
+        timeout,
+    ))
+    .unwrap();
+    assert_eq!(r.outcome, Outcome::KernelCrash, "{}", explain(&r));
+    assert!(
+        r.elapsed < timeout / 2,
+        "the VM did not end at the panic: {:?}",
+        r.elapsed
+    );
+    let panic = r
+        .crashes
+        .iter()
+        .find(|c| c.kind == CrashKind::Panic)
+        .expect("a panic line");
+    assert!(panic.text.contains("sysrq triggered crash"), "{panic:?}");
+    let err = r.exit_code().unwrap_err();
+    assert_eq!(
+        scx_harness::classify(&err),
+        Some(scx_harness::Failure::KernelCrash)
+    );
+    assert!(
+        format!("{err:#}").contains("Kernel panic - not syncing"),
+        "{err:#}"
+    );
+    assert!(qemus_mentioning(work.path()).is_empty());
+}
