@@ -1,9 +1,316 @@
-//! Boot-time benchmark (`scx-harness bench boot`).
-use anyhow::Result;
+//! Boot-time benchmark (`scx-harness bench boot`): time from start to the
+//! guest command's first output, for the harness's VM runner and for two
+//! baselines, measured in one run on the same kernel with the samples
+//! interleaved so that drift in the host hits every variant alike.
+//!
+//! - `runner`: `vm::run`, exactly as the harness boots every VM.
+//! - `vng`: a bare `vng --run K --exec ...` with virtme-ng's defaults.
+//! - `qemu-initramfs`: bare QEMU with a busybox initramfs whose init prints
+//!   and powers off: the floor for this kernel and accelerator.
+//!
+//! With `--study`, bare-vng variants that isolate one setting each show
+//! where virtme-ng's time goes (see BENCHMARKS.md).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
 
 use crate::cli::VmOpts;
 use crate::kernel::Kernel;
+use crate::process::{SupervisedCommand, Terminal};
+use crate::vm::{self, Accel, GuestCommand, Outcome, VmSpec};
+use crate::vng::Vng;
 
-pub fn boot(_kernel: &Kernel, _opts: &VmOpts, _samples: usize) -> Result<i32> {
-    anyhow::bail!("not yet")
+const MARK: &str = "scx-bench-ready";
+
+/// One way of booting to a first line of output.
+struct Variant {
+    name: String,
+    what: String,
+    /// Extra vng arguments for bare-vng variants; `None` for the others.
+    vng_args: Option<Vec<String>>,
+}
+
+/// Results of one variant.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Timing {
+    pub name: String,
+    pub what: String,
+    pub samples_s: Vec<f64>,
+}
+
+impl Timing {
+    pub fn median(&self) -> f64 {
+        median(&self.samples_s)
+    }
+}
+
+pub fn median(xs: &[f64]) -> f64 {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+pub fn boot(kernel: &Kernel, opts: &VmOpts, samples: usize, study: bool) -> Result<i32> {
+    let vng = Vng::locate()?;
+    let probe = vm::accel::resolve(opts.accel, &kernel.bzimage, &crate::paths::cache_dir())?;
+    let scratch = tempfile::tempdir().context("creating the benchmark's scratch directory")?;
+    let initramfs = busybox_initramfs(scratch.path())?;
+    let mut variants = vec![
+        Variant {
+            name: "runner".into(),
+            what: "scx-harness VM runner (vm::run)".into(),
+            vng_args: None,
+        },
+        Variant {
+            name: "vng".into(),
+            what: "bare `vng --run K --exec`, virtme-ng defaults".into(),
+            vng_args: Some(vec![]),
+        },
+        Variant {
+            name: "qemu-initramfs".into(),
+            what: "bare QEMU, busybox initramfs".into(),
+            vng_args: None,
+        },
+    ];
+    if study {
+        for (name, what, args) in [
+            (
+                "vng+9p",
+                "vng --force-9p: no virtiofsd attempts",
+                vec!["--force-9p"],
+            ),
+            (
+                "vng+9p+512M",
+                "vng --force-9p --memory 512M",
+                vec!["--force-9p", "--memory", "512M"],
+            ),
+            (
+                "vng+9p+verbose",
+                "vng --force-9p --verbose: console at loglevel 7",
+                vec!["--force-9p", "--verbose", "--append=loglevel=7"],
+            ),
+            (
+                "vng+9p+1cpu",
+                "vng --force-9p --cpus 1",
+                vec!["--force-9p", "--cpus", "1"],
+            ),
+        ] {
+            variants.push(Variant {
+                name: name.into(),
+                what: what.into(),
+                vng_args: Some(args.into_iter().map(String::from).collect()),
+            });
+        }
+    }
+    let mut timings: Vec<Timing> = variants
+        .iter()
+        .map(|v| Timing {
+            name: v.name.clone(),
+            what: v.what.clone(),
+            samples_s: vec![],
+        })
+        .collect();
+    eprintln!(
+        "bench boot: {} samples of {} variants, kernel {}, accel {} ({})",
+        samples,
+        variants.len(),
+        kernel.bzimage.display(),
+        probe.accel,
+        probe.reason
+    );
+    for i in 0..samples {
+        for (v, t) in variants.iter().zip(timings.iter_mut()) {
+            let secs = match (&v.vng_args, v.name.as_str()) {
+                (None, "runner") => runner(kernel, opts, probe.accel, scratch.path())?,
+                (None, _) => bare_qemu(&kernel.bzimage, &initramfs, opts, probe.accel)?,
+                (Some(args), _) => bare_vng(&vng, &kernel.bzimage, opts, probe.accel, args)?,
+            };
+            eprintln!("  sample {}/{samples} {:<16} {secs:6.2} s", i + 1, v.name);
+            t.samples_s.push(secs);
+            if crate::process::interrupted() {
+                bail!(crate::fail(crate::Failure::Interrupted, "interrupted"));
+            }
+        }
+    }
+    print_report(&timings, probe.accel, samples);
+    Ok(0)
+}
+
+fn print_report(timings: &[Timing], accel: Accel, samples: usize) {
+    let get = |n: &str| timings.iter().find(|t| t.name == n).map(Timing::median);
+    println!("| variant | median (s) | min | max | what |");
+    println!("|---|---:|---:|---:|---|");
+    for t in timings {
+        let min = t.samples_s.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = t.samples_s.iter().copied().fold(0.0, f64::max);
+        println!(
+            "| {} | {:.2} | {min:.2} | {max:.2} | {} |",
+            t.name,
+            t.median(),
+            t.what
+        );
+    }
+    if let (Some(a), Some(b), Some(c)) = (get("runner"), get("vng"), get("qemu-initramfs")) {
+        println!();
+        println!("accelerator {accel}, {samples} samples each, interleaved");
+        println!("runner / vng            = {:.2}x (target <= 1.2x)", a / b);
+        println!("runner / qemu-initramfs = {:.2}x (target <= 2x)", a / c);
+    }
+}
+
+fn runner(kernel: &Kernel, opts: &VmOpts, accel: Accel, scratch: &Path) -> Result<f64> {
+    let work = scratch.join("runner");
+    let mut spec = VmSpec::new(
+        kernel.bzimage.clone(),
+        work,
+        GuestCommand::Exec(vec!["echo".into(), MARK.into()]),
+    );
+    spec.accel = match accel {
+        Accel::Kvm => vm::AccelChoice::Kvm,
+        Accel::Tcg => vm::AccelChoice::Tcg,
+    };
+    spec.cpus = opts.cpus;
+    spec.memory = opts.memory.clone();
+    spec.timeout = Some(opts.timeout);
+    let r = vm::run(&spec)?;
+    match (&r.outcome, r.first_output) {
+        (Outcome::Exited { code: 0 }, Some(t)) if r.stdout.contains(MARK) => Ok(t.as_secs_f64()),
+        _ => {
+            r.exit_code()?;
+            bail!(
+                "the runner's guest printed {:?} instead of {MARK}",
+                r.stdout
+            )
+        }
+    }
+}
+
+fn bare_vng(
+    vng: &Vng,
+    kernel: &Path,
+    opts: &VmOpts,
+    accel: Accel,
+    extra: &[String],
+) -> Result<f64> {
+    let mut cmd = SupervisedCommand::new(&vng.bin, Terminal::Detached);
+    cmd.env("PATH", vng.search_path())
+        .arg("--run")
+        .arg(kernel)
+        .args(["--cpus", &opts.cpus.to_string(), "--memory", &opts.memory]);
+    if accel == Accel::Tcg {
+        cmd.arg("--disable-kvm");
+    }
+    // Later --cpus/--memory in `extra` override the defaults above.
+    cmd.args(extra).arg("--exec").arg(format!("echo {MARK}"));
+    time_to_mark(cmd, "bare vng", opts.timeout)
+}
+
+fn bare_qemu(kernel: &Path, initramfs: &Path, opts: &VmOpts, accel: Accel) -> Result<f64> {
+    let mut cmd = SupervisedCommand::new("qemu-system-x86_64", Terminal::Detached);
+    cmd.args([
+        "-accel",
+        &accel.to_string(),
+        "-m",
+        &opts.memory,
+        "-smp",
+        &opts.cpus.to_string(),
+    ])
+    .args(["-cpu", if accel == Accel::Kvm { "host" } else { "max" }])
+    .args([
+        "-nodefaults",
+        "-display",
+        "none",
+        "-no-reboot",
+        "-serial",
+        "stdio",
+    ])
+    .arg("-kernel")
+    .arg(kernel)
+    .arg("-initrd")
+    .arg(initramfs)
+    .args(["-append", "console=ttyS0 panic=-1 quiet"]);
+    time_to_mark(cmd, "bare qemu", opts.timeout)
+}
+
+/// Starts `cmd` with stdout piped and returns the seconds until a line
+/// with [`MARK`] appears; then stops the tree.
+fn time_to_mark(mut cmd: SupervisedCommand, what: &str, timeout: Duration) -> Result<f64> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let started = Instant::now();
+    let mut child = cmd.spawn(what)?;
+    let out = child.child_mut().stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if line.contains(MARK) {
+                let _ = tx.send(started.elapsed());
+                return;
+            }
+        }
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(t) => {
+            // Let it power off as it would, within reason, then stop it.
+            let _ = child.wait(Some(Instant::now() + Duration::from_secs(30)));
+            Ok(t.as_secs_f64())
+        }
+        Err(_) => bail!("{what} printed no {MARK} within {timeout:?}"),
+    }
+}
+
+/// A newc initramfs with busybox whose init prints the mark and powers off.
+fn busybox_initramfs(dir: &Path) -> Result<PathBuf> {
+    let busybox = Path::new("/bin/busybox");
+    if !busybox.is_file() {
+        bail!(crate::fail(
+            crate::Failure::HostTool,
+            "/bin/busybox is missing\n  fix: run `cargo ci setup` (installs busybox-static)"
+        ));
+    }
+    let root = dir.join("initramfs");
+    std::fs::create_dir_all(root.join("bin"))?;
+    std::fs::copy(busybox, root.join("bin/busybox"))?;
+    let init = root.join("init");
+    std::fs::write(
+        &init,
+        format!("#!/bin/busybox sh\n/bin/busybox echo {MARK}\n/bin/busybox poweroff -f\n"),
+    )?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755))?;
+    let image = dir.join("initramfs.cpio");
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "cd {} && printf 'init\\nbin\\nbin/busybox\\n' | cpio --quiet -o -H newc > {}",
+            vm::shell_quote(&root.display().to_string()),
+            vm::shell_quote(&image.display().to_string())
+        ))
+        .status()
+        .context("running cpio")?;
+    if !status.success() {
+        bail!("cpio failed building {}", image.display());
+    }
+    Ok(image)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert!(median(&[]).is_nan());
+    }
 }

@@ -87,6 +87,9 @@ pub struct BenchBootArgs {
     /// Samples per variant.
     #[arg(long, default_value_t = 5)]
     pub samples: usize,
+    /// Also run bare-vng variants that isolate one setting each.
+    #[arg(long)]
+    pub study: bool,
 }
 
 /// "90s", "5m", "1h", "250ms", or plain seconds.
@@ -231,7 +234,11 @@ pub fn vm(args: VmArgs) -> Result<i32> {
     }
     let result = vm::run(&spec)?;
     let code = result.exit_code();
-    let keep = args.keep || code.is_err();
+    let trouble = result.kernel_trouble();
+    if let (Ok(_), Some(t)) = (&code, &trouble) {
+        eprintln!("scx-harness: warning: {t}");
+    }
+    let keep = args.keep || code.is_err() || trouble.is_some();
     if keep {
         eprintln!("scx-harness: run directory kept: {}", work.display());
     } else {
@@ -291,7 +298,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
 
 pub fn bench_boot(args: BenchBootArgs) -> Result<i32> {
     let kernel = kernel_for(&args.opts)?;
-    crate::bench::boot(&kernel, &args.opts, args.samples)
+    crate::bench::boot(&kernel, &args.opts, args.samples, args.study)
 }
 
 fn utc(secs: u64) -> String {

@@ -190,6 +190,11 @@ impl Supervised {
     pub fn wait(&mut self, deadline: Option<Instant>) -> Result<Waited> {
         loop {
             if let Some(status) = self.try_reap()? {
+                // The signal handler sets the flag before it kills the
+                // tree: a child that died of that kill was interrupted.
+                if interrupted() {
+                    return Ok(Waited::Interrupted);
+                }
                 return Ok(Waited::Exited(status));
             }
             if interrupted() {

@@ -161,3 +161,88 @@ fn vm_kernel_panic_is_reported_as_a_crash_at_once() {
     );
     assert!(qemus_mentioning(work.path()).is_empty());
 }
+
+/// Starts `scx-harness vm -- sleep` with its run directory under `tmp`,
+/// waits until the guest command has started, and returns the child.
+fn harness_with_sleeping_guest(tmp: &Path) -> std::process::Child {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_scx-harness"))
+        .env("TMPDIR", tmp)
+        .arg("vm")
+        .arg("--kernel")
+        .arg(common::test_kernel())
+        .args(["--timeout", "10m", "--", "sleep", "100000"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let started = std::fs::read_dir(tmp)
+            .unwrap()
+            .flatten()
+            .any(|d| d.path().join("shared/started").exists());
+        if started {
+            return child;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "scx-harness exited before the guest started"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the guest never started"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Polls until no QEMU mentions `dir`, or fails after `limit`.
+fn assert_qemus_gone(dir: &Path, limit: Duration) {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let left = qemus_mentioning(dir);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "QEMU survived the harness: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn vm_sigterm_to_the_harness_stops_the_vm_and_exits_130() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = harness_with_sleeping_guest(tmp.path());
+    assert!(
+        !qemus_mentioning(tmp.path()).is_empty(),
+        "no QEMU found for the running VM"
+    );
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    // The harness waits for the tree to exit before it returns.
+    assert!(
+        qemus_mentioning(tmp.path()).is_empty(),
+        "QEMU left after SIGTERM"
+    );
+}
+
+#[test]
+fn vm_sigkill_of_the_harness_takes_qemu_with_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = harness_with_sleeping_guest(tmp.path());
+    assert!(
+        !qemus_mentioning(tmp.path()).is_empty(),
+        "no QEMU found for the running VM"
+    );
+    child.kill().unwrap(); // SIGKILL: no handler, no Drop runs in the harness
+    child.wait().unwrap();
+    // The kernel delivers the parent-death signal and tears the PID
+    // namespace down asynchronously; it is quick, but not instant.
+    assert_qemus_gone(tmp.path(), Duration::from_secs(10));
+}

@@ -104,22 +104,19 @@ pub fn plan(spec: &BuildSpec, cache: &Cache, vng: &Vng) -> Result<Plan> {
         fragments.push(Fragment::read(p)?);
     }
     let source_id = source_identity(&spec.source, cache)?;
-    let mut inputs = format!("recipe: {RECIPE}\nsource: {source_id}\n");
-    for f in &fragments {
-        inputs.push_str(&format!("fragment: {}\n", sha256_hex(f.text.as_bytes())));
-    }
+    let mut tools: Vec<(&str, String)> = Vec::new();
     // virtme-ng applies this file to every kconfig run if it exists.
     if let Some(home) = std::env::var_os("HOME") {
         let user = Path::new(&home).join(".config/virtme-ng/kernel.config");
         if let Ok(text) = std::fs::read(&user) {
-            inputs.push_str(&format!("vng-user-config: {}\n", sha256_hex(&text)));
+            tools.push(("vng-user-config", sha256_hex(&text)));
         }
     }
-    inputs.push_str(&format!("vng: {}\n", vng.version()?));
-    for (tool, args) in [("gcc", &["--version"][..]), ("pahole", &["--version"][..])] {
-        inputs.push_str(&format!("{tool}: {}\n", tool_version(tool, args)?));
-    }
-    let key = sha256_hex(inputs.as_bytes())[..16].to_string();
+    tools.push(("vng", vng.version()?));
+    tools.push(("gcc", tool_version("gcc", &["--version"])?));
+    tools.push(("pahole", tool_version("pahole", &["--version"])?));
+    let inputs = key_inputs(&source_id, &fragments, &tools);
+    let key = key_of(&inputs);
 
     // The embedded fragment is materialised under its hash for vng to read.
     let frag_dir = cache.root().join("fragments");
@@ -145,6 +142,24 @@ pub fn plan(spec: &BuildSpec, cache: &Cache, vng: &Vng) -> Result<Plan> {
         fragment_files,
         spec: spec.clone(),
     })
+}
+
+/// The text a cache key is hashed from: the recipe, the source identity,
+/// each fragment's content hash in order, and the tools' versions. Stored in
+/// the entry's meta.json so a person can see why two keys differ.
+fn key_inputs(source_id: &str, fragments: &[Fragment], tools: &[(&str, String)]) -> String {
+    let mut inputs = format!("recipe: {RECIPE}\nsource: {source_id}\n");
+    for f in fragments {
+        inputs.push_str(&format!("fragment: {}\n", sha256_hex(f.text.as_bytes())));
+    }
+    for (tool, version) in tools {
+        inputs.push_str(&format!("{tool}: {version}\n"));
+    }
+    inputs
+}
+
+fn key_of(inputs: &str) -> String {
+    sha256_hex(inputs.as_bytes())[..16].to_string()
 }
 
 fn tool_version(tool: &str, args: &[&str]) -> Result<String> {
@@ -587,6 +602,55 @@ mod tests {
         bytes[0x300..0x300 + 20].copy_from_slice(b"6.12.117 (root@x) #1");
         std::fs::write(&img, &bytes).unwrap();
         assert_eq!(bzimage_release(&img).as_deref(), Some("6.12.117"));
+    }
+
+    #[test]
+    fn cache_key_follows_every_input() {
+        let frag = |t: &str| Fragment::parse("f", t).unwrap();
+        let tools = |gcc: &str| vec![("gcc", gcc.to_string()), ("pahole", "v1.24".to_string())];
+        let base = key_of(&key_inputs(
+            "tarball sha256:aa",
+            &[frag("CONFIG_A=y\n")],
+            &tools("gcc 12"),
+        ));
+        assert_eq!(base.len(), 16);
+        // Same inputs, same key.
+        assert_eq!(
+            base,
+            key_of(&key_inputs(
+                "tarball sha256:aa",
+                &[frag("CONFIG_A=y\n")],
+                &tools("gcc 12")
+            ))
+        );
+        for other in [
+            key_inputs(
+                "tarball sha256:ab",
+                &[frag("CONFIG_A=y\n")],
+                &tools("gcc 12"),
+            ),
+            key_inputs(
+                "tarball sha256:aa",
+                &[frag("CONFIG_A=m\n")],
+                &tools("gcc 12"),
+            ),
+            key_inputs(
+                "tarball sha256:aa",
+                &[frag("CONFIG_A=y\n"), frag("CONFIG_B=y\n")],
+                &tools("gcc 12"),
+            ),
+            key_inputs(
+                "tarball sha256:aa",
+                &[frag("CONFIG_A=y\n")],
+                &tools("gcc 13"),
+            ),
+        ] {
+            assert_ne!(base, key_of(&other), "{other}");
+        }
+        // Fragment order matters: a later fragment overrides an earlier one.
+        let ab = key_inputs("s", &[frag("CONFIG_A=y\n"), frag("CONFIG_A=m\n")], &[]);
+        let ba = key_inputs("s", &[frag("CONFIG_A=m\n"), frag("CONFIG_A=y\n")], &[]);
+        assert_ne!(key_of(&ab), key_of(&ba));
     }
 
     #[test]

@@ -110,6 +110,26 @@ pub struct VmResult {
 }
 
 impl VmResult {
+    /// Kernel trouble that did not end the guest (a WARNING, a BUG, a
+    /// lockup report), for the user to see even when the command succeeded.
+    pub fn kernel_trouble(&self) -> Option<String> {
+        if self.crashes.is_empty() {
+            return None;
+        }
+        let lines: Vec<String> = self
+            .crashes
+            .iter()
+            .take(10)
+            .map(|c| format!("  {:?} (console line {}): {}", c.kind, c.line_no, c.text))
+            .collect();
+        Some(format!(
+            "the guest kernel reported {} problem line(s):\n{}\n  console log: {}",
+            self.crashes.len(),
+            lines.join("\n"),
+            self.console_log.display()
+        ))
+    }
+
     /// The guest command's status, or a classified error that explains what
     /// went wrong and where the evidence is.
     pub fn exit_code(&self) -> Result<i32> {
