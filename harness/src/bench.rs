@@ -40,6 +40,9 @@ pub struct Timing {
     pub name: String,
     pub what: String,
     pub samples_s: Vec<f64>,
+    /// Samples that produced no first output, with why. Reported, and left
+    /// out of the statistics.
+    pub failures: Vec<String>,
 }
 
 impl Timing {
@@ -116,6 +119,7 @@ pub fn boot(kernel: &Kernel, opts: &VmOpts, samples: usize, study: bool) -> Resu
             name: v.name.clone(),
             what: v.what.clone(),
             samples_s: vec![],
+            failures: vec![],
         })
         .collect();
     eprintln!(
@@ -129,12 +133,23 @@ pub fn boot(kernel: &Kernel, opts: &VmOpts, samples: usize, study: bool) -> Resu
     for i in 0..samples {
         for (v, t) in variants.iter().zip(timings.iter_mut()) {
             let secs = match (&v.vng_args, v.name.as_str()) {
-                (None, "runner") => runner(kernel, opts, probe.accel, scratch.path())?,
-                (None, _) => bare_qemu(&kernel.bzimage, &initramfs, opts, probe.accel)?,
-                (Some(args), _) => bare_vng(&vng, &kernel.bzimage, opts, probe.accel, args)?,
+                (None, "runner") => runner(kernel, opts, probe.accel, scratch.path()),
+                (None, _) => bare_qemu(&kernel.bzimage, &initramfs, opts, probe.accel),
+                (Some(args), _) => bare_vng(&vng, &kernel.bzimage, opts, probe.accel, args),
             };
-            eprintln!("  sample {}/{samples} {:<16} {secs:6.2} s", i + 1, v.name);
-            t.samples_s.push(secs);
+            if crate::process::interrupted() {
+                bail!(crate::fail(crate::Failure::Interrupted, "interrupted"));
+            }
+            match secs {
+                Ok(secs) => {
+                    eprintln!("  sample {}/{samples} {:<16} {secs:6.2} s", i + 1, v.name);
+                    t.samples_s.push(secs);
+                }
+                Err(e) => {
+                    eprintln!("  sample {}/{samples} {:<16} FAILED: {e:#}", i + 1, v.name);
+                    t.failures.push(format!("{e:#}"));
+                }
+            }
             if crate::process::interrupted() {
                 bail!(crate::fail(crate::Failure::Interrupted, "interrupted"));
             }
@@ -264,7 +279,16 @@ fn time_to_mark(mut cmd: SupervisedCommand, what: &str, timeout: Duration) -> Re
             let _ = child.wait(Some(Instant::now() + Duration::from_secs(30)));
             Ok(t.as_secs_f64())
         }
-        Err(_) => bail!("{what} printed no {MARK} within {timeout:?}"),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            bail!("{what} printed no {MARK} within {timeout:?}")
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            let status = child.wait(Some(Instant::now() + Duration::from_secs(30)));
+            bail!(
+                "{what} closed its output after {:.1} s without printing {MARK} ({status:?})",
+                started.elapsed().as_secs_f64()
+            )
+        }
     }
 }
 

@@ -185,6 +185,29 @@ pub fn kernel_path(key: Option<String>) -> Result<i32> {
     Ok(0)
 }
 
+pub fn kernel_rm(keys: Vec<String>) -> Result<i32> {
+    let cache = Cache::user();
+    let mut missing = Vec::new();
+    for k in &keys {
+        if cache.remove(k)? {
+            eprintln!("removed {k}");
+        } else {
+            missing.push(k.as_str());
+        }
+    }
+    if missing.is_empty() {
+        Ok(0)
+    } else {
+        Err(fail(
+            Failure::BadInput,
+            format!(
+                "no cached kernel has key(s) {}\n  fix: `scx-harness kernel list` shows the keys",
+                missing.join(", ")
+            ),
+        ))
+    }
+}
+
 /// `--kernel` if given, else the default kernel, built if missing.
 pub fn kernel_for(opts: &VmOpts) -> Result<Kernel> {
     let cache = Cache::user();
@@ -274,7 +297,10 @@ pub fn run(args: RunArgs) -> Result<i32> {
             .to_string()
     };
     println!("kernel            {}", field("kernel"));
-    println!("accelerator       {}", result.accel);
+    println!(
+        "accelerator       {} ({})",
+        result.accel, result.accel_reason
+    );
     println!("boot + command    {:.1} s", result.elapsed.as_secs_f64());
     println!("sched_ext state   {}", field("sched_ext_state"));
     println!("kernel config     {}", field("config"));

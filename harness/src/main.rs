@@ -47,6 +47,12 @@ enum KernelCommand {
         /// A cache key from `kernel list`.
         key: Option<String>,
     },
+    /// Remove cached kernels (entry, build tree and log).
+    Rm {
+        /// Cache keys from `kernel list`.
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -72,6 +78,7 @@ fn main() -> ProcessExit {
             KernelCommand::Build(a) => cli::kernel_build(a),
             KernelCommand::List => cli::kernel_list(),
             KernelCommand::Path { key } => cli::kernel_path(key),
+            KernelCommand::Rm { keys } => cli::kernel_rm(keys),
         },
         Command::Vm(a) => cli::vm(a),
         Command::Bench { command } => match command {

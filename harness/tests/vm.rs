@@ -246,3 +246,32 @@ fn vm_sigkill_of_the_harness_takes_qemu_with_it() {
     // namespace down asynchronously; it is quick, but not instant.
     assert_qemus_gone(tmp.path(), Duration::from_secs(10));
 }
+
+#[test]
+fn vm_qemu_that_cannot_start_is_an_infrastructure_failure() {
+    let work = tempfile::tempdir().unwrap();
+    let mut s = spec(work.path(), sh("true"), Duration::from_secs(120));
+    s.memory = "64T".into(); // more than any host can give
+    let r = vm::run(&s).unwrap();
+    match &r.outcome {
+        Outcome::InfraFailure { reason } => {
+            assert!(
+                reason.contains("never reached the guest command"),
+                "{reason}"
+            );
+            assert!(
+                reason.contains("qemu-system-x86_64"),
+                "QEMU's own message is missing: {reason}"
+            );
+        }
+        other => panic!(
+            "expected an infrastructure failure, got {other:?}\n{}",
+            explain(&r)
+        ),
+    }
+    assert!(r.elapsed < Duration::from_secs(60), "{:?}", r.elapsed);
+    assert_eq!(
+        scx_harness::classify(&r.exit_code().unwrap_err()),
+        Some(scx_harness::Failure::Infrastructure)
+    );
+}

@@ -157,6 +157,29 @@ impl Cache {
             .with_context(|| format!("cache entry {} vanished after install", dest.display()))
     }
 
+    /// Removes a cached kernel: its entry (renamed away first, so it vanishes
+    /// at once and whole), the tree it was built in if that is in the cache,
+    /// and its log. Returns false if there was no such entry.
+    pub fn remove(&self, key: &str) -> Result<bool> {
+        let Some(entry) = self.get(key) else {
+            return Ok(false);
+        };
+        let doomed = self
+            .kernels()
+            .join(format!(".tmp-rm-{key}-{}", std::process::id()));
+        std::fs::rename(&entry.dir, &doomed)
+            .with_context(|| format!("removing {}", entry.dir.display()))?;
+        std::fs::remove_dir_all(&doomed)
+            .with_context(|| format!("deleting {}", doomed.display()))?;
+        let tree = self.tree_dir(key);
+        if tree.exists() {
+            std::fs::remove_dir_all(&tree)
+                .with_context(|| format!("deleting {}", tree.display()))?;
+        }
+        let _ = std::fs::remove_file(self.log_path(key));
+        Ok(true)
+    }
+
     /// Removes staging directories whose process is gone (a build that was
     /// killed while installing).
     fn sweep_stale_staging(&self) {
@@ -290,6 +313,29 @@ mod tests {
         for bad in ["", ".tmp-k1-1", "../k1"] {
             assert!(cache.get(bad).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn remove_takes_entry_tree_and_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path().into());
+        cache
+            .install(meta("k4"), |d| Ok(std::fs::write(d.join("bzImage"), b"x")?))
+            .unwrap();
+        std::fs::create_dir_all(cache.tree_dir("k4").join("kernel")).unwrap();
+        std::fs::create_dir_all(cache.log_path("k4").parent().unwrap()).unwrap();
+        std::fs::write(cache.log_path("k4"), "log").unwrap();
+        assert!(cache.remove("k4").unwrap());
+        assert!(cache.get("k4").is_none());
+        assert!(!cache.tree_dir("k4").exists());
+        assert!(!cache.log_path("k4").exists());
+        assert!(!cache.remove("k4").unwrap());
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("kernels"))
+                .unwrap()
+                .count(),
+            0
+        );
     }
 
     #[test]

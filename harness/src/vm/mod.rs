@@ -104,6 +104,8 @@ pub struct VmResult {
     /// Console lines that announce kernel trouble, fatal or not.
     pub crashes: Vec<CrashLine>,
     pub accel: Accel,
+    /// Why that accelerator (the KVM probe's finding, or "forced").
+    pub accel_reason: String,
     pub elapsed: Duration,
     /// From start to the first byte of the guest command's stdout.
     pub first_output: Option<Duration>,
@@ -175,18 +177,19 @@ impl VmResult {
 }
 
 /// The guest-side wrapper around the command: marks that the guest got as
-/// far as the command, keeps a copy of its stderr, and records its status
-/// through the shared directory (vng's own status cannot tell "the command
-/// exited 255" from "the kernel panicked"). POSIX sh: the guest's /bin/sh
-/// may be dash, which has no pipefail, so the status is written from inside
-/// the pipeline.
+/// far as the command, keeps copies of its stdout and stderr, and records
+/// its status, all through the shared directory. vng's own channels are not
+/// enough: its status cannot tell "the command exited 255" from "the kernel
+/// panicked", and its init occasionally loses the command's output (seen in
+/// `bench boot`). POSIX sh: the guest's /bin/sh may be dash, which has no
+/// pipefail, so the status is written from inside the pipeline.
 fn wrapper_script(shared: &Path, argv: &[String]) -> String {
     let d = shell_quote(&shared.display().to_string());
     let cmd: Vec<String> = argv.iter().map(|a| shell_quote(a)).collect();
     format!(
         "#!/bin/sh\n# written by scx-harness for one VM run\n\
          : > {d}/started\n\
-         {{ {{ {}; echo $? > {d}/status.tmp; }} 2>&1 1>&3 3>&- | tee {d}/stderr >&2; }} 3>&1\n\
+         {{ {{ {{ {}; echo $? > {d}/status.tmp; }} 2>&1 1>&3 3>&- | tee {d}/stderr >&2 3>&-; }} 3>&1 | tee {d}/stdout; }}\n\
          mv {d}/status.tmp {d}/status\n\
          exit $(cat {d}/status)\n",
         cmd.join(" ")
@@ -230,7 +233,11 @@ fn vng_args(spec: &VmSpec, accel: Accel, shared: &Path) -> Vec<String> {
     // earlyprintk) goes to vng's stderr, which the harness writes to the
     // console log. The guest command's stderr joins it there, in order; a
     // separate copy comes back through the shared directory.
-    args.push("--verbose".into());
+    // An interactive shell keeps vng's quiet console: the terminal is the
+    // user's, and there is no log to capture.
+    if spec.command != GuestCommand::Shell {
+        args.push("--verbose".into());
+    }
     // `--opt=value` form: argparse takes a separate value starting with
     // "-" for an option of its own.
     for karg in ["loglevel=7".to_string()]
@@ -315,9 +322,13 @@ pub fn run(spec: &VmSpec) -> Result<VmResult> {
     let status = std::fs::read_to_string(shared.join("status"))
         .ok()
         .and_then(|s| s.trim().parse::<i32>().ok());
-    let stderr = std::fs::read(shared.join("stderr"))
-        .map(|b| String::from_utf8_lossy(&b).to_string())
-        .unwrap_or_default();
+    let read_shared = |name: &str| {
+        std::fs::read(shared.join(name)).map(|b| String::from_utf8_lossy(&b).to_string())
+    };
+    let stderr = read_shared("stderr").unwrap_or_default();
+    // The shared copy is complete even when vng's channel lost the output.
+    let stdout =
+        read_shared("stdout").unwrap_or_else(|_| String::from_utf8_lossy(&stdout).to_string());
     let panicked = crashes.iter().any(|c| c.kind.is_fatal());
     let outcome = match waited {
         Waited::Interrupted => Outcome::Interrupted,
@@ -347,11 +358,12 @@ pub fn run(spec: &VmSpec) -> Result<VmResult> {
     let first_output = *first_output.lock().expect("first output lock");
     Ok(VmResult {
         outcome,
-        stdout: String::from_utf8_lossy(&stdout).to_string(),
+        stdout,
         stderr,
         console_log,
         crashes,
         accel: probe.accel,
+        accel_reason: probe.reason,
         elapsed,
         first_output,
     })
@@ -425,9 +437,12 @@ impl<W: Write> GuestLines<W> {
 
     fn is_kernel_line(line: &[u8]) -> bool {
         let t = line.trim_ascii_start();
-        (t.starts_with(b"[") && t.iter().take(16).any(|b| *b == b']'))
-            // The decompressor's KASLR notes come without a timestamp.
-            || t.windows(12).any(|w| w == b"KASLR using ")
+        t.starts_with(b"[") && t.iter().take(16).any(|b| *b == b']')
+    }
+
+    /// Untimestamped kernel output after boot started (KASLR notes).
+    fn is_noise(line: &[u8]) -> bool {
+        line.windows(12).any(|w| w == b"KASLR using ")
     }
 }
 
@@ -440,7 +455,7 @@ impl<W: Write> Write for GuestLines<W> {
             // and firmware print untimestamped noise: skip it too.
             if Self::is_kernel_line(&line) {
                 self.early_boot = false;
-            } else if !self.early_boot {
+            } else if !self.early_boot && !Self::is_noise(&line) {
                 self.out.write_all(&line)?;
             }
         }
@@ -502,10 +517,17 @@ mod tests {
 
     #[test]
     fn tcg_disables_kvm_and_console_is_verbose() {
-        let spec = VmSpec::new("/k/bzImage".into(), "/w".into(), GuestCommand::Shell);
+        let mut spec = VmSpec::new(
+            "/k/bzImage".into(),
+            "/w".into(),
+            GuestCommand::Exec(vec!["true".into()]),
+        );
         let args = vng_args(&spec, Accel::Tcg, Path::new("/w/shared"));
         assert!(args.contains(&"--disable-kvm".to_string()));
         assert!(args.contains(&"--verbose".to_string()));
+        spec.command = GuestCommand::Shell;
+        let shell = vng_args(&spec, Accel::Tcg, Path::new("/w/shared"));
+        assert!(!shell.contains(&"--verbose".to_string()));
         assert!(args.contains(&"--rwdir".to_string()));
         let kvm = vng_args(&spec, Accel::Kvm, Path::new("/w/shared"));
         assert!(!kvm.contains(&"--disable-kvm".to_string()));
