@@ -17,7 +17,6 @@ pub struct Progress {
     stage: String,
     bar: Option<ProgressBar>,
     last_heartbeat: Instant,
-    quiet: bool,
 }
 
 impl Progress {
@@ -39,18 +38,7 @@ impl Progress {
             stage: String::new(),
             bar,
             last_heartbeat: Instant::now(),
-            quiet: false,
         }
-    }
-
-    /// A progress that prints nothing (tests, benchmarks).
-    pub fn hidden() -> Progress {
-        let mut p = Progress::new("");
-        if let Some(bar) = p.bar.take() {
-            bar.finish_and_clear();
-        }
-        p.quiet = true;
-        p
     }
 
     pub fn stage(&mut self, stage: &str) {
@@ -61,12 +49,11 @@ impl Progress {
                 bar.set_prefix(format!("{}: {stage}", self.what));
                 bar.set_message("");
             }
-            None if !self.quiet => eprintln!(
+            None => eprintln!(
                 "[{}] {}: {stage}",
                 fmt_elapsed(self.started.elapsed()),
                 self.what
             ),
-            None => {}
         }
     }
 
@@ -74,7 +61,7 @@ impl Progress {
     pub fn detail(&mut self, line: &str) {
         match &self.bar {
             Some(bar) => bar.set_message(line.trim().to_string()),
-            None if !self.quiet && self.last_heartbeat.elapsed() >= Duration::from_secs(60) => {
+            None if self.last_heartbeat.elapsed() >= Duration::from_secs(60) => {
                 self.last_heartbeat = Instant::now();
                 eprintln!(
                     "[{}] {}: {} ({} in this stage) {}",
@@ -89,21 +76,15 @@ impl Progress {
         }
     }
 
-    pub fn elapsed(&self) -> Duration {
-        self.started.elapsed()
-    }
-
     pub fn finish(self, summary: &str) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
-        if !self.quiet {
-            eprintln!(
-                "[{}] {}: {summary}",
-                fmt_elapsed(self.started.elapsed()),
-                self.what
-            );
-        }
+        eprintln!(
+            "[{}] {}: {summary}",
+            fmt_elapsed(self.started.elapsed()),
+            self.what
+        );
     }
 }
 

@@ -255,3 +255,25 @@ fn interrupted_build_leaves_no_entry_and_no_make() {
         "processes still running in the tree: {sleepers:?}"
     );
 }
+
+#[test]
+fn missing_qemu_names_the_setup_command() {
+    let dir = tempfile::tempdir().unwrap();
+    // A valid bzImage header: the check for QEMU comes after the kernel's.
+    let kernel = dir.path().join("bzImage");
+    let mut bytes = vec![0u8; 0x400];
+    bytes[0x202..0x206].copy_from_slice(b"HdrS");
+    std::fs::write(&kernel, &bytes).unwrap();
+    // PATH with vng (found through the set-up virtualenv) but no QEMU.
+    let empty = dir.path().join("bin");
+    std::fs::create_dir_all(&empty).unwrap();
+    let (code, _, err) = run(harness(dir.path())
+        .env("PATH", &empty)
+        .arg("vm")
+        .arg("--kernel")
+        .arg(&kernel)
+        .args(["--", "true"]));
+    assert_eq!(code, HOST_TOOL, "{err}");
+    assert!(err.contains("qemu-system-x86_64 is not installed"), "{err}");
+    assert!(err.contains("cargo ci setup"), "{err}");
+}

@@ -292,12 +292,23 @@ fn listing_digest(dir: &Path) -> Result<String> {
 /// Returns the cached build for `spec`, building it first if needed.
 pub fn build(spec: &BuildSpec, cache: &Cache, progress: &mut Progress) -> Result<Entry> {
     let vng = Vng::locate()?;
-    progress.stage("fingerprinting source, fragments and toolchain");
     let plan = plan(spec, cache, &vng)?;
     if let Some(entry) = cache.get(&plan.key) {
         return Ok(entry);
     }
-    let _lock = lock(&cache.locks_dir(), &format!("build-{}", plan.key))?;
+    // One build at a time per tree: a developer's tree is shared by every
+    // key built from it, a cache tree belongs to one key.
+    let lock_name = match &spec.source {
+        Source::Tarball(_) => format!("build-{}", plan.key),
+        Source::Tree(dir) => {
+            let canonical = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
+            format!(
+                "tree-{}",
+                &sha256_hex(canonical.as_os_str().as_encoded_bytes())[..16]
+            )
+        }
+    };
+    let _lock = lock(&cache.locks_dir(), &lock_name)?;
     if let Some(entry) = cache.get(&plan.key) {
         return Ok(entry); // built by someone else while we waited
     }

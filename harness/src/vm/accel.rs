@@ -47,7 +47,8 @@ pub struct Probe {
     pub reason: String,
 }
 
-const QEMU: &str = "qemu-system-x86_64";
+/// The QEMU binary virtme-ng runs for x86_64 guests.
+pub const QEMU: &str = "qemu-system-x86_64";
 /// Under KVM the kernel reaches its no-root panic in about a second; TCG
 /// needs about 3 s. Twice TCG's time leaves room for a loaded host.
 const PROBE_SECS: u64 = 8;

@@ -255,6 +255,15 @@ fn vng_args(spec: &VmSpec, accel: Accel, shared: &Path) -> Vec<String> {
 pub fn run(spec: &VmSpec) -> Result<VmResult> {
     check_bzimage(&spec.kernel)?;
     let vng = Vng::locate()?;
+    if crate::vng::which(accel::QEMU).is_none() {
+        return Err(fail(
+            Failure::HostTool,
+            format!(
+                "{} is not installed (not on PATH)\n  fix: run `cargo ci setup` (installs qemu-system-x86)",
+                accel::QEMU
+            ),
+        ));
+    }
     let probe = accel::resolve(spec.accel, &spec.kernel, &crate::paths::cache_dir())?;
     std::fs::create_dir_all(&spec.work_dir)
         .with_context(|| format!("creating {}", spec.work_dir.display()))?;
