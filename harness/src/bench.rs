@@ -105,6 +105,11 @@ pub fn boot(kernel: &Kernel, opts: &VmOpts, samples: usize, study: bool) -> Resu
                 "vng --force-9p --cpus 1",
                 vec!["--force-9p", "--cpus", "1"],
             ),
+            (
+                "vng+9p+shinit",
+                "vng --force-9p --no-virtme-ng-init: the bash init",
+                vec!["--force-9p", "--no-virtme-ng-init"],
+            ),
         ] {
             variants.push(Variant {
                 name: name.into(),
@@ -137,9 +142,6 @@ pub fn boot(kernel: &Kernel, opts: &VmOpts, samples: usize, study: bool) -> Resu
                 (None, _) => bare_qemu(&kernel.bzimage, &initramfs, opts, probe.accel),
                 (Some(args), _) => bare_vng(&vng, &kernel.bzimage, opts, probe.accel, args),
             };
-            if crate::process::interrupted() {
-                bail!(crate::fail(crate::Failure::Interrupted, "interrupted"));
-            }
             match secs {
                 Ok(secs) => {
                     eprintln!("  sample {}/{samples} {:<16} {secs:6.2} s", i + 1, v.name);
@@ -161,17 +163,24 @@ pub fn boot(kernel: &Kernel, opts: &VmOpts, samples: usize, study: bool) -> Resu
 
 fn print_report(timings: &[Timing], accel: Accel, samples: usize) {
     let get = |n: &str| timings.iter().find(|t| t.name == n).map(Timing::median);
-    println!("| variant | median (s) | min | max | what |");
-    println!("|---|---:|---:|---:|---|");
+    println!("| variant | median (s) | min | max | failed | what |");
+    println!("|---|---:|---:|---:|---:|---|");
     for t in timings {
         let min = t.samples_s.iter().copied().fold(f64::INFINITY, f64::min);
         let max = t.samples_s.iter().copied().fold(0.0, f64::max);
         println!(
-            "| {} | {:.2} | {min:.2} | {max:.2} | {} |",
+            "| {} | {:.2} | {min:.2} | {max:.2} | {} | {} |",
             t.name,
             t.median(),
+            t.failures.len(),
             t.what
         );
+    }
+    for t in timings.iter().filter(|t| !t.failures.is_empty()) {
+        println!("\n{} failures:", t.name);
+        for f in &t.failures {
+            println!("- {}", f.lines().next().unwrap_or(""));
+        }
     }
     if let (Some(a), Some(b), Some(c)) = (get("runner"), get("vng"), get("qemu-initramfs")) {
         println!();
