@@ -92,6 +92,16 @@ pub struct BenchBootArgs {
     pub study: bool,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct GuestRunSchedulerArgs {
+    /// The `scheduler::lifecycle::GuestSpec`, as JSON.
+    #[arg(long)]
+    pub spec_json: String,
+    /// Where to write the report (`@shared/NAME`: the VM's shared directory).
+    #[arg(long)]
+    pub out: String,
+}
+
 /// "90s", "5m", "1h", "250ms", or plain seconds.
 pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     let s = s.trim();
@@ -325,6 +335,15 @@ pub fn run(args: RunArgs) -> Result<i32> {
 pub fn bench_boot(args: BenchBootArgs) -> Result<i32> {
     let kernel = kernel_for(&args.opts)?;
     crate::bench::boot(&kernel, &args.opts, args.samples, args.study)
+}
+
+pub fn guest_run_scheduler(args: GuestRunSchedulerArgs) -> Result<i32> {
+    let spec: crate::scheduler::lifecycle::GuestSpec = serde_json::from_str(&args.spec_json)
+        .map_err(|e| fail(Failure::BadInput, format!("--spec-json: {e}")))?;
+    let out = crate::scheduler::lifecycle::guest_path(&args.out);
+    let report = crate::scheduler::lifecycle::run_in_guest(&spec, &out)?;
+    println!("{}", serde_json::to_string(&report.verdict)?);
+    Ok(0)
 }
 
 fn utc(secs: u64) -> String {

@@ -10,5 +10,6 @@ pub mod bench;
 pub mod cli;
 pub mod kernel;
 pub mod progress;
+pub mod scheduler;
 pub mod vm;
 pub mod vng;

@@ -34,6 +34,18 @@ enum Command {
     },
     /// Build (or reuse) the default kernel and show that sched_ext is there.
     Run(cli::RunArgs),
+    /// Guest-side helpers, run inside the VM by the harness itself.
+    #[command(hide = true)]
+    Guest {
+        #[command(subcommand)]
+        command: GuestCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum GuestCommand {
+    /// Start a scheduler, wait for attach, run a payload, stop, report JSON.
+    RunScheduler(cli::GuestRunSchedulerArgs),
 }
 
 #[derive(Subcommand)]
@@ -85,6 +97,9 @@ fn main() -> ProcessExit {
             BenchCommand::Boot(a) => cli::bench_boot(a),
         },
         Command::Run(a) => cli::run(a),
+        Command::Guest { command } => match command {
+            GuestCommand::RunScheduler(a) => cli::guest_run_scheduler(a),
+        },
     };
     match result {
         Ok(code) => ProcessExit::from(code.clamp(0, 255) as u8),

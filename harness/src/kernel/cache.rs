@@ -129,30 +129,14 @@ impl Cache {
     /// dies) no entry appears. If another process installed the same key
     /// meanwhile, theirs is kept.
     pub fn install(&self, meta: Meta, fill: impl FnOnce(&Path) -> Result<()>) -> Result<Entry> {
-        let kernels = self.kernels();
-        std::fs::create_dir_all(&kernels)
-            .with_context(|| format!("creating {}", kernels.display()))?;
-        self.sweep_stale_staging();
-        let staging = kernels.join(format!(".tmp-{}-{}", meta.key, std::process::id()));
-        let _ = std::fs::remove_dir_all(&staging);
-        std::fs::create_dir(&staging).with_context(|| format!("creating {}", staging.display()))?;
-        let result = fill(&staging).and_then(|()| {
+        let dest = self.kernels().join(&meta.key);
+        install_dir(&dest, |staging| {
+            fill(staging)?;
             write_atomic(
                 &staging.join("meta.json"),
                 serde_json::to_string_pretty(&meta)?.as_bytes(),
             )
-        });
-        if let Err(e) = result {
-            let _ = std::fs::remove_dir_all(&staging);
-            return Err(e);
-        }
-        let dest = kernels.join(&meta.key);
-        if let Err(e) = std::fs::rename(&staging, &dest) {
-            let _ = std::fs::remove_dir_all(&staging);
-            if self.get(&meta.key).is_none() {
-                return Err(e).with_context(|| format!("installing {}", dest.display()));
-            }
-        }
+        })?;
         self.get(&meta.key)
             .with_context(|| format!("cache entry {} vanished after install", dest.display()))
     }
@@ -178,27 +162,6 @@ impl Cache {
         }
         let _ = std::fs::remove_file(self.log_path(key));
         Ok(true)
-    }
-
-    /// Removes staging directories whose process is gone (a build that was
-    /// killed while installing).
-    fn sweep_stale_staging(&self) {
-        let Ok(entries) = std::fs::read_dir(self.kernels()) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().to_string();
-            let Some(pid) = name
-                .strip_prefix(".tmp-")
-                .and_then(|r| r.rsplit('-').next())
-                .and_then(|p| p.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            if !Path::new(&format!("/proc/{pid}")).exists() {
-                let _ = std::fs::remove_dir_all(e.path());
-            }
-        }
     }
 
     /// sha256 of a (large) file, memoised by path, size, mtime and inode so
@@ -227,6 +190,55 @@ impl Cache {
         std::fs::create_dir_all(self.sources())?;
         write_atomic(&memo, digest.as_bytes())?;
         Ok(digest)
+    }
+}
+
+/// Creates directory `dest` atomically: `fill` populates a staging
+/// directory beside it (`.tmp-NAME-PID`), which is then renamed to `dest`.
+/// If `fill` fails, or the process dies, `dest` does not appear; staging
+/// directories of dead processes are swept on the next install. If `dest`
+/// appeared meanwhile (a concurrent install), that one is kept.
+pub fn install_dir(dest: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let parent = dest.parent().context("install target has no parent")?;
+    let name = dest
+        .file_name()
+        .context("install target has no name")?
+        .to_string_lossy();
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    sweep_stale_staging(parent);
+    let staging = parent.join(format!(".tmp-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir(&staging).with_context(|| format!("creating {}", staging.display()))?;
+    if let Err(e) = fill(&staging) {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(e);
+    }
+    if let Err(e) = std::fs::rename(&staging, dest) {
+        let _ = std::fs::remove_dir_all(&staging);
+        if !dest.is_dir() {
+            return Err(e).with_context(|| format!("installing {}", dest.display()));
+        }
+    }
+    Ok(())
+}
+
+/// Removes `.tmp-*-PID` staging directories in `dir` whose process is gone.
+fn sweep_stale_staging(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let Some(pid) = name
+            .strip_prefix(".tmp-")
+            .and_then(|r| r.rsplit('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
     }
 }
 

@@ -398,40 +398,28 @@ pub fn build(spec: &BuildSpec, cache: &Cache, progress: &mut Progress) -> Result
 /// Extracts a tarball into `dest` atomically (a partial extraction never
 /// carries the final name).
 fn extract(tarball: &Path, dest: &Path) -> Result<()> {
-    let parent = dest.parent().expect("tree dir has a parent");
-    std::fs::create_dir_all(parent)?;
-    let staging = parent.join(format!(
-        ".tmp-{}-{}",
-        dest.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir_all(&staging)?;
-    let mut tar = SupervisedCommand::new("tar", Terminal::Detached);
-    tar.arg("-xf")
-        .arg(tarball)
-        .arg("--strip-components=1")
-        .arg("-C")
-        .arg(&staging)
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = tar.spawn("tar")?;
-    let waited = child.wait(None)?;
-    let ok = matches!(waited, Waited::Exited(s) if s.success());
-    if !ok {
-        let _ = std::fs::remove_dir_all(&staging);
+    let _ = std::fs::remove_dir_all(dest);
+    cache::install_dir(dest, |staging| {
+        let mut tar = SupervisedCommand::new("tar", Terminal::Detached);
+        tar.arg("-xf")
+            .arg(tarball)
+            .arg("--strip-components=1")
+            .arg("-C")
+            .arg(staging)
+            .stdin(Stdio::null());
+        let waited = tar.spawn("tar")?.wait(None)?;
+        if matches!(waited, Waited::Exited(s) if s.success()) {
+            return Ok(());
+        }
         interrupted_check(&waited)?;
-        return Err(fail(
+        Err(fail(
             Failure::BadInput,
             format!(
                 "cannot extract kernel source {} ({waited:?})\n  fix: reinstall it with `cargo ci setup`",
                 tarball.display()
             ),
-        ));
-    }
-    let _ = std::fs::remove_dir_all(dest);
-    std::fs::rename(&staging, dest)
-        .with_context(|| format!("moving source into {}", dest.display()))
+        ))
+    })
 }
 
 fn interrupted_check(w: &Waited) -> Result<()> {
@@ -444,7 +432,7 @@ fn interrupted_check(w: &Waited) -> Result<()> {
 /// Runs a build step with stdout and stderr merged into the build log, the
 /// latest line shown as progress; on failure, the error shows the lines that
 /// explain it and where the full log is.
-fn run_logged(
+pub(crate) fn run_logged(
     mut cmd: SupervisedCommand,
     what: &str,
     log: &mut std::fs::File,

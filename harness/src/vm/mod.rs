@@ -101,6 +101,9 @@ pub struct VmResult {
     pub stderr: String,
     /// The full console log (kernel messages from the first line of boot).
     pub console_log: PathBuf,
+    /// The directory shared read-write with the guest (`$SCX_HARNESS_SHARED`
+    /// there), where guest-side tools leave their results.
+    pub shared_dir: PathBuf,
     /// Console lines that announce kernel trouble, fatal or not.
     pub crashes: Vec<CrashLine>,
     pub accel: Accel,
@@ -188,6 +191,7 @@ fn wrapper_script(shared: &Path, argv: &[String]) -> String {
     let cmd: Vec<String> = argv.iter().map(|a| shell_quote(a)).collect();
     format!(
         "#!/bin/sh\n# written by scx-harness for one VM run\n\
+         SCX_HARNESS_SHARED={d}; export SCX_HARNESS_SHARED\n\
          : > {d}/started\n\
          {{ {{ {{ {}; echo $? > {d}/status.tmp; }} 2>&1 1>&3 3>&- | tee {d}/stderr >&2 3>&-; }} 3>&1 | tee {d}/stdout; }}\n\
          mv {d}/status.tmp {d}/status\n\
@@ -370,6 +374,7 @@ pub fn run(spec: &VmSpec) -> Result<VmResult> {
         stdout,
         stderr,
         console_log,
+        shared_dir: shared.clone(),
         crashes,
         accel: probe.accel,
         accel_reason: probe.reason,

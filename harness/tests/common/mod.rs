@@ -107,3 +107,22 @@ pub fn test_kernel() -> PathBuf {
         Err(e) => panic!("cannot look up the default kernel: {e:#}\n  fix: run `cargo ci setup`"),
     }
 }
+
+/// The cache entry of the kernel the VM tests boot, when it is a cached one
+/// (schedulers are built against its tree).
+pub fn test_kernel_entry() -> scx_harness::kernel::Entry {
+    let cache = scx_harness::kernel::Cache::user();
+    let kernel = test_kernel();
+    cache
+        .list()
+        .unwrap()
+        .into_iter()
+        .find(|e| e.bzimage() == kernel)
+        .unwrap_or_else(|| {
+            panic!(
+                "{} is not a cached kernel; scheduler tests build against a cached kernel's tree\n  \
+                 fix: run `cargo ci kernel`, or unset SCX_HARNESS_TEST_KERNEL",
+                kernel.display()
+            )
+        })
+}

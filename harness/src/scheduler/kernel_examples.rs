@@ -1,0 +1,117 @@
+//! The kernel tree's own example schedulers (`tools/sched_ext`: scx_simple,
+//! scx_qmap, scx_central, scx_flatcg), built from the very tree a cached
+//! kernel was built in, and cached beside it.
+//!
+//! Layout: `schedulers/kernel-KEY/bin/NAME` and `build.log`, installed
+//! atomically. Knows the kernel cache's entries; nothing about VMs.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::error::{fail, Failure};
+use crate::kernel::cache::install_dir;
+use crate::kernel::{run_logged, Cache, Entry};
+use crate::process::{SupervisedCommand, Terminal};
+use crate::progress::Progress;
+
+/// The examples `make -C tools/sched_ext` builds in 6.12.
+pub const NAMES: &[&str] = &["scx_simple", "scx_qmap", "scx_central", "scx_flatcg"];
+
+/// Built example schedulers for one kernel.
+#[derive(Debug, Clone)]
+pub struct KernelExamples {
+    pub dir: PathBuf,
+}
+
+impl KernelExamples {
+    pub fn binary(&self, name: &str) -> PathBuf {
+        self.dir.join("bin").join(name)
+    }
+}
+
+fn dir_for(cache: &Cache, entry: &Entry) -> PathBuf {
+    cache
+        .root()
+        .join("schedulers")
+        .join(format!("kernel-{}", entry.meta.key))
+}
+
+/// The examples for `entry` if they are built.
+pub fn cached(cache: &Cache, entry: &Entry) -> Option<KernelExamples> {
+    let dir = dir_for(cache, entry);
+    NAMES
+        .iter()
+        .all(|n| dir.join("bin").join(n).is_file())
+        .then_some(KernelExamples { dir })
+}
+
+/// Builds the examples in the kernel's tree with clang-19 (about 10 s once
+/// the kernel is built) and caches the binaries; returns the cached ones if
+/// present.
+pub fn build(cache: &Cache, entry: &Entry, progress: &mut Progress) -> Result<KernelExamples> {
+    if let Some(found) = cached(cache, entry) {
+        return Ok(found);
+    }
+    let tree = &entry.meta.tree;
+    let src = tree.join("tools/sched_ext");
+    if !src.join("Makefile").is_file() || !tree.join("vmlinux").is_file() {
+        return Err(fail(
+            Failure::BadInput,
+            format!(
+                "kernel {} has no built tree with tools/sched_ext at {}\n  \
+                 fix: rebuild it (`scx-harness kernel rm {} && scx-harness kernel build`)",
+                entry.meta.key,
+                tree.display(),
+                entry.meta.key
+            ),
+        ));
+    }
+    let _lock = crate::kernel::lock(&cache.locks_dir(), &format!("examples-{}", entry.meta.key))?;
+    if let Some(found) = cached(cache, entry) {
+        return Ok(found);
+    }
+    let dest = dir_for(cache, entry);
+    let log_path = cache.log_path(&format!("examples-{}", entry.meta.key));
+    std::fs::create_dir_all(log_path.parent().expect("logs dir"))?;
+    let mut log = std::fs::File::create(&log_path)
+        .with_context(|| format!("creating {}", log_path.display()))?;
+    progress.stage(&format!(
+        "building tools/sched_ext of kernel {}",
+        entry.meta.key
+    ));
+    let mut make = SupervisedCommand::new("make", Terminal::Detached);
+    make.arg("-C")
+        .arg(&src)
+        .args(["CC=gcc", "CLANG=clang-19", "LLVM_STRIP=llvm-strip-19"])
+        .arg(format!(
+            "-j{}",
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        ));
+    run_logged(
+        make,
+        "make -C tools/sched_ext",
+        &mut log,
+        &log_path,
+        progress,
+    )?;
+    drop(log);
+    install_dir(&dest, |staging| {
+        std::fs::create_dir_all(staging.join("bin"))?;
+        for name in NAMES {
+            copy_executable(
+                &src.join("build/bin").join(name),
+                &staging.join("bin").join(name),
+            )?;
+        }
+        std::fs::copy(&log_path, staging.join("build.log"))?;
+        Ok(())
+    })?;
+    Ok(KernelExamples { dir: dest })
+}
+
+fn copy_executable(from: &Path, to: &Path) -> Result<()> {
+    std::fs::copy(from, to)
+        .with_context(|| format!("copying {} (did the build produce it?)", from.display()))?;
+    Ok(())
+}
