@@ -4,8 +4,8 @@
 //!   from PyPI into a virtualenv, cargo-nextest), idempotently.
 //! - `kernel` builds (or reuses) the default sched_ext kernel.
 //! - `run`    setup + the main job (`scx-harness run`).
-//! - `test`   setup + kernel + the test suite (`cargo nextest run`); this is
-//!   what `.ci/run` calls.
+//! - `test`   setup + kernel + every scheduler in the registry + the test
+//!   suite (`cargo nextest run`); this is what `.ci/run` calls.
 //!
 //! Tasks are written with xshell: arguments are interpolated without a shell
 //! and a failing command fails the task.
@@ -72,7 +72,18 @@ fn main() -> Result<()> {
         }
         Some("test") => {
             setup(&sh)?;
-            kernel(&sh)?;
+            // The debug build is the one nextest tests; building the kernel
+            // and the schedulers with it compiles nothing twice.
+            step("test: cargo build --workspace");
+            cmd!(sh, "cargo build --workspace").run()?;
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| root.join("target"));
+            let harness = target.join("debug/scx-harness");
+            step("test: build or reuse the default sched_ext kernel");
+            cmd!(sh, "{harness} kernel build").run()?;
+            step("test: build or reuse every scheduler in the registry (crates: minutes, once)");
+            cmd!(sh, "{harness} schedulers build").run()?;
             test(&sh, &args[1..])
         }
         _ => {

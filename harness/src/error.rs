@@ -13,6 +13,9 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitCode {
     Success,
+    /// The harness worked and the thing under test did not: a scheduler
+    /// failed to attach, crashed or left early; a check failed.
+    Failed,
     /// Bad input: a missing or malformed file, an unknown kernel, a bad
     /// argument value (EX_DATAERR).
     BadInput,
@@ -33,6 +36,7 @@ impl ExitCode {
     pub fn code(self) -> i32 {
         match self {
             ExitCode::Success => 0,
+            ExitCode::Failed => 1,
             ExitCode::BadInput => 65,
             ExitCode::Infrastructure => 69,
             ExitCode::KernelCrash => 70,
@@ -47,6 +51,8 @@ impl ExitCode {
 /// around a message with [`fail`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Failure {
+    #[error("the scheduler or scenario under test failed")]
+    UnderTest,
     #[error("bad input")]
     BadInput,
     #[error("infrastructure failure")]
@@ -62,6 +68,7 @@ pub enum Failure {
 impl Failure {
     pub fn exit_code(self) -> ExitCode {
         match self {
+            Failure::UnderTest => ExitCode::Failed,
             Failure::BadInput => ExitCode::BadInput,
             Failure::Infrastructure => ExitCode::Infrastructure,
             Failure::KernelCrash => ExitCode::KernelCrash,
@@ -122,6 +129,7 @@ mod tests {
     fn exit_codes_are_distinct() {
         let all = [
             ExitCode::Success,
+            ExitCode::Failed,
             ExitCode::BadInput,
             ExitCode::Infrastructure,
             ExitCode::KernelCrash,

@@ -27,6 +27,11 @@ enum Command {
     },
     /// Boot a kernel and run a command in the guest (a shell without one).
     Vm(cli::VmArgs),
+    /// The schedulers the harness knows: list, build, try one in a VM.
+    Schedulers {
+        #[command(subcommand)]
+        command: SchedulersCommand,
+    },
     /// Measure boot times (see BENCHMARKS.md).
     Bench {
         #[command(subcommand)]
@@ -68,6 +73,16 @@ enum KernelCommand {
 }
 
 #[derive(Subcommand)]
+enum SchedulersCommand {
+    /// Every scheduler in the registry: source, version, built, last run.
+    List(cli::schedulers::ListArgs),
+    /// Build schedulers for a kernel (default: all).
+    Build(cli::schedulers::BuildArgs),
+    /// Boot a VM, attach one scheduler, run a load under it, detach, report.
+    Run(cli::schedulers::RunArgs),
+}
+
+#[derive(Subcommand)]
 enum BenchCommand {
     /// Time from start to the guest command's first output, several ways.
     Boot(cli::BenchBootArgs),
@@ -93,6 +108,11 @@ fn main() -> ProcessExit {
             KernelCommand::Rm { keys } => cli::kernel_rm(keys),
         },
         Command::Vm(a) => cli::vm(a),
+        Command::Schedulers { command } => match command {
+            SchedulersCommand::List(a) => cli::schedulers::list(a),
+            SchedulersCommand::Build(a) => cli::schedulers::build(a),
+            SchedulersCommand::Run(a) => cli::schedulers::run(a),
+        },
         Command::Bench { command } => match command {
             BenchCommand::Boot(a) => cli::bench_boot(a),
         },

@@ -36,3 +36,12 @@ pub fn data_dir() -> PathBuf {
 pub fn vng_venv() -> PathBuf {
     data_dir().join("venv")
 }
+
+/// The checkout this harness was built from (the workspace root). Scheduler
+/// sources, the registry and scenarios live there.
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("harness/ is inside the workspace")
+        .to_path_buf()
+}

@@ -260,10 +260,7 @@ fn interrupted_build_leaves_no_entry_and_no_make() {
 fn missing_qemu_names_the_setup_command() {
     let dir = tempfile::tempdir().unwrap();
     // A valid bzImage header: the check for QEMU comes after the kernel's.
-    let kernel = dir.path().join("bzImage");
-    let mut bytes = vec![0u8; 0x400];
-    bytes[0x202..0x206].copy_from_slice(b"HdrS");
-    std::fs::write(&kernel, &bytes).unwrap();
+    let kernel = common::fake_bzimage(dir.path());
     // PATH with vng (found through the set-up virtualenv) but no QEMU.
     let empty = dir.path().join("bin");
     std::fs::create_dir_all(&empty).unwrap();

@@ -1,85 +1,298 @@
-//! Schedulers in the VM: each is built, attached, kept under load, and
-//! detached, and its report checked. nextest runs these one VM at a time.
+//! Schedulers in the VM: each is built, attached, kept under load, detached,
+//! and its report checked; each fault of the scx_fault fixture is shown to
+//! be detected and classified. nextest runs these one VM at a time.
 
 mod common;
 
-use std::time::Duration;
-
+use scx_harness::cli::schedulers::cpu_load;
 use scx_harness::scheduler::exit::ExitKind;
-use scx_harness::scheduler::kernel_examples;
-use scx_harness::scheduler::lifecycle::{run_in_vm, GuestSpec, Verdict};
+use scx_harness::scheduler::lifecycle::{Report, Run, Verdict};
 
-/// 2x the guest's 2 vCPUs of pure CPU burners for 3 s.
-const CPU_LOAD: &str = "for i in 1 2 3 4; do timeout 3 sh -c 'while :; do :; done' & done; wait";
+/// Twice the guest's 2 vCPUs of busy loops for 3 s.
+fn load() -> String {
+    cpu_load(4, 3.0)
+}
 
-fn check_kernel_example(name: &str, ops: &str) {
-    let entry = common::test_kernel_entry();
-    let cache = scx_harness::kernel::Cache::user();
-    let mut progress = scx_harness::progress::Progress::new("kernel examples");
-    let examples = kernel_examples::build(&cache, &entry, &mut progress).unwrap();
-    let spec = GuestSpec {
-        argv: vec![examples.binary(name).display().to_string()],
-        ops: ops.into(),
-        attach_timeout_ms: 20_000,
-        payload: Some(CPU_LOAD.into()),
-        stop_grace_ms: 5_000,
-    };
-    let work = tempfile::tempdir().unwrap();
-    let (vm, report) = run_in_vm(
-        &entry.bzimage(),
-        std::path::Path::new(env!("CARGO_BIN_EXE_scx-harness")),
-        &spec,
-        work.path(),
-        Duration::from_secs(120),
-    )
-    .unwrap();
-    let console = std::fs::read_to_string(&vm.console_log).unwrap_or_default();
-    let report = report.unwrap_or_else(|| {
-        panic!(
-            "no report from the guest; outcome {:?}\nstdout:\n{}\nconsole tail:\n{}",
-            vm.outcome,
-            vm.stdout,
-            console
-                .lines()
-                .rev()
-                .take(40)
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    });
-    assert_eq!(report.verdict, Verdict::Clean, "{report:#?}");
-    assert_eq!(report.ops.as_deref(), Some(ops));
-    assert_eq!(report.exit_kind, Some(ExitKind::Unreg), "{report:#?}");
-    assert_eq!(
-        report.after.enable_seq,
-        report.before.enable_seq + 1,
-        "{report:#?}"
-    );
-    assert_eq!(report.after.state, "disabled");
-    assert_eq!(report.payload_status, Some(0), "{report:#?}");
-    assert!(vm.crashes.is_empty(), "{:?}", vm.crashes);
+fn report(run: &Run) -> &Report {
+    run.report
+        .as_ref()
+        .unwrap_or_else(|| panic!("no report from the guest\n{}", common::explain_vm(&run.vm)))
+}
+
+/// Attaches within its deadline, keeps the load running, detaches cleanly.
+fn check_clean(name: &str) {
+    let run = common::run_scheduler(name, &[], Some(load()));
+    let r = report(&run);
+    assert_eq!(run.verdict(), Verdict::Clean, "{r:#?}");
+    let def = common::registry().get(name).unwrap().clone();
+    assert!(def.ops_matches(r.ops.as_deref().unwrap_or("")), "{r:#?}");
+    assert_eq!(r.exit_kind, Some(ExitKind::Unreg), "{r:#?}");
+    assert_eq!(r.after.enable_seq, r.before.enable_seq + 1, "{r:#?}");
+    assert_eq!(r.after.state, "disabled");
+    assert_eq!(r.payload_status, Some(0), "{r:#?}");
+    assert_eq!(r.after.nr_rejected, r.before.nr_rejected, "{r:#?}");
+    if name == "scx_fifo" || name == "scx_vtime" || name == "scx_local" {
+        // Ours run the guest's whole task set, not a partial switch.
+        assert_eq!(r.attached.as_ref().unwrap().switch_all, 1, "{r:#?}");
+    }
+    assert!(r.attach_ms.unwrap() <= def.attach_timeout.as_millis() as u64);
+    assert!(run.vm.crashes.is_empty(), "{:?}", run.vm.crashes);
+    let ops = r.ops.as_deref().unwrap();
     assert!(
-        console.contains(&format!("sched_ext: BPF scheduler \"{ops}\" enabled")),
-        "the kernel never logged the attach"
+        r.kernel_log
+            .iter()
+            .any(|l| l.contains(&format!("BPF scheduler \"{ops}\" enabled"))),
+        "the kernel never logged the attach: {:?}",
+        r.kernel_log
+    );
+}
+
+macro_rules! clean_tests {
+    ($($test:ident => $name:literal),* $(,)?) => {$(
+        #[test]
+        fn $test() {
+            check_clean($name);
+        }
+    )*};
+}
+
+clean_tests! {
+    vm_scx_fifo_attaches_runs_and_detaches => "scx_fifo",
+    vm_scx_vtime_attaches_runs_and_detaches => "scx_vtime",
+    vm_scx_local_bpf_object_attaches_runs_and_detaches => "scx_local",
+    vm_kernel_example_scx_simple_attaches_runs_and_detaches => "scx_simple",
+    vm_kernel_example_scx_qmap_attaches_runs_and_detaches => "scx_qmap",
+    vm_kernel_example_scx_central_attaches_runs_and_detaches => "scx_central",
+    vm_kernel_example_scx_flatcg_attaches_runs_and_detaches => "scx_flatcg",
+    vm_crate_scx_bpfland_attaches_runs_and_detaches => "scx_bpfland",
+    vm_crate_scx_lavd_attaches_runs_and_detaches => "scx_lavd",
+    vm_crate_scx_rusty_attaches_runs_and_detaches => "scx_rusty",
+    vm_crate_scx_flash_attaches_runs_and_detaches => "scx_flash",
+}
+
+#[test]
+fn every_scheduler_under_test_has_a_clean_run_test() {
+    // The list above must follow the registry: a scheduler added there and
+    // not here would go untested.
+    let src = include_str!("schedulers.rs");
+    for d in common::registry().under_test() {
+        if d.kind == scx_harness::scheduler::registry::Kind::Default {
+            continue;
+        }
+        assert!(
+            src.contains(&format!("=> \"{}\"", d.name)),
+            "{} is in the registry but has no clean-run test",
+            d.name
+        );
+    }
+}
+
+#[test]
+fn vm_default_scheduler_runs_the_load_on_the_fair_class() {
+    let run = common::run_scheduler("default", &[], Some(load()));
+    let r = report(&run);
+    assert_eq!(run.verdict(), Verdict::Clean, "{r:#?}");
+    assert_eq!(r.ops, None);
+    assert_eq!(r.payload_status, Some(0));
+    assert_eq!(
+        r.after.enable_seq, r.before.enable_seq,
+        "something attached"
+    );
+    assert_eq!(r.after.state, "disabled");
+}
+
+#[test]
+fn vm_fault_error_after_is_exited_during_run_with_error_bpf() {
+    let run = common::run_scheduler(
+        "scx_fault",
+        &["--error-after", "1000"],
+        Some(cpu_load(2, 4.0)),
+    );
+    let r = report(&run);
+    match run.verdict() {
+        Verdict::ExitedDuringRun { why } => assert!(why.contains("ErrorBpf"), "{why}"),
+        v => panic!("expected exited_during_run, got {v:?}\n{r:#?}"),
+    }
+    assert_eq!(r.exit_kind, Some(ExitKind::ErrorBpf), "{r:#?}");
+    // scx's scx_bpf_error() prefixes the message with FILE:LINE.
+    let msg = r.exit_message.as_deref().unwrap_or("");
+    assert!(
+        msg.ends_with("injected by scx_fault --error-after 1000 ms"),
+        "{r:#?}"
+    );
+    // The fault fires 1000 ms after load; attach comes a little after load.
+    let left = r.left_after_ms.expect("left during the run");
+    assert!((500..=2500).contains(&left), "left after {left} ms");
+    let said = r.scheduler_exit.as_deref().unwrap_or("");
+    assert!(said.contains("scx_bpf_error"), "{said:?}");
+    assert_eq!(
+        r.process_status,
+        Some(1),
+        "an error exit is a non-zero status"
     );
 }
 
 #[test]
-fn vm_kernel_example_scx_simple_attaches_runs_and_detaches() {
-    check_kernel_example("scx_simple", "simple");
+fn vm_fault_stall_is_caught_by_the_shortened_watchdog_as_error_stall() {
+    // A task named "victim" is never dispatched; with --timeout-ms 2000 the
+    // kernel's watchdog ejects the scheduler, then the victim runs and ends.
+    let payload = "d=$(mktemp -d); ln -s \"$(command -v sh)\" $d/victim; \
+                   $d/victim -c 'i=0; while [ $i -lt 2000 ]; do i=$((i+1)); done'";
+    let run = common::run_scheduler(
+        "scx_fault",
+        &["--stall-comm", "victim", "--timeout-ms", "2000"],
+        Some(payload.into()),
+    );
+    let r = report(&run);
+    assert!(
+        matches!(run.verdict(), Verdict::ExitedDuringRun { .. }),
+        "{:?}\n{r:#?}",
+        run.verdict()
+    );
+    assert_eq!(r.exit_kind, Some(ExitKind::ErrorStall), "{r:#?}");
+    let msg = r.exit_message.as_deref().unwrap_or("");
+    assert!(
+        msg.contains("victim[") && msg.contains("failed to run for"),
+        "{msg:?}"
+    );
+    // 2 s timeout, checked every 1 s: ejected within about 3 s.
+    let left = r.left_after_ms.unwrap();
+    assert!((1500..=6000).contains(&left), "left after {left} ms");
+    assert_eq!(
+        r.payload_status,
+        Some(0),
+        "the victim ran once the scheduler was gone"
+    );
 }
 
 #[test]
-fn vm_kernel_example_scx_qmap_attaches_runs_and_detaches() {
-    check_kernel_example("scx_qmap", "qmap");
+fn vm_fault_delay_holds_named_tasks_for_the_given_time() {
+    // "napper" wakes 10 times from a 1 ms sleep; each wakeup is held 50 ms,
+    // so the 10 rounds take at least 500 ms (they take ~20 ms without).
+    let payload = "d=$(mktemp -d); ln -s \"$(command -v sh)\" $d/napper; \
+                   t0=$(date +%s%N); \
+                   $d/napper -c 'for i in 1 2 3 4 5 6 7 8 9 10; do sleep 0.001; done'; \
+                   echo elapsed_ms=$(( ($(date +%s%N) - t0) / 1000000 ))";
+    let run = common::run_scheduler(
+        "scx_fault",
+        &["--delay-comm", "napper", "--delay-ms", "50"],
+        Some(format!("{payload} > $SCX_HARNESS_SHARED/payload.out")),
+    );
+    let r = report(&run);
+    assert_eq!(run.verdict(), Verdict::Clean, "{r:#?}");
+    let out = std::fs::read_to_string(run.vm.shared_dir.join("payload.out")).unwrap();
+    let ms: u64 = out
+        .trim()
+        .strip_prefix("elapsed_ms=")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("payload said {out:?}"));
+    assert!(ms >= 500, "10 held wakeups took only {ms} ms");
+    let held: u64 = r
+        .stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("scx_fault: held "))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no held count in {:?}", r.stderr));
+    assert!(held >= 10, "held {held} enqueues");
 }
 
 #[test]
-fn vm_kernel_example_scx_central_attaches_runs_and_detaches() {
-    check_kernel_example("scx_central", "central");
+fn vm_fault_user_space_abort_is_a_crash_and_the_kernel_unloads_it() {
+    let run = common::run_scheduler(
+        "scx_fault",
+        &["--abort-after", "1000"],
+        Some(cpu_load(2, 4.0)),
+    );
+    let r = report(&run);
+    match run.verdict() {
+        Verdict::Crashed { why } => assert!(why.contains("SIGABRT"), "{why}"),
+        v => panic!("expected crashed, got {v:?}\n{r:#?}"),
+    }
+    assert_eq!(r.process_signal, Some(libc::SIGABRT));
+    assert_eq!(r.exit_kind, Some(ExitKind::Unreg), "{r:#?}");
+    assert_eq!(r.after.state, "disabled");
+    let left = r.left_after_ms.unwrap();
+    assert!((800..=2500).contains(&left), "left after {left} ms");
 }
 
 #[test]
-fn vm_kernel_example_scx_flatcg_attaches_runs_and_detaches() {
-    check_kernel_example("scx_flatcg", "flatcg");
+fn vm_fault_verifier_rejection_before_attaching_is_failed_to_attach() {
+    let run = common::run_scheduler("scx_fault", &["--reject-verifier"], Some(load()));
+    let r = report(&run);
+    assert!(
+        matches!(run.verdict(), Verdict::FailedToAttach { .. }),
+        "{:?}\n{r:#?}",
+        run.verdict()
+    );
+    let log = r.loader_log.join("\n");
+    assert!(
+        log.contains("invalid mem access 'scalar'"),
+        "verifier lines missing:\n{log}"
+    );
+    assert_eq!(r.process_status, Some(1));
+    assert_eq!(r.after.enable_seq, r.before.enable_seq);
+}
+
+#[test]
+fn vm_bpf_object_the_verifier_refuses_is_failed_to_attach_with_its_log() {
+    let run = common::run_scheduler("fault_verifier", &[], Some(load()));
+    let r = report(&run);
+    match run.verdict() {
+        Verdict::FailedToAttach { why } => assert!(why.contains("loading"), "{why}"),
+        v => panic!("expected failed_to_attach, got {v:?}\n{r:#?}"),
+    }
+    let log = r.loader_log.join("\n");
+    assert!(
+        log.contains("invalid mem access 'scalar'"),
+        "verifier lines missing:\n{log}"
+    );
+}
+
+#[test]
+fn vm_bpf_object_exit_info_is_read_from_its_uei() {
+    let run = common::run_scheduler("scx_local", &[], Some(load()));
+    let r = report(&run);
+    let uei = r
+        .uei
+        .as_ref()
+        .unwrap_or_else(|| panic!("no uei read: {r:#?}"));
+    assert_eq!(uei.kind, ExitKind::Unreg.value() as i64, "{uei:?}");
+    assert_eq!(uei.reason, "unregistered from user space");
+}
+
+#[test]
+fn vm_arguments_the_scheduler_rejects_are_failed_to_attach_with_its_message() {
+    let run = common::run_scheduler("scx_fifo", &["--bogus"], Some(load()));
+    let r = report(&run);
+    match run.verdict() {
+        Verdict::FailedToAttach { why } => {
+            assert!(why.contains("exited") && why.contains("--bogus"), "{why}")
+        }
+        v => panic!("expected failed_to_attach, got {v:?}\n{r:#?}"),
+    }
+    assert_eq!(
+        r.payload_status, None,
+        "the payload must not run without the scheduler"
+    );
+}
+
+#[test]
+fn vm_cli_run_reports_a_rejected_argument_once_and_leaves_no_vm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (code, out, err) = common::run(
+        std::process::Command::new(env!("CARGO_BIN_EXE_scx-harness"))
+            .env("TMPDIR", tmp.path())
+            .args(["schedulers", "run", "scx_fifo", "--kernel"])
+            .arg(common::test_kernel())
+            .args(["--timeout", "2m", "--", "--bogus"]),
+    );
+    assert_eq!(code, Some(1), "{out}\n{err}");
+    assert_eq!(
+        err.matches("scx-harness: error:").count(),
+        1,
+        "one error:\n{err}"
+    );
+    assert!(err.contains("scx_fifo failed to attach"), "{err}");
+    assert!(out.contains("unexpected argument '--bogus'"), "{out}");
+    assert!(common::qemus_mentioning(tmp.path()).is_empty());
 }

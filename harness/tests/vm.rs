@@ -4,11 +4,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use scx_harness::vm::console::CrashKind;
-use scx_harness::vm::{self, GuestCommand, Outcome, VmResult, VmSpec};
+use scx_harness::vm::{self, GuestCommand, Outcome, VmSpec};
 
 fn sh(script: &str) -> GuestCommand {
     GuestCommand::Exec(vec!["sh".into(), "-c".into(), script.into()])
@@ -20,38 +20,6 @@ fn spec(work: &Path, command: GuestCommand, timeout: Duration) -> VmSpec {
     s
 }
 
-/// Prints what a person needs when a VM test fails.
-fn explain(r: &VmResult) -> String {
-    let console = std::fs::read_to_string(&r.console_log).unwrap_or_default();
-    let tail: Vec<&str> = console.lines().rev().take(30).collect();
-    format!(
-        "outcome: {:?}\naccel: {}\n--- stdout ---\n{}\n--- stderr ---\n{}\n--- console (last 30 lines of {}) ---\n{}",
-        r.outcome,
-        r.accel,
-        r.stdout,
-        r.stderr,
-        r.console_log.display(),
-        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-    )
-}
-
-/// QEMU processes whose command line mentions `dir` (each VM's shared
-/// directory is on its command line).
-fn qemus_mentioning(dir: &Path) -> Vec<PathBuf> {
-    let needle = dir.to_string_lossy().into_owned();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter(|p| {
-            std::fs::read(p.path().join("cmdline")).is_ok_and(|c| {
-                let c = String::from_utf8_lossy(&c);
-                c.contains("qemu-system") && c.contains(&needle)
-            })
-        })
-        .map(|p| p.path())
-        .collect()
-}
-
 #[test]
 fn vm_boots_with_sched_ext_disabled_and_the_right_kernel() {
     let work = tempfile::tempdir().unwrap();
@@ -61,14 +29,28 @@ fn vm_boots_with_sched_ext_disabled_and_the_right_kernel() {
         Duration::from_secs(120),
     ))
     .unwrap();
-    assert_eq!(r.outcome, Outcome::Exited { code: 0 }, "{}", explain(&r));
+    assert_eq!(
+        r.outcome,
+        Outcome::Exited { code: 0 },
+        "{}",
+        common::explain_vm(&r)
+    );
     let lines: Vec<&str> = r.stdout.lines().collect();
     let expected =
         scx_harness::kernel::bzimage_release(&common::test_kernel()).expect("release in bzImage");
-    assert_eq!(lines, ["disabled", expected.as_str()], "{}", explain(&r));
+    assert_eq!(
+        lines,
+        ["disabled", expected.as_str()],
+        "{}",
+        common::explain_vm(&r)
+    );
     // The console log is the kernel's, from the first line of boot.
     let console = std::fs::read_to_string(&r.console_log).unwrap();
-    assert!(console.contains("Linux version"), "{}", explain(&r));
+    assert!(
+        console.contains("Linux version"),
+        "{}",
+        common::explain_vm(&r)
+    );
     assert!(r.crashes.is_empty(), "{:?}", r.crashes);
 }
 
@@ -81,9 +63,14 @@ fn vm_guest_exit_code_and_output_come_back() {
         Duration::from_secs(120),
     ))
     .unwrap();
-    assert_eq!(r.outcome, Outcome::Exited { code: 42 }, "{}", explain(&r));
-    assert_eq!(r.stdout, "to-stdout\n", "{}", explain(&r));
-    assert_eq!(r.stderr, "to-stderr\n", "{}", explain(&r));
+    assert_eq!(
+        r.outcome,
+        Outcome::Exited { code: 42 },
+        "{}",
+        common::explain_vm(&r)
+    );
+    assert_eq!(r.stdout, "to-stdout\n", "{}", common::explain_vm(&r));
+    assert_eq!(r.stderr, "to-stderr\n", "{}", common::explain_vm(&r));
     assert!(r.first_output.is_some());
 }
 
@@ -103,7 +90,7 @@ fn vm_hung_guest_is_killed_at_its_deadline_with_nothing_left() {
             reached_guest: true
         },
         "{}",
-        explain(&r)
+        common::explain_vm(&r)
     );
     assert!(r.elapsed >= timeout, "{:?}", r.elapsed);
     assert!(
@@ -111,7 +98,7 @@ fn vm_hung_guest_is_killed_at_its_deadline_with_nothing_left() {
         "kill took too long: {:?}",
         r.elapsed
     );
-    let left = qemus_mentioning(work.path());
+    let left = common::qemus_mentioning(work.path());
     assert!(
         left.is_empty(),
         "QEMU still running after the timeout: {left:?}"
@@ -138,7 +125,12 @@ fn vm_kernel_panic_is_reported_as_a_crash_at_once() {
         timeout,
     ))
     .unwrap();
-    assert_eq!(r.outcome, Outcome::KernelCrash, "{}", explain(&r));
+    assert_eq!(
+        r.outcome,
+        Outcome::KernelCrash,
+        "{}",
+        common::explain_vm(&r)
+    );
     assert!(
         r.elapsed < timeout / 2,
         "the VM did not end at the panic: {:?}",
@@ -159,7 +151,7 @@ fn vm_kernel_panic_is_reported_as_a_crash_at_once() {
         format!("{err:#}").contains("Kernel panic - not syncing"),
         "{err:#}"
     );
-    assert!(qemus_mentioning(work.path()).is_empty());
+    assert!(common::qemus_mentioning(work.path()).is_empty());
 }
 
 /// Starts `scx-harness vm -- sleep` with its run directory under `tmp`,
@@ -201,7 +193,7 @@ fn harness_with_sleeping_guest(tmp: &Path) -> std::process::Child {
 fn assert_qemus_gone(dir: &Path, limit: Duration) {
     let deadline = std::time::Instant::now() + limit;
     loop {
-        let left = qemus_mentioning(dir);
+        let left = common::qemus_mentioning(dir);
         if left.is_empty() {
             return;
         }
@@ -218,7 +210,7 @@ fn vm_sigterm_to_the_harness_stops_the_vm_and_exits_130() {
     let tmp = tempfile::tempdir().unwrap();
     let mut child = harness_with_sleeping_guest(tmp.path());
     assert!(
-        !qemus_mentioning(tmp.path()).is_empty(),
+        !common::qemus_mentioning(tmp.path()).is_empty(),
         "no QEMU found for the running VM"
     );
     // SAFETY: signalling our own child.
@@ -227,7 +219,7 @@ fn vm_sigterm_to_the_harness_stops_the_vm_and_exits_130() {
     assert_eq!(status.code(), Some(130));
     // The harness waits for the tree to exit before it returns.
     assert!(
-        qemus_mentioning(tmp.path()).is_empty(),
+        common::qemus_mentioning(tmp.path()).is_empty(),
         "QEMU left after SIGTERM"
     );
 }
@@ -237,7 +229,7 @@ fn vm_sigkill_of_the_harness_takes_qemu_with_it() {
     let tmp = tempfile::tempdir().unwrap();
     let mut child = harness_with_sleeping_guest(tmp.path());
     assert!(
-        !qemus_mentioning(tmp.path()).is_empty(),
+        !common::qemus_mentioning(tmp.path()).is_empty(),
         "no QEMU found for the running VM"
     );
     child.kill().unwrap(); // SIGKILL: no handler, no Drop runs in the harness
@@ -266,7 +258,7 @@ fn vm_qemu_that_cannot_start_is_an_infrastructure_failure() {
         }
         other => panic!(
             "expected an infrastructure failure, got {other:?}\n{}",
-            explain(&r)
+            common::explain_vm(&r)
         ),
     }
     assert!(r.elapsed < Duration::from_secs(60), "{:?}", r.elapsed);

@@ -10,6 +10,9 @@ use anyhow::{Context, Result};
 use crate::error::{fail, Failure};
 use crate::kernel::{self, BuildSpec, Cache, Kernel, Source};
 use crate::progress::Progress;
+use crate::units::parse_duration;
+
+pub mod schedulers;
 use crate::vm::{self, AccelChoice, GuestCommand, VmSpec};
 
 #[derive(Debug, clap::Args)]
@@ -100,28 +103,6 @@ pub struct GuestRunSchedulerArgs {
     /// Where to write the report (`@shared/NAME`: the VM's shared directory).
     #[arg(long)]
     pub out: String,
-}
-
-/// "90s", "5m", "1h", "250ms", or plain seconds.
-pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .map_or((s, "s"), |i| (&s[..i], &s[i..]));
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (examples: 90s, 5m, 250ms)"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" | "min" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
-    };
-    if !(secs > 0.0 && secs.is_finite()) {
-        return Err(format!("{s:?}: a duration must be positive"));
-    }
-    Ok(Duration::from_secs_f64(secs))
 }
 
 pub fn kernel_build(args: BuildArgs) -> Result<i32> {
@@ -243,7 +224,7 @@ fn spec_for(opts: &VmOpts, kernel: &Kernel, work_dir: PathBuf, command: GuestCom
     spec
 }
 
-fn new_run_dir(prefix: &str) -> Result<PathBuf> {
+pub(crate) fn new_run_dir(prefix: &str) -> Result<PathBuf> {
     let dir = tempfile::Builder::new()
         .prefix(prefix)
         .tempdir()
@@ -370,16 +351,6 @@ fn utc(secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("12"), Ok(Duration::from_secs(12)));
-        assert!(parse_duration("5 parsecs").is_err());
-        assert!(parse_duration("0s").is_err());
-    }
 
     #[test]
     fn utc_formats_known_instants() {

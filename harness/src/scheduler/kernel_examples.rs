@@ -115,3 +115,65 @@ fn copy_executable(from: &Path, to: &Path) -> Result<()> {
         .with_context(|| format!("copying {} (did the build produce it?)", from.display()))?;
     Ok(())
 }
+
+/// Compiles a BPF C scheduler against the kernel tree's `tools/sched_ext`
+/// headers and its `vmlinux.h` (generated from the kernel's BTF by the
+/// examples' build, which runs first), the way the examples themselves are
+/// compiled. Writes the object to `out` atomically.
+pub fn compile_bpf(
+    cache: &Cache,
+    entry: &Entry,
+    src: &Path,
+    out: &Path,
+    progress: &mut Progress,
+) -> Result<()> {
+    build(cache, entry, progress)?;
+    let sx = entry.meta.tree.join("tools/sched_ext");
+    let tools = entry.meta.tree.join("tools");
+    let name = src.file_name().unwrap_or_default().to_string_lossy();
+    let log_path = cache.log_path(&format!("bpf-{}-{name}", entry.meta.key));
+    std::fs::create_dir_all(log_path.parent().expect("logs dir"))?;
+    let mut log = std::fs::File::create(&log_path)
+        .with_context(|| format!("creating {}", log_path.display()))?;
+    let dir = out.parent().context("object path has no directory")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = tempfile::Builder::new()
+        .suffix(".bpf.o")
+        .tempfile_in(dir)
+        .context("creating a temporary object file")?;
+    progress.stage(&format!("compiling {}", src.display()));
+    let mut clang = SupervisedCommand::new("clang-19", Terminal::Detached);
+    clang
+        .args(["-g", "-O2", "-Wall", "-Wno-compare-distinct-pointer-types"])
+        .args([
+            "-D__TARGET_ARCH_x86",
+            "-mcpu=v3",
+            "-mlittle-endian",
+            "-target",
+            "bpf",
+        ])
+        .arg("-I")
+        .arg(sx.join("include"))
+        .arg("-I")
+        .arg(sx.join("include/bpf-compat"))
+        .arg("-I")
+        .arg(sx.join("build/include"))
+        .arg("-I")
+        .arg(tools.join("include/uapi"))
+        .arg("-I")
+        .arg(tools.join("include"))
+        .arg("-c")
+        .arg(src)
+        .arg("-o")
+        .arg(tmp.path());
+    run_logged(
+        clang,
+        &format!("clang-19 -target bpf {}", src.display()),
+        &mut log,
+        &log_path,
+        progress,
+    )?;
+    tmp.persist(out)
+        .with_context(|| format!("writing {}", out.display()))?;
+    Ok(())
+}

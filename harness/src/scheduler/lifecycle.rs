@@ -1,40 +1,85 @@
 //! One scheduler's life in the guest: start it, wait until the kernel says
 //! it is attached, run a payload under it, stop it, wait until it is
-//! detached, and report what happened.
+//! detached, and classify what happened.
 //!
 //! The guest side ([`run_in_guest`]) runs inside the VM as
 //! `scx-harness guest run-scheduler ...` (the guest sees the host's root, so
 //! the same binary runs there) and writes a JSON [`Report`] into the VM's
-//! shared directory. The host side ([`run_in_vm`]) boots the VM and reads
-//! it. Knows sysfs and the kernel log; knows nothing about scenarios.
+//! shared directory. The host side ([`run_in_vm`]) boots the VM, reads the
+//! report, and adds what only the host sees (a kernel crash, a guest that
+//! never reported). Knows sysfs, the kernel log and the registry's kinds;
+//! knows nothing about scenarios.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use super::bpf_object::{self, ExitInfo};
+use super::build::{Artifact, Built};
 use super::exit::{kernel_events, ExitKind, KernelEvent};
+use super::registry::ops_matches;
 use crate::kernel::cache::write_atomic;
-use crate::vm::{self, GuestCommand, VmResult, VmSpec};
+use crate::kmsg;
+use crate::vm::{self, GuestCommand, Outcome, VmResult, VmSpec};
 
 const SYSFS: &str = "/sys/kernel/sched_ext";
+/// How long the kernel may take to finish disabling after a stop.
+const DETACH_TIMEOUT: Duration = Duration::from_secs(10);
+const POLL: Duration = Duration::from_millis(10);
+
+/// How the guest starts the scheduler.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Start {
+    /// Nothing: the kernel's fair class.
+    Default,
+    /// A process that attaches and stays until SIGINT.
+    Binary { argv: Vec<String> },
+    /// A BPF object the guest side loads and attaches itself.
+    BpfObject { path: PathBuf },
+}
 
 /// What the guest side is asked to do.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct GuestSpec {
-    /// The scheduler's executable and its arguments.
-    pub argv: Vec<String>,
-    /// The ops name it registers (`root/ops`); a trailing `*` matches a
-    /// prefix (scx's crates append their version).
-    pub ops: String,
+    /// The registry name, for reports.
+    pub name: String,
+    pub start: Start,
+    /// The ops name it registers; a trailing `*` matches a prefix.
+    pub ops: Option<String>,
     pub attach_timeout_ms: u64,
     /// Run under the scheduler once attached (`sh -c`).
     pub payload: Option<String>,
     /// SIGINT, then SIGKILL after this long.
     pub stop_grace_ms: u64,
+}
+
+impl GuestSpec {
+    /// The spec for a built scheduler, with `extra_args` after the
+    /// registry's own arguments.
+    pub fn for_built(built: &Built, extra_args: &[String], payload: Option<String>) -> GuestSpec {
+        let start = match &built.artifact {
+            Artifact::Nothing => Start::Default,
+            Artifact::Object(path) => Start::BpfObject { path: path.clone() },
+            Artifact::Binary(bin) => Start::Binary {
+                argv: std::iter::once(bin.display().to_string())
+                    .chain(built.def.args.iter().cloned())
+                    .chain(extra_args.iter().cloned())
+                    .collect(),
+            },
+        };
+        GuestSpec {
+            name: built.def.name.clone(),
+            start,
+            ops: built.def.ops.clone(),
+            attach_timeout_ms: built.def.attach_timeout.as_millis() as u64,
+            payload,
+            stop_grace_ms: 5_000,
+        }
+    }
 }
 
 /// sched_ext's global counters at one moment.
@@ -43,6 +88,8 @@ pub struct Counters {
     pub state: String,
     pub enable_seq: u64,
     pub nr_rejected: u64,
+    /// 1 while every task runs on the sched_ext scheduler (not partial).
+    pub switch_all: u64,
 }
 
 fn read_sysfs(name: &str) -> Option<String> {
@@ -52,21 +99,12 @@ fn read_sysfs(name: &str) -> Option<String> {
 }
 
 fn counters() -> Counters {
+    let num = |n: &str| read_sysfs(n).and_then(|s| s.parse().ok()).unwrap_or(0);
     Counters {
         state: read_sysfs("state").unwrap_or_default(),
-        enable_seq: read_sysfs("enable_seq")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0),
-        nr_rejected: read_sysfs("nr_rejected")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0),
-    }
-}
-
-fn ops_matches(pattern: &str, ops: &str) -> bool {
-    match pattern.strip_suffix('*') {
-        Some(prefix) => ops.starts_with(prefix),
-        None => ops == pattern,
+        enable_seq: num("enable_seq"),
+        nr_rejected: num("nr_rejected"),
+        switch_all: num("switch_all"),
     }
 }
 
@@ -76,195 +114,539 @@ fn ops_matches(pattern: &str, ops: &str) -> bool {
 pub enum Verdict {
     /// Attached, ran the payload, detached on request with an orderly exit.
     Clean,
-    /// Never attached: the process exited, or the deadline passed.
+    /// Never attached: the loader or verifier refused it, it exited, or the
+    /// deadline passed.
     FailedToAttach { why: String },
-    /// Attached, then left on its own before it was asked to.
+    /// Attached, then the kernel disabled it before it was asked to stop
+    /// (an error exit, a stall, unregistering itself).
     ExitedDuringRun { why: String },
+    /// Its process died of a signal it was not sent, or the guest kernel
+    /// crashed.
+    Crashed { why: String },
     /// Asked to stop, it left with an error exit kind or did not leave.
     BadDetach { why: String },
+    /// The guest never reported (the VM timed out or failed).
+    NoReport { why: String },
+}
+
+impl Verdict {
+    pub fn is_clean(&self) -> bool {
+        matches!(self, Verdict::Clean)
+    }
+
+    /// A short label for tables: clean, failed_to_attach, ...
+    pub fn label(&self) -> &'static str {
+        match self {
+            Verdict::Clean => "clean",
+            Verdict::FailedToAttach { .. } => "failed_to_attach",
+            Verdict::ExitedDuringRun { .. } => "exited_during_run",
+            Verdict::Crashed { .. } => "crashed",
+            Verdict::BadDetach { .. } => "bad_detach",
+            Verdict::NoReport { .. } => "no_report",
+        }
+    }
+
+    pub fn why(&self) -> &str {
+        match self {
+            Verdict::Clean => "",
+            Verdict::FailedToAttach { why }
+            | Verdict::ExitedDuringRun { why }
+            | Verdict::Crashed { why }
+            | Verdict::BadDetach { why }
+            | Verdict::NoReport { why } => why,
+        }
+    }
 }
 
 /// What the guest side reports.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Report {
+    pub name: String,
     pub verdict: Verdict,
     /// The ops name seen in `root/ops` while attached.
     pub ops: Option<String>,
+    /// From start to attached.
     pub attach_ms: Option<u64>,
+    /// From attached to the moment it stopped being attached on its own.
+    pub left_after_ms: Option<u64>,
     pub before: Counters,
+    /// Read right after attaching (None if it never attached).
+    pub attached: Option<Counters>,
     pub after: Counters,
-    /// The kernel's `disabled (REASON)` line for this scheduler.
+    /// From the kernel's `disabled (REASON)` line for this scheduler.
     pub exit_kind: Option<ExitKind>,
     pub exit_reason: Option<String>,
-    /// The `sched_ext: OPS: MESSAGE` line after an error exit.
+    /// The kernel's `sched_ext: OPS: MESSAGE` line after an error exit.
     pub exit_message: Option<String>,
-    /// The scheduler process's exit status (None: killed by a signal).
+    /// What the scheduler itself recorded: its `EXIT: ...` line, or the
+    /// `uei` of a BPF object.
+    pub scheduler_exit: Option<String>,
+    pub uei: Option<ExitInfo>,
+    /// The scheduler process's exit code, or the signal that killed it.
     pub process_status: Option<i32>,
+    pub process_signal: Option<i32>,
     pub payload_status: Option<i32>,
+    /// When attaching failed: the loader's last lines (the scheduler's
+    /// stderr, or libbpf's log with the verifier's output).
+    pub loader_log: Vec<String>,
+    /// The kernel's sched_ext lines printed during the run.
+    pub kernel_log: Vec<String>,
     pub stdout: String,
     pub stderr: String,
 }
 
+impl Report {
+    /// "ErrorBpf (scx_bpf_error): message", or what is known of it.
+    pub fn exit_summary(&self) -> String {
+        describe_exit(
+            self.exit_kind,
+            self.exit_reason.as_deref(),
+            self.exit_message.as_deref(),
+        )
+    }
+}
+
+fn describe_exit(kind: Option<ExitKind>, reason: Option<&str>, message: Option<&str>) -> String {
+    let mut s = match (kind, reason) {
+        (Some(k), Some(r)) => format!("{k:?} ({r})"),
+        (None, Some(r)) => r.to_string(),
+        _ => "no sched_ext exit line in the kernel log".into(),
+    };
+    if let Some(m) = message {
+        s.push_str(": ");
+        s.push_str(m);
+    }
+    s
+}
+
+/// A started scheduler.
+enum Running {
+    Nothing,
+    Process {
+        child: Child,
+        status: Option<ExitStatus>,
+        /// True once we sent SIGKILL (a death by it is then ours).
+        killed: bool,
+    },
+    Object {
+        attached: Option<bpf_object::Attached>,
+        uei: Option<ExitInfo>,
+    },
+}
+
+impl Running {
+    /// True once the process has exited or the BPF side recorded an exit.
+    fn gone(&mut self) -> bool {
+        match self {
+            Running::Nothing => false,
+            Running::Process { child, status, .. } => {
+                if status.is_none() {
+                    *status = child.try_wait().ok().flatten();
+                }
+                status.is_some()
+            }
+            Running::Object { attached, uei } => {
+                if uei.is_none() {
+                    *uei = attached.as_ref().and_then(|a| a.exit_info());
+                }
+                uei.is_some()
+            }
+        }
+    }
+
+    /// SIGINT then SIGKILL after `grace` for a process; detach for an
+    /// object.
+    fn stop(&mut self, grace: Duration) {
+        match self {
+            Running::Nothing => {}
+            Running::Process {
+                child,
+                status,
+                killed,
+            } => {
+                if status.is_some() || self_exited(child, status) {
+                    return;
+                }
+                // SAFETY: signalling our own child.
+                unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+                let deadline = Instant::now() + grace;
+                while Instant::now() < deadline {
+                    if self_exited(child, status) {
+                        return;
+                    }
+                    std::thread::sleep(POLL);
+                }
+                *killed = true;
+                let _ = child.kill();
+                *status = child.wait().ok();
+            }
+            Running::Object { attached, uei } => {
+                if let Some(a) = attached.as_mut() {
+                    a.detach();
+                }
+                // The kernel records the exit info while disabling.
+                let deadline = Instant::now() + DETACH_TIMEOUT;
+                while uei.is_none() && Instant::now() < deadline {
+                    *uei = attached.as_ref().and_then(|a| a.exit_info());
+                    if uei.is_none() {
+                        std::thread::sleep(POLL);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn self_exited(child: &mut Child, status: &mut Option<ExitStatus>) -> bool {
+    if status.is_none() {
+        *status = child.try_wait().ok().flatten();
+    }
+    status.is_some()
+}
+
+fn tail_lines(text: &str, n: usize) -> Vec<String> {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// The line of a loader's output that says why: the last one that speaks of
+/// an error or a refusal, else the last one.
+fn key_line(lines: &[String]) -> Option<&String> {
+    const WORDS: &[&str] = &["error", "invalid", "failed", "denied", "unexpected"];
+    lines
+        .iter()
+        .rev()
+        .find(|l| {
+            let l = l.to_lowercase();
+            WORDS.iter().any(|w| l.contains(w))
+        })
+        .or(lines.last())
+}
+
+fn signal_name(sig: i32) -> String {
+    let name = match sig {
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGILL => "SIGILL",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGINT => "SIGINT",
+        _ => return format!("signal {sig}"),
+    };
+    name.to_string()
+}
+
 /// Guest side: runs the lifecycle and writes the report to `out`.
 pub fn run_in_guest(spec: &GuestSpec, out: &Path) -> Result<Report> {
+    let dir = out.parent().unwrap_or(Path::new("/tmp")).to_path_buf();
+    let out_path = dir.join(format!("{}.stdout", spec.name));
+    let err_path = dir.join(format!("{}.stderr", spec.name));
+    let mut kmsg = kmsg::Cursor::at_end();
     let before = counters();
-    let dir = out.parent().unwrap_or(Path::new("/tmp"));
-    let out_path = dir.join("scheduler.stdout");
-    let err_path = dir.join("scheduler.stderr");
-    let (program, args) = spec.argv.split_first().context("empty scheduler command")?;
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out_path)?)
-        .stderr(std::fs::File::create(&err_path)?)
-        .spawn()
-        .with_context(|| format!("starting {program}"))?;
     let started = Instant::now();
+    let mut loader_log = Vec::new();
+    let mut failed_start = None;
+    let mut running = match &spec.start {
+        Start::Default => Running::Nothing,
+        Start::Binary { argv } => {
+            let (program, args) = argv.split_first().context("empty scheduler command")?;
+            match Command::new(program)
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(std::fs::File::create(&out_path)?)
+                .stderr(std::fs::File::create(&err_path)?)
+                .spawn()
+            {
+                Ok(child) => Running::Process {
+                    child,
+                    status: None,
+                    killed: false,
+                },
+                Err(e) => {
+                    failed_start = Some(format!("cannot start {program}: {e}"));
+                    Running::Nothing
+                }
+            }
+        }
+        Start::BpfObject { path } => match bpf_object::load_and_attach(path) {
+            Ok(a) => Running::Object {
+                attached: Some(a),
+                uei: None,
+            },
+            Err(f) => {
+                loader_log = tail_lines(&f.log.join("\n"), 25);
+                failed_start = Some(f.message);
+                Running::Object {
+                    attached: None,
+                    uei: None,
+                }
+            }
+        },
+    };
+
+    // Attach: the kernel's state and ops name, checked together with the
+    // scheduler's liveness against one deadline.
     let deadline = started + Duration::from_millis(spec.attach_timeout_ms);
     let mut ops_seen = None;
-    let mut early_exit = None;
-    // Attach: the kernel's state and ops name, checked with the process's
-    // liveness against one deadline.
-    let attached = loop {
-        let c = counters();
-        let ops = read_sysfs("root/ops");
-        if c.state == "enabled" && c.enable_seq > before.enable_seq {
-            if let Some(o) = ops.filter(|o| ops_matches(&spec.ops, o)) {
-                ops_seen = Some(o);
-                break true;
+    let attached = match (&spec.start, &failed_start) {
+        (_, Some(_)) => false,
+        (Start::Default, _) => true,
+        _ => loop {
+            let c = counters();
+            if c.state == "enabled" && c.enable_seq > before.enable_seq {
+                let ops = read_sysfs("root/ops");
+                if let Some(o) =
+                    ops.filter(|o| spec.ops.as_deref().is_some_and(|p| ops_matches(p, o)))
+                {
+                    ops_seen = Some(o);
+                    break true;
+                }
             }
-        }
-        if let Some(status) = child.try_wait()? {
-            early_exit = Some(status);
-            break false;
-        }
-        if Instant::now() >= deadline {
-            break false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
+            if running.gone() || Instant::now() >= deadline {
+                break false;
+            }
+            std::thread::sleep(POLL);
+        },
     };
+    let attached_at = Instant::now();
     let attach_ms = attached.then(|| started.elapsed().as_millis() as u64);
+    let attached_counters = attached.then(counters);
+
+    // Payload: watch the scheduler while it runs, and note when it leaves.
     let mut payload_status = None;
-    let mut verdict = None;
+    let mut left_after_ms = None;
     if attached {
-        if let Some(p) = &spec.payload {
-            payload_status = Command::new("sh").arg("-c").arg(p).status()?.code();
-        }
-        if counters().state != "enabled" || child.try_wait()?.is_some() {
-            verdict = Some(Verdict::ExitedDuringRun {
-                why: "the scheduler was no longer attached when the payload ended".into(),
-            });
-        }
-    } else {
-        verdict = Some(Verdict::FailedToAttach {
-            why: match early_exit {
-                Some(s) => format!("the scheduler exited ({s}) before it attached"),
-                None => format!(
-                    "not attached as {:?} within {} ms (state {:?}, ops {:?})",
-                    spec.ops,
-                    spec.attach_timeout_ms,
-                    counters().state,
-                    read_sysfs("root/ops")
-                ),
-            },
-        });
-    }
-    // Stop: SIGINT, a grace period, then SIGKILL.
-    let status = match child.try_wait()? {
-        Some(s) => Some(s),
-        None => {
-            // SAFETY: signalling our own child.
-            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-            let grace = Instant::now() + Duration::from_millis(spec.stop_grace_ms);
-            loop {
-                if let Some(s) = child.try_wait()? {
-                    break Some(s);
+        let mut payload = match &spec.payload {
+            Some(p) => Some(
+                Command::new("sh")
+                    .arg("-c")
+                    .arg(p)
+                    .stdin(Stdio::null())
+                    .spawn()
+                    .context("starting the payload")?,
+            ),
+            None => None,
+        };
+        loop {
+            if spec.ops.is_some() && left_after_ms.is_none() {
+                let still = counters().state == "enabled"
+                    && read_sysfs("root/ops").as_deref() == ops_seen.as_deref()
+                    && !running.gone();
+                if !still {
+                    left_after_ms = Some(attached_at.elapsed().as_millis() as u64);
                 }
-                if Instant::now() >= grace {
-                    let _ = child.kill();
-                    break child.wait().ok();
-                }
-                std::thread::sleep(Duration::from_millis(10));
             }
+            match payload.as_mut() {
+                Some(p) => {
+                    if let Some(s) = p.try_wait()? {
+                        payload_status = s.code();
+                        break;
+                    }
+                }
+                None => break,
+            }
+            std::thread::sleep(POLL);
         }
-    };
-    // Detach: the kernel finishes disabling asynchronously.
-    let detach_deadline = Instant::now() + Duration::from_secs(10);
-    while counters().state != "disabled" && Instant::now() < detach_deadline {
-        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    // Stop, then wait for the kernel to finish disabling.
+    running.stop(Duration::from_millis(spec.stop_grace_ms));
+    let detach_deadline = Instant::now() + DETACH_TIMEOUT;
+    while spec.ops.is_some() && counters().state != "disabled" && Instant::now() < detach_deadline {
+        std::thread::sleep(POLL);
     }
     let after = counters();
-    let (exit_kind, exit_reason, exit_message) = exit_from_kmsg(ops_seen.as_deref());
-    if verdict.is_none() {
-        verdict = Some(if after.state != "disabled" {
-            Verdict::BadDetach {
-                why: format!("still {:?} 10 s after the stop", after.state),
-            }
-        } else if exit_kind.is_some_and(ExitKind::is_error) {
-            Verdict::BadDetach {
-                why: format!(
-                    "exit kind {:?}: {}",
-                    exit_kind,
-                    exit_reason.clone().unwrap_or_default()
-                ),
-            }
-        } else {
-            Verdict::Clean
-        });
-    }
+
+    let kernel_log: Vec<String> = kmsg
+        .read_new()
+        .into_iter()
+        .filter(|l| l.contains("sched_ext") || l.contains("failed to run for"))
+        .collect();
+    let (exit_kind, exit_reason, exit_message) = exit_from_kernel(spec.ops.as_deref(), &kernel_log);
     let read = |p: &Path| {
-        let mut s = String::new();
-        let _ = std::fs::File::open(p).and_then(|mut f| f.read_to_string(&mut s));
-        s
+        std::fs::read(p)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    };
+    let (stdout, stderr) = (read(&out_path), read(&err_path));
+    let (status, killed, uei) = match &running {
+        Running::Process { status, killed, .. } => (*status, *killed, None),
+        Running::Object { uei, .. } => (None, false, uei.clone()),
+        Running::Nothing => (None, false, None),
+    };
+    let process_status = status.and_then(|s| s.code());
+    let process_signal = {
+        use std::os::unix::process::ExitStatusExt;
+        status.and_then(|s| s.signal())
+    };
+    let scheduler_exit = match &uei {
+        Some(u) if !u.msg.is_empty() => Some(format!("EXIT: {} ({})", u.reason, u.msg)),
+        Some(u) => Some(format!("EXIT: {}", u.reason)),
+        None => stderr
+            .lines()
+            .chain(stdout.lines())
+            .filter_map(|l| l.find("EXIT: ").map(|i| l[i..].trim().to_string()))
+            .next_back(),
+    };
+    if !attached && loader_log.is_empty() {
+        loader_log = tail_lines(&stderr, 25);
+    }
+
+    let exit_text = || describe_exit(exit_kind, exit_reason.as_deref(), exit_message.as_deref());
+    let verdict = if !attached {
+        let why = match (&failed_start, status) {
+            (Some(f), _) => f.clone(),
+            (None, Some(s)) => format!(
+                "the scheduler exited ({s}) {} ms after it was started, before it attached",
+                started.elapsed().as_millis()
+            ),
+            (None, None) => format!(
+                "not attached as {:?} within {} ms (state {:?}, ops {:?})",
+                spec.ops.as_deref().unwrap_or(""),
+                spec.attach_timeout_ms,
+                counters().state,
+                read_sysfs("root/ops")
+            ),
+        };
+        let last = key_line(&loader_log)
+            .map(|l| format!("; the loader said: {}", l.trim()))
+            .unwrap_or_default();
+        Verdict::FailedToAttach {
+            why: format!("{why}{last}"),
+        }
+    } else if let Some(sig) = process_signal.filter(|s| !(killed && *s == libc::SIGKILL)) {
+        Verdict::Crashed {
+            why: format!(
+                "the scheduler process died of {}{}; the kernel then disabled it: {}",
+                signal_name(sig),
+                left_after_ms
+                    .map(|ms| format!(" {ms} ms after attaching"))
+                    .unwrap_or_default(),
+                exit_text()
+            ),
+        }
+    } else if let Some(ms) = left_after_ms {
+        Verdict::ExitedDuringRun {
+            why: format!("{} ms after attaching: {}", ms, exit_text()),
+        }
+    } else if spec.ops.is_some() && after.state != "disabled" {
+        Verdict::BadDetach {
+            why: format!(
+                "still {:?} {} s after the stop",
+                after.state,
+                DETACH_TIMEOUT.as_secs()
+            ),
+        }
+    } else if exit_kind.is_some_and(ExitKind::is_error) {
+        Verdict::BadDetach { why: exit_text() }
+    } else if killed {
+        Verdict::BadDetach {
+            why: format!(
+                "it ignored SIGINT for {} ms and was killed",
+                spec.stop_grace_ms
+            ),
+        }
+    } else {
+        Verdict::Clean
     };
     let report = Report {
-        verdict: verdict.expect("set above"),
+        name: spec.name.clone(),
+        verdict,
         ops: ops_seen,
         attach_ms,
+        left_after_ms,
         before,
+        attached: attached_counters,
         after,
         exit_kind,
         exit_reason,
         exit_message,
-        process_status: status.and_then(|s| s.code()),
+        scheduler_exit,
+        uei,
+        process_status,
+        process_signal,
         payload_status,
-        stdout: read(&out_path),
-        stderr: read(&err_path),
+        loader_log,
+        kernel_log,
+        stdout,
+        stderr,
     };
     write_atomic(out, &serde_json::to_vec_pretty(&report)?)?;
     Ok(report)
 }
 
-/// The last disable of `ops` in the kernel log (`dmesg`), with its message.
-fn exit_from_kmsg(ops: Option<&str>) -> (Option<ExitKind>, Option<String>, Option<String>) {
-    let Some(ops) = ops else {
+/// The last disable of a scheduler whose ops name matches `pattern` in the
+/// kernel lines of this run, with its message.
+fn exit_from_kernel(
+    pattern: Option<&str>,
+    lines: &[String],
+) -> (Option<ExitKind>, Option<String>, Option<String>) {
+    let Some(pattern) = pattern else {
         return (None, None, None);
     };
-    let log = Command::new("dmesg")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
     let mut kind = None;
     let mut reason = None;
     let mut message = None;
-    for e in kernel_events(&log) {
+    let mut ops_of_disable = None;
+    for e in kernel_events(&lines.join("\n")) {
         match e {
             KernelEvent::Disabled {
-                ops: o,
+                ops,
                 reason: r,
                 kind: k,
-            } if o == ops => {
+            } if ops_matches(pattern, &ops) => {
                 kind = k;
                 reason = Some(r);
                 message = None;
+                ops_of_disable = Some(ops);
             }
-            KernelEvent::Message { ops: o, message: m } if o == ops && reason.is_some() => {
+            KernelEvent::Message { ops, message: m } if Some(&ops) == ops_of_disable.as_ref() => {
                 message.get_or_insert(m);
             }
             _ => {}
         }
     }
     (kind, reason, message)
+}
+
+/// What a host-side run produced.
+#[derive(Debug)]
+pub struct Run {
+    pub vm: VmResult,
+    pub report: Option<Report>,
+}
+
+impl Run {
+    /// The guest's verdict, or what the host saw instead (a kernel crash, a
+    /// VM that ended without a report).
+    pub fn verdict(&self) -> Verdict {
+        match (&self.vm.outcome, &self.report) {
+            (Outcome::KernelCrash, _) => Verdict::Crashed {
+                why: format!(
+                    "the guest kernel crashed: {}",
+                    self.vm
+                        .crashes
+                        .iter()
+                        .find(|c| c.kind.is_fatal())
+                        .or(self.vm.crashes.first())
+                        .map(|c| c.text.clone())
+                        .unwrap_or_default()
+                ),
+            },
+            (_, Some(r)) => r.verdict.clone(),
+            (outcome, None) => Verdict::NoReport {
+                why: format!(
+                    "the guest side wrote no report (VM: {outcome:?}); console log: {}",
+                    self.vm.console_log.display()
+                ),
+            },
+        }
+    }
 }
 
 /// Host side: boots `kernel`, runs the lifecycle of `spec` with
@@ -276,27 +658,27 @@ pub fn run_in_vm(
     spec: &GuestSpec,
     work_dir: &Path,
     timeout: Duration,
-) -> Result<(VmResult, Option<Report>)> {
-    let mut argv = vec![
+) -> Result<Run> {
+    let argv = vec![
         harness_bin.display().to_string(),
         "guest".into(),
         "run-scheduler".into(),
         "--spec-json".into(),
         serde_json::to_string(spec)?,
+        "--out".into(),
+        "@shared/report.json".into(),
     ];
-    argv.push("--out".into());
-    argv.push("@shared/report.json".into());
     let mut vm_spec = VmSpec::new(
         kernel.to_path_buf(),
         work_dir.to_path_buf(),
         GuestCommand::Exec(argv),
     );
     vm_spec.timeout = Some(timeout);
-    let result = vm::run(&vm_spec)?;
-    let report = std::fs::read(result.shared_dir.join("report.json"))
+    let vm = vm::run(&vm_spec)?;
+    let report = std::fs::read(vm.shared_dir.join("report.json"))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
-    Ok((result, report))
+    Ok(Run { vm, report })
 }
 
 /// `@shared/NAME` in a guest-side path argument means the VM's shared
@@ -316,26 +698,65 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ops_patterns() {
-        assert!(ops_matches("simple", "simple"));
-        assert!(!ops_matches("simple", "simple2"));
-        assert!(ops_matches(
-            "bpfland_*",
-            "bpfland_1.1.4_x86_64_unknown_linux_gnu"
-        ));
-        assert!(!ops_matches("bpfland_*", "lavd_1.0"));
+    fn spec_round_trips_through_json() {
+        for start in [
+            Start::Default,
+            Start::Binary {
+                argv: vec!["/x/scx_simple".into(), "-v".into()],
+            },
+            Start::BpfObject {
+                path: "/x/local.bpf.o".into(),
+            },
+        ] {
+            let spec = GuestSpec {
+                name: "x".into(),
+                start,
+                ops: Some("simple".into()),
+                attach_timeout_ms: 20_000,
+                payload: Some("sh -c 'exit 0'".into()),
+                stop_grace_ms: 5_000,
+            };
+            let back: GuestSpec =
+                serde_json::from_str(&serde_json::to_string(&spec).unwrap()).unwrap();
+            assert_eq!(back, spec);
+        }
     }
 
     #[test]
-    fn spec_round_trips_through_json() {
-        let spec = GuestSpec {
-            argv: vec!["/x/scx_simple".into(), "-v".into()],
-            ops: "simple".into(),
-            attach_timeout_ms: 20_000,
-            payload: Some("sh -c 'exit 0'".into()),
-            stop_grace_ms: 5_000,
-        };
-        let back: GuestSpec = serde_json::from_str(&serde_json::to_string(&spec).unwrap()).unwrap();
-        assert_eq!(back, spec);
+    fn the_key_loader_line_is_the_one_that_says_why() {
+        let lines: Vec<String> = [
+            "error: unexpected argument '--bogus' found",
+            "",
+            "Usage: scx_fifo",
+            "For more information, try '--help'.",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(key_line(&lines).unwrap(), &lines[0]);
+        let plain = vec!["a".to_string(), "b".to_string()];
+        assert_eq!(key_line(&plain).unwrap(), "b");
+        assert_eq!(key_line(&[]), None);
+    }
+
+    #[test]
+    fn exit_lines_are_matched_by_ops_pattern() {
+        let lines: Vec<String> = [
+            "sched_ext: BPF scheduler \"other\" disabled (unregistered from user space)",
+            "sched_ext: BPF scheduler \"fault_0.1.0_x\" enabled",
+            "sched_ext: BPF scheduler \"fault_0.1.0_x\" disabled (scx_bpf_error)",
+            "sched_ext: fault_0.1.0_x: injected by scx_fault --error-after 1000 ms",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let (kind, reason, msg) = exit_from_kernel(Some("fault_*"), &lines);
+        assert_eq!(kind, Some(ExitKind::ErrorBpf));
+        assert_eq!(reason.as_deref(), Some("scx_bpf_error"));
+        assert_eq!(
+            msg.as_deref(),
+            Some("injected by scx_fault --error-after 1000 ms")
+        );
+        assert_eq!(exit_from_kernel(Some("nope"), &lines), (None, None, None));
     }
 }

@@ -27,6 +27,16 @@ pub fn run(cmd: &mut Command) -> (Option<i32>, String, String) {
     )
 }
 
+/// A file with a valid bzImage header (nothing boots from it): for tests
+/// that must get past the kernel check without booting.
+pub fn fake_bzimage(dir: &Path) -> PathBuf {
+    let kernel = dir.join("bzImage");
+    let mut bytes = vec![0u8; 0x400];
+    bytes[0x202..0x206].copy_from_slice(b"HdrS");
+    std::fs::write(&kernel, &bytes).unwrap();
+    kernel
+}
+
 /// What a fake kernel tree's `make bzImage` does.
 pub enum FakeBuild {
     /// Produces a tiny bzImage, vmlinux and kernel.release.
@@ -125,4 +135,107 @@ pub fn test_kernel_entry() -> scx_harness::kernel::Entry {
                 kernel.display()
             )
         })
+}
+
+/// QEMU processes whose command line mentions `dir` (each VM's shared
+/// directory is on its command line).
+pub fn qemus_mentioning(dir: &Path) -> Vec<PathBuf> {
+    let needle = dir.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|p| {
+            std::fs::read(p.path().join("cmdline")).is_ok_and(|c| {
+                let c = String::from_utf8_lossy(&c);
+                c.contains("qemu-system") && c.contains(&needle)
+            })
+        })
+        .map(|p| p.path())
+        .collect()
+}
+
+/// What a person needs when a VM test fails: outcome, output, console tail.
+pub fn explain_vm(r: &scx_harness::vm::VmResult) -> String {
+    let console = std::fs::read_to_string(&r.console_log).unwrap_or_default();
+    let tail: Vec<&str> = console.lines().rev().take(30).collect();
+    format!(
+        "outcome: {:?}\naccel: {}\n--- stdout ---\n{}\n--- stderr ---\n{}\n--- console (last 30 lines of {}) ---\n{}",
+        r.outcome,
+        r.accel,
+        r.stdout,
+        r.stderr,
+        r.console_log.display(),
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    )
+}
+
+/// The bundled scheduler registry.
+pub fn registry() -> scx_harness::scheduler::registry::Registry {
+    scx_harness::scheduler::registry::Registry::load(
+        &scx_harness::paths::workspace_root().join("schedulers/registry.yaml"),
+    )
+    .unwrap()
+}
+
+/// A scheduler's run in a VM and its run directory, which is deleted when
+/// the test passes and kept (and named) when it fails.
+pub struct TestRun {
+    pub run: scx_harness::scheduler::lifecycle::Run,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl std::ops::Deref for TestRun {
+    type Target = scx_harness::scheduler::lifecycle::Run;
+    fn deref(&self) -> &Self::Target {
+        &self.run
+    }
+}
+
+impl Drop for TestRun {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Some(d) = self.dir.take() {
+                eprintln!("run directory kept: {}", d.keep().display());
+            }
+        }
+    }
+}
+
+/// Builds `name` for the test kernel (in the user's cache, shared with
+/// `cargo ci test`'s pre-build), runs its lifecycle in a VM with `args`
+/// after the registry's and `payload` under it, and records the verdict
+/// for `schedulers list`.
+pub fn run_scheduler(name: &str, args: &[&str], payload: Option<String>) -> TestRun {
+    use scx_harness::scheduler::{build, lifecycle, status};
+    let entry = test_kernel_entry();
+    let cache = scx_harness::kernel::Cache::user();
+    let registry = registry();
+    let def = registry.get(name).unwrap();
+    let ctx = build::BuildCtx {
+        cache: &cache,
+        kernel: Some(&entry),
+        registry: &registry,
+    };
+    let mut progress = scx_harness::progress::Progress::new(name);
+    let built =
+        build::build(def, &ctx, &mut progress).unwrap_or_else(|e| panic!("building {name}: {e:#}"));
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let spec = lifecycle::GuestSpec::for_built(&built, &args, payload);
+    let work = tempfile::Builder::new()
+        .prefix(&format!("scx-harness-test-{name}-"))
+        .tempdir()
+        .unwrap();
+    let run = lifecycle::run_in_vm(
+        &entry.bzimage(),
+        Path::new(env!("CARGO_BIN_EXE_scx-harness")),
+        &spec,
+        work.path(),
+        std::time::Duration::from_secs(150),
+    )
+    .unwrap();
+    status::record(&cache, &entry.bzimage(), name, &run.verdict()).unwrap();
+    TestRun {
+        run,
+        dir: Some(work),
+    }
 }

@@ -1,0 +1,310 @@
+//! `scx-harness schedulers list|build|run`: the registry, built for a
+//! kernel, and one scheduler's lifecycle in a VM for people at a desk.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use super::{kernel_for, new_run_dir, VmOpts};
+use crate::error::{fail, Failure};
+use crate::kernel::{self, Cache, Kernel};
+use crate::progress::Progress;
+use crate::scheduler::build::{self, Artifact, BuildCtx, Built};
+use crate::scheduler::lifecycle::{run_in_vm, GuestSpec, Run, Verdict};
+use crate::scheduler::registry::{Def, Registry, Source};
+use crate::scheduler::{bpf_object, status};
+use crate::units::parse_duration;
+
+#[derive(Debug, clap::Args)]
+pub struct RegistryOpt {
+    /// The scheduler registry (default: $SCX_HARNESS_REGISTRY, else the
+    /// checkout's schedulers/registry.yaml).
+    #[arg(long, value_name = "FILE")]
+    pub registry: Option<PathBuf>,
+}
+
+impl RegistryOpt {
+    pub fn load(&self) -> Result<Registry> {
+        Registry::load(&self.registry.clone().unwrap_or_else(Registry::default_path))
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub registry: RegistryOpt,
+    /// The kernel to show build and load status for (default: the default
+    /// kernel, if it is built; listing never builds anything).
+    #[arg(long, value_name = "PATH|KEY")]
+    pub kernel: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BuildArgs {
+    #[command(flatten)]
+    pub registry: RegistryOpt,
+    #[command(flatten)]
+    pub vm: VmOpts,
+    /// Schedulers to build (default: every one in the registry).
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub registry: RegistryOpt,
+    #[command(flatten)]
+    pub vm: VmOpts,
+    /// The scheduler (a name from `scx-harness schedulers list`).
+    pub name: String,
+    /// Run this shell command under the scheduler instead of the default
+    /// CPU load.
+    #[arg(long, value_name = "CMD")]
+    pub payload: Option<String>,
+    /// How long the default CPU load (2 busy loops per vCPU) runs.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub load_for: Duration,
+    /// Keep the run directory (console log, report, scheduler output) even
+    /// when the run was clean.
+    #[arg(long)]
+    pub keep: bool,
+    /// Extra arguments for the scheduler, after the registry's own.
+    #[arg(last = true)]
+    pub args: Vec<String>,
+}
+
+/// A shell command that keeps `threads` busy loops running for `secs`.
+pub fn cpu_load(threads: u32, secs: f64) -> String {
+    format!(
+        "i=0; while [ $i -lt {threads} ]; do timeout {secs} sh -c 'while :; do :; done' & i=$((i+1)); done; wait"
+    )
+}
+
+fn kernel_entry(kernel: &Kernel) -> Option<&kernel::Entry> {
+    kernel.entry.as_ref()
+}
+
+fn source_text(d: &Def) -> String {
+    match &d.source {
+        None => "kernel".into(),
+        Some(Source::Workspace(p)) => format!("workspace {p}"),
+        Some(Source::KernelExample(e)) => format!("kernel tools/sched_ext/{e}"),
+        Some(Source::Crate(c)) => format!("crates.io {} {}", c.name, c.version),
+        Some(Source::BpfC(p)) => format!("bpf_c {}", p.display()),
+        Some(Source::Path(p)) => format!("path {}", p.display()),
+    }
+}
+
+pub fn list(args: ListArgs) -> Result<i32> {
+    let registry = args.registry.load()?;
+    let cache = Cache::user();
+    let kernel = match &args.kernel {
+        Some(k) => Some(kernel::resolve(k, &cache)?),
+        None => kernel::cached_default(&cache)?.map(|e| Kernel {
+            bzimage: e.bzimage(),
+            entry: Some(e),
+        }),
+    };
+    let ctx = BuildCtx {
+        cache: &cache,
+        kernel: kernel.as_ref().and_then(kernel_entry),
+        registry: &registry,
+    };
+    match &kernel {
+        Some(k) => println!(
+            "registry {}; kernel {} ({})",
+            registry.path.display(),
+            k.bzimage.display(),
+            k.release().unwrap_or("not a cached build")
+        ),
+        None => println!(
+            "registry {}; no default kernel built yet (`scx-harness kernel build`)",
+            registry.path.display()
+        ),
+    }
+    println!(
+        "{:<15} {:<10} {:<36} {:<12} {:<6} LAST RUN ON THIS KERNEL",
+        "NAME", "KIND", "SOURCE", "VERSION", "BUILT"
+    );
+    for d in &registry.schedulers {
+        let built = build::cached(d, &ctx);
+        let last = kernel
+            .as_ref()
+            .and_then(|k| status::last(&cache, &k.bzimage, &d.name))
+            .map(|s| {
+                if s.why.is_empty() {
+                    s.verdict
+                } else {
+                    format!("{}: {}", s.verdict, first_line(&s.why, 60))
+                }
+            })
+            .unwrap_or_else(|| "never tried".into());
+        println!(
+            "{:<15} {:<10} {:<36} {:<12} {:<6} {}{}{}",
+            d.name,
+            d.kind.as_str(),
+            source_text(d),
+            built
+                .as_ref()
+                .map(|b| b.version.clone())
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| "-".into()),
+            if built.is_some() { "yes" } else { "no" },
+            last,
+            if d.fixture { " [fixture]" } else { "" },
+            d.unsupported
+                .as_ref()
+                .map(|u| format!(" [unsupported: {u}]"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(0)
+}
+
+fn first_line(s: &str, max: usize) -> String {
+    let l = s.lines().next().unwrap_or("");
+    if l.chars().count() > max {
+        format!("{}...", l.chars().take(max).collect::<String>())
+    } else {
+        l.to_string()
+    }
+}
+
+pub fn build(args: BuildArgs) -> Result<i32> {
+    let registry = args.registry.load()?;
+    let defs: Vec<&Def> = if args.names.is_empty() {
+        registry.schedulers.iter().collect()
+    } else {
+        args.names
+            .iter()
+            .map(|n| registry.get(n))
+            .collect::<Result<_>>()?
+    };
+    let kernel = kernel_for(&args.vm)?;
+    let cache = Cache::user();
+    let ctx = BuildCtx {
+        cache: &cache,
+        kernel: kernel_entry(&kernel),
+        registry: &registry,
+    };
+    let mut progress = Progress::new("schedulers build");
+    for d in defs {
+        let built = build::build(d, &ctx, &mut progress)?;
+        println!("{:<15} {}", d.name, describe(&built));
+    }
+    progress.finish("done");
+    Ok(0)
+}
+
+fn describe(b: &Built) -> String {
+    match &b.artifact {
+        Artifact::Binary(p) | Artifact::Object(p) => p.display().to_string(),
+        Artifact::Nothing => "(the kernel's fair class)".into(),
+    }
+}
+
+/// Refuses, before any VM boots, what cannot work: a binary that is not
+/// there, an object without a struct_ops map.
+pub fn check_artifact(built: &Built) -> Result<()> {
+    match &built.artifact {
+        Artifact::Binary(p) if !p.is_file() => Err(fail(
+            Failure::BadInput,
+            format!(
+                "{}: binary {} does not exist\n  fix: `scx-harness schedulers build {}`, or correct its source in the registry",
+                built.def.name,
+                p.display(),
+                built.def.name
+            ),
+        )),
+        Artifact::Object(p) => bpf_object::check(p).map(|_| ()),
+        _ => Ok(()),
+    }
+}
+
+pub fn run(args: RunArgs) -> Result<i32> {
+    let registry = args.registry.load()?;
+    let def = registry.get(&args.name)?.clone();
+    if !args.args.is_empty() && def.kind != crate::scheduler::registry::Kind::Binary {
+        return Err(fail(
+            Failure::BadInput,
+            format!(
+                "{} is a {} scheduler: it takes no arguments",
+                def.name,
+                def.kind.as_str()
+            ),
+        ));
+    }
+    let kernel = kernel_for(&args.vm)?;
+    let cache = Cache::user();
+    let ctx = BuildCtx {
+        cache: &cache,
+        kernel: kernel_entry(&kernel),
+        registry: &registry,
+    };
+    let mut progress = Progress::new(&format!("scheduler {}", def.name));
+    let built = build::build(&def, &ctx, &mut progress)?;
+    drop(progress);
+    check_artifact(&built)?;
+    let payload = args
+        .payload
+        .clone()
+        .unwrap_or_else(|| cpu_load(2 * args.vm.cpus, args.load_for.as_secs_f64()));
+    let spec = GuestSpec::for_built(&built, &args.args, Some(payload));
+    let work = new_run_dir(&format!("scx-harness-{}-", def.name))?;
+    eprintln!("booting {} with {} ...", kernel.bzimage.display(), def.name);
+    let harness = std::env::current_exe()?;
+    let run = run_in_vm(&kernel.bzimage, &harness, &spec, &work, args.vm.timeout)?;
+    let verdict = run.verdict();
+    status::record(&cache, &kernel.bzimage, &def.name, &verdict)?;
+    print_run(&def, &run, &verdict);
+    if verdict.is_clean() && !args.keep {
+        let _ = std::fs::remove_dir_all(&work);
+    } else {
+        eprintln!("scx-harness: run directory kept: {}", work.display());
+    }
+    match verdict {
+        Verdict::Clean => Ok(0),
+        Verdict::NoReport { .. } => run
+            .vm
+            .exit_code()
+            .and_then(|_| Err(fail(Failure::Infrastructure, verdict.why().to_string()))),
+        v => Err(fail(
+            Failure::UnderTest,
+            format!("{} {}: {}", def.name, v.label().replace('_', " "), v.why()),
+        )),
+    }
+}
+
+fn print_run(def: &Def, run: &Run, verdict: &Verdict) {
+    println!("scheduler     {}", def.name);
+    println!("verdict       {}", verdict.label());
+    if let Some(r) = &run.report {
+        if let Some(ops) = &r.ops {
+            println!("ops           {ops}");
+        }
+        if let Some(ms) = r.attach_ms {
+            println!("attached in   {ms} ms");
+        }
+        if let Some(ms) = r.left_after_ms {
+            println!("left after    {ms} ms");
+        }
+        println!("exit          {}", r.exit_summary());
+        if let Some(e) = &r.scheduler_exit {
+            println!("it said       {e}");
+        }
+        println!(
+            "nr_rejected   {} -> {}; enable_seq {} -> {}",
+            r.before.nr_rejected, r.after.nr_rejected, r.before.enable_seq, r.after.enable_seq
+        );
+        if !r.loader_log.is_empty() && !verdict.is_clean() {
+            println!("loader's last lines:");
+            for l in &r.loader_log {
+                println!("  {l}");
+            }
+        }
+    }
+    if !verdict.is_clean() {
+        println!("why           {}", verdict.why());
+    }
+}

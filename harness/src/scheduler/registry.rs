@@ -1,0 +1,527 @@
+//! The scheduler registry (`schedulers/registry.yaml`): every scheduler the
+//! harness knows, as data. Each entry says what the scheduler is called, how
+//! it is built, how it is started and the sched_ext ops name it registers,
+//! so that a scheduler author adds theirs without writing Rust.
+//!
+//! Parsing and validation only; building is `scheduler::build`, running is
+//! `scheduler::lifecycle`. The format is documented in
+//! `schedulers/README.md`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+use crate::datafile::{line_of, parse_yaml, read_text};
+use crate::error::{fail, Failure};
+use crate::units::duration_str;
+
+/// How a scheduler runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A process that loads and attaches its BPF side and stays until SIGINT.
+    Binary,
+    /// A BPF object file with a `struct_ops` map, which the harness opens,
+    /// loads and attaches itself (no user-space side of its own).
+    BpfObject,
+    /// No sched_ext scheduler: the kernel's fair class, the baseline.
+    Default,
+}
+
+impl Kind {
+    /// The name the registry uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Binary => "binary",
+            Kind::BpfObject => "bpf_object",
+            Kind::Default => "default",
+        }
+    }
+}
+
+/// Where a scheduler comes from. Written in YAML as a map with exactly one
+/// key: `{ workspace: scx_fifo }`, `{ crate: { name: .., version: .. } }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "SourceFields", into = "SourceFields")]
+pub enum Source {
+    /// A package of this workspace (`schedulers/NAME`), built with cargo.
+    Workspace(String),
+    /// An example of the kernel tree's `tools/sched_ext`, built from the
+    /// same tree as the kernel that runs it.
+    KernelExample(String),
+    /// A crate from crates.io, installed with `cargo install --locked` at
+    /// exactly this version.
+    Crate(CrateSource),
+    /// A BPF C file (relative to the registry file), compiled with clang-19
+    /// against the running kernel's headers and BTF.
+    BpfC(PathBuf),
+    /// A prebuilt binary or BPF object (relative to the registry file).
+    Path(PathBuf),
+}
+
+/// The YAML form of [`Source`]: one of these keys.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceFields {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    workspace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kernel_example: Option<String>,
+    #[serde(default, rename = "crate", skip_serializing_if = "Option::is_none")]
+    krate: Option<CrateSource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    bpf_c: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    path: Option<PathBuf>,
+}
+
+impl TryFrom<SourceFields> for Source {
+    type Error = String;
+
+    fn try_from(f: SourceFields) -> std::result::Result<Source, String> {
+        let mut found = Vec::new();
+        if let Some(v) = f.workspace {
+            found.push(Source::Workspace(v));
+        }
+        if let Some(v) = f.kernel_example {
+            found.push(Source::KernelExample(v));
+        }
+        if let Some(v) = f.krate {
+            found.push(Source::Crate(v));
+        }
+        if let Some(v) = f.bpf_c {
+            found.push(Source::BpfC(v));
+        }
+        if let Some(v) = f.path {
+            found.push(Source::Path(v));
+        }
+        match found.len() {
+            1 => Ok(found.remove(0)),
+            n => Err(format!(
+                "a source has exactly one of workspace, kernel_example, crate, bpf_c, path (found {n})"
+            )),
+        }
+    }
+}
+
+impl From<Source> for SourceFields {
+    fn from(s: Source) -> SourceFields {
+        let mut f = SourceFields::default();
+        match s {
+            Source::Workspace(v) => f.workspace = Some(v),
+            Source::KernelExample(v) => f.kernel_example = Some(v),
+            Source::Crate(v) => f.krate = Some(v),
+            Source::BpfC(v) => f.bpf_c = Some(v),
+            Source::Path(v) => f.path = Some(v),
+        }
+        f
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrateSource {
+    pub name: String,
+    pub version: String,
+}
+
+fn default_attach_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// One scheduler.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Def {
+    /// Unique; used on the command line and in test names.
+    pub name: String,
+    pub kind: Kind,
+    /// One line for `scx-harness schedulers list`. Default: empty.
+    #[serde(default)]
+    pub description: String,
+    /// Required for `binary` and `bpf_object`; absent for `default`.
+    #[serde(default)]
+    pub source: Option<Source>,
+    /// The ops name it registers, as `/sys/kernel/sched_ext/root/ops` shows
+    /// it; a trailing `*` matches any suffix (scx_utils appends a version).
+    /// Required for `binary` and `bpf_object`.
+    #[serde(default)]
+    pub ops: Option<String>,
+    /// Arguments it is always started with (`binary` only). Default: none.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// From start to attached, at most. Default: 30s (loading a large BPF
+    /// program under TCG takes seconds).
+    #[serde(default = "default_attach_timeout", with = "duration_str")]
+    pub attach_timeout: Duration,
+    /// A test fixture, not a scheduler under test: left out of "every
+    /// scheduler" sets such as the default matrix. Default: false.
+    #[serde(default)]
+    pub fixture: bool,
+    /// Why this version is the one pinned, and other facts a reader needs.
+    #[serde(default)]
+    pub note: Option<String>,
+    /// Set when it is known not to run on the bundled kernel: the loader's
+    /// reason. It is still listed and still tried where asked; tests expect
+    /// it to fail to attach.
+    #[serde(default)]
+    pub unsupported: Option<String>,
+}
+
+impl Def {
+    /// True if `ops` (as read from sysfs) is this scheduler's.
+    pub fn ops_matches(&self, ops: &str) -> bool {
+        self.ops.as_deref().is_some_and(|p| ops_matches(p, ops))
+    }
+}
+
+/// `pattern` with an optional trailing `*` against an ops name.
+pub fn ops_matches(pattern: &str, ops: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => ops.starts_with(prefix),
+        None => ops == pattern,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    schedulers: Vec<Def>,
+}
+
+/// A parsed and validated registry.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    /// The file it was read from; relative paths in it are relative to its
+    /// directory.
+    pub path: PathBuf,
+    pub schedulers: Vec<Def>,
+}
+
+const HINT: &str = "see schedulers/README.md for the registry format";
+
+impl Registry {
+    /// `$SCX_HARNESS_REGISTRY`, else the checkout's
+    /// `schedulers/registry.yaml`.
+    pub fn default_path() -> PathBuf {
+        std::env::var_os("SCX_HARNESS_REGISTRY")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| crate::paths::workspace_root().join("schedulers/registry.yaml"))
+    }
+
+    pub fn load(path: &Path) -> Result<Registry> {
+        let text = read_text(path, "scheduler registry")?;
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Registry> {
+        let file: File = parse_yaml(path, text, HINT)?;
+        let registry = Registry {
+            path: path.to_path_buf(),
+            schedulers: file.schedulers,
+        };
+        registry.validate(text)?;
+        Ok(registry)
+    }
+
+    /// Directory relative paths are resolved against.
+    pub fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+
+    /// The scheduler called `name`, or an error listing the known ones.
+    pub fn get(&self, name: &str) -> Result<&Def> {
+        self.schedulers
+            .iter()
+            .find(|d| d.name == name)
+            .ok_or_else(|| {
+                fail(
+                    Failure::BadInput,
+                    format!(
+                        "unknown scheduler {name:?}; {} knows: {}\n  fix: use one of those names, or add an entry ({HINT})",
+                        self.path.display(),
+                        self.names().join(", ")
+                    ),
+                )
+            })
+    }
+
+    pub fn names(&self) -> Vec<&str> {
+        self.schedulers.iter().map(|d| d.name.as_str()).collect()
+    }
+
+    /// Schedulers under test: every entry but fixtures.
+    pub fn under_test(&self) -> impl Iterator<Item = &Def> {
+        self.schedulers.iter().filter(|d| !d.fixture)
+    }
+
+    fn validate(&self, text: &str) -> Result<()> {
+        let mut seen = std::collections::HashSet::new();
+        if self.schedulers.is_empty() {
+            return Err(self.error(text, None, "the registry lists no schedulers"));
+        }
+        for d in &self.schedulers {
+            let bad = |msg: String| Err(self.error(text, Some(&d.name), &msg));
+            if d.name.is_empty()
+                || !d
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+            {
+                return bad(format!(
+                    "scheduler name {:?}: use letters, digits, '_', '-' and '.'",
+                    d.name
+                ));
+            }
+            if !seen.insert(d.name.as_str()) {
+                return bad(format!("scheduler {:?} is listed twice", d.name));
+            }
+            match (d.kind, &d.source) {
+                (Kind::Default, Some(_)) => {
+                    return bad(format!(
+                        "{}: kind default (the fair class) has no source",
+                        d.name
+                    ))
+                }
+                (Kind::Default, None) => {
+                    if d.ops.is_some() || !d.args.is_empty() {
+                        return bad(format!(
+                            "{}: kind default (the fair class) has no ops and no args",
+                            d.name
+                        ));
+                    }
+                    continue;
+                }
+                (_, None) => {
+                    return bad(format!(
+                        "{}: kind {:?} needs a source (workspace, kernel_example, crate, bpf_c or path)",
+                        d.name, d.kind
+                    ))
+                }
+                (Kind::Binary, Some(Source::BpfC(_))) => {
+                    return bad(format!(
+                        "{}: a bpf_c source builds a BPF object: use kind bpf_object",
+                        d.name
+                    ))
+                }
+                (
+                    Kind::BpfObject,
+                    Some(Source::Workspace(_) | Source::KernelExample(_) | Source::Crate(_)),
+                ) => {
+                    return bad(format!(
+                        "{}: kind bpf_object takes a bpf_c or path source",
+                        d.name
+                    ))
+                }
+                (Kind::BpfObject, _) if !d.args.is_empty() => {
+                    return bad(format!(
+                        "{}: kind bpf_object has no process to pass args to",
+                        d.name
+                    ))
+                }
+                _ => {}
+            }
+            if let Some(Source::KernelExample(ex)) = &d.source {
+                if !super::kernel_examples::NAMES.contains(&ex.as_str()) {
+                    return bad(format!(
+                        "{}: kernel_example {ex:?} is not one of {}",
+                        d.name,
+                        super::kernel_examples::NAMES.join(", ")
+                    ));
+                }
+            }
+            if let Some(Source::Crate(c)) = &d.source {
+                let plain = |s: &str| {
+                    !s.is_empty()
+                        && s.chars()
+                            .all(|ch| ch.is_ascii_alphanumeric() || "_-.+".contains(ch))
+                };
+                if !plain(&c.name) || !plain(&c.version) || !c.version.starts_with(char::is_numeric)
+                {
+                    return bad(format!(
+                        "{}: crate needs a name and an exact version such as \"1.1.4\"",
+                        d.name
+                    ));
+                }
+            }
+            match d.ops.as_deref() {
+                None | Some("") => {
+                    return bad(format!(
+                        "{}: ops (the name the scheduler registers) is required",
+                        d.name
+                    ))
+                }
+                Some(p) if p.trim_end_matches('*').contains('*') || p == "*" => {
+                    return bad(format!(
+                        "{}: ops {p:?}: only a single trailing '*' after a prefix is allowed",
+                        d.name
+                    ))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn error(&self, text: &str, name: Option<&str>, msg: &str) -> anyhow::Error {
+        let place = match name.and_then(|n| line_of(text, "name", n)) {
+            Some(line) => format!("{}:{line}", self.path.display()),
+            None => self.path.display().to_string(),
+        };
+        fail(Failure::BadInput, format!("{place}: {msg}\n  fix: {HINT}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Registry> {
+        Registry::parse(Path::new("reg.yaml"), text)
+    }
+
+    fn err(text: &str) -> String {
+        let e = parse(text).unwrap_err();
+        assert_eq!(crate::classify(&e), Some(Failure::BadInput));
+        format!("{e:#}")
+    }
+
+    const GOOD: &str = r#"
+schedulers:
+  - name: default
+    kind: default
+  - name: scx_simple
+    kind: binary
+    source: { kernel_example: scx_simple }
+    ops: simple
+  - name: scx_bpfland
+    kind: binary
+    source: { crate: { name: scx_bpfland, version: "1.1.4" } }
+    ops: "bpfland_*"
+    attach_timeout: 45s
+  - name: minimal
+    kind: bpf_object
+    source: { bpf_c: bpf/minimal.bpf.c }
+    ops: minimal
+  - name: scx_fault
+    kind: binary
+    source: { workspace: scx_fault }
+    ops: "fault_*"
+    fixture: true
+"#;
+
+    #[test]
+    fn parses_every_kind_and_source() {
+        let r = parse(GOOD).unwrap();
+        assert_eq!(
+            r.names(),
+            [
+                "default",
+                "scx_simple",
+                "scx_bpfland",
+                "minimal",
+                "scx_fault"
+            ]
+        );
+        let b = r.get("scx_bpfland").unwrap();
+        assert_eq!(
+            b.source,
+            Some(Source::Crate(CrateSource {
+                name: "scx_bpfland".into(),
+                version: "1.1.4".into()
+            }))
+        );
+        assert_eq!(b.attach_timeout, Duration::from_secs(45));
+        assert_eq!(
+            r.get("scx_simple").unwrap().attach_timeout,
+            default_attach_timeout()
+        );
+        assert!(b.ops_matches("bpfland_1.1.4_x86_64_unknown_linux_gnu"));
+        assert!(!b.ops_matches("lavd_1.0"));
+        assert_eq!(r.under_test().count(), 4);
+        assert_eq!(r.dir(), Path::new(""));
+    }
+
+    #[test]
+    fn unknown_name_lists_the_known_ones() {
+        let r = parse(GOOD).unwrap();
+        let e = format!("{:#}", r.get("scx_nope").unwrap_err());
+        assert!(e.contains("unknown scheduler \"scx_nope\""), "{e}");
+        assert!(
+            e.contains("default, scx_simple, scx_bpfland, minimal, scx_fault"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn mistakes_are_named_with_their_line() {
+        let e = err("schedulers:\n  - name: a\n    kind: binary\n    ops: a\n");
+        assert!(
+            e.starts_with("reg.yaml:2: a: kind Binary needs a source"),
+            "{e}"
+        );
+        let e = err("schedulers:\n  - name: a\n    kind: quantum\n");
+        assert!(
+            e.starts_with("reg.yaml:3:11: schedulers[0].kind: unknown variant `quantum`"),
+            "{e}"
+        );
+        assert!(e.contains("`binary`, `bpf_object`, `default`"), "{e}");
+        let e = err("schedulers:\n  - name: a\n    kind: default\n    colour: red\n");
+        assert!(
+            e.contains("reg.yaml:4:5") && e.contains("unknown field `colour`"),
+            "{e}"
+        );
+        let e =
+            err("schedulers:\n  - name: a\n    kind: default\n  - name: a\n    kind: default\n");
+        assert!(e.contains("listed twice"), "{e}");
+        let e = err("schedulers:\n  - name: x\n    kind: binary\n    source: { kernel_example: scx_nest }\n    ops: nest\n");
+        assert!(
+            e.contains("scx_simple, scx_qmap, scx_central, scx_flatcg"),
+            "{e}"
+        );
+        let e = err("schedulers:\n  - name: x\n    kind: binary\n    source: { workspace: x }\n    ops: \"a*b*\"\n");
+        assert!(e.contains("single trailing '*'"), "{e}");
+        let e = err("schedulers:\n  - name: x\n    kind: binary\n    source: { crate: { name: x, version: latest } }\n    ops: x\n");
+        assert!(e.contains("exact version"), "{e}");
+        let e = err("schedulers:\n  - name: x\n    kind: bpf_object\n    source: { workspace: x }\n    ops: x\n");
+        assert!(e.contains("takes a bpf_c or path source"), "{e}");
+        let e = err("schedulers:\n  - name: x\n    kind: binary\n    source: { workspace: x }\n");
+        assert!(
+            e.contains("ops (the name the scheduler registers) is required"),
+            "{e}"
+        );
+        let e = err("schedulers:\n  - name: x\n    kind: binary\n    source: { workspace: x, path: /x }\n    ops: x\n");
+        assert!(
+            e.contains("reg.yaml:2:5") && e.contains("exactly one of"),
+            "{e}"
+        );
+        let e = err("schedulers: []\n");
+        assert!(e.contains("lists no schedulers"), "{e}");
+        let e = err("schedulers:\n  - name: x\n    kind: binary\n    source: { workspace: x }\n    ops: x\n    attach_timeout: soon\n");
+        assert!(
+            e.contains("reg.yaml:6:21") && e.contains("not a duration"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_bundled_registry_is_valid() {
+        let r = Registry::load(&crate::paths::workspace_root().join("schedulers/registry.yaml"))
+            .unwrap();
+        assert!(r.get("default").is_ok());
+        for d in &r.schedulers {
+            if let Some(Source::Workspace(pkg)) = &d.source {
+                assert!(
+                    crate::paths::workspace_root()
+                        .join("schedulers")
+                        .join(pkg)
+                        .join("Cargo.toml")
+                        .is_file(),
+                    "{pkg}"
+                );
+            }
+        }
+    }
+}
