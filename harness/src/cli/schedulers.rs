@@ -155,7 +155,7 @@ pub fn list(args: ListArgs) -> Result<i32> {
             if d.fixture { " [fixture]" } else { "" },
             d.unsupported
                 .as_ref()
-                .map(|u| format!(" [unsupported: {u}]"))
+                .map(|u| format!(" [unsupported: {}]", first_line(&u.reason, 60)))
                 .unwrap_or_default()
         );
     }

@@ -163,11 +163,22 @@ pub struct Def {
     /// Why this version is the one pinned, and other facts a reader needs.
     #[serde(default)]
     pub note: Option<String>,
-    /// Set when it is known not to run on the bundled kernel: the loader's
-    /// reason. It is still listed and still tried where asked; tests expect
-    /// it to fail to attach.
+    /// Set when it is known not to run, or not reliably, on the bundled
+    /// kernel. It is still listed and still tried where asked; the default
+    /// matrix leaves it out, and tests expect its failure, when it fails,
+    /// to be the one described here.
     #[serde(default)]
-    pub unsupported: Option<String>,
+    pub unsupported: Option<Unsupported>,
+}
+
+/// Why a scheduler does not run on the bundled kernel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Unsupported {
+    /// The explanation, for people.
+    pub reason: String,
+    /// Text its failure to attach shows (the loader's or the kernel's).
+    pub loader_says: String,
 }
 
 impl Def {
@@ -342,6 +353,14 @@ impl Registry {
                 {
                     return bad(format!(
                         "{}: crate needs a name and an exact version such as \"1.1.4\"",
+                        d.name
+                    ));
+                }
+            }
+            if let Some(u) = &d.unsupported {
+                if u.reason.trim().is_empty() || u.loader_says.trim().is_empty() {
+                    return bad(format!(
+                        "{}: unsupported needs a reason and the text its failure shows (loader_says)",
                         d.name
                     ));
                 }
