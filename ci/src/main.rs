@@ -6,6 +6,9 @@
 //! - `run`    setup + the main job (`scx-harness run`).
 //! - `test`   setup + kernel + every scheduler in the registry + the test
 //!   suite (`cargo nextest run`); this is what `.ci/run` calls.
+//! - `soak [RUNS] [ARGS...]` runs `scx-harness run ARGS` RUNS times (default
+//!   10) and prints the tally of verdicts per cell: the false-failure check
+//!   of the bundled scenarios.
 //!
 //! Tasks are written with xshell: arguments are interpolated without a shell
 //! and a failing command fails the task.
@@ -37,6 +40,10 @@ const PACKAGES: &[(&str, &str)] = &[
         "the default kernel source (has CONFIG_SCHED_CLASS_EXT)",
     ),
     ("python3-venv", "the virtualenv that holds virtme-ng"),
+    (
+        "stress-ng",
+        "external load for scenarios' `command` work (runs in the guest)",
+    ),
     ("make", "kernel build"),
     ("gcc", "kernel build"),
     ("xz-utils", "unpacks the kernel source tarball"),
@@ -86,8 +93,9 @@ fn main() -> Result<()> {
             cmd!(sh, "{harness} schedulers build").run()?;
             test(&sh, &args[1..])
         }
+        Some("soak") => soak(&sh, &root, &args[1..]),
         _ => {
-            eprintln!("usage: cargo ci setup|kernel|run|test [ARGS...]");
+            eprintln!("usage: cargo ci setup|kernel|run|test|soak [ARGS...]");
             bail!("unknown task {:?}", args.first())
         }
     }
@@ -219,5 +227,62 @@ fn test(sh: &Shell, extra: &[String]) -> Result<()> {
         "cargo nextest run --workspace --profile {profile} {extra...}"
     )
     .run()?;
+    Ok(())
+}
+
+/// Runs the matrix `runs` times in a row and tallies the verdicts per cell.
+/// Fails if any cell was ever not a pass.
+fn soak(sh: &Shell, root: &std::path::Path, args: &[String]) -> Result<()> {
+    let (runs, rest) = match args.first().and_then(|a| a.parse::<usize>().ok()) {
+        Some(n) => (n, &args[1..]),
+        None => (10, args),
+    };
+    step(&format!("soak: scx-harness run {runs} times"));
+    cmd!(sh, "cargo build --release -p scx-harness").run()?;
+    let harness = root.join("target/release/scx-harness");
+    let stamp = cmd!(sh, "date -u +%Y%m%d-%H%M%S").read()?;
+    let dir = root.join("scx-runs").join(format!("soak-{}", stamp.trim()));
+    // cell -> (pass, fail, error)
+    let mut tally: std::collections::BTreeMap<String, [u32; 3]> = Default::default();
+    for i in 1..=runs {
+        let out = dir.join(format!("run{i:02}"));
+        // A failing run is tallied, not fatal: the point is the count.
+        let _ = cmd!(sh, "{harness} run --out {out} {rest...}")
+            .quiet()
+            .run();
+        let text = std::fs::read_to_string(out.join("results.json")).unwrap_or_default();
+        let results: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap_or_default();
+        if results.is_empty() {
+            eprintln!("    run {i}: no results.json in {}", out.display());
+        }
+        for r in results {
+            let cell = format!(
+                "{} / {}",
+                r["scheduler"].as_str().unwrap_or("?"),
+                r["scenario"].as_str().unwrap_or("?")
+            );
+            let slot = match r["verdict"].as_str() {
+                Some("pass") => 0,
+                Some("fail") => 1,
+                _ => 2,
+            };
+            tally.entry(cell).or_default()[slot] += 1;
+        }
+        eprintln!("    run {i}/{runs} done: {}", out.display());
+    }
+    println!("{:<44} {:>5} {:>5} {:>5}", "CELL", "PASS", "FAIL", "ERROR");
+    let mut bad = 0;
+    for (cell, [p, f, e]) in &tally {
+        println!("{cell:<44} {p:>5} {f:>5} {e:>5}");
+        bad += f + e;
+    }
+    println!(
+        "{} cells x {runs} runs: {bad} not passed; results in {}",
+        tally.len(),
+        dir.display()
+    );
+    if bad > 0 {
+        bail!("{bad} cell run(s) did not pass");
+    }
     Ok(())
 }

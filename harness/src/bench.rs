@@ -336,6 +336,106 @@ fn busybox_initramfs(dir: &Path) -> Result<PathBuf> {
     Ok(image)
 }
 
+/// `scx-harness bench probe`: the probe's cost. Ping-pong pairs (the most
+/// wakeup-heavy work there is) run `rounds` times with the probe loaded and
+/// tracking them and `rounds` times without it, interleaved, in one VM on
+/// the fair class; the loss is 1 - median(with) / median(without).
+pub fn probe(
+    kernel: &Kernel,
+    opts: &VmOpts,
+    rounds: usize,
+    seconds: u64,
+    pairs: u32,
+) -> Result<i32> {
+    use crate::agent::{AgentSpec, BenchRound};
+    use crate::scenario::{Group, Scenario, VmShape, Work};
+    let scenario = Scenario {
+        name: "bench-probe".into(),
+        description: "ping-pong pairs for the probe's overhead".into(),
+        vm: VmShape {
+            cpus: opts.cpus,
+            memory: opts.memory.clone(),
+        },
+        duration: Duration::from_secs(seconds + 1),
+        warmup: Duration::from_secs(1),
+        seed: 0,
+        groups: vec![Group {
+            name: "pairs".into(),
+            threads: 2 * pairs,
+            work: Work::Pingpong,
+            nice: 0,
+            cgroup: None,
+            cpus: None,
+            comm: None,
+            start: None,
+            stop: None,
+        }],
+        checks: vec![],
+    };
+    let spec = AgentSpec {
+        scenario,
+        scheduler: crate::scheduler::lifecycle::GuestSpec {
+            name: "default".into(),
+            start: crate::scheduler::lifecycle::Start::Default,
+            ops: None,
+            attach_timeout_ms: 0,
+            payload: None,
+            stop_grace_ms: 0,
+        },
+        baseline: false,
+    };
+    let work = tempfile::Builder::new()
+        .prefix("scx-harness-bench-probe-")
+        .tempdir()?;
+    let argv = vec![
+        std::env::current_exe()?.display().to_string(),
+        "guest".into(),
+        "bench-probe".into(),
+        "--spec-json".into(),
+        serde_json::to_string(&spec)?,
+        "--rounds".into(),
+        rounds.to_string(),
+        "--out".into(),
+        "@shared/bench.json".into(),
+    ];
+    let mut vm_spec = VmSpec::new(
+        kernel.bzimage.clone(),
+        work.path().to_path_buf(),
+        GuestCommand::Exec(argv),
+    );
+    vm_spec.cpus = opts.cpus;
+    vm_spec.memory = opts.memory.clone();
+    vm_spec.accel = opts.accel;
+    vm_spec.timeout = Some(Duration::from_secs(60 + 2 * rounds as u64 * (seconds + 5)));
+    let r = vm::run(&vm_spec)?;
+    r.exit_code()?;
+    let rounds_out: Vec<BenchRound> = serde_json::from_slice(
+        &std::fs::read(r.shared_dir.join("bench.json")).context("the guest wrote no bench.json")?,
+    )?;
+    let pick = |with: bool| -> Vec<f64> {
+        rounds_out
+            .iter()
+            .filter(|b| b.probe == with)
+            .map(|b| b.per_sec)
+            .collect()
+    };
+    let (with, without) = (pick(true), pick(false));
+    println!("| round | with probe (round trips/s) | without (round trips/s) |");
+    println!("|---:|---:|---:|");
+    for (i, (w, o)) in with.iter().zip(&without).enumerate() {
+        println!("| {} | {:.0} | {:.0} |", i + 1, w, o);
+    }
+    let (mw, mo) = (median(&with), median(&without));
+    println!(
+        "\nmedian with {mw:.0}/s, without {mo:.0}/s: loss {:.1}% (target < 5%); accelerator {}, {} pairs, {} s per round",
+        (1.0 - mw / mo) * 100.0,
+        r.accel,
+        pairs,
+        seconds
+    );
+    Ok(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -80,7 +80,12 @@ pub fn parse_yaml<T: DeserializeOwned>(path: &Path, text: &str, hint: &str) -> R
 /// the bad value first (`"soon" is not a duration`): find that value at or
 /// after `from_line` and point at it instead.
 fn value_position(text: &str, msg: &str, from_line: usize) -> Option<(usize, usize)> {
-    let after_path = msg.split_once(": ").map_or(msg, |(_, m)| m);
+    // "groups[1].work: \"x\" is ..." or, at the top level, "\"x\" is ...".
+    let after_path = if msg.starts_with('"') {
+        msg
+    } else {
+        msg.split_once(": ").map_or(msg, |(_, m)| m)
+    };
     let quoted = after_path.strip_prefix('"')?.split_once('"')?.0;
     if quoted.is_empty() {
         return None;
@@ -110,12 +115,23 @@ fn value_position(text: &str, msg: &str, from_line: usize) -> Option<(usize, usi
 /// The 1-based line of the first line of `text` that reads `key: value`
 /// (the usual way a list entry is named), for errors found after parsing.
 pub fn line_of(text: &str, key: &str, value: &str) -> Option<usize> {
+    let pattern = format!("{key}:");
     text.lines()
         .position(|l| {
-            let l = l.trim_start().trim_start_matches("- ").trim_start();
-            l.strip_prefix(key)
-                .and_then(|r| r.trim_start().strip_prefix(':'))
-                .is_some_and(|v| v.trim().trim_matches(|c| c == '"' || c == '\'') == value)
+            l.match_indices(&pattern).any(|(at, _)| {
+                let before = l[..at].trim_end();
+                let starts_token = before.is_empty()
+                    || before.ends_with('-')
+                    || before.ends_with('{')
+                    || before.ends_with(',');
+                let v = l[at + pattern.len()..]
+                    .split([',', '}'])
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .trim_matches(|c| c == '"' || c == '\'');
+                starts_token && v == value
+            })
         })
         .map(|i| i + 1)
 }
@@ -177,6 +193,10 @@ mod tests {
         assert_eq!(line_of(text, "name", "b"), Some(4));
         assert_eq!(line_of(text, "kind", "x"), Some(3));
         assert_eq!(line_of(text, "name", "c"), None);
+        let flow = "groups:\n  - { name: a, threads: 2 }\n  - {name: b}\n";
+        assert_eq!(line_of(flow, "name", "b"), Some(3));
+        assert_eq!(line_of(flow, "threads", "2"), Some(2));
+        assert_eq!(line_of("  - nickname: a\n", "name", "a"), None);
     }
 
     #[test]

@@ -3,16 +3,24 @@
 
 pub mod error;
 pub mod paths;
+pub mod probe;
 pub mod process;
 
 pub use error::{classify, fail, ExitCode, Failure};
+pub mod agent;
 pub mod bench;
+pub mod bpflog;
+pub mod cell;
+pub mod checks;
 pub mod cli;
 pub mod datafile;
 pub mod kernel;
 pub mod kmsg;
 pub mod progress;
+pub mod report;
+pub mod scenario;
 pub mod scheduler;
 pub mod units;
 pub mod vm;
 pub mod vng;
+pub mod workload;

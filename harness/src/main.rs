@@ -32,13 +32,17 @@ enum Command {
         #[command(subcommand)]
         command: SchedulersCommand,
     },
+    /// Validate scenario files without booting anything.
+    Check(cli::scenarios::CheckArgs),
+    /// Print the scenario format as a JSON Schema (for editors).
+    Schema(cli::scenarios::SchemaArgs),
     /// Measure boot times (see BENCHMARKS.md).
     Bench {
         #[command(subcommand)]
         command: BenchCommand,
     },
-    /// Build (or reuse) the default kernel and show that sched_ext is there.
-    Run(cli::RunArgs),
+    /// Run scenarios under schedulers, a VM per cell, with a verdict per cell.
+    Run(cli::run::RunArgs),
     /// Guest-side helpers, run inside the VM by the harness itself.
     #[command(hide = true)]
     Guest {
@@ -51,6 +55,12 @@ enum Command {
 enum GuestCommand {
     /// Start a scheduler, wait for attach, run a payload, stop, report JSON.
     RunScheduler(cli::GuestRunSchedulerArgs),
+    /// Run a scenario under a scheduler and write what was measured.
+    RunScenario(cli::run::GuestRunScenarioArgs),
+    /// One workload group's process (started by run-scenario).
+    WorkloadGroup(cli::run::GuestWorkloadGroupArgs),
+    /// The probe-overhead benchmark's guest side.
+    BenchProbe(cli::run::GuestBenchProbeArgs),
 }
 
 #[derive(Subcommand)]
@@ -86,6 +96,8 @@ enum SchedulersCommand {
 enum BenchCommand {
     /// Time from start to the guest command's first output, several ways.
     Boot(cli::BenchBootArgs),
+    /// The probe's overhead: ping-pong rate with and without it, one VM.
+    Probe(cli::BenchProbeArgs),
 }
 
 fn main() -> ProcessExit {
@@ -115,10 +127,16 @@ fn main() -> ProcessExit {
         },
         Command::Bench { command } => match command {
             BenchCommand::Boot(a) => cli::bench_boot(a),
+            BenchCommand::Probe(a) => cli::bench_probe(a),
         },
-        Command::Run(a) => cli::run(a),
+        Command::Run(a) => cli::run::run(a),
+        Command::Check(a) => cli::scenarios::check(a),
+        Command::Schema(a) => cli::scenarios::schema(a),
         Command::Guest { command } => match command {
             GuestCommand::RunScheduler(a) => cli::guest_run_scheduler(a),
+            GuestCommand::RunScenario(a) => cli::run::guest_run_scenario(a),
+            GuestCommand::WorkloadGroup(a) => cli::run::guest_workload_group(a),
+            GuestCommand::BenchProbe(a) => cli::run::guest_bench_probe(a),
         },
     };
     match result {

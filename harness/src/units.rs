@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-/// "90s", "5m", "1h", "250ms", "1.5s", or plain seconds.
+/// "90s", "5m", "1h", "250ms", "1.5s", "0s", or plain seconds.
 pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = s
@@ -20,10 +20,19 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
         "h" => n * 3600.0,
         u => return Err(format!("{s:?}: unknown unit {u:?} (use us, ms, s, m or h)")),
     };
-    if !(secs > 0.0 && secs.is_finite()) {
-        return Err(format!("{s:?}: a duration must be positive"));
+    if !(secs >= 0.0 && secs.is_finite()) {
+        return Err(format!("{s:?}: a duration cannot be negative"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// [`parse_duration`], and more than zero (deadlines, load lengths).
+pub fn parse_positive_duration(s: &str) -> std::result::Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!("{s:?}: must be more than 0"));
+    }
+    Ok(d)
 }
 
 /// The shortest exact spelling of `d` that [`parse_duration`] reads back.
@@ -51,6 +60,24 @@ pub mod duration_str {
         let text = String::deserialize(d)?;
         parse_duration(&text).map_err(serde::de::Error::custom)
     }
+
+    /// The same for an optional duration (absent or null: `None`).
+    pub mod option {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+            match d {
+                Some(d) => s.serialize_some(&format_duration(*d)),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            Option::<String>::deserialize(d)?
+                .map(|t| parse_duration(&t).map_err(serde::de::Error::custom))
+                .transpose()
+        }
+    }
 }
 
 #[cfg(test)]
@@ -66,7 +93,8 @@ mod tests {
         assert_eq!(parse_duration("40us"), Ok(Duration::from_micros(40)));
         assert_eq!(parse_duration("12"), Ok(Duration::from_secs(12)));
         assert!(parse_duration("5 parsecs").is_err());
-        assert!(parse_duration("0s").is_err());
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        assert!(parse_positive_duration("0s").is_err());
         assert!(parse_duration("-1s").is_err());
     }
 

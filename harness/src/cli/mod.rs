@@ -10,8 +10,10 @@ use anyhow::{Context, Result};
 use crate::error::{fail, Failure};
 use crate::kernel::{self, BuildSpec, Cache, Kernel, Source};
 use crate::progress::Progress;
-use crate::units::parse_duration;
+use crate::units::parse_positive_duration;
 
+pub mod run;
+pub mod scenarios;
 pub mod schedulers;
 use crate::vm::{self, AccelChoice, GuestCommand, VmSpec};
 
@@ -61,7 +63,7 @@ pub struct VmOpts {
     #[arg(long, default_value = "2G")]
     pub memory: String,
     /// Kill the VM after this long (e.g. 90s, 5m).
-    #[arg(long, value_parser = parse_duration, default_value = "5m")]
+    #[arg(long, value_parser = parse_positive_duration, default_value = "5m")]
     pub timeout: Duration,
 }
 
@@ -75,12 +77,6 @@ pub struct VmArgs {
     /// Command to run in the guest; without one, an interactive shell.
     #[arg(last = true)]
     pub command: Vec<String>,
-}
-
-#[derive(Debug, clap::Args)]
-pub struct RunArgs {
-    #[command(flatten)]
-    pub opts: VmOpts,
 }
 
 #[derive(Debug, clap::Args)]
@@ -261,56 +257,24 @@ pub fn vm(args: VmArgs) -> Result<i32> {
     code
 }
 
-pub fn run(args: RunArgs) -> Result<i32> {
+#[derive(Debug, clap::Args)]
+pub struct BenchProbeArgs {
+    #[command(flatten)]
+    pub opts: VmOpts,
+    /// Rounds with the probe, and as many without.
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
+    /// Measured seconds per round (after 1 s of warm-up).
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
+    /// Ping-pong pairs.
+    #[arg(long, default_value_t = 2)]
+    pub pairs: u32,
+}
+
+pub fn bench_probe(args: BenchProbeArgs) -> Result<i32> {
     let kernel = kernel_for(&args.opts)?;
-    let work = new_run_dir("scx-harness-run-")?;
-    let probe = "echo kernel=$(uname -r); \
-                 echo sched_ext_state=$(cat /sys/kernel/sched_ext/state); \
-                 echo switch_all=$(cat /sys/kernel/sched_ext/switch_all); \
-                 echo config=$(zcat /proc/config.gz | grep '^CONFIG_SCHED_CLASS_EXT=')";
-    let spec = spec_for(
-        &args.opts,
-        &kernel,
-        work.clone(),
-        GuestCommand::Exec(vec!["sh".into(), "-c".into(), probe.into()]),
-    );
-    eprintln!("booting {} ...", kernel.bzimage.display());
-    let result = vm::run(&spec)?;
-    let code = result.exit_code().inspect_err(|_| {
-        eprintln!("scx-harness: run directory kept: {}", work.display());
-    })?;
-    let field = |k: &str| {
-        result
-            .stdout
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{k}=")))
-            .unwrap_or("?")
-            .to_string()
-    };
-    println!("kernel            {}", field("kernel"));
-    println!(
-        "accelerator       {} ({})",
-        result.accel, result.accel_reason
-    );
-    println!("boot + command    {:.1} s", result.elapsed.as_secs_f64());
-    println!("sched_ext state   {}", field("sched_ext_state"));
-    println!("kernel config     {}", field("config"));
-    let present = code == 0
-        && field("config") == "CONFIG_SCHED_CLASS_EXT=y"
-        && field("sched_ext_state") != "?";
-    let _ = std::fs::remove_dir_all(&work);
-    if present {
-        println!("sched_ext is present: the harness is ready.");
-        Ok(0)
-    } else {
-        Err(fail(
-            Failure::Infrastructure,
-            format!(
-                "sched_ext is not available in the guest (guest output:\n{})",
-                result.stdout
-            ),
-        ))
-    }
+    crate::bench::probe(&kernel, &args.opts, args.rounds, args.seconds, args.pairs)
 }
 
 pub fn bench_boot(args: BenchBootArgs) -> Result<i32> {
@@ -327,7 +291,7 @@ pub fn guest_run_scheduler(args: GuestRunSchedulerArgs) -> Result<i32> {
     Ok(0)
 }
 
-fn utc(secs: u64) -> String {
+pub(crate) fn utc(secs: u64) -> String {
     // Civil-from-days (Howard Hinnant), to avoid a date dependency.
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;

@@ -14,7 +14,7 @@ use crate::scheduler::build::{self, Artifact, BuildCtx, Built};
 use crate::scheduler::lifecycle::{run_in_vm, GuestSpec, Run, Verdict};
 use crate::scheduler::registry::{Def, Registry, Source};
 use crate::scheduler::{bpf_object, status};
-use crate::units::parse_duration;
+use crate::units::parse_positive_duration;
 
 #[derive(Debug, clap::Args)]
 pub struct RegistryOpt {
@@ -63,7 +63,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "CMD")]
     pub payload: Option<String>,
     /// How long the default CPU load (2 busy loops per vCPU) runs.
-    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    #[arg(long, value_parser = parse_positive_duration, default_value = "5s")]
     pub load_for: Duration,
     /// Keep the run directory (console log, report, scheduler output) even
     /// when the run was clean.

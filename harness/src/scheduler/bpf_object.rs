@@ -8,25 +8,14 @@
 //! about VMs or the lifecycle around it.
 
 use std::path::Path;
-use std::sync::Mutex;
 
 use anyhow::Result;
 use libbpf_rs::btf::types::{Array, Composite, DataSec, Int, MemberAttr, Var};
 use libbpf_rs::btf::{Btf, HasSize, ReferencesType};
-use libbpf_rs::{AsRawLibbpf, Link, MapCore, MapFlags, MapType, Object, ObjectBuilder, PrintLevel};
+use libbpf_rs::{AsRawLibbpf, Link, MapCore, MapFlags, MapType, Object, ObjectBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{fail, Failure};
-
-/// libbpf's messages while loading (the verifier's log among them); libbpf's
-/// print callback is a plain function, so they are gathered here.
-static LIBBPF_LOG: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-fn collect(_level: PrintLevel, msg: String) {
-    if let Ok(mut log) = LIBBPF_LOG.lock() {
-        log.extend(msg.lines().map(str::to_string));
-    }
-}
 
 /// The name of the object's first `struct_ops` map, or a classified error
 /// saying why the file is not a scheduler object. Does not load anything.
@@ -82,16 +71,7 @@ pub struct Attached {
 
 /// Opens, loads and attaches the object's first `struct_ops` map.
 pub fn load_and_attach(path: &Path) -> std::result::Result<Attached, LoadFailure> {
-    if let Ok(mut log) = LIBBPF_LOG.lock() {
-        log.clear();
-    }
-    let previous = libbpf_rs::set_print(Some((PrintLevel::Info, collect)));
-    let result = try_load_and_attach(path);
-    libbpf_rs::set_print(previous);
-    let log = LIBBPF_LOG
-        .lock()
-        .map(|mut l| std::mem::take(&mut *l))
-        .unwrap_or_default();
+    let (result, log) = crate::bpflog::capture(|| try_load_and_attach(path));
     result.map_err(|message| LoadFailure { message, log })
 }
 

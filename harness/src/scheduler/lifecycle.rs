@@ -341,241 +341,339 @@ fn signal_name(sig: i32) -> String {
     name.to_string()
 }
 
-/// Guest side: runs the lifecycle and writes the report to `out`.
-pub fn run_in_guest(spec: &GuestSpec, out: &Path) -> Result<Report> {
-    let dir = out.parent().unwrap_or(Path::new("/tmp")).to_path_buf();
-    let out_path = dir.join(format!("{}.stdout", spec.name));
-    let err_path = dir.join(format!("{}.stderr", spec.name));
-    let mut kmsg = kmsg::Cursor::at_end();
-    let before = counters();
-    let started = Instant::now();
-    let mut loader_log = Vec::new();
-    let mut failed_start = None;
-    let mut running = match &spec.start {
-        Start::Default => Running::Nothing,
-        Start::Binary { argv } => {
-            let (program, args) = argv.split_first().context("empty scheduler command")?;
-            match Command::new(program)
-                .args(args)
-                .stdin(Stdio::null())
-                .stdout(std::fs::File::create(&out_path)?)
-                .stderr(std::fs::File::create(&err_path)?)
-                .spawn()
-            {
-                Ok(child) => Running::Process {
-                    child,
-                    status: None,
-                    killed: false,
-                },
-                Err(e) => {
-                    failed_start = Some(format!("cannot start {program}: {e}"));
-                    Running::Nothing
-                }
-            }
-        }
-        Start::BpfObject { path } => match bpf_object::load_and_attach(path) {
-            Ok(a) => Running::Object {
-                attached: Some(a),
-                uei: None,
-            },
-            Err(f) => {
-                loader_log = tail_lines(&f.log.join("\n"), 25);
-                failed_start = Some(f.message);
-                Running::Object {
-                    attached: None,
-                    uei: None,
-                }
-            }
-        },
-    };
+/// A scheduler started in the guest: attached (or not), watched while a
+/// workload runs, then stopped and classified by [`Session::finish`].
+pub struct Session {
+    spec: GuestSpec,
+    out_path: PathBuf,
+    err_path: PathBuf,
+    kmsg: kmsg::Cursor,
+    before: Counters,
+    started: Instant,
+    running: Running,
+    failed_start: Option<String>,
+    loader_log: Vec<String>,
+    ops_seen: Option<String>,
+    attached: bool,
+    attached_at: Instant,
+    attach_ms: Option<u64>,
+    attached_counters: Option<Counters>,
+    left_after_ms: Option<u64>,
+    /// Set once we asked it to stop: leaving is then no longer its doing.
+    stopped: bool,
+}
 
-    // Attach: the kernel's state and ops name, checked together with the
-    // scheduler's liveness against one deadline.
-    let deadline = started + Duration::from_millis(spec.attach_timeout_ms);
-    let mut ops_seen = None;
-    let attached = match (&spec.start, &failed_start) {
-        (_, Some(_)) => false,
-        (Start::Default, _) => true,
-        _ => loop {
-            let c = counters();
-            if c.state == "enabled" && c.enable_seq > before.enable_seq {
-                let ops = read_sysfs("root/ops");
-                if let Some(o) =
-                    ops.filter(|o| spec.ops.as_deref().is_some_and(|p| ops_matches(p, o)))
-                {
-                    ops_seen = Some(o);
-                    break true;
-                }
-            }
-            if running.gone() || Instant::now() >= deadline {
-                break false;
-            }
-            std::thread::sleep(POLL);
-        },
-    };
-    let attached_at = Instant::now();
-    let attach_ms = attached.then(|| started.elapsed().as_millis() as u64);
-    let attached_counters = attached.then(counters);
-
-    // Payload: watch the scheduler while it runs, and note when it leaves.
-    let mut payload_status = None;
-    let mut left_after_ms = None;
-    if attached {
-        let mut payload = match &spec.payload {
-            Some(p) => Some(
-                Command::new("sh")
-                    .arg("-c")
-                    .arg(p)
+impl Session {
+    /// Starts the scheduler and waits until it is attached, it dies, or the
+    /// attach deadline passes. Its output goes to `dir/NAME.stdout|stderr`.
+    pub fn start(spec: &GuestSpec, dir: &Path) -> Result<Session> {
+        let out_path = dir.join(format!("{}.stdout", spec.name));
+        let err_path = dir.join(format!("{}.stderr", spec.name));
+        let kmsg = kmsg::Cursor::at_end();
+        let before = counters();
+        let started = Instant::now();
+        let mut loader_log = Vec::new();
+        let mut failed_start = None;
+        let mut running = match &spec.start {
+            Start::Default => Running::Nothing,
+            Start::Binary { argv } => {
+                let (program, args) = argv.split_first().context("empty scheduler command")?;
+                match Command::new(program)
+                    .args(args)
                     .stdin(Stdio::null())
+                    .stdout(std::fs::File::create(&out_path)?)
+                    .stderr(std::fs::File::create(&err_path)?)
                     .spawn()
-                    .context("starting the payload")?,
-            ),
-            None => None,
-        };
-        loop {
-            if spec.ops.is_some() && left_after_ms.is_none() {
-                let still = counters().state == "enabled"
-                    && read_sysfs("root/ops").as_deref() == ops_seen.as_deref()
-                    && !running.gone();
-                if !still {
-                    left_after_ms = Some(attached_at.elapsed().as_millis() as u64);
-                }
-            }
-            match payload.as_mut() {
-                Some(p) => {
-                    if let Some(s) = p.try_wait()? {
-                        payload_status = s.code();
-                        break;
+                {
+                    Ok(child) => Running::Process {
+                        child,
+                        status: None,
+                        killed: false,
+                    },
+                    Err(e) => {
+                        failed_start = Some(format!("cannot start {program}: {e}"));
+                        Running::Nothing
                     }
                 }
-                None => break,
             }
+            Start::BpfObject { path } => match bpf_object::load_and_attach(path) {
+                Ok(a) => Running::Object {
+                    attached: Some(a),
+                    uei: None,
+                },
+                Err(f) => {
+                    loader_log = tail_lines(&f.log.join("\n"), 25);
+                    failed_start = Some(f.message);
+                    Running::Object {
+                        attached: None,
+                        uei: None,
+                    }
+                }
+            },
+        };
+
+        // Attach: the kernel's state and ops name, checked together with
+        // the scheduler's liveness against one deadline.
+        let deadline = started + Duration::from_millis(spec.attach_timeout_ms);
+        let mut ops_seen = None;
+        let attached = match (&spec.start, &failed_start) {
+            (_, Some(_)) => false,
+            (Start::Default, _) => true,
+            _ => loop {
+                let c = counters();
+                if c.state == "enabled" && c.enable_seq > before.enable_seq {
+                    let ops = read_sysfs("root/ops");
+                    if let Some(o) =
+                        ops.filter(|o| spec.ops.as_deref().is_some_and(|p| ops_matches(p, o)))
+                    {
+                        ops_seen = Some(o);
+                        break true;
+                    }
+                }
+                if running.gone() || Instant::now() >= deadline {
+                    break false;
+                }
+                std::thread::sleep(POLL);
+            },
+        };
+        Ok(Session {
+            spec: spec.clone(),
+            out_path,
+            err_path,
+            kmsg,
+            before,
+            started,
+            running,
+            failed_start,
+            loader_log,
+            ops_seen,
+            attached,
+            attached_at: Instant::now(),
+            attach_ms: attached.then(|| started.elapsed().as_millis() as u64),
+            attached_counters: attached.then(counters),
+            left_after_ms: None,
+            stopped: false,
+        })
+    }
+
+    /// True if it attached (always, for the fair class).
+    pub fn attached(&self) -> bool {
+        self.attached
+    }
+
+    /// The ops name it attached as.
+    pub fn ops(&self) -> Option<&str> {
+        self.ops_seen.as_deref()
+    }
+
+    /// Looks whether it is still attached, and notes when it stopped being
+    /// so. Call it often while a workload runs. Returns true while it is.
+    pub fn watch(&mut self) -> bool {
+        if !self.attached || self.stopped {
+            return false;
+        }
+        if self.spec.ops.is_none() {
+            return true;
+        }
+        if self.left_after_ms.is_none() {
+            let still = counters().state == "enabled"
+                && read_sysfs("root/ops").as_deref() == self.ops_seen.as_deref()
+                && !self.running.gone();
+            if !still {
+                self.left_after_ms = Some(self.attached_at.elapsed().as_millis() as u64);
+            }
+        }
+        self.left_after_ms.is_none()
+    }
+
+    /// When it stopped being attached on its own, from the attach.
+    pub fn left_after(&self) -> Option<Duration> {
+        self.left_after_ms.map(Duration::from_millis)
+    }
+
+    /// Stops it now (idempotent): SIGINT then SIGKILL, or detach. For a
+    /// run that must end early, e.g. because a task stalled under it.
+    pub fn stop(&mut self) {
+        self.watch();
+        self.stopped = true;
+        self.running
+            .stop(Duration::from_millis(self.spec.stop_grace_ms));
+    }
+
+    /// Stops it, waits for the kernel to finish disabling it, and
+    /// classifies the run.
+    pub fn finish(mut self, payload_status: Option<i32>) -> Report {
+        self.stop();
+        let detach_deadline = Instant::now() + DETACH_TIMEOUT;
+        while self.spec.ops.is_some()
+            && counters().state != "disabled"
+            && Instant::now() < detach_deadline
+        {
             std::thread::sleep(POLL);
         }
-    }
-
-    // Stop, then wait for the kernel to finish disabling.
-    running.stop(Duration::from_millis(spec.stop_grace_ms));
-    let detach_deadline = Instant::now() + DETACH_TIMEOUT;
-    while spec.ops.is_some() && counters().state != "disabled" && Instant::now() < detach_deadline {
-        std::thread::sleep(POLL);
-    }
-    let after = counters();
-
-    let kernel_log: Vec<String> = kmsg
-        .read_new()
-        .into_iter()
-        .filter(|l| l.contains("sched_ext") || l.contains("failed to run for"))
-        .collect();
-    let (exit_kind, exit_reason, exit_message) = exit_from_kernel(spec.ops.as_deref(), &kernel_log);
-    let read = |p: &Path| {
-        std::fs::read(p)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
-    };
-    let (stdout, stderr) = (read(&out_path), read(&err_path));
-    let (status, killed, uei) = match &running {
-        Running::Process { status, killed, .. } => (*status, *killed, None),
-        Running::Object { uei, .. } => (None, false, uei.clone()),
-        Running::Nothing => (None, false, None),
-    };
-    let process_status = status.and_then(|s| s.code());
-    let process_signal = {
-        use std::os::unix::process::ExitStatusExt;
-        status.and_then(|s| s.signal())
-    };
-    let scheduler_exit = match &uei {
-        Some(u) if !u.msg.is_empty() => Some(format!("EXIT: {} ({})", u.reason, u.msg)),
-        Some(u) => Some(format!("EXIT: {}", u.reason)),
-        None => stderr
-            .lines()
-            .chain(stdout.lines())
-            .filter_map(|l| l.find("EXIT: ").map(|i| l[i..].trim().to_string()))
-            .next_back(),
-    };
-    if !attached && loader_log.is_empty() {
-        loader_log = tail_lines(&stderr, 25);
-    }
-
-    let exit_text = || describe_exit(exit_kind, exit_reason.as_deref(), exit_message.as_deref());
-    let verdict = if !attached {
-        let why = match (&failed_start, status) {
-            (Some(f), _) => f.clone(),
-            (None, Some(s)) => format!(
-                "the scheduler exited ({s}) {} ms after it was started, before it attached",
-                started.elapsed().as_millis()
-            ),
-            (None, None) => format!(
-                "not attached as {:?} within {} ms (state {:?}, ops {:?})",
-                spec.ops.as_deref().unwrap_or(""),
-                spec.attach_timeout_ms,
-                counters().state,
-                read_sysfs("root/ops")
-            ),
+        let after = counters();
+        let Session {
+            spec,
+            out_path,
+            err_path,
+            mut kmsg,
+            before,
+            started,
+            running,
+            failed_start,
+            mut loader_log,
+            ops_seen,
+            attached,
+            attach_ms,
+            attached_counters,
+            left_after_ms,
+            ..
+        } = self;
+        let kernel_log: Vec<String> = kmsg
+            .read_new()
+            .into_iter()
+            .filter(|l| l.contains("sched_ext") || l.contains("failed to run for"))
+            .collect();
+        let (exit_kind, exit_reason, exit_message) =
+            exit_from_kernel(spec.ops.as_deref(), &kernel_log);
+        let read = |p: &Path| {
+            std::fs::read(p)
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default()
         };
-        let last = key_line(&loader_log)
-            .map(|l| format!("; the loader said: {}", l.trim()))
-            .unwrap_or_default();
-        Verdict::FailedToAttach {
-            why: format!("{why}{last}"),
+        let (stdout, stderr) = (read(&out_path), read(&err_path));
+        let (status, killed, uei) = match &running {
+            Running::Process { status, killed, .. } => (*status, *killed, None),
+            Running::Object { uei, .. } => (None, false, uei.clone()),
+            Running::Nothing => (None, false, None),
+        };
+        let process_status = status.and_then(|s| s.code());
+        let process_signal = {
+            use std::os::unix::process::ExitStatusExt;
+            status.and_then(|s| s.signal())
+        };
+        let scheduler_exit = match &uei {
+            Some(u) if !u.msg.is_empty() => Some(format!("EXIT: {} ({})", u.reason, u.msg)),
+            Some(u) => Some(format!("EXIT: {}", u.reason)),
+            None => stderr
+                .lines()
+                .chain(stdout.lines())
+                .filter_map(|l| l.find("EXIT: ").map(|i| l[i..].trim().to_string()))
+                .next_back(),
+        };
+        if !attached && loader_log.is_empty() {
+            loader_log = tail_lines(&stderr, 25);
         }
-    } else if let Some(sig) = process_signal.filter(|s| !(killed && *s == libc::SIGKILL)) {
-        Verdict::Crashed {
-            why: format!(
-                "the scheduler process died of {}{}; the kernel then disabled it: {}",
-                signal_name(sig),
-                left_after_ms
-                    .map(|ms| format!(" {ms} ms after attaching"))
-                    .unwrap_or_default(),
-                exit_text()
-            ),
+
+        let exit_text =
+            || describe_exit(exit_kind, exit_reason.as_deref(), exit_message.as_deref());
+        let verdict = if !attached {
+            let why = match (&failed_start, status) {
+                (Some(f), _) => f.clone(),
+                (None, Some(s)) => format!(
+                    "the scheduler exited ({s}) {} ms after it was started, before it attached",
+                    started.elapsed().as_millis()
+                ),
+                (None, None) => format!(
+                    "not attached as {:?} within {} ms (state {:?}, ops {:?})",
+                    spec.ops.as_deref().unwrap_or(""),
+                    spec.attach_timeout_ms,
+                    counters().state,
+                    read_sysfs("root/ops")
+                ),
+            };
+            let last = key_line(&loader_log)
+                .map(|l| format!("; the loader said: {}", l.trim()))
+                .unwrap_or_default();
+            Verdict::FailedToAttach {
+                why: format!("{why}{last}"),
+            }
+        } else if let Some(sig) = process_signal.filter(|s| !(killed && *s == libc::SIGKILL)) {
+            Verdict::Crashed {
+                why: format!(
+                    "the scheduler process died of {}{}; the kernel then disabled it: {}",
+                    signal_name(sig),
+                    left_after_ms
+                        .map(|ms| format!(" {ms} ms after attaching"))
+                        .unwrap_or_default(),
+                    exit_text()
+                ),
+            }
+        } else if let Some(ms) = left_after_ms {
+            Verdict::ExitedDuringRun {
+                why: format!("{} ms after attaching: {}", ms, exit_text()),
+            }
+        } else if spec.ops.is_some() && after.state != "disabled" {
+            Verdict::BadDetach {
+                why: format!(
+                    "still {:?} {} s after the stop",
+                    after.state,
+                    DETACH_TIMEOUT.as_secs()
+                ),
+            }
+        } else if exit_kind.is_some_and(ExitKind::is_error) {
+            Verdict::BadDetach { why: exit_text() }
+        } else if killed {
+            Verdict::BadDetach {
+                why: format!(
+                    "it ignored SIGINT for {} ms and was killed",
+                    spec.stop_grace_ms
+                ),
+            }
+        } else {
+            Verdict::Clean
+        };
+        Report {
+            name: spec.name.clone(),
+            verdict,
+            ops: ops_seen,
+            attach_ms,
+            left_after_ms,
+            before,
+            attached: attached_counters,
+            after,
+            exit_kind,
+            exit_reason,
+            exit_message,
+            scheduler_exit,
+            uei,
+            process_status,
+            process_signal,
+            payload_status,
+            loader_log,
+            kernel_log,
+            stdout,
+            stderr,
         }
-    } else if let Some(ms) = left_after_ms {
-        Verdict::ExitedDuringRun {
-            why: format!("{} ms after attaching: {}", ms, exit_text()),
+    }
+}
+
+/// Guest side of `scx-harness guest run-scheduler`: starts the scheduler,
+/// runs the payload under it while watching it, stops it, and writes the
+/// report to `out`.
+pub fn run_in_guest(spec: &GuestSpec, out: &Path) -> Result<Report> {
+    let dir = out.parent().unwrap_or(Path::new("/tmp"));
+    let mut session = Session::start(spec, dir)?;
+    let mut payload_status = None;
+    if session.attached() {
+        if let Some(p) = &spec.payload {
+            let mut payload = Command::new("sh")
+                .arg("-c")
+                .arg(p)
+                .stdin(Stdio::null())
+                .spawn()
+                .context("starting the payload")?;
+            loop {
+                session.watch();
+                if let Some(s) = payload.try_wait()? {
+                    payload_status = s.code();
+                    break;
+                }
+                std::thread::sleep(POLL);
+            }
         }
-    } else if spec.ops.is_some() && after.state != "disabled" {
-        Verdict::BadDetach {
-            why: format!(
-                "still {:?} {} s after the stop",
-                after.state,
-                DETACH_TIMEOUT.as_secs()
-            ),
-        }
-    } else if exit_kind.is_some_and(ExitKind::is_error) {
-        Verdict::BadDetach { why: exit_text() }
-    } else if killed {
-        Verdict::BadDetach {
-            why: format!(
-                "it ignored SIGINT for {} ms and was killed",
-                spec.stop_grace_ms
-            ),
-        }
-    } else {
-        Verdict::Clean
-    };
-    let report = Report {
-        name: spec.name.clone(),
-        verdict,
-        ops: ops_seen,
-        attach_ms,
-        left_after_ms,
-        before,
-        attached: attached_counters,
-        after,
-        exit_kind,
-        exit_reason,
-        exit_message,
-        scheduler_exit,
-        uei,
-        process_status,
-        process_signal,
-        payload_status,
-        loader_log,
-        kernel_log,
-        stdout,
-        stderr,
-    };
+    }
+    let report = session.finish(payload_status);
     write_atomic(out, &serde_json::to_vec_pretty(&report)?)?;
     Ok(report)
 }

@@ -239,3 +239,89 @@ pub fn run_scheduler(name: &str, args: &[&str], payload: Option<String>) -> Test
         dir: Some(work),
     }
 }
+
+/// A cell's result and its directory, which is kept (and named) when the
+/// test fails.
+pub struct TestCell {
+    pub result: scx_harness::report::CellResult,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl std::ops::Deref for TestCell {
+    type Target = scx_harness::report::CellResult;
+    fn deref(&self) -> &Self::Target {
+        &self.result
+    }
+}
+
+impl Drop for TestCell {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Some(d) = self.dir.take() {
+                eprintln!(
+                    "cell directory kept: {}\n{}",
+                    d.keep().display(),
+                    scx_harness::report::describe(&self.result)
+                );
+            }
+        }
+    }
+}
+
+/// Runs scenario `yaml` (written to a file) under scheduler `name` with
+/// `args` after the registry's, on the test kernel, in a VM of its own.
+pub fn run_cell(name: &str, args: &[&str], yaml: &str) -> TestCell {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("scx-harness-cell-{name}-"))
+        .tempdir()
+        .unwrap();
+    let file = dir.path().join("scenario.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let scenario = scx_harness::scenario::load(&file).unwrap_or_else(|e| panic!("{e:#}"));
+    run_loaded_cell(name, args, &scenario, dir)
+}
+
+/// Runs a bundled scenario under scheduler `name`.
+pub fn run_bundled_cell(name: &str, scenario: &str) -> TestCell {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("scx-harness-cell-{name}-{scenario}-"))
+        .tempdir()
+        .unwrap();
+    let scenario = scx_harness::scenario::resolve(scenario).unwrap_or_else(|e| panic!("{e:#}"));
+    run_loaded_cell(name, &[], &scenario, dir)
+}
+
+fn run_loaded_cell(
+    name: &str,
+    args: &[&str],
+    scenario: &scx_harness::scenario::Loaded,
+    dir: tempfile::TempDir,
+) -> TestCell {
+    use scx_harness::scheduler::build;
+    let entry = test_kernel_entry();
+    let cache = scx_harness::kernel::Cache::user();
+    let registry = registry();
+    let ctx = build::BuildCtx {
+        cache: &cache,
+        kernel: Some(&entry),
+        registry: &registry,
+    };
+    let mut progress = scx_harness::progress::Progress::new(name);
+    let built = build::build(registry.get(name).unwrap(), &ctx, &mut progress)
+        .unwrap_or_else(|e| panic!("building {name}: {e:#}"));
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let result = scx_harness::cell::run(&scx_harness::cell::CellSpec {
+        scenario,
+        scheduler: &built,
+        args: &args,
+        kernel: &entry.bzimage(),
+        harness: Path::new(env!("CARGO_BIN_EXE_scx-harness")),
+        dir: dir.path().join("cell"),
+        accel: scx_harness::vm::AccelChoice::Auto,
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    TestCell {
+        result,
+        dir: Some(dir),
+    }
+}

@@ -1,0 +1,765 @@
+//! Judging a scenario's measurements against its checks. Pure: the agent's
+//! output, the scheduler's lifecycle report and the console's crash lines
+//! in, one outcome per check out, each with the observed value next to its
+//! bound. Knows nothing about VMs or how the numbers were taken.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::agent::{AgentOutput, Pass};
+use crate::scenario::{Check, Scenario, Work};
+use crate::scheduler::lifecycle::Verdict;
+use crate::units::format_duration;
+use crate::vm::console::CrashLine;
+
+/// The result of one check (or one bound of a check).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// "run_delay interactive p99", "stall", "share batch", ...
+    pub name: String,
+    pub pass: bool,
+    /// The measured value and the bound, as people read them.
+    pub observed: String,
+    pub bound: String,
+    /// The same as numbers (ns for times, fractions for shares, per second
+    /// for throughput), for tools.
+    pub observed_value: Option<f64>,
+    pub bound_value: f64,
+    /// Why it failed, or what else a reader needs.
+    pub detail: String,
+}
+
+impl Outcome {
+    /// "run_delay interactive p99: 12.3ms <= 20ms (pass)"
+    pub fn line(&self) -> String {
+        format!(
+            "{}: observed {} against {} ({}){}",
+            self.name,
+            self.observed,
+            self.bound,
+            if self.pass { "pass" } else { "FAIL" },
+            if self.detail.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", self.detail)
+            }
+        )
+    }
+}
+
+/// What the checks are evaluated on.
+pub struct Evidence<'a> {
+    pub scenario: &'a Scenario,
+    pub agent: &'a AgentOutput,
+    /// Kernel trouble seen in the console.
+    pub crashes: &'a [CrashLine],
+}
+
+fn ms(d: Duration) -> String {
+    let us = d.as_micros();
+    if us >= 10_000 {
+        format!("{:.1}ms", us as f64 / 1000.0)
+    } else if us >= 1000 {
+        format!("{:.2}ms", us as f64 / 1000.0)
+    } else {
+        format!("{us}us")
+    }
+}
+
+/// The weight the fair class gives a nice level (kernel/sched/core.c's
+/// sched_prio_to_weight).
+pub fn nice_weight(nice: i32) -> f64 {
+    const W: [f64; 40] = [
+        88761.0, 71755.0, 56483.0, 46273.0, 36291.0, 29154.0, 23254.0, 18705.0, 14949.0, 11916.0,
+        9548.0, 7620.0, 6100.0, 4904.0, 3906.0, 3121.0, 2501.0, 1991.0, 1586.0, 1277.0, 1024.0,
+        820.0, 655.0, 526.0, 423.0, 335.0, 272.0, 215.0, 172.0, 137.0, 110.0, 87.0, 70.0, 56.0,
+        45.0, 36.0, 29.0, 23.0, 18.0, 15.0,
+    ];
+    W[(nice.clamp(-20, 19) + 20) as usize]
+}
+
+/// Evaluates every check of the scenario. A pass that is missing (the
+/// scheduler never attached, the agent failed) fails the checks that need
+/// it, with the reason: never an empty pass.
+pub fn evaluate(ev: &Evidence) -> Vec<Outcome> {
+    let s = ev.scenario;
+    let main = ev.agent.pass("scheduler");
+    let fair = ev.agent.pass("fair");
+    let missing = |name: String, bound: String, bound_value: f64, why: &str| Outcome {
+        name,
+        pass: false,
+        observed: "not measured".into(),
+        bound,
+        observed_value: None,
+        bound_value,
+        detail: why.to_string(),
+    };
+    let no_pass_why = || -> String {
+        if let Some(e) = &ev.agent.error {
+            return format!("the guest agent failed: {e}");
+        }
+        match &ev.agent.scheduler {
+            Some(r) if !r.verdict.is_clean() && r.attach_ms.is_none() => {
+                format!("the scheduler never attached: {}", r.verdict.why())
+            }
+            _ => "the scenario did not run under the scheduler".into(),
+        }
+    };
+    let mut out = Vec::new();
+    for c in &s.checks {
+        match c {
+            Check::RunDelay(rd) => {
+                for (label, q, bound) in rd.bounds() {
+                    let name = format!("run_delay {} {label}", rd.group);
+                    let Some(p) = main else {
+                        out.push(missing(
+                            name,
+                            format!("<= {}", ms(bound)),
+                            bound.as_nanos() as f64,
+                            &no_pass_why(),
+                        ));
+                        continue;
+                    };
+                    out.push(run_delay(p, &rd.group, label, q, bound, name));
+                }
+            }
+            Check::Stall(st) => {
+                let bound = st.max_runnable;
+                let name = "stall max_runnable".to_string();
+                let Some(p) = main else {
+                    out.push(missing(
+                        name,
+                        format!("<= {}", ms(bound)),
+                        bound.as_nanos() as f64,
+                        &no_pass_why(),
+                    ));
+                    continue;
+                };
+                out.push(stall(p, bound, name));
+            }
+            Check::Share(sh) => {
+                if let (Some(g), Some(f)) = (&sh.group, sh.min_of_fair) {
+                    let name = format!("share {g} of fair");
+                    let bound = format!(">= {f:.2} x fair");
+                    match (main, fair) {
+                        (Some(m), Some(fp)) => out.push(share_of_fair(s, m, fp, g, f, name, bound)),
+                        _ => out.push(missing(name, bound, f, &no_pass_why())),
+                    }
+                } else if let Some(groups) = &sh.by_weight {
+                    let tol = sh.tolerance.unwrap_or(0.25);
+                    let name = format!("share by weight {}", groups.join(":"));
+                    let bound = format!("within {:.0}% of the weights", tol * 100.0);
+                    match main {
+                        Some(m) => out.push(share_by_weight(s, m, groups, tol, name, bound)),
+                        None => out.push(missing(name, bound, tol, &no_pass_why())),
+                    }
+                }
+            }
+            Check::Throughput(t) => {
+                let name = format!("throughput {}", t.group);
+                let Some(m) = main else {
+                    out.push(missing(name, "a floor".into(), 0.0, &no_pass_why()));
+                    continue;
+                };
+                let rate = |p: &Pass| {
+                    p.group(&t.group)
+                        .map(|g| g.iterations_window() as f64 / p.window().as_secs_f64().max(1e-9))
+                };
+                let observed = rate(m);
+                if let Some(floor) = t.min_per_sec {
+                    out.push(at_least(
+                        format!("{name} per second"),
+                        observed,
+                        floor,
+                        |v| format!("{v:.0}/s"),
+                        String::new(),
+                    ));
+                }
+                if let Some(f) = t.min_of_fair {
+                    match fair.and_then(rate) {
+                        Some(fr) => out.push(at_least(
+                            format!("{name} of fair"),
+                            observed.map(|o| o / fr.max(1e-9)),
+                            f,
+                            |v| format!("{v:.2} x fair"),
+                            format!("fair class: {fr:.0}/s"),
+                        )),
+                        None => out.push(missing(
+                            format!("{name} of fair"),
+                            format!(">= {f:.2} x fair"),
+                            f,
+                            &no_pass_why(),
+                        )),
+                    }
+                }
+            }
+            Check::SchedulerHealthy(_) => out.push(healthy(ev)),
+        }
+    }
+    out
+}
+
+fn run_delay(
+    p: &Pass,
+    group: &str,
+    label: &str,
+    q: Option<f64>,
+    bound: Duration,
+    name: String,
+) -> Outcome {
+    let g = p.group(group);
+    // A task still waiting at the end waited at least this long: a task
+    // that never ran must not be missed.
+    let still = p
+        .still_waiting
+        .iter()
+        .filter(|w| w.group == group)
+        .map(|w| w.waited_ns)
+        .max()
+        .unwrap_or(0);
+    let observed: Option<Duration> = g.and_then(|g| match q {
+        Some(q) => g.probe.run_delay.quantile(q),
+        None => (g.probe.nr_waits > 0 || still > 0)
+            .then(|| Duration::from_nanos(g.probe.max_wait_ns.max(still))),
+    });
+    let samples = g.map_or(0, |g| g.probe.run_delay.count());
+    match observed {
+        Some(v) => Outcome {
+            pass: v <= bound,
+            observed: ms(v),
+            bound: format!("<= {}", ms(bound)),
+            observed_value: Some(v.as_nanos() as f64),
+            bound_value: bound.as_nanos() as f64,
+            detail: format!(
+                "{samples} wakeups measured{}",
+                if still > 0 && label == "max" {
+                    format!(
+                        "; a task was still waiting at the end ({})",
+                        ms(Duration::from_nanos(still))
+                    )
+                } else {
+                    String::new()
+                }
+            ),
+            name,
+        },
+        None => Outcome {
+            pass: false,
+            observed: "no wakeups".into(),
+            bound: format!("<= {}", ms(bound)),
+            observed_value: None,
+            bound_value: bound.as_nanos() as f64,
+            detail: format!("no wakeup of group {group} ended inside the measurement window"),
+            name,
+        },
+    }
+}
+
+fn stall(p: &Pass, bound: Duration, name: String) -> Outcome {
+    let worst_done = p
+        .groups
+        .iter()
+        .map(|g| g.probe.max_wait_all_ns)
+        .max()
+        .unwrap_or(0);
+    let worst_still = p.still_waiting.iter().max_by_key(|w| w.waited_ns);
+    let mut observed = worst_done;
+    let mut detail = String::new();
+    if let Some(w) = worst_still.filter(|w| w.waited_ns > observed) {
+        observed = w.waited_ns;
+        detail = format!(
+            "still waiting at the end: {} (tid {}, group {})",
+            w.comm, w.tid, w.group
+        );
+    }
+    if let Some(st) = &p.stall {
+        observed = observed.max(st.waited_ns);
+        detail = format!(
+            "task {} (pid {}, tid {}, group {}) was runnable for {} without running, found {} into the run; the run was stopped",
+            st.comm,
+            st.pid,
+            st.tid,
+            st.group,
+            ms(Duration::from_nanos(st.waited_ns)),
+            format_duration(Duration::from_millis(st.found_at_ns / 1_000_000))
+        );
+    }
+    let v = Duration::from_nanos(observed);
+    Outcome {
+        name,
+        pass: p.stall.is_none() && v <= bound,
+        observed: ms(v),
+        bound: format!("<= {}", ms(bound)),
+        observed_value: Some(observed as f64),
+        bound_value: bound.as_nanos() as f64,
+        detail,
+    }
+}
+
+/// A group's CPU time in the window, as a fraction of the VM's CPU time in
+/// the window.
+fn cpu_share(s: &Scenario, p: &Pass, group: &str) -> Option<f64> {
+    let g = p.group(group)?;
+    let total = p.window().as_nanos() as f64 * f64::from(s.vm.cpus);
+    Some(g.probe.run_ns_window as f64 / total.max(1.0))
+}
+
+fn share_of_fair(
+    s: &Scenario,
+    m: &Pass,
+    f: &Pass,
+    group: &str,
+    min: f64,
+    name: String,
+    bound: String,
+) -> Outcome {
+    let (ours, theirs) = (cpu_share(s, m, group), cpu_share(s, f, group));
+    let ratio = match (ours, theirs) {
+        (Some(o), Some(t)) if t > 0.0 => Some(o / t),
+        _ => None,
+    };
+    at_least(
+        name,
+        ratio,
+        min,
+        |v| format!("{v:.2} x fair",),
+        format!(
+            "{:.1}% of the VM's CPU time, {:.1}% under the fair class",
+            ours.unwrap_or(0.0) * 100.0,
+            theirs.unwrap_or(0.0) * 100.0
+        ),
+    )
+    .with_bound(bound)
+}
+
+fn share_by_weight(
+    s: &Scenario,
+    m: &Pass,
+    groups: &[String],
+    tol: f64,
+    name: String,
+    bound: String,
+) -> Outcome {
+    let weight = |g: &str| -> f64 {
+        let g = s.group(g).expect("validated");
+        match &g.cgroup {
+            Some(cg) => f64::from(cg.weight),
+            None => f64::from(g.threads) * nice_weight(g.nice),
+        }
+    };
+    let cpu: Vec<f64> = groups
+        .iter()
+        .map(|g| m.group(g).map_or(0.0, |r| r.probe.run_ns_window as f64))
+        .collect();
+    let total_cpu: f64 = cpu.iter().sum();
+    let weights: Vec<f64> = groups.iter().map(|g| weight(g)).collect();
+    let total_w: f64 = weights.iter().sum();
+    let mut worst = 0.0f64;
+    let mut parts = Vec::new();
+    for (i, g) in groups.iter().enumerate() {
+        let got = cpu[i] / total_cpu.max(1.0);
+        let want = weights[i] / total_w;
+        let dev = (got / want - 1.0).abs();
+        worst = worst.max(dev);
+        parts.push(format!(
+            "{g} {:.1}% (weight share {:.1}%)",
+            got * 100.0,
+            want * 100.0
+        ));
+    }
+    Outcome {
+        name,
+        pass: total_cpu > 0.0 && worst <= tol,
+        observed: format!("{:.0}% off at worst", worst * 100.0),
+        bound,
+        observed_value: Some(worst),
+        bound_value: tol,
+        detail: parts.join(", "),
+    }
+}
+
+fn at_least(
+    name: String,
+    observed: Option<f64>,
+    min: f64,
+    show: impl Fn(f64) -> String,
+    detail: String,
+) -> Outcome {
+    Outcome {
+        pass: observed.is_some_and(|o| o >= min),
+        observed: observed.map_or("not measured".into(), &show),
+        bound: format!(">= {}", show(min)),
+        observed_value: observed,
+        bound_value: min,
+        detail,
+        name,
+    }
+}
+
+impl Outcome {
+    fn with_bound(mut self, bound: String) -> Outcome {
+        self.bound = bound;
+        self
+    }
+}
+
+fn healthy(ev: &Evidence) -> Outcome {
+    let mut problems = Vec::new();
+    match &ev.agent.scheduler {
+        None => problems.push("no lifecycle report".to_string()),
+        Some(r) => {
+            if !matches!(r.verdict, Verdict::Clean) {
+                problems.push(format!("{}: {}", r.verdict.label(), r.verdict.why()));
+            }
+            if r.after.nr_rejected != r.before.nr_rejected {
+                problems.push(format!(
+                    "nr_rejected went from {} to {}",
+                    r.before.nr_rejected, r.after.nr_rejected
+                ));
+            }
+        }
+    }
+    if let Some(c) = ev.crashes.first() {
+        problems.push(format!(
+            "{} kernel problem line(s) in the console, first: {}",
+            ev.crashes.len(),
+            c.text
+        ));
+    }
+    if let Some(e) = &ev.agent.error {
+        problems.push(format!("the guest agent failed: {e}"));
+    }
+    Outcome {
+        name: "scheduler_healthy".into(),
+        pass: problems.is_empty(),
+        observed: if problems.is_empty() {
+            "attached throughout, clean exit".into()
+        } else {
+            "unhealthy".into()
+        },
+        bound: "attached throughout, clean exit, nr_rejected unchanged, no kernel crash lines"
+            .into(),
+        observed_value: Some(problems.len() as f64),
+        bound_value: 0.0,
+        detail: problems.join("; "),
+    }
+}
+
+/// Whether a group's work counts iterations (for reports).
+pub fn counts_iterations(w: &Work) -> bool {
+    !matches!(w, Work::Command { .. })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::{GroupResult, StallEvent, StillWaiting};
+    use crate::probe::hist::Histogram;
+    use crate::probe::GroupData;
+    use crate::scheduler::lifecycle::{Counters, Report};
+    use crate::workload::{GroupOutcome, ThreadOutcome};
+
+    const MS: u64 = 1_000_000;
+
+    fn scenario(checks: &str) -> Scenario {
+        let text = format!(
+            "name: t\ndescription: d\nduration: 6s\nwarmup: 1s\ngroups:\n  - {{ name: a, threads: 2, work: {{ kind: spin }} }}\n  - {{ name: b, threads: 2, work: {{ kind: spin }}, nice: 5 }}\nchecks:\n{checks}"
+        );
+        crate::scenario::parse(std::path::Path::new("t.yaml"), &text)
+            .unwrap()
+            .scenario
+    }
+
+    fn group(name: &str, waits_ms: &[u64], cpu_ms: u64, iterations: u64) -> GroupResult {
+        let mut h = Histogram::default();
+        for w in waits_ms {
+            h.record(w * MS);
+        }
+        GroupResult {
+            name: name.into(),
+            probe: GroupData {
+                run_delay: h,
+                nr_waits: waits_ms.len() as u64,
+                wait_ns: waits_ms.iter().sum::<u64>() * MS,
+                max_wait_ns: waits_ms.iter().max().copied().unwrap_or(0) * MS,
+                max_wait_all_ns: waits_ms.iter().max().copied().unwrap_or(0) * MS,
+                run_ns: cpu_ms * MS,
+                run_ns_window: cpu_ms * MS,
+                nr_tasks: 2,
+            },
+            outcome: Some(GroupOutcome {
+                name: name.into(),
+                pid: 1,
+                threads: vec![ThreadOutcome {
+                    tid: 2,
+                    iterations,
+                    iterations_window: iterations,
+                    cpu_ns: 0,
+                    schedstat_wait_ns: 0,
+                }],
+                errors: vec![],
+            }),
+            exit_status: Some(0),
+        }
+    }
+
+    fn pass(label: &str, groups: Vec<GroupResult>) -> Pass {
+        Pass {
+            label: label.into(),
+            t0_ns: 0,
+            window_start_ns: 1_000 * MS,
+            window_end_ns: 6_000 * MS,
+            ended_at_ns: 6_000 * MS,
+            groups,
+            stall: None,
+            still_waiting: vec![],
+            probe_events: 1,
+            probe_dropped: 0,
+            errors: vec![],
+        }
+    }
+
+    fn report(verdict: Verdict) -> Report {
+        Report {
+            name: "x".into(),
+            verdict,
+            ops: Some("x".into()),
+            attach_ms: Some(10),
+            left_after_ms: None,
+            before: Counters::default(),
+            attached: None,
+            after: Counters::default(),
+            exit_kind: None,
+            exit_reason: None,
+            exit_message: None,
+            scheduler_exit: None,
+            uei: None,
+            process_status: Some(0),
+            process_signal: None,
+            payload_status: None,
+            loader_log: vec![],
+            kernel_log: vec![],
+            stdout: String::new(),
+            stderr: String::new(),
+        }
+    }
+
+    fn eval(s: &Scenario, passes: Vec<Pass>, verdict: Verdict) -> Vec<Outcome> {
+        let agent = AgentOutput {
+            passes,
+            scheduler: Some(report(verdict)),
+            error: None,
+        };
+        evaluate(&Evidence {
+            scenario: s,
+            agent: &agent,
+            crashes: &[],
+        })
+    }
+
+    #[test]
+    fn run_delay_percentiles_and_max_against_their_bounds() {
+        let s = scenario("  - run_delay: { group: a, p50: 5ms, p99: 20ms, max: 30ms }\n");
+        let waits: Vec<u64> = (1..=100).collect(); // 1..100 ms
+        let out = eval(
+            &s,
+            vec![pass(
+                "scheduler",
+                vec![group("a", &waits, 1, 1), group("b", &[], 1, 1)],
+            )],
+            Verdict::Clean,
+        );
+        assert_eq!(out.len(), 3);
+        let p50 = &out[0];
+        assert_eq!(p50.name, "run_delay a p50");
+        assert!(
+            !p50.pass && (p50.observed_value.unwrap() / MS as f64 - 50.0).abs() < 0.3,
+            "{p50:?}"
+        );
+        assert!(!out[1].pass && !out[2].pass);
+        assert!((out[2].observed_value.unwrap() - 100.0 * MS as f64).abs() < 1.0);
+        let ok: Vec<u64> = vec![1, 2, 3, 4];
+        let out = eval(
+            &s,
+            vec![pass(
+                "scheduler",
+                vec![group("a", &ok, 1, 1), group("b", &[], 1, 1)],
+            )],
+            Verdict::Clean,
+        );
+        assert!(out.iter().all(|o| o.pass), "{out:#?}");
+        // No wakeup measured is a failure, not a silent pass.
+        let out = eval(
+            &s,
+            vec![pass(
+                "scheduler",
+                vec![group("a", &[], 1, 1), group("b", &[], 1, 1)],
+            )],
+            Verdict::Clean,
+        );
+        assert!(
+            out.iter().all(|o| !o.pass) && out[0].observed == "no wakeups",
+            "{out:#?}"
+        );
+    }
+
+    #[test]
+    fn a_task_still_waiting_at_the_end_counts_for_max_and_stall() {
+        let s =
+            scenario("  - run_delay: { group: a, max: 30ms }\n  - stall: { max_runnable: 1s }\n");
+        let mut p = pass(
+            "scheduler",
+            vec![group("a", &[1, 2], 1, 1), group("b", &[], 1, 1)],
+        );
+        p.still_waiting = vec![StillWaiting {
+            tid: 7,
+            group: "a".into(),
+            comm: "a".into(),
+            waited_ns: 1_500 * MS,
+        }];
+        let out = eval(&s, vec![p], Verdict::Clean);
+        assert!(!out[0].pass && !out[1].pass, "{out:#?}");
+        assert!(
+            out[1].detail.contains("still waiting at the end"),
+            "{}",
+            out[1].detail
+        );
+    }
+
+    #[test]
+    fn a_live_stall_fails_and_names_the_task() {
+        let s = scenario("  - stall: { max_runnable: 1s }\n");
+        let mut p = pass(
+            "scheduler",
+            vec![group("a", &[1], 1, 1), group("b", &[], 1, 1)],
+        );
+        p.stall = Some(StallEvent {
+            tid: 42,
+            pid: 40,
+            comm: "victim".into(),
+            group: "a".into(),
+            waited_ns: 1_020 * MS,
+            found_at_ns: 3_000 * MS,
+        });
+        let out = eval(&s, vec![p], Verdict::Clean);
+        assert!(!out[0].pass);
+        for w in ["victim", "pid 40", "tid 42", "group a", "1020.0ms"] {
+            assert!(out[0].detail.contains(w), "{w}: {}", out[0].detail);
+        }
+    }
+
+    #[test]
+    fn shares_against_fair_and_against_weights() {
+        let s = scenario(
+            "  - share: { group: a, min_of_fair: 0.8 }\n  - share: { by_weight: [a, b], tolerance: 0.25 }\n",
+        );
+        // Fair: a gets 3 CPU-s of 10 (30%); ours: 2.7 CPU-s (27%): 0.9 x.
+        let fair = pass(
+            "fair",
+            vec![group("a", &[1], 3000, 1), group("b", &[1], 3000, 1)],
+        );
+        // By weight: a is 2 x nice 0 (2048), b 2 x nice 5 (670): a should
+        // get 75.3%; it gets 2700 / (2700 + 900) = 75%.
+        let ours = pass(
+            "scheduler",
+            vec![group("a", &[1], 2700, 1), group("b", &[1], 900, 1)],
+        );
+        let out = eval(&s, vec![fair.clone(), ours], Verdict::Clean);
+        assert!(
+            out[0].pass && (out[0].observed_value.unwrap() - 0.9).abs() < 1e-9,
+            "{out:#?}"
+        );
+        assert!(out[1].pass, "{out:#?}");
+        // A weight-blind split (50/50) is 34% off for a: outside 25%.
+        let blind = pass(
+            "scheduler",
+            vec![group("a", &[1], 1800, 1), group("b", &[1], 1800, 1)],
+        );
+        let out = eval(&s, vec![fair, blind], Verdict::Clean);
+        assert!(!out[0].pass && !out[1].pass, "{out:#?}");
+        // Without the fair pass the check fails, saying why.
+        let out = eval(
+            &s,
+            vec![pass(
+                "scheduler",
+                vec![group("a", &[1], 1, 1), group("b", &[1], 1, 1)],
+            )],
+            Verdict::Clean,
+        );
+        assert!(
+            !out[0].pass && out[0].observed == "not measured",
+            "{out:#?}"
+        );
+    }
+
+    #[test]
+    fn throughput_floors_and_fair_ratio() {
+        let s = scenario("  - throughput: { group: a, min_per_sec: 100, min_of_fair: 0.5 }\n");
+        let fair = pass(
+            "fair",
+            vec![group("a", &[1], 1, 1000), group("b", &[1], 1, 1)],
+        );
+        let ours = pass(
+            "scheduler",
+            vec![group("a", &[1], 1, 400), group("b", &[1], 1, 1)],
+        );
+        let out = eval(&s, vec![fair, ours], Verdict::Clean);
+        // 400 iterations in a 5 s window: 80/s < 100; 0.4 of fair < 0.5.
+        assert!(
+            !out[0].pass && (out[0].observed_value.unwrap() - 80.0).abs() < 1e-9,
+            "{out:#?}"
+        );
+        assert!(
+            !out[1].pass && (out[1].observed_value.unwrap() - 0.4).abs() < 1e-9,
+            "{out:#?}"
+        );
+    }
+
+    #[test]
+    fn scheduler_healthy_needs_a_clean_lifecycle_and_a_clean_console() {
+        let s = scenario("  - scheduler_healthy: {}\n");
+        let p = || {
+            vec![pass(
+                "scheduler",
+                vec![group("a", &[1], 1, 1), group("b", &[1], 1, 1)],
+            )]
+        };
+        assert!(eval(&s, p(), Verdict::Clean)[0].pass);
+        let out = eval(
+            &s,
+            p(),
+            Verdict::ExitedDuringRun {
+                why: "ErrorBpf (scx_bpf_error): boom".into(),
+            },
+        );
+        assert!(!out[0].pass && out[0].detail.contains("boom"), "{out:#?}");
+        let agent = AgentOutput {
+            passes: p(),
+            scheduler: Some(report(Verdict::Clean)),
+            error: None,
+        };
+        let crash = crate::vm::console::CrashLine {
+            line_no: 3,
+            kind: crate::vm::console::CrashKind::Warning,
+            text: "WARNING: CPU: 1 at kernel/sched/ext.c".into(),
+        };
+        let out = evaluate(&Evidence {
+            scenario: &s,
+            agent: &agent,
+            crashes: &[crash],
+        });
+        assert!(
+            !out[0].pass && out[0].detail.contains("kernel/sched/ext.c"),
+            "{out:#?}"
+        );
+    }
+
+    #[test]
+    fn nice_weights_are_the_kernels() {
+        assert_eq!(nice_weight(0), 1024.0);
+        assert_eq!(nice_weight(-20), 88761.0);
+        assert_eq!(nice_weight(19), 15.0);
+        assert_eq!(nice_weight(5), 335.0);
+    }
+}

@@ -1,0 +1,73 @@
+//! `scx-harness check` and `scx-harness schema`: scenarios validated
+//! without booting anything, and their format as a JSON Schema.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use crate::error::{fail, Failure};
+use crate::scenario;
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// Scenario files (or names of bundled scenarios); default: every
+    /// bundled scenario.
+    pub files: Vec<String>,
+}
+
+/// Validates each scenario; prints one line per good one, and every bad
+/// one's error; fails if any is bad.
+pub fn check(args: CheckArgs) -> Result<i32> {
+    let files: Vec<String> = if args.files.is_empty() {
+        scenario::bundled_names()
+    } else {
+        args.files
+    };
+    let mut bad = Vec::new();
+    for f in &files {
+        match scenario::resolve(f) {
+            Ok(l) => println!(
+                "ok  {} ({}: {} groups, {} threads, {} checks, hash {})",
+                l.path.display(),
+                l.scenario.name,
+                l.scenario.groups.len(),
+                l.scenario.total_threads(),
+                l.scenario.checks.len(),
+                l.hash
+            ),
+            Err(e) => {
+                eprintln!("{e:#}");
+                bad.push(f.clone());
+            }
+        }
+    }
+    if bad.is_empty() {
+        Ok(0)
+    } else {
+        Err(fail(
+            Failure::BadInput,
+            format!(
+                "{} of {} scenario(s) are invalid: {}",
+                bad.len(),
+                files.len(),
+                bad.join(", ")
+            ),
+        ))
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SchemaArgs {
+    /// Write it here instead of stdout (atomically).
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
+pub fn schema(args: SchemaArgs) -> Result<i32> {
+    let text = scenario::json_schema();
+    match args.output {
+        Some(p) => crate::kernel::cache::write_atomic(&p, text.as_bytes())?,
+        None => print!("{text}"),
+    }
+    Ok(0)
+}

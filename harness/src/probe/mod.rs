@@ -1,0 +1,268 @@
+//! The in-guest scheduling probe (guest side): loads `probe.bpf.c` with
+//! libbpf-rs, tracks the scenario's processes by thread-group id, and reads
+//! back per-task and per-group wait statistics and histograms.
+//!
+//! Knows the BPF program's maps and the clock it uses (CLOCK_MONOTONIC, as
+//! `bpf_ktime_get_ns`); knows nothing about scenarios beyond group indices.
+
+pub mod hist;
+
+mod skel {
+    #![allow(
+        clippy::all,
+        non_camel_case_types,
+        non_snake_case,
+        non_upper_case_globals,
+        dead_code,
+        unused_imports
+    )]
+    include!(concat!(env!("OUT_DIR"), "/probe_skel.rs"));
+}
+
+use std::mem::MaybeUninit;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
+use libbpf_rs::{MapCore, MapFlags, OpenObject};
+use serde::{Deserialize, Serialize};
+
+use hist::{Histogram, NR_BUCKETS};
+use skel::{ProbeSkel, ProbeSkelBuilder};
+
+/// Groups the probe keeps apart (the BPF side's MAX_GROUPS).
+pub const MAX_GROUPS: usize = 32;
+
+/// CLOCK_MONOTONIC now, in ns: the probe's clock.
+pub fn now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The loaded and attached probe. Detached when dropped.
+pub struct Probe {
+    skel: ProbeSkel<'static>,
+}
+
+/// A task that is runnable and not running, at the moment of a scan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Waiting {
+    pub tid: u32,
+    pub tgid: u32,
+    pub group: u32,
+    /// How long it had been waiting when scanned.
+    pub waited_ns: u64,
+}
+
+/// What the probe measured for one task still alive at the end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskData {
+    pub tid: u32,
+    pub tgid: u32,
+    pub group: u32,
+    pub run_ns: u64,
+    pub run_ns_window: u64,
+    /// Waits that ended inside the measurement window, and their total.
+    pub nr_waits: u64,
+    pub wait_ns: u64,
+    /// The longest wait that ended, whole run.
+    pub max_wait_ns: u64,
+}
+
+/// What the probe measured for one group.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupData {
+    /// Wakeup-to-run delays that ended inside the measurement window.
+    pub run_delay: Histogram,
+    pub nr_waits: u64,
+    pub wait_ns: u64,
+    /// Longest wait in the window, and over the whole run.
+    pub max_wait_ns: u64,
+    pub max_wait_all_ns: u64,
+    /// CPU time of its tasks, exited ones included: whole run, and the part
+    /// inside the measurement window.
+    pub run_ns: u64,
+    pub run_ns_window: u64,
+    pub nr_tasks: u64,
+}
+
+/// Everything the probe has, read at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub groups: Vec<GroupData>,
+    pub tasks: Vec<TaskData>,
+    pub nr_events: u64,
+    /// Task entries the BPF side could not create (a full map): if not 0,
+    /// the measurements are incomplete.
+    pub nr_dropped: u64,
+}
+
+impl Probe {
+    /// Opens, loads and attaches the probe's programs.
+    pub fn load() -> Result<Probe> {
+        // The skeleton borrows its object's storage for its whole life;
+        // the probe lives as long as the guest agent, so the few bytes are
+        // leaked rather than tied into a self-referential struct.
+        let storage: &'static mut MaybeUninit<OpenObject> =
+            Box::leak(Box::new(MaybeUninit::uninit()));
+        let open = ProbeSkelBuilder::default()
+            .open(storage)
+            .context("opening the probe's BPF object")?;
+        let (loaded, log) = crate::bpflog::capture(|| open.load());
+        let mut skel = loaded.with_context(|| {
+            format!(
+                "loading the probe's BPF programs; libbpf said:\n  {}",
+                crate::bpflog::tail(&log, 20).join("\n  ")
+            )
+        })?;
+        skel.attach()
+            .context("attaching the probe to the sched_wakeup/sched_switch tracepoints")?;
+        Ok(Probe { skel })
+    }
+
+    fn bss(&self) -> &skel::types::bss {
+        self.skel
+            .maps
+            .bss_data
+            .as_deref()
+            .expect("the probe's .bss is mmapped")
+    }
+
+    /// Tracks process `tgid` (and its threads and children) as `group`.
+    pub fn track(&self, tgid: u32, group: u32) -> Result<()> {
+        self.skel
+            .maps
+            .tracked
+            .update(&tgid.to_ne_bytes(), &group.to_ne_bytes(), MapFlags::ANY)
+            .with_context(|| format!("tracking process {tgid}"))
+    }
+
+    /// Waits that end in `[start, end)` (CLOCK_MONOTONIC ns) are counted in
+    /// the histograms; before the first call, none are.
+    pub fn set_window(&mut self, start: u64, end: u64) {
+        let bss = self
+            .skel
+            .maps
+            .bss_data
+            .as_deref_mut()
+            .expect("the probe's .bss is mmapped");
+        // Plain stores into the shared mapping; the BPF side reads them on
+        // its next event.
+        unsafe {
+            std::ptr::write_volatile(&mut bss.window_end, end);
+            std::ptr::write_volatile(&mut bss.window_start, start);
+        }
+    }
+
+    /// Forgets every tracked process, task and measurement: the state of a
+    /// freshly loaded probe, for the next pass of a scenario.
+    pub fn reset(&mut self) {
+        for map in [&self.skel.maps.tracked, &self.skel.maps.tasks] {
+            let keys: Vec<Vec<u8>> = map.keys().collect();
+            for k in keys {
+                let _ = map.delete(&k);
+            }
+        }
+        self.set_window(0, 0);
+        let bss = self
+            .skel
+            .maps
+            .bss_data
+            .as_deref_mut()
+            .expect("the probe's .bss is mmapped");
+        // SAFETY: plain stores into the shared mapping; the BPF side only
+        // adds to these, and no tracked task is left to do so.
+        unsafe {
+            for g in bss.groups.iter_mut() {
+                std::ptr::write_volatile(g, std::mem::zeroed());
+            }
+            for h in bss.hist.iter_mut() {
+                std::ptr::write_volatile(h, 0);
+            }
+            std::ptr::write_volatile(&mut bss.nr_events, 0);
+            std::ptr::write_volatile(&mut bss.nr_dropped, 0);
+        }
+    }
+
+    fn task_stats(&self) -> Vec<(u32, skel::types::task_stat)> {
+        let map = &self.skel.maps.tasks;
+        map.keys()
+            .filter_map(|k| {
+                let tid = u32::from_ne_bytes(k.as_slice().try_into().ok()?);
+                let v = map.lookup(&k, MapFlags::ANY).ok()??;
+                // SAFETY: the value is a task_stat as the BPF side wrote it.
+                let ts = unsafe {
+                    std::ptr::read_unaligned(v.as_ptr().cast::<skel::types::task_stat>())
+                };
+                Some((tid, ts))
+            })
+            .collect()
+    }
+
+    /// Tasks runnable and not running at `now` (CLOCK_MONOTONIC ns).
+    pub fn waiting(&self, now: u64) -> Vec<Waiting> {
+        self.task_stats()
+            .into_iter()
+            .filter(|(_, t)| t.runnable_since != 0 && t.runnable_since <= now)
+            .map(|(tid, t)| Waiting {
+                tid,
+                tgid: t.tgid,
+                group: t.group,
+                waited_ns: now - t.runnable_since,
+            })
+            .collect()
+    }
+
+    /// Everything measured so far, for `nr_groups` groups.
+    pub fn snapshot(&self, nr_groups: usize) -> Snapshot {
+        let bss = self.bss();
+        let groups = (0..nr_groups.min(MAX_GROUPS))
+            .map(|g| {
+                let gs = unsafe { std::ptr::read_volatile(&bss.groups[g]) };
+                let counts: Vec<u64> = (0..NR_BUCKETS)
+                    .map(|b| unsafe { std::ptr::read_volatile(&bss.hist[g * NR_BUCKETS + b]) })
+                    .collect();
+                GroupData {
+                    run_delay: Histogram::from_counts(&counts),
+                    nr_waits: gs.nr_waits,
+                    wait_ns: gs.wait_ns,
+                    max_wait_ns: gs.max_wait,
+                    max_wait_all_ns: gs.max_wait_all,
+                    run_ns: gs.run_ns,
+                    run_ns_window: gs.run_ns_window,
+                    nr_tasks: gs.nr_tasks,
+                }
+            })
+            .collect();
+        let tasks = self
+            .task_stats()
+            .into_iter()
+            .map(|(tid, t)| TaskData {
+                tid,
+                tgid: t.tgid,
+                group: t.group,
+                run_ns: t.run_ns,
+                run_ns_window: t.run_ns_window,
+                nr_waits: t.nr_waits,
+                wait_ns: t.wait_ns,
+                max_wait_ns: t.max_wait,
+            })
+            .collect();
+        Snapshot {
+            groups,
+            tasks,
+            nr_events: unsafe { std::ptr::read_volatile(&bss.nr_events) },
+            nr_dropped: unsafe { std::ptr::read_volatile(&bss.nr_dropped) },
+        }
+    }
+}
+
+/// A duration in ns as a `Duration`.
+pub fn ns(v: u64) -> Duration {
+    Duration::from_nanos(v)
+}
