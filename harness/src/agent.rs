@@ -266,6 +266,21 @@ struct Running {
     status: Option<i32>,
 }
 
+/// The thread ids of these processes, from /proc (the probe is asked
+/// about these only, not about every slot it has).
+fn threads_of(pids: impl Iterator<Item = u32>) -> Vec<u32> {
+    let mut tids = Vec::new();
+    for pid in pids {
+        if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+            tids.extend(
+                dir.flatten()
+                    .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok()),
+            );
+        }
+    }
+    tids
+}
+
 fn comm_of(tid: u32) -> String {
     std::fs::read_to_string(format!("/proc/{tid}/comm"))
         .map(|s| s.trim().to_string())
@@ -344,9 +359,10 @@ fn run_pass(
     let mut now = now_ns();
     while now < window_end {
         if let Some(b) = bound {
+            let tids = threads_of(running.iter().map(|r| r.child.id()));
             let worst = probe
                 .as_deref()
-                .map(|p| p.waiting(now))
+                .map(|p| p.waiting(now, &tids))
                 .unwrap_or_default()
                 .into_iter()
                 .max_by_key(|w| w.waited_ns);
@@ -383,7 +399,7 @@ fn run_pass(
     }
     let ended = now_ns();
     let (waiting, snapshot): (Vec<Waiting>, Snapshot) = match probe.as_deref() {
-        Some(p) => (p.waiting(ended), p.snapshot(s.groups.len())),
+        Some(p) => (p.all_waiting(ended), p.snapshot(s.groups.len())),
         None => Default::default(),
     };
     if stall.is_some() {

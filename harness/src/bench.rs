@@ -408,10 +408,18 @@ pub fn probe(
     vm_spec.accel = opts.accel;
     vm_spec.timeout = Some(Duration::from_secs(60 + 2 * rounds as u64 * (seconds + 5)));
     let r = vm::run(&vm_spec)?;
-    r.exit_code()?;
-    let rounds_out: Vec<BenchRound> = serde_json::from_slice(
-        &std::fs::read(r.shared_dir.join("bench.json")).context("the guest wrote no bench.json")?,
-    )?;
+    let read = || -> Result<Vec<BenchRound>> {
+        r.exit_code()?;
+        let bytes = std::fs::read(r.shared_dir.join("bench.json"))
+            .context("the guest wrote no bench.json")?;
+        Ok(serde_json::from_slice(&bytes)?)
+    };
+    let rounds_out = read().map_err(|e| {
+        e.context(format!(
+            "bench probe failed; its directory is kept: {}",
+            work.keep().display()
+        ))
+    })?;
     let pick = |with: bool| -> Vec<f64> {
         rounds_out
             .iter()

@@ -37,7 +37,10 @@ fn check_names_file_line_and_column_and_lists_the_work_kinds() {
     assert_eq!(code, BAD_INPUT, "{err}");
     assert!(err.contains(&format!("{}:5:", f.display())), "{err}");
     assert!(err.contains("unknown variant `spinning`"), "{err}");
-    assert!(err.contains("`pingpong`") && err.contains("`fork_exit`"), "{err}");
+    assert!(
+        err.contains("`pingpong`") && err.contains("`fork_exit`"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -51,7 +54,10 @@ fn check_rejects_a_command_that_is_not_installed_before_any_vm() {
     let (code, _, err) = run(harness(dir.path()).arg("check").arg(&f));
     assert_eq!(code, BAD_INPUT, "{err}");
     assert!(err.contains(&format!("{}:5", f.display())), "{err}");
-    assert!(err.contains("\"schbench-not-here\" is not installed"), "{err}");
+    assert!(
+        err.contains("\"schbench-not-here\" is not installed"),
+        "{err}"
+    );
     // run refuses it the same way, before building or booting anything.
     let kernel = fake_bzimage(dir.path());
     let (code, _, err) = run(harness(dir.path())
@@ -61,7 +67,10 @@ fn check_rejects_a_command_that_is_not_installed_before_any_vm() {
         .arg(dir.path().join("runs"))
         .arg(&f));
     assert_eq!(code, BAD_INPUT, "{err}");
-    assert!(!dir.path().join("runs").exists(), "a run directory was created");
+    assert!(
+        !dir.path().join("runs").exists(),
+        "a run directory was created"
+    );
 }
 
 #[test]
@@ -76,7 +85,10 @@ fn run_refuses_an_existing_or_unwritable_run_directory_before_booting() {
         .arg("--out")
         .arg(&existing));
     assert_eq!(code, BAD_INPUT, "{err}");
-    assert!(err.contains("already exists; results are never overwritten"), "{err}");
+    assert!(
+        err.contains("already exists; results are never overwritten"),
+        "{err}"
+    );
     let (code, _, err) = run(harness(dir.path())
         .args(["run", "-s", "default", "idle-baseline", "--kernel"])
         .arg(&kernel)
@@ -91,5 +103,8 @@ fn an_unknown_scenario_name_lists_the_bundled_ones() {
     let dir = tempfile::tempdir().unwrap();
     let (code, _, err) = run(harness(dir.path()).args(["check", "no-such-scenario"]));
     assert_eq!(code, BAD_INPUT, "{err}");
-    assert!(err.contains("idle-baseline") && err.contains("wake-pingpong"), "{err}");
+    assert!(
+        err.contains("idle-baseline") && err.contains("wake-pingpong"),
+        "{err}"
+    );
 }

@@ -32,6 +32,8 @@ use skel::{ProbeSkel, ProbeSkelBuilder};
 
 /// Groups the probe keeps apart (the BPF side's MAX_GROUPS).
 pub const MAX_GROUPS: usize = 32;
+/// A slot of a task the probe does not track.
+const UNTRACKED: u32 = u32::MAX;
 
 /// CLOCK_MONOTONIC now, in ns: the probe's clock.
 pub fn now_ns() -> u64 {
@@ -162,11 +164,10 @@ impl Probe {
     /// Forgets every tracked process, task and measurement: the state of a
     /// freshly loaded probe, for the next pass of a scenario.
     pub fn reset(&mut self) {
-        for map in [&self.skel.maps.tracked, &self.skel.maps.tasks] {
-            let keys: Vec<Vec<u8>> = map.keys().collect();
-            for k in keys {
-                let _ = map.delete(&k);
-            }
+        let map = &self.skel.maps.tracked;
+        let keys: Vec<Vec<u8>> = map.keys().collect();
+        for k in keys {
+            let _ = map.delete(&k);
         }
         self.set_window(0, 0);
         let bss = self
@@ -178,39 +179,51 @@ impl Probe {
         // SAFETY: plain stores into the shared mapping; the BPF side only
         // adds to these, and no tracked task is left to do so.
         unsafe {
+            for t in bss.slots.iter_mut() {
+                std::ptr::write_volatile(t, std::mem::zeroed());
+            }
             for g in bss.groups.iter_mut() {
                 std::ptr::write_volatile(g, std::mem::zeroed());
             }
             for h in bss.hist.iter_mut() {
                 std::ptr::write_volatile(h, 0);
             }
-            std::ptr::write_volatile(&mut bss.nr_events, 0);
             std::ptr::write_volatile(&mut bss.nr_dropped, 0);
         }
     }
 
+    /// The slot of a tracked, live task.
+    fn slot(&self, tid: u32) -> Option<skel::types::task_stat> {
+        let bss = self.bss();
+        let t = bss.slots.get(tid as usize)?;
+        // SAFETY: a read of the shared mapping; a torn read of a slot being
+        // written shows a wait a moment early or late, never a wrong task.
+        let t = unsafe { std::ptr::read_volatile(t) };
+        (t.tid == tid && t.group != UNTRACKED).then_some(t)
+    }
+
+    /// Every tracked, live task (reads the whole slot array: for the end of
+    /// a pass, not for a scan).
     fn task_stats(&self) -> Vec<(u32, skel::types::task_stat)> {
-        let map = &self.skel.maps.tasks;
-        map.keys()
-            .filter_map(|k| {
-                let tid = u32::from_ne_bytes(k.as_slice().try_into().ok()?);
-                let v = map.lookup(&k, MapFlags::ANY).ok()??;
-                // SAFETY: the value is a task_stat as the BPF side wrote it.
-                let ts = unsafe {
-                    std::ptr::read_unaligned(v.as_ptr().cast::<skel::types::task_stat>())
-                };
-                Some((tid, ts))
+        let bss = self.bss();
+        bss.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| {
+                let t = unsafe { std::ptr::read_volatile(t) };
+                (t.tid == i as u32 && t.tid != 0 && t.group != UNTRACKED).then_some((t.tid, t))
             })
             .collect()
     }
 
-    /// Tasks runnable and not running at `now` (CLOCK_MONOTONIC ns).
-    pub fn waiting(&self, now: u64) -> Vec<Waiting> {
-        self.task_stats()
-            .into_iter()
-            .filter(|(_, t)| t.runnable_since != 0 && t.runnable_since <= now)
-            .map(|(tid, t)| Waiting {
-                tid,
+    /// Which of `tids` are runnable and not running at `now`
+    /// (CLOCK_MONOTONIC ns), and for how long.
+    pub fn waiting(&self, now: u64, tids: &[u32]) -> Vec<Waiting> {
+        tids.iter()
+            .filter_map(|tid| self.slot(*tid))
+            .filter(|t| t.runnable_since != 0 && t.runnable_since <= now)
+            .map(|t| Waiting {
+                tid: t.tid,
                 tgid: t.tgid,
                 group: t.group,
                 waited_ns: now - t.runnable_since,
@@ -218,16 +231,28 @@ impl Probe {
             .collect()
     }
 
-    /// Everything measured so far, for `nr_groups` groups.
+    /// Every tracked task waiting at `now` (a full scan, for the end of a
+    /// pass).
+    pub fn all_waiting(&self, now: u64) -> Vec<Waiting> {
+        let tids: Vec<u32> = self.task_stats().into_iter().map(|(tid, _)| tid).collect();
+        self.waiting(now, &tids)
+    }
+
+    /// Everything measured so far, for `nr_groups` groups: the sums folded
+    /// in by exited tasks plus those of the tasks still alive.
     pub fn snapshot(&self, nr_groups: usize) -> Snapshot {
         let bss = self.bss();
+        let live = self.task_stats();
+        let mut nr_events = 0;
         let groups = (0..nr_groups.min(MAX_GROUPS))
             .map(|g| {
+                // SAFETY: reads of the shared mapping; the BPF side only
+                // adds to these.
                 let gs = unsafe { std::ptr::read_volatile(&bss.groups[g]) };
                 let counts: Vec<u64> = (0..NR_BUCKETS)
                     .map(|b| unsafe { std::ptr::read_volatile(&bss.hist[g * NR_BUCKETS + b]) })
                     .collect();
-                GroupData {
+                let mut d = GroupData {
                     run_delay: Histogram::from_counts(&counts),
                     nr_waits: gs.nr_waits,
                     wait_ns: gs.wait_ns,
@@ -236,11 +261,21 @@ impl Probe {
                     run_ns: gs.run_ns,
                     run_ns_window: gs.run_ns_window,
                     nr_tasks: gs.nr_tasks,
+                };
+                nr_events += gs.nr_events;
+                for (_, t) in live.iter().filter(|(_, t)| t.group as usize == g) {
+                    d.nr_waits += t.nr_waits;
+                    d.wait_ns += t.wait_ns;
+                    d.max_wait_ns = d.max_wait_ns.max(t.max_wait_window);
+                    d.max_wait_all_ns = d.max_wait_all_ns.max(t.max_wait);
+                    d.run_ns += t.run_ns;
+                    d.run_ns_window += t.run_ns_window;
+                    nr_events += t.nr_events;
                 }
+                d
             })
             .collect();
-        let tasks = self
-            .task_stats()
+        let tasks = live
             .into_iter()
             .map(|(tid, t)| TaskData {
                 tid,
@@ -256,7 +291,7 @@ impl Probe {
         Snapshot {
             groups,
             tasks,
-            nr_events: unsafe { std::ptr::read_volatile(&bss.nr_events) },
+            nr_events,
             nr_dropped: unsafe { std::ptr::read_volatile(&bss.nr_dropped) },
         }
     }

@@ -12,15 +12,24 @@
  *                                   running (its wait ends)
  *  sched_process_fork               a tracked process's child is tracked
  *                                   too (fork storms, commands)
- *  sched_process_exit               an exiting task's entry is removed
- *                                   (its CPU time is kept in its group)
+ *  sched_process_exit               an exiting task folds its sums into
+ *                                   its group and frees its slot
  *
- * Tasks are tracked by thread-group id, registered by user space in
- * `tracked` (tgid -> group). Per task, `tasks` holds the state user space
- * scans for stalls while the run goes on; per group, `groups` sums it up. Waits that end inside the
- * measurement window go into a log-linear histogram per group: 128
- * sub-buckets per power of two, so a bucket's midpoint is within 0.4% of
- * any value in it. No helper here prints or attaches to kernel text.
+ * The hot path must cost little: ping-pong pairs switch hundreds of
+ * thousands of times a second, and under TCG every instruction counts.
+ * Each task has a slot in `slots`, indexed by its pid (a direct-mapped
+ * array in .bss: no hash lookup, no system call for user space, which
+ * reads it through the mmap; pid and start time tell which task holds
+ * it). A slot remembers whether its task is
+ * tracked, so an untracked task costs one array access after its first
+ * event; the first event of a task looks its thread-group id up in
+ * `tracked` (tgid -> group), which user space fills. A switch writes only
+ * its own tasks' slots and one histogram bucket: no shared counter.
+ *
+ * Waits that end inside the measurement window go into a log-linear
+ * histogram per group: 128 sub-buckets per power of two, so a bucket's
+ * midpoint is within 0.4% of any value in it. No helper here prints or
+ * attaches to kernel text.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -33,36 +42,45 @@ char LICENSE[] SEC("license") = "GPL";
 #define SUB		(1 << SUB_BITS)
 #define NR_OCTAVES	37	/* values up to 2^(7+37) ns: about 4.9 hours */
 #define NR_BUCKETS	(SUB + NR_OCTAVES * SUB)
-#define MAX_TASKS	65536
+/* pid_max is 32768 up to 32 CPUs and 1024 per CPU beyond: 64 vCPUs. */
+#define NR_SLOTS	65536
+#define UNTRACKED	0xffffffff
 
 /* The measurement window, CLOCK_MONOTONIC ns; set by user space. Waits
  * that end inside it go into the histograms. 0/0 = nothing measured. */
 u64 window_start;
 u64 window_end;
-/* Events seen for tracked tasks, and map updates that failed (a full
- * map): user space reports them rather than trusting a partial result. */
-u64 nr_events;
+/* Tasks whose pid did not fit a slot: user space reports them rather
+ * than trusting a partial result. */
 u64 nr_dropped;
 
 struct task_stat {
-	u32 group;
+	u32 tid;		/* 0: never used */
+	u32 group;		/* UNTRACKED, or the group */
 	u32 tgid;
+	u32 pad;
+	u64 start_time;		/* with tid, which task holds the slot */
 	u64 runnable_since;	/* 0 unless waiting to run */
 	u64 running_since;	/* 0 unless running */
 	u64 run_ns;		/* CPU time while tracked */
 	u64 run_ns_window;	/* the part of it inside the window */
 	u64 nr_waits;		/* waits that ended in the window */
 	u64 wait_ns;		/* their total */
+	u64 max_wait_window;	/* the longest of them */
 	u64 max_wait;		/* longest wait that ended, whole run */
+	u64 nr_events;		/* tracepoint hits for this task */
 };
 
+/* The sums of a group's tasks that have exited (and the count of every
+ * task it ever had). */
 struct group_stat {
 	u64 nr_waits;		/* in the window */
 	u64 wait_ns;		/* in the window */
 	u64 max_wait;		/* in the window */
 	u64 max_wait_all;	/* whole run */
-	u64 run_ns;		/* whole run, tasks that exited included */
+	u64 run_ns;		/* whole run */
 	u64 run_ns_window;	/* the part of it inside the window */
+	u64 nr_events;
 	u64 nr_tasks;		/* tasks ever tracked */
 };
 
@@ -73,15 +91,8 @@ struct {
 	__type(value, u32);	/* group */
 } tracked SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, MAX_TASKS);
-	__type(key, u32);	/* tid */
-	__type(value, struct task_stat);
-} tasks SEC(".maps");
-
-/* Globals live in .bss, which user space reads through its mmap: no
- * system call per bucket. */
+/* Globals live in .bss, which user space reads through its mmap. */
+struct task_stat slots[NR_SLOTS];
 struct group_stat groups[MAX_GROUPS];
 u64 hist[MAX_GROUPS * NR_BUCKETS];
 
@@ -93,6 +104,14 @@ static __always_inline struct group_stat *group_of(u32 g)
 		return NULL;
 	barrier_var(g);
 	return &groups[g];
+}
+
+static __always_inline struct task_stat *slot_of(u32 tid)
+{
+	if (tid >= NR_SLOTS)
+		return NULL;
+	barrier_var(tid);
+	return &slots[tid];
 }
 
 /* Index of the most significant set bit of v (v > 0). */
@@ -133,20 +152,10 @@ static __always_inline u64 in_window(u64 from, u64 to)
 /* Charges the CPU time of a run that ends now. */
 static __always_inline void charge_run(struct task_stat *ts, u64 now)
 {
-	struct group_stat *gs;
-	u64 ran, win;
-
 	if (!ts->running_since || ts->running_since > now)
 		return;
-	ran = now - ts->running_since;
-	win = in_window(ts->running_since, now);
-	ts->run_ns += ran;
-	ts->run_ns_window += win;
-	gs = group_of(ts->group);
-	if (gs) {
-		__sync_fetch_and_add(&gs->run_ns, ran);
-		__sync_fetch_and_add(&gs->run_ns_window, win);
-	}
+	ts->run_ns += now - ts->running_since;
+	ts->run_ns_window += in_window(ts->running_since, now);
 	ts->running_since = 0;
 }
 
@@ -168,57 +177,66 @@ static __always_inline void atomic_max(u64 *p, u64 v)
 	}
 }
 
-/* The entry of a tracked task, created on first sight. */
-static struct task_stat *lookup(struct task_struct *p)
+/* The slot of a tracked task, set up on its first event; NULL for an
+ * untracked one (remembered in its slot) and the idle task. */
+static __always_inline struct task_stat *lookup(struct task_struct *p)
 {
-	u32 tid = p->pid, tgid = p->tgid;
-	struct task_stat *ts, fresh = {};
+	u32 tid = p->pid, tgid;
+	struct task_stat *ts;
 	struct group_stat *gs;
 	u32 *group;
 
-	ts = bpf_map_lookup_elem(&tasks, &tid);
-	if (ts)
-		return ts;
-	group = bpf_map_lookup_elem(&tracked, &tgid);
-	if (!group)
+	if (!tid)
 		return NULL;
-	fresh.group = *group;
-	fresh.tgid = tgid;
-	if (bpf_map_update_elem(&tasks, &tid, &fresh, BPF_NOEXIST) &&
-	    !bpf_map_lookup_elem(&tasks, &tid)) {
+	ts = slot_of(tid);
+	if (!ts) {
 		__sync_fetch_and_add(&nr_dropped, 1);
 		return NULL;
 	}
-	gs = group_of(fresh.group);
+	if (ts->tid == tid && ts->start_time == p->start_time)
+		return ts->group == UNTRACKED ? NULL : ts;
+	/* A new task in this slot (a pid is reused only by a later task). */
+	tgid = p->tgid;
+	group = bpf_map_lookup_elem(&tracked, &tgid);
+	__builtin_memset(ts, 0, sizeof(*ts));
+	ts->tid = tid;
+	ts->tgid = tgid;
+	ts->start_time = p->start_time;
+	if (!group) {
+		ts->group = UNTRACKED;
+		return NULL;
+	}
+	ts->group = *group;
+	gs = group_of(ts->group);
 	if (gs)
 		__sync_fetch_and_add(&gs->nr_tasks, 1);
-	return bpf_map_lookup_elem(&tasks, &tid);
+	return ts;
 }
 
-static void became_runnable(struct task_struct *p, u64 now)
+static __always_inline void became_runnable(struct task_struct *p)
 {
 	struct task_stat *ts = lookup(p);
 
 	if (!ts)
 		return;
-	__sync_fetch_and_add(&nr_events, 1);
+	ts->nr_events++;
 	/* A wakeup of a task that has not switched out yet (it was woken
 	 * before it got to sleep) does not start a wait: it is running. */
 	if (!ts->runnable_since && !ts->running_since)
-		ts->runnable_since = now;
+		ts->runnable_since = bpf_ktime_get_ns();
 }
 
 SEC("tp_btf/sched_wakeup")
 int BPF_PROG(on_wakeup, struct task_struct *p)
 {
-	became_runnable(p, bpf_ktime_get_ns());
+	became_runnable(p);
 	return 0;
 }
 
 SEC("tp_btf/sched_wakeup_new")
 int BPF_PROG(on_wakeup_new, struct task_struct *p)
 {
-	became_runnable(p, bpf_ktime_get_ns());
+	became_runnable(p);
 	return 0;
 }
 
@@ -226,40 +244,33 @@ SEC("tp_btf/sched_switch")
 int BPF_PROG(on_switch, bool preempt, struct task_struct *prev,
 	     struct task_struct *next, unsigned int prev_state)
 {
-	u64 now = bpf_ktime_get_ns();
-	struct task_stat *ts;
-	struct group_stat *gs;
+	struct task_stat *ps = lookup(prev), *ns = lookup(next);
+	u64 now = 0;
 
-	/* prev ran, so it was seen when it was switched in: no new entry. */
-	{
-		u32 tid = prev->pid;
-
-		ts = bpf_map_lookup_elem(&tasks, &tid);
-	}
-	if (ts) {
-		__sync_fetch_and_add(&nr_events, 1);
-		charge_run(ts, now);
+	/* The clock is read only for tracked tasks (and no test combines the
+	 * two pointers: the verifier refuses arithmetic on them). */
+	if (ps) {
+		now = bpf_ktime_get_ns();
+		ps->nr_events++;
+		charge_run(ps, now);
 		/* Preempted, or yielding: still on the runqueue, waiting from
 		 * now. Otherwise it sleeps, and no wait is open. */
-		ts->runnable_since = (preempt || prev_state == 0) ? now : 0;
+		ps->runnable_since = (preempt || prev_state == 0) ? now : 0;
 	}
+	if (ns) {
+		u64 since = ns->runnable_since;
 
-	ts = lookup(next);
-	if (ts) {
-		u64 since = ts->runnable_since;
-
-		__sync_fetch_and_add(&nr_events, 1);
-		ts->running_since = now;
-		ts->runnable_since = 0;
+		if (!now)
+			now = bpf_ktime_get_ns();
+		ns->nr_events++;
+		ns->running_since = now;
+		ns->runnable_since = 0;
 		if (since && since <= now) {
 			u64 wait = now - since;
-			u32 g = ts->group;
+			u32 g = ns->group;
 
-			if (wait > ts->max_wait)
-				ts->max_wait = wait;
-			gs = group_of(g);
-			if (gs)
-				atomic_max(&gs->max_wait_all, wait);
+			if (wait > ns->max_wait)
+				ns->max_wait = wait;
 			if (now >= window_start && now < window_end && g < MAX_GROUPS) {
 				u32 idx = g * NR_BUCKETS + bucket_of(wait);
 
@@ -267,13 +278,10 @@ int BPF_PROG(on_switch, bool preempt, struct task_struct *prev,
 					barrier_var(idx);
 					__sync_fetch_and_add(&hist[idx], 1);
 				}
-				ts->nr_waits++;
-				ts->wait_ns += wait;
-				if (gs) {
-					__sync_fetch_and_add(&gs->nr_waits, 1);
-					__sync_fetch_and_add(&gs->wait_ns, wait);
-					atomic_max(&gs->max_wait, wait);
-				}
+				ns->nr_waits++;
+				ns->wait_ns += wait;
+				if (wait > ns->max_wait_window)
+					ns->max_wait_window = wait;
 			}
 		}
 	}
@@ -298,14 +306,30 @@ SEC("tp_btf/sched_process_exit")
 int BPF_PROG(on_exit, struct task_struct *p)
 {
 	u32 tid = p->pid, tgid = p->tgid;
-	struct task_stat *ts = bpf_map_lookup_elem(&tasks, &tid);
+	struct task_stat *ts = slot_of(tid);
+	struct group_stat *gs;
 
-	if (!ts)
+	if (!ts || ts->tid != tid || ts->start_time != p->start_time)
 		return 0;
-	charge_run(ts, bpf_ktime_get_ns());
-	bpf_map_delete_elem(&tasks, &tid);
+	if (ts->group != UNTRACKED) {
+		charge_run(ts, bpf_ktime_get_ns());
+		gs = group_of(ts->group);
+		if (gs) {
+			__sync_fetch_and_add(&gs->nr_waits, ts->nr_waits);
+			__sync_fetch_and_add(&gs->wait_ns, ts->wait_ns);
+			__sync_fetch_and_add(&gs->run_ns, ts->run_ns);
+			__sync_fetch_and_add(&gs->run_ns_window, ts->run_ns_window);
+			__sync_fetch_and_add(&gs->nr_events, ts->nr_events);
+			atomic_max(&gs->max_wait, ts->max_wait_window);
+			atomic_max(&gs->max_wait_all, ts->max_wait);
+		}
+	}
+	/* Its sums are in its group now. Its last switch-out still comes and
+	 * finds it untracked; the next task with this pid has another
+	 * start_time and starts afresh. */
+	ts->group = UNTRACKED;
 	/* A process is gone: forget its tgid, so a fork storm does not fill
-	 * `tracked` (its last switch-out finds no entry and creates none). */
+	 * `tracked`. */
 	if (tid == tgid)
 		bpf_map_delete_elem(&tracked, &tgid);
 	return 0;
