@@ -20,6 +20,7 @@ pub mod progress;
 pub mod report;
 pub mod scenario;
 pub mod scheduler;
+pub mod stats;
 pub mod units;
 pub mod vm;
 pub mod vng;

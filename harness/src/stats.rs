@@ -1,0 +1,453 @@
+//! Statistics for A/B comparisons: medians, a bootstrap confidence
+//! interval of the ratio of medians, the Mann-Whitney U test, and the
+//! verdict that combines them with a noise threshold. Pure and
+//! deterministic (the bootstrap's random stream is seeded).
+
+use serde::{Deserialize, Serialize};
+
+/// The median (mean of the middle two for an even count). NaN when empty.
+pub fn median(xs: &[f64]) -> f64 {
+    if xs.is_empty() {
+        return f64::NAN;
+    }
+    let mut v = xs.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// A small deterministic random stream (splitmix64).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// The percentile bootstrap interval of median(b) / median(a) at level
+/// `1 - alpha`, from `resamples` resamples of each side, with `seed`.
+/// None when a side is empty or a resampled baseline median is 0.
+pub fn bootstrap_ratio_ci(
+    a: &[f64],
+    b: &[f64],
+    alpha: f64,
+    resamples: usize,
+    seed: u64,
+) -> Option<(f64, f64)> {
+    if a.is_empty() || b.is_empty() {
+        return None;
+    }
+    let mut rng = Rng(seed);
+    let mut ratios = Vec::with_capacity(resamples);
+    let mut ra = vec![0.0; a.len()];
+    let mut rb = vec![0.0; b.len()];
+    for _ in 0..resamples {
+        for x in ra.iter_mut() {
+            *x = a[rng.below(a.len())];
+        }
+        for x in rb.iter_mut() {
+            *x = b[rng.below(b.len())];
+        }
+        let ma = median(&ra);
+        if ma == 0.0 {
+            return None;
+        }
+        ratios.push(median(&rb) / ma);
+    }
+    ratios.sort_by(|x, y| x.total_cmp(y));
+    let at = |q: f64| {
+        let i = ((q * (ratios.len() - 1) as f64).round() as usize).min(ratios.len() - 1);
+        ratios[i]
+    };
+    Some((at(alpha / 2.0), at(1.0 - alpha / 2.0)))
+}
+
+/// The two-sided Mann-Whitney U test of `a` against `b`: the statistic U of
+/// `a` and the p-value. Exact (the distribution of U by counting) when the
+/// samples are small and have no ties; otherwise the normal approximation
+/// with tie correction and continuity correction, as SciPy's
+/// `mannwhitneyu(..., method="asymptotic")`.
+pub fn mann_whitney(a: &[f64], b: &[f64]) -> Option<(f64, f64)> {
+    let (n1, n2) = (a.len(), b.len());
+    if n1 == 0 || n2 == 0 {
+        return None;
+    }
+    // Ranks of the pooled samples, ties sharing their mean rank.
+    let mut pooled: Vec<(f64, usize)> = a
+        .iter()
+        .map(|x| (*x, 0))
+        .chain(b.iter().map(|x| (*x, 1)))
+        .collect();
+    pooled.sort_by(|x, y| x.0.total_cmp(&y.0));
+    let n = pooled.len();
+    let mut ranks = vec![0.0; n];
+    let mut tie_term = 0.0;
+    let mut i = 0;
+    while i < n {
+        let mut j = i;
+        while j + 1 < n && pooled[j + 1].0 == pooled[i].0 {
+            j += 1;
+        }
+        let r = (i + j) as f64 / 2.0 + 1.0;
+        for k in ranks.iter_mut().take(j + 1).skip(i) {
+            *k = r;
+        }
+        let t = (j - i + 1) as f64;
+        tie_term += t * t * t - t;
+        i = j + 1;
+    }
+    let r1: f64 = pooled
+        .iter()
+        .zip(&ranks)
+        .filter(|(p, _)| p.1 == 0)
+        .map(|(_, r)| r)
+        .sum();
+    let u1 = r1 - (n1 * (n1 + 1)) as f64 / 2.0;
+    let (f1, f2) = (n1 as f64, n2 as f64);
+    if tie_term == 0.0 && n1 * n2 <= 2500 && n1 <= 50 && n2 <= 50 {
+        return Some((u1, exact_p(n1, n2, u1)));
+    }
+    let mu = f1 * f2 / 2.0;
+    let nn = f1 + f2;
+    let sigma = (f1 * f2 / 12.0 * ((nn + 1.0) - tie_term / (nn * (nn - 1.0)))).sqrt();
+    if sigma == 0.0 {
+        return Some((u1, 1.0));
+    }
+    let z = ((u1 - mu).abs() - 0.5).max(0.0) / sigma;
+    Some((u1, (2.0 * normal_sf(z)).min(1.0)))
+}
+
+/// P(|U - mean| >= |u - mean|) for samples of sizes n1, n2 without ties,
+/// from the exact distribution of U (counts of orderings by their U).
+fn exact_p(n1: usize, n2: usize, u: f64) -> f64 {
+    // row[j][s], for the current i: orderings of i values of `a` and j of
+    // `b` in which the number of (a, b) pairs with a > b is s. Appending an
+    // `a` after j values of `b` adds j pairs; appending a `b` adds none. One
+    // row is kept (memory (n2 + 1) x (n1 n2 + 1)).
+    let max_u = n1 * n2;
+    let mut row = vec![vec![0f64; max_u + 1]; n2 + 1];
+    for i in 0..=n1 {
+        for j in 0..=n2 {
+            let mut next = vec![0f64; max_u + 1];
+            if i == 0 && j == 0 {
+                next[0] = 1.0;
+            }
+            if i > 0 {
+                // Last element an `a` (row[j] still holds i - 1).
+                for (n, r) in next[j..].iter_mut().zip(&row[j]) {
+                    *n += r;
+                }
+            }
+            if j > 0 {
+                // Last element a `b` (row[j - 1] already holds i).
+                for (n, r) in next.iter_mut().zip(&row[j - 1]) {
+                    *n += r;
+                }
+            }
+            row[j] = next;
+        }
+    }
+    let dist = &row[n2];
+    let total: f64 = dist.iter().sum();
+    let mean = (n1 * n2) as f64 / 2.0;
+    let d = (u - mean).abs();
+    let tail: f64 = dist
+        .iter()
+        .enumerate()
+        .filter(|(s, _)| (*s as f64 - mean).abs() >= d - 1e-9)
+        .map(|(_, c)| c)
+        .sum();
+    (tail / total).min(1.0)
+}
+
+/// The standard normal survival function, 1 - Phi(z), to about 1e-7
+/// (Abramowitz and Stegun 7.1.26 on erfc, with the series near 0 avoided
+/// by its accuracy there).
+pub fn normal_sf(z: f64) -> f64 {
+    0.5 * erfc(z / std::f64::consts::SQRT_2)
+}
+
+fn erfc(x: f64) -> f64 {
+    // Numerical Recipes' erfcc: fractional error below 1.2e-7 everywhere.
+    let z = x.abs();
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let r = t
+        * (-z * z - 1.265_512_23
+            + t * (1.000_023_68
+                + t * (0.374_091_96
+                    + t * (0.096_784_18
+                        + t * (-0.186_288_06
+                            + t * (0.278_868_07
+                                + t * (-1.135_203_98
+                                    + t * (1.488_515_87
+                                        + t * (-0.822_152_23 + t * 0.170_872_77)))))))))
+            .exp();
+    if x >= 0.0 {
+        r
+    } else {
+        2.0 - r
+    }
+}
+
+/// Which way is better for a metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Better {
+    Lower,
+    Higher,
+    /// Neither way is better (a CPU share): a change is only "changed".
+    Neither,
+}
+
+/// The outcome of comparing one metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Better,
+    Worse,
+    /// A significant change beyond the noise in a metric with no better
+    /// direction.
+    Changed,
+    /// The difference is not significant, or smaller than the noise
+    /// threshold.
+    NoDifference,
+    /// Not enough samples to say.
+    Unclear,
+}
+
+impl Verdict {
+    pub fn label(self) -> &'static str {
+        match self {
+            Verdict::Better => "better",
+            Verdict::Worse => "WORSE",
+            Verdict::Changed => "changed",
+            Verdict::NoDifference => "no significant difference",
+            Verdict::Unclear => "unclear (too few samples)",
+        }
+    }
+}
+
+/// One metric compared.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Comparison {
+    pub median_a: f64,
+    pub median_b: f64,
+    /// median(b) / median(a).
+    pub ratio: f64,
+    pub ci_low: f64,
+    pub ci_high: f64,
+    pub p_value: f64,
+    pub verdict: Verdict,
+}
+
+/// Compares baseline `a` with candidate `b`: a change is `Better` or
+/// `Worse` only when the Mann-Whitney p-value is below `alpha` AND the
+/// whole confidence interval of the ratio lies beyond the noise threshold
+/// (e.g. 0.05: a change under 5% is never a verdict). `Unclear` when either
+/// side has fewer than 3 samples.
+pub fn compare(
+    a: &[f64],
+    b: &[f64],
+    better: Better,
+    alpha: f64,
+    noise: f64,
+    seed: u64,
+) -> Comparison {
+    let (ma, mb) = (median(a), median(b));
+    let ratio = if ma != 0.0 { mb / ma } else { f64::NAN };
+    let ci = bootstrap_ratio_ci(a, b, alpha, 2000, seed).unwrap_or((f64::NAN, f64::NAN));
+    let p = mann_whitney(a, b).map_or(1.0, |(_, p)| p);
+    let verdict = if a.len() < 3 || b.len() < 3 || !ratio.is_finite() {
+        Verdict::Unclear
+    } else if p < alpha && ci.0 > 1.0 + noise {
+        match better {
+            Better::Higher => Verdict::Better,
+            Better::Lower => Verdict::Worse,
+            Better::Neither => Verdict::Changed,
+        }
+    } else if p < alpha && ci.1 < 1.0 - noise {
+        match better {
+            Better::Higher => Verdict::Worse,
+            Better::Lower => Verdict::Better,
+            Better::Neither => Verdict::Changed,
+        }
+    } else {
+        Verdict::NoDifference
+    };
+    Comparison {
+        median_a: ma,
+        median_b: mb,
+        ratio,
+        ci_low: ci.0,
+        ci_high: ci.1,
+        p_value: p,
+        verdict,
+    }
+}
+
+/// True when more samples cannot change the verdict much: the interval is
+/// inside the noise band (no difference), or wholly beyond it with a small
+/// p-value (a difference).
+pub fn settled(c: &Comparison, noise: f64) -> bool {
+    match c.verdict {
+        Verdict::Better | Verdict::Worse | Verdict::Changed => true,
+        Verdict::NoDifference => c.ci_low >= 1.0 - noise && c.ci_high <= 1.0 + noise,
+        Verdict::Unclear => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f64, b: f64, tol: f64) -> bool {
+        (a - b).abs() <= tol
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(&[]).is_nan());
+    }
+
+    /// Reference values from SciPy 1.17.1, computed independently with
+    /// scipy.stats.mannwhitneyu(a, b, alternative="two-sided", method=M).
+    #[test]
+    fn mann_whitney_matches_scipy() {
+        let check = |a: &[f64], b: &[f64], u_ref: f64, p_ref: f64, tol: f64| {
+            let (u, p) = mann_whitney(a, b).unwrap();
+            assert_eq!(u, u_ref, "U of {a:?} vs {b:?}");
+            assert!(
+                close(p, p_ref, tol),
+                "p of {a:?} vs {b:?}: {p}, SciPy {p_ref}"
+            );
+        };
+        // method="exact"
+        check(
+            &[1.0, 2.0, 3.0, 4.0, 5.0],
+            &[6.0, 7.0, 8.0, 9.0, 10.0],
+            0.0,
+            0.007_936_507_936_507_936,
+            1e-12,
+        );
+        check(
+            &[1.0, 4.0, 5.0, 8.0, 9.0],
+            &[2.0, 3.0, 6.0, 7.0, 10.0],
+            12.0,
+            1.0,
+            1e-12,
+        );
+        let a = [
+            1.1, 2.2, 3.3, 4.4, 5.5, 6.6, 7.7, 8.8, 9.9, 10.1, 11.2, 12.3,
+        ];
+        let b = [
+            3.5, 4.6, 8.1, 9.2, 13.4, 14.5, 15.6, 16.7, 17.8, 18.9, 19.1, 20.3,
+        ];
+        check(&a, &b, 26.0, 0.006_811_737_192_676_754, 1e-12);
+        // method="asymptotic" (ties force it here: tie and continuity
+        // corrections), and a sample too large for the exact method.
+        check(
+            &[1.0, 2.0, 2.0, 3.0, 3.0, 3.0],
+            &[3.0, 4.0, 4.0, 5.0, 5.0, 6.0],
+            1.5,
+            0.008_732_768_512_539_242,
+            1e-7,
+        );
+        let a: Vec<f64> = (0..60).map(f64::from).collect();
+        let b: Vec<f64> = a.iter().map(|x| x + 20.5).collect();
+        check(&a, &b, 780.0, 8.747_567_722_893_498e-8, 1e-9);
+        assert_eq!(mann_whitney(&[], &[1.0]), None);
+    }
+
+    /// SciPy 1.17.1: scipy.stats.bootstrap((a, b), median(y)/median(x),
+    /// paired=False, method="percentile", n_resamples=50000) gave
+    /// [1.14159, 1.28440] and [1.14159, 1.28302] with two seeds.
+    #[test]
+    fn bootstrap_matches_scipy() {
+        let a: Vec<f64> = (0..25).map(|i| f64::from(100 + (i * 37) % 23)).collect();
+        let b: Vec<f64> = (0..25).map(|i| f64::from(120 + (i * 41) % 29)).collect();
+        let (lo, hi) = bootstrap_ratio_ci(&a, &b, 0.05, 50_000, 3).unwrap();
+        assert!(
+            close(lo, 1.141_59, 0.01) && close(hi, 1.2837, 0.01),
+            "[{lo}, {hi}]"
+        );
+    }
+
+    #[test]
+    fn normal_tail() {
+        assert!(close(normal_sf(0.0), 0.5, 1e-7));
+        assert!(close(normal_sf(1.959_963_985), 0.025, 1e-7));
+        assert!(close(normal_sf(-1.0), 0.841_344_746, 1e-7));
+    }
+
+    #[test]
+    fn bootstrap_interval_covers_the_true_ratio_and_is_reproducible() {
+        let a: Vec<f64> = (0..30).map(|i| 100.0 + (i % 7) as f64).collect();
+        let b: Vec<f64> = a.iter().map(|x| x * 1.5).collect();
+        let ci = bootstrap_ratio_ci(&a, &b, 0.05, 2000, 1).unwrap();
+        assert!(ci.0 <= 1.5 && ci.1 >= 1.5, "{ci:?}");
+        assert!(ci.1 - ci.0 < 0.1, "{ci:?}");
+        assert_eq!(ci, bootstrap_ratio_ci(&a, &b, 0.05, 2000, 1).unwrap());
+    }
+
+    #[test]
+    fn verdicts_need_significance_and_a_change_beyond_the_noise() {
+        let base: Vec<f64> = (0..10).map(|i| 10.0 + i as f64 * 0.1).collect();
+        let slower: Vec<f64> = base.iter().map(|x| x * 2.0).collect();
+        let c = compare(&base, &slower, Better::Lower, 0.05, 0.05, 7);
+        assert_eq!(c.verdict, Verdict::Worse, "{c:?}");
+        assert!(c.ci_low > 1.0);
+        let c = compare(&base, &slower, Better::Higher, 0.05, 0.05, 7);
+        assert_eq!(c.verdict, Verdict::Better);
+        // 1% slower, significant but under the 5% noise threshold.
+        let tiny: Vec<f64> = base.iter().map(|x| x * 1.01).collect();
+        assert_eq!(
+            compare(&base, &tiny, Better::Lower, 0.05, 0.05, 7).verdict,
+            Verdict::NoDifference
+        );
+        assert_eq!(
+            compare(&base[..2], &slower[..2], Better::Lower, 0.05, 0.05, 7).verdict,
+            Verdict::Unclear
+        );
+    }
+
+    /// A/A: samples from one distribution are called different at about the
+    /// rate alpha (here: at most 2 x alpha over 400 comparisons, with no
+    /// noise threshold to hide behind).
+    #[test]
+    fn a_a_comparisons_are_rarely_called_different() {
+        let mut rng = Rng(42);
+        let mut draw = |n: usize| -> Vec<f64> {
+            (0..n)
+                .map(|_| {
+                    // Sum of 4 uniforms: roughly normal, and with a tail.
+                    (0..4).map(|_| (rng.next() % 10_000) as f64).sum::<f64>()
+                })
+                .collect()
+        };
+        let trials = 400;
+        let mut different = 0;
+        for i in 0..trials {
+            let (a, b) = (draw(10), draw(10));
+            if compare(&a, &b, Better::Lower, 0.05, 0.0, i).verdict != Verdict::NoDifference {
+                different += 1;
+            }
+        }
+        let rate = different as f64 / trials as f64;
+        assert!(rate <= 0.10, "A/A called different {rate:.3} of the time");
+    }
+}
