@@ -9,6 +9,10 @@
 //! - `soak [RUNS] [ARGS...]` runs `scx-harness run ARGS` RUNS times (default
 //!   10) and prints the tally of verdicts per cell: the false-failure check
 //!   of the bundled scenarios.
+//! - `nightly [ARGS...]` runs the full matrix (suite `nightly`) three times
+//!   per cell, records it in the results database ($SCX_HARNESS_DB or the
+//!   default) and checks every cell against its recent history: non-zero,
+//!   naming the cells that regressed or failed, with the evidence.
 //!
 //! Tasks are written with xshell: arguments are interpolated without a shell
 //! and a failing command fails the task.
@@ -40,6 +44,10 @@ const PACKAGES: &[(&str, &str)] = &[
         "the default kernel source (has CONFIG_SCHED_CLASS_EXT)",
     ),
     ("python3-venv", "the virtualenv that holds virtme-ng"),
+    (
+        "chromium",
+        "renders the HTML report in a test (headless), to check its plots",
+    ),
     (
         "stress-ng",
         "external load for scenarios' `command` work (runs in the guest)",
@@ -94,8 +102,12 @@ fn main() -> Result<()> {
             test(&sh, &args[1..])
         }
         Some("soak") => soak(&sh, &root, &args[1..]),
+        Some("nightly") => {
+            setup(&sh)?;
+            nightly(&sh, &root, &args[1..])
+        }
         _ => {
-            eprintln!("usage: cargo ci setup|kernel|run|test|soak [ARGS...]");
+            eprintln!("usage: cargo ci setup|kernel|run|test|soak|nightly [ARGS...]");
             bail!("unknown task {:?}", args.first())
         }
     }
@@ -228,6 +240,46 @@ fn test(sh: &Shell, extra: &[String]) -> Result<()> {
     )
     .run()?;
     Ok(())
+}
+
+/// The nightly job on one machine: the full matrix, three samples per
+/// cell, recorded and checked against history. (On several runners, the
+/// matrix tests run partitioned by nextest instead; see ci/nightly.yml.)
+fn nightly(sh: &Shell, root: &std::path::Path, args: &[String]) -> Result<()> {
+    step("nightly: the full matrix, 3 runs per cell, recorded");
+    cmd!(sh, "cargo build --release -p scx-harness").run()?;
+    let harness = root.join("target/release/scx-harness");
+    let stamp = cmd!(sh, "date -u +%Y%m%d-%H%M%S").read()?;
+    let dir = root
+        .join("scx-runs")
+        .join(format!("nightly-{}", stamp.trim()));
+    let db = std::env::var("SCX_HARNESS_DB")
+        .unwrap_or_else(|_| data_dir().join("history.sqlite").display().to_string());
+    // Failing cells still get recorded and checked; the verdict comes last.
+    let ran = cmd!(
+        sh,
+        "{harness} run --suite nightly --repeat 3 --out {dir} --record {db} {args...}"
+    )
+    .run();
+    step("nightly: each cell against its history");
+    let checked = cmd!(sh, "{harness} history check {dir} --db {db}").run();
+    match (ran, checked) {
+        (Ok(()), Ok(())) => Ok(()),
+        (ran, checked) => bail!(
+            "nightly: {}{}; results in {}",
+            if ran.is_err() {
+                "cells failed or could not be measured"
+            } else {
+                "every cell ran"
+            },
+            if checked.is_err() {
+                ", and cells regressed against their history"
+            } else {
+                ""
+            },
+            dir.display()
+        ),
+    }
 }
 
 /// Runs the matrix `runs` times in a row and tallies the verdicts per cell.

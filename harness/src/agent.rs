@@ -27,6 +27,8 @@ use crate::workload::{GroupOutcome, GroupSpec};
 
 /// How often the probe is scanned for stalls.
 const SCAN: Duration = Duration::from_millis(20);
+/// How often the groups' CPU time is sampled for the timeline.
+const TIMELINE_STEP: Duration = Duration::from_millis(250);
 /// From the agent's "go" to the common start time of the groups.
 const START_DELAY: Duration = Duration::from_millis(200);
 /// How long group processes get, past their stop time, to write their
@@ -42,7 +44,37 @@ pub struct AgentSpec {
     pub scheduler: GuestSpec,
     /// Run the scenario under the fair class first, in the same VM.
     pub baseline: bool,
+    /// The scenario's scheduler swaps, resolved to what to start.
+    #[serde(default)]
+    pub swaps: Vec<SwapPlan>,
 }
+
+/// One scheduler swap of the scheduler pass.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SwapPlan {
+    /// From t0.
+    pub at_ns: u64,
+    pub to: GuestSpec,
+}
+
+/// What happened at a swap.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwapEvent {
+    /// When it began, from t0.
+    pub at_ns: u64,
+    pub to: String,
+    /// From the swap's start to the new scheduler attached (None: it did
+    /// not attach; the tasks ran on the fair class).
+    pub attach_ms: Option<u64>,
+    /// The longest wait of any task that ended from the swap's start until
+    /// one second after the attach.
+    pub max_delay_ns: u64,
+    /// Why it did not attach, when it did not.
+    pub why: String,
+}
+
+/// How long after an attach the spike of a swap is still watched.
+const SPIKE_AFTER: Duration = Duration::from_secs(1);
 
 impl AgentSpec {
     /// The tightest stall bound of the scenario's checks, if any.
@@ -119,6 +151,13 @@ pub struct Pass {
     /// Task entries the probe could not create: the measurement is
     /// incomplete when this is not 0.
     pub probe_dropped: u64,
+    /// The scheduler swaps of this pass, in order.
+    #[serde(default)]
+    pub swaps: Vec<SwapEvent>,
+    /// CPU time per group over the pass: (ns since t0, cumulative CPU ns
+    /// of each group), every TIMELINE_STEP.
+    #[serde(default)]
+    pub timeline: Vec<(u64, Vec<u64>)>,
     /// Problems that make the pass's numbers untrustworthy.
     pub errors: Vec<String>,
 }
@@ -131,14 +170,25 @@ impl Pass {
     pub fn window(&self) -> Duration {
         Duration::from_nanos(self.window_end_ns.saturating_sub(self.window_start_ns))
     }
+
+    /// A group's CPU time in the window as a fraction of the VM's CPU time
+    /// in the window (`cpus` vCPUs): 1.0 is every CPU all the time.
+    pub fn cpu_share(&self, g: &GroupResult, cpus: u32) -> f64 {
+        let total = self.window().as_nanos() as f64 * f64::from(cpus.max(1));
+        g.probe.run_ns_window as f64 / total.max(1.0)
+    }
 }
 
 /// What the agent writes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentOutput {
     pub passes: Vec<Pass>,
-    /// The scheduler's lifecycle report (for the fair class: a trivial one).
+    /// The scheduler's lifecycle report (for the fair class: a trivial one);
+    /// with swaps, the last scheduler's.
     pub scheduler: Option<Report>,
+    /// Reports of the schedulers detached by swaps, in order.
+    #[serde(default)]
+    pub swapped_out: Vec<Report>,
     /// Set when the agent could not do its job; no pass then counts.
     pub error: Option<String>,
 }
@@ -153,39 +203,215 @@ impl AgentOutput {
 /// half-way (the error is then in it).
 pub fn run(spec: &AgentSpec, out: &Path) -> Result<AgentOutput> {
     let dir = out.parent().unwrap_or(Path::new("/tmp")).to_path_buf();
-    let mut output = AgentOutput {
-        passes: Vec::new(),
-        scheduler: None,
-        error: None,
-    };
-    if let Err(e) = run_into(spec, &dir, &mut output) {
-        output.error = Some(format!("{e:#}"));
-    }
+    let mut probe = None;
+    let output = run_cell(spec, &dir, &mut probe, &mut FairPasses::default());
     write_atomic(out, &serde_json::to_vec(&output)?)?;
     Ok(output)
 }
 
-fn run_into(spec: &AgentSpec, dir: &Path, output: &mut AgentOutput) -> Result<()> {
-    let cgroups = Cgroups::create(&spec.scenario)?;
-    let mut probe = Probe::load()?;
-    if spec.baseline {
-        let pass = run_pass(spec, "fair", Some(&mut probe), &cgroups, None, dir)?;
-        output.passes.push(pass);
-        probe.reset();
+/// Fair-class passes already run in this VM, by scenario hash: every cell
+/// of a scenario compares with the same one (hot-swap runs several
+/// schedulers on one scenario).
+#[derive(Default)]
+pub struct FairPasses(std::collections::HashMap<String, Pass>);
+
+/// Runs one cell with the VM's probe (loaded on first use) and writes
+/// nothing; an error is in the output.
+fn run_cell(
+    spec: &AgentSpec,
+    dir: &Path,
+    probe: &mut Option<Probe>,
+    fair: &mut FairPasses,
+) -> AgentOutput {
+    let mut output = AgentOutput {
+        passes: Vec::new(),
+        scheduler: None,
+        swapped_out: Vec::new(),
+        error: None,
+    };
+    if let Err(e) = run_into(spec, dir, probe, fair, &mut output) {
+        output.error = Some(format!("{e:#}"));
     }
-    let mut session = Session::start(&spec.scheduler, dir)?;
-    if session.attached() {
+    output
+}
+
+fn run_into(
+    spec: &AgentSpec,
+    dir: &Path,
+    probe: &mut Option<Probe>,
+    fair: &mut FairPasses,
+    output: &mut AgentOutput,
+) -> Result<()> {
+    let cgroups = Cgroups::create(&spec.scenario)?;
+    if probe.is_none() {
+        *probe = Some(Probe::load()?);
+    }
+    let probe = probe.as_mut().expect("loaded above");
+    probe.reset();
+    if spec.baseline {
+        let key = spec.scenario.hash();
+        let pass = match fair.0.get(&key) {
+            Some(p) => p.clone(),
+            None => {
+                let p = run_pass(spec, "fair", Some(&mut *probe), &cgroups, None, dir)?;
+                probe.reset();
+                fair.0.insert(key, p.clone());
+                p
+            }
+        };
+        output.passes.push(pass);
+    }
+    let session = Session::start(&spec.scheduler, dir)?;
+    let mut swapping = Swapping {
+        current: Some(session),
+        out: Vec::new(),
+        next: 0,
+    };
+    if swapping.current.as_ref().is_some_and(Session::attached) {
         let pass = run_pass(
             spec,
             "scheduler",
-            Some(&mut probe),
+            Some(&mut *probe),
             &cgroups,
-            Some(&mut session),
+            Some(&mut swapping),
             dir,
         )?;
         output.passes.push(pass);
     }
-    output.scheduler = Some(session.finish(None));
+    output.swapped_out = swapping.out;
+    output.scheduler = swapping.current.map(|s| s.finish(None));
+    Ok(())
+}
+
+/// The scheduler pass's sessions: the one attached now, and the reports of
+/// those swapped out.
+struct Swapping {
+    current: Option<Session>,
+    out: Vec<Report>,
+    /// The next swap of the spec to do.
+    next: usize,
+}
+
+/// A swap under way: watching the spike until `until`.
+struct OpenSwap {
+    event: SwapEvent,
+    until: u64,
+}
+
+impl Swapping {
+    /// Does the swap that is due at `now`, if one is: detaches the current
+    /// scheduler (the tasks run on the fair class meanwhile) and attaches
+    /// the next, watching the waits around it.
+    fn swap_if_due(
+        &mut self,
+        spec: &AgentSpec,
+        t0: u64,
+        now: u64,
+        probe: &mut Probe,
+        dir: &Path,
+    ) -> Option<OpenSwap> {
+        let plan = spec.swaps.get(self.next)?;
+        if now < t0 + plan.at_ns {
+            return None;
+        }
+        self.next += 1;
+        probe.spike_begin(now);
+        if let Some(old) = self.current.take() {
+            self.out.push(old.finish(None));
+        }
+        let started = now_ns();
+        let (attach_ms, why) = match Session::start(&plan.to, dir) {
+            Ok(s) if s.attached() => {
+                self.current = Some(s);
+                (Some((now_ns() - started) / 1_000_000), String::new())
+            }
+            Ok(s) => {
+                let r = s.finish(None);
+                let why = r.verdict.why().to_string();
+                self.out.push(r);
+                (None, why)
+            }
+            Err(e) => (None, format!("{e:#}")),
+        };
+        Some(OpenSwap {
+            event: SwapEvent {
+                at_ns: now.saturating_sub(t0),
+                to: plan.to.name.clone(),
+                attach_ms,
+                max_delay_ns: 0,
+                why,
+            },
+            until: now_ns() + SPIKE_AFTER.as_nanos() as u64,
+        })
+    }
+}
+
+/// Several cells run one after the other in one VM, attaching and
+/// detaching their schedulers without a reboot (hot-swap).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchSpec {
+    pub cells: Vec<BatchCell>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchCell {
+    /// `scheduler/scenario`, for markers and people.
+    pub id: String,
+    pub spec: AgentSpec,
+}
+
+/// Where cell `i` of a batch keeps its files in the shared directory.
+pub fn cell_dir(shared: &Path, i: usize) -> PathBuf {
+    shared.join("cells").join(i.to_string())
+}
+
+/// The console marker lines around cell `i` (written to the kernel log, so
+/// the host can cut each cell's part out of the console).
+pub fn marker(i: usize, id: &str, what: &str) -> String {
+    format!("scx-harness: cell {i} {id} {what}")
+}
+
+/// Turns the kernel's trace buffer off: the trace events `vm::BOOT_ARGS`
+/// enables are there to pin their tracepoints' static calls, not to
+/// record, and with the buffer off each costs one check. Mounts tracefs if
+/// nothing has. A failure is logged, not fatal (the events then record
+/// into a ring buffer, a small cost).
+pub fn quiet_tracing() {
+    let dir = Path::new("/sys/kernel/tracing");
+    if !dir.join("tracing_on").exists() {
+        let _ = std::process::Command::new("mount")
+            .args(["-t", "tracefs", "nodev"])
+            .arg(dir)
+            .status();
+    }
+    if let Err(e) = std::fs::write(dir.join("tracing_on"), "0") {
+        tracing::warn!(
+            "cannot turn the trace buffer off ({}): {e}",
+            dir.join("tracing_on").display()
+        );
+    }
+}
+
+fn kmsg(line: &str) {
+    if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open("/dev/kmsg") {
+        let _ = writeln!(f, "{line}");
+    }
+}
+
+/// Runs the batch: each cell's output goes to `cells/I/agent.json` as soon
+/// as the cell ends, so a kernel crash later keeps the finished ones.
+pub fn run_batch(batch: &BatchSpec, shared: &Path) -> Result<()> {
+    let mut probe = None;
+    let mut fair = FairPasses::default();
+    for (i, cell) in batch.cells.iter().enumerate() {
+        let dir = cell_dir(shared, i);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        write_atomic(&dir.join("started"), b"")?;
+        kmsg(&marker(i, &cell.id, "begins"));
+        let output = run_cell(&cell.spec, &dir, &mut probe, &mut fair);
+        kmsg(&marker(i, &cell.id, "ends"));
+        write_atomic(&dir.join("agent.json"), &serde_json::to_vec(&output)?)?;
+    }
     Ok(())
 }
 
@@ -195,6 +421,10 @@ struct Cgroups {
     base: Option<PathBuf>,
     /// group index -> its cgroup directory
     dirs: Vec<Option<PathBuf>>,
+    /// True if the cpu controller was off at the root before: it is turned
+    /// off again afterwards, so the next cell runs as the first did (with
+    /// it left on, wakeup latency on an idle VM tripled under sched_ext).
+    root_cpu_was_off: bool,
 }
 
 impl Cgroups {
@@ -203,9 +433,14 @@ impl Cgroups {
             return Ok(Cgroups {
                 base: None,
                 dirs: vec![None; s.groups.len()],
+                root_cpu_was_off: false,
             });
         }
         let root = Path::new(CGROUP_ROOT);
+        let root_cpu_was_off = !std::fs::read_to_string(root.join("cgroup.subtree_control"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .any(|c| c == "cpu");
         let base = root.join("scx-harness");
         let enable = |dir: &Path| -> Result<()> {
             std::fs::write(dir.join("cgroup.subtree_control"), "+cpu").with_context(|| {
@@ -236,6 +471,7 @@ impl Cgroups {
         Ok(Cgroups {
             base: Some(base),
             dirs,
+            root_cpu_was_off,
         })
     }
 
@@ -255,6 +491,12 @@ impl Drop for Cgroups {
         }
         if let Some(b) = &self.base {
             let _ = std::fs::remove_dir(b);
+        }
+        if self.root_cpu_was_off {
+            let _ = std::fs::write(
+                Path::new(CGROUP_ROOT).join("cgroup.subtree_control"),
+                "-cpu",
+            );
         }
     }
 }
@@ -292,7 +534,7 @@ fn run_pass(
     label: &str,
     mut probe: Option<&mut Probe>,
     cgroups: &Cgroups,
-    mut session: Option<&mut Session>,
+    mut swapping: Option<&mut Swapping>,
     dir: &Path,
 ) -> Result<Pass> {
     let s = &spec.scenario;
@@ -356,10 +598,31 @@ fn run_pass(
         .filter(|_| probe.is_some());
     let mut stall = None;
     let mut errors = Vec::new();
+    let mut timeline = Vec::new();
+    let mut swaps: Vec<SwapEvent> = Vec::new();
+    let mut open_swap: Option<OpenSwap> = None;
+    let mut next_sample = t0;
     let mut now = now_ns();
     while now < window_end {
+        if let (Some(sw), Some(p)) = (swapping.as_deref_mut(), probe.as_deref_mut()) {
+            if open_swap.as_ref().is_some_and(|o| now >= o.until) {
+                let mut o = open_swap.take().expect("checked");
+                o.event.max_delay_ns = p.spike_end();
+                swaps.push(o.event);
+            }
+            if open_swap.is_none() {
+                open_swap = sw.swap_if_due(spec, t0, now, p, dir);
+            }
+        }
+        let tids = threads_of(running.iter().map(|r| r.child.id()));
+        if let (Some(p), true) = (probe.as_deref(), now >= next_sample) {
+            timeline.push((
+                now.saturating_sub(t0),
+                p.run_ns_by_group(s.groups.len(), &tids, now),
+            ));
+            next_sample = now + TIMELINE_STEP.as_nanos() as u64;
+        }
         if let Some(b) = bound {
-            let tids = threads_of(running.iter().map(|r| r.child.id()));
             let worst = probe
                 .as_deref()
                 .map(|p| p.waiting(now, &tids))
@@ -378,7 +641,7 @@ fn run_pass(
                 break;
             }
         }
-        if let Some(sess) = session.as_deref_mut() {
+        if let Some(sess) = swapping.as_deref_mut().and_then(|s| s.current.as_mut()) {
             sess.watch();
         }
         for r in &mut running {
@@ -398,6 +661,10 @@ fn run_pass(
         now = now_ns();
     }
     let ended = now_ns();
+    if let (Some(mut o), Some(p)) = (open_swap.take(), probe.as_deref_mut()) {
+        o.event.max_delay_ns = p.spike_end();
+        swaps.push(o.event);
+    }
     let (waiting, snapshot): (Vec<Waiting>, Snapshot) = match probe.as_deref() {
         Some(p) => (p.all_waiting(ended), p.snapshot(s.groups.len())),
         None => Default::default(),
@@ -409,7 +676,7 @@ fn run_pass(
         for r in &mut running {
             let _ = r.child.kill();
         }
-        if let Some(sess) = session {
+        if let Some(sess) = swapping.and_then(|s| s.current.as_mut()) {
             sess.stop();
         }
     }
@@ -475,6 +742,8 @@ fn run_pass(
             .collect(),
         probe_events: snapshot.nr_events,
         probe_dropped: snapshot.nr_dropped,
+        swaps,
+        timeline,
         errors,
     })
 }
@@ -491,6 +760,7 @@ pub struct BenchRound {
 /// and `rounds` times with no probe at all, interleaved (with, without,
 /// with, ...) so drift hits both alike (`scx-harness bench probe`).
 pub fn bench_probe(spec: &AgentSpec, rounds: usize, dir: &Path) -> Result<Vec<BenchRound>> {
+    // (Each round loads its own probe, so that "without" has none at all.)
     let cgroups = Cgroups::create(&spec.scenario)?;
     let mut out = Vec::new();
     for i in 0..rounds * 2 {

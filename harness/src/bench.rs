@@ -51,15 +51,7 @@ impl Timing {
     }
 }
 
-pub fn median(xs: &[f64]) -> f64 {
-    let mut v = xs.to_vec();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
+pub use crate::stats::median;
 
 pub fn boot(kernel: &Kernel, opts: &VmOpts, samples: usize, study: bool) -> Result<i32> {
     let vng = Vng::locate()?;
@@ -370,6 +362,7 @@ pub fn probe(
             start: None,
             stop: None,
         }],
+        swaps: vec![],
         checks: vec![],
     };
     let spec = AgentSpec {
@@ -383,6 +376,7 @@ pub fn probe(
             stop_grace_ms: 0,
         },
         baseline: false,
+        swaps: vec![],
     };
     let work = tempfile::Builder::new()
         .prefix("scx-harness-bench-probe-")
@@ -444,14 +438,101 @@ pub fn probe(
     Ok(0)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn median_of_odd_and_even() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
-        assert!(median(&[]).is_nan());
+/// `scx-harness bench hotswap`: the same cells run with a VM per cell and
+/// hot-swapped in one VM, each as a whole `scx-harness run` (build checks,
+/// boots, cells, reports), alternating which goes first from round to
+/// round. Prints the wall times, their ratio, and whether the verdicts
+/// agree; keeps both run directories.
+pub fn hotswap(
+    vm_args: &[String],
+    schedulers: &[String],
+    scenarios: &[String],
+    rounds: usize,
+) -> Result<i32> {
+    let exe = std::env::current_exe()?;
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let root = PathBuf::from("scx-runs").join(format!("bench-hotswap-{stamp}"));
+    std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+    let mut times: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut verdicts: [Vec<Vec<(String, String, String)>>; 2] = [Vec::new(), Vec::new()];
+    let names = ["vm-per-cell", "hot-swap"];
+    for round in 0..rounds {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for mode in order {
+            let out = root.join(format!("{}-{round}", names[mode]));
+            let mut cmd = std::process::Command::new(&exe);
+            cmd.arg("run").arg("--out").arg(&out).args(vm_args);
+            if mode == 0 {
+                cmd.arg("--vm-per-cell");
+            }
+            for s in schedulers {
+                cmd.args(["-s", s]);
+            }
+            cmd.args(scenarios).stdout(Stdio::null());
+            eprintln!("round {}/{rounds}: {} ...", round + 1, names[mode]);
+            let t = Instant::now();
+            let status = cmd.status().context("running scx-harness run")?;
+            let secs = t.elapsed().as_secs_f64();
+            let results = crate::report::load_run(&out)
+                .with_context(|| format!("{} wrote no results (exit {status})", out.display()))?;
+            eprintln!("  {:.1} s, {} cells, exit {status}", secs, results.len());
+            times[mode].push(secs);
+            verdicts[mode].push(
+                results
+                    .iter()
+                    .map(|r| {
+                        (
+                            r.scheduler.clone(),
+                            r.scenario.clone(),
+                            r.verdict.label().to_string(),
+                        )
+                    })
+                    .collect(),
+            );
+        }
     }
+    let (per_cell, hot) = (
+        crate::stats::median(&times[0]),
+        crate::stats::median(&times[1]),
+    );
+    println!(
+        "{} scheduler(s) x {} scenario(s), {rounds} round(s); run directories in {}",
+        schedulers.len(),
+        scenarios.len(),
+        root.display()
+    );
+    for (i, n) in names.iter().enumerate() {
+        let v: Vec<String> = times[i].iter().map(|t| format!("{t:.1}")).collect();
+        println!(
+            "  {n:<12} median {:7.1} s   samples [{}]",
+            crate::stats::median(&times[i]),
+            v.join(", ")
+        );
+    }
+    println!(
+        "  hot-swap / vm-per-cell = {:.2}x (target <= 0.5x)",
+        hot / per_cell
+    );
+    let mut disagree = 0;
+    for (a, b) in verdicts[0].iter().zip(&verdicts[1]) {
+        for x in a {
+            let y = b
+                .iter()
+                .find(|y| (&y.0, &y.1) == (&x.0, &x.1))
+                .map_or("missing", |y| y.2.as_str());
+            if x.2 != y {
+                disagree += 1;
+                println!(
+                    "  verdicts differ: {} / {}: {} per cell, {y} hot-swapped",
+                    x.0, x.1, x.2
+                );
+            }
+        }
+    }
+    if disagree == 0 {
+        println!("  verdicts agree in every cell of every round");
+    }
+    Ok(0)
 }

@@ -162,18 +162,32 @@ pub fn evaluate(ev: &Evidence) -> Vec<Outcome> {
                     out.push(missing(name, "a floor".into(), 0.0, &no_pass_why()));
                     continue;
                 };
+                // Iterations come from the group's own report, which a
+                // group stopped early (by the stall check) never writes:
+                // then the rate is not measured, rather than zero.
                 let rate = |p: &Pass| {
                     p.group(&t.group)
+                        .filter(|g| g.outcome.is_some())
                         .map(|g| g.iterations_window() as f64 / p.window().as_secs_f64().max(1e-9))
                 };
                 let observed = rate(m);
+                let unreported = || {
+                    format!(
+                        "group {} wrote no report of its iterations: it was stopped early (see the stall check) or crashed",
+                        t.group
+                    )
+                };
                 if let Some(floor) = t.min_per_sec {
                     out.push(at_least(
                         format!("{name} per second"),
                         observed,
                         floor,
                         |v| format!("{v:.0}/s"),
-                        String::new(),
+                        if observed.is_none() {
+                            unreported()
+                        } else {
+                            String::new()
+                        },
                     ));
                 }
                 if let Some(f) = t.min_of_fair {
@@ -183,7 +197,11 @@ pub fn evaluate(ev: &Evidence) -> Vec<Outcome> {
                             observed.map(|o| o / fr.max(1e-9)),
                             f,
                             |v| format!("{v:.2} x fair"),
-                            format!("fair class: {fr:.0}/s"),
+                            if observed.is_none() {
+                                format!("{}; fair class: {fr:.0}/s", unreported())
+                            } else {
+                                format!("fair class: {fr:.0}/s")
+                            },
                         )),
                         None => out.push(missing(
                             format!("{name} of fair"),
@@ -195,6 +213,50 @@ pub fn evaluate(ev: &Evidence) -> Vec<Outcome> {
                 }
             }
             Check::SchedulerHealthy(_) => out.push(healthy(ev)),
+            Check::Swap(sw) => {
+                let bound = sw.max_delay;
+                let Some(p) = main else {
+                    out.push(missing(
+                        "swap".into(),
+                        format!("<= {}", ms(bound)),
+                        bound.as_nanos() as f64,
+                        &no_pass_why(),
+                    ));
+                    continue;
+                };
+                if p.swaps.len() < s.swaps.len() {
+                    out.push(missing(
+                        "swap".into(),
+                        format!("<= {}", ms(bound)),
+                        bound.as_nanos() as f64,
+                        &format!(
+                            "{} of {} swaps happened before the run ended",
+                            p.swaps.len(),
+                            s.swaps.len()
+                        ),
+                    ));
+                }
+                for (i, e) in p.swaps.iter().enumerate() {
+                    let v = Duration::from_nanos(e.max_delay_ns);
+                    out.push(Outcome {
+                        name: format!(
+                            "swap {} to {} at {}",
+                            i + 1,
+                            e.to,
+                            format_duration(Duration::from_millis(e.at_ns / 1_000_000))
+                        ),
+                        pass: e.attach_ms.is_some() && v <= bound,
+                        observed: ms(v),
+                        bound: format!("<= {}", ms(bound)),
+                        observed_value: Some(e.max_delay_ns as f64),
+                        bound_value: bound.as_nanos() as f64,
+                        detail: match e.attach_ms {
+                            Some(a) => format!("attached {a} ms after the swap began"),
+                            None => format!("{} did not attach: {}", e.to, e.why),
+                        },
+                    });
+                }
+            }
         }
     }
     out
@@ -300,9 +362,7 @@ fn stall(p: &Pass, bound: Duration, name: String) -> Outcome {
 /// A group's CPU time in the window, as a fraction of the VM's CPU time in
 /// the window.
 fn cpu_share(s: &Scenario, p: &Pass, group: &str) -> Option<f64> {
-    let g = p.group(group)?;
-    let total = p.window().as_nanos() as f64 * f64::from(s.vm.cpus);
-    Some(g.probe.run_ns_window as f64 / total.max(1.0))
+    Some(p.cpu_share(p.group(group)?, s.vm.cpus))
 }
 
 fn share_of_fair(
@@ -406,6 +466,16 @@ impl Outcome {
 
 fn healthy(ev: &Evidence) -> Outcome {
     let mut problems = Vec::new();
+    for r in &ev.agent.swapped_out {
+        if !matches!(r.verdict, Verdict::Clean) {
+            problems.push(format!(
+                "{} (before a swap) {}: {}",
+                r.name,
+                r.verdict.label(),
+                r.verdict.why()
+            ));
+        }
+    }
     match &ev.agent.scheduler {
         None => problems.push("no lifecycle report".to_string()),
         Some(r) => {
@@ -516,6 +586,8 @@ mod tests {
             still_waiting: vec![],
             probe_events: 1,
             probe_dropped: 0,
+            swaps: vec![],
+            timeline: vec![],
             errors: vec![],
         }
     }
@@ -549,6 +621,7 @@ mod tests {
         let agent = AgentOutput {
             passes,
             scheduler: Some(report(verdict)),
+            swapped_out: vec![],
             error: None,
         };
         evaluate(&Evidence {
@@ -717,6 +790,23 @@ mod tests {
     }
 
     #[test]
+    fn throughput_of_a_group_stopped_early_is_not_measured_rather_than_zero() {
+        let s = scenario("  - throughput: { group: a, min_of_fair: 0.5 }\n");
+        let fair = pass(
+            "fair",
+            vec![group("a", &[1], 1, 1000), group("b", &[1], 1, 1)],
+        );
+        let mut stopped = group("a", &[1], 1, 0);
+        stopped.outcome = None;
+        let ours = pass("scheduler", vec![stopped, group("b", &[1], 1, 1)]);
+        let out = eval(&s, vec![fair, ours], Verdict::Clean);
+        assert!(!out[0].pass, "{out:#?}");
+        assert_eq!(out[0].observed, "not measured");
+        assert_eq!(out[0].observed_value, None);
+        assert!(out[0].detail.contains("stopped early"), "{out:#?}");
+    }
+
+    #[test]
     fn scheduler_healthy_needs_a_clean_lifecycle_and_a_clean_console() {
         let s = scenario("  - scheduler_healthy: {}\n");
         let p = || {
@@ -737,6 +827,7 @@ mod tests {
         let agent = AgentOutput {
             passes: p(),
             scheduler: Some(report(Verdict::Clean)),
+            swapped_out: vec![],
             error: None,
         };
         let crash = crate::vm::console::CrashLine {

@@ -32,6 +32,8 @@ enum Command {
         #[command(subcommand)]
         command: SchedulersCommand,
     },
+    /// Write a run directory's report: HTML (default), JUnit, JSON, Markdown.
+    Report(cli::run::ReportArgs),
     /// Validate scenario files without booting anything.
     Check(cli::scenarios::CheckArgs),
     /// Print the scenario format as a JSON Schema (for editors).
@@ -43,6 +45,15 @@ enum Command {
     },
     /// Run scenarios under schedulers, a VM per cell, with a verdict per cell.
     Run(cli::run::RunArgs),
+    /// A/B: two variants (schedulers, argument sets, kernels) over the same
+    /// scenarios, interleaved, with statistics per metric.
+    Compare(cli::compare::CompareArgs),
+    /// The results database: record runs, show a metric over time, check a
+    /// run against history.
+    History {
+        #[command(subcommand)]
+        command: cli::history::HistoryCommand,
+    },
     /// Guest-side helpers, run inside the VM by the harness itself.
     #[command(hide = true)]
     Guest {
@@ -61,6 +72,8 @@ enum GuestCommand {
     WorkloadGroup(cli::run::GuestWorkloadGroupArgs),
     /// The probe-overhead benchmark's guest side.
     BenchProbe(cli::run::GuestBenchProbeArgs),
+    /// Run several cells one after the other (hot-swap).
+    RunBatch(cli::run::GuestRunBatchArgs),
 }
 
 #[derive(Subcommand)]
@@ -98,6 +111,8 @@ enum BenchCommand {
     Boot(cli::BenchBootArgs),
     /// The probe's overhead: ping-pong rate with and without it, one VM.
     Probe(cli::BenchProbeArgs),
+    /// Wall time of the same cells with a VM per cell and hot-swapped.
+    Hotswap(cli::BenchHotswapArgs),
 }
 
 fn main() -> ProcessExit {
@@ -128,15 +143,20 @@ fn main() -> ProcessExit {
         Command::Bench { command } => match command {
             BenchCommand::Boot(a) => cli::bench_boot(a),
             BenchCommand::Probe(a) => cli::bench_probe(a),
+            BenchCommand::Hotswap(a) => cli::bench_hotswap(a),
         },
         Command::Run(a) => cli::run::run(a),
+        Command::Compare(a) => cli::compare::run(a),
+        Command::History { command } => cli::history::run(command),
         Command::Check(a) => cli::scenarios::check(a),
+        Command::Report(a) => cli::run::report(a),
         Command::Schema(a) => cli::scenarios::schema(a),
         Command::Guest { command } => match command {
             GuestCommand::RunScheduler(a) => cli::guest_run_scheduler(a),
             GuestCommand::RunScenario(a) => cli::run::guest_run_scenario(a),
             GuestCommand::WorkloadGroup(a) => cli::run::guest_workload_group(a),
             GuestCommand::BenchProbe(a) => cli::run::guest_bench_probe(a),
+            GuestCommand::RunBatch(a) => cli::run::guest_run_batch(a),
         },
     };
     match result {

@@ -25,6 +25,26 @@ fn check_accepts_every_bundled_scenario() {
     }
 }
 
+/// `check scenarios/*.yaml` takes in the matrix file too: it is checked
+/// as a matrix (every suite against the registry and the scenarios).
+#[test]
+fn check_checks_a_matrix_file_as_a_matrix() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundled = scx_harness::matrix::Matrix::default_path();
+    let (code, out, err) = run(harness(dir.path()).arg("check").arg(&bundled));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("(matrix: default "), "{out}");
+    let bad = write(
+        dir.path(),
+        "matrix.yaml",
+        "suites:\n  x:\n    description: d\n    schedulers: [no_such_sched]\n    scenarios: all\n",
+    );
+    let (code, _, err) = run(harness(dir.path()).arg("check").arg(&bad));
+    assert_eq!(code, BAD_INPUT, "{err}");
+    assert!(err.contains(&format!("{}:2:", bad.display())), "{err}");
+    assert!(err.contains("unknown scheduler \"no_such_sched\""), "{err}");
+}
+
 #[test]
 fn check_names_file_line_and_column_and_lists_the_work_kinds() {
     let dir = tempfile::tempdir().unwrap();

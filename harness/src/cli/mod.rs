@@ -12,6 +12,8 @@ use crate::kernel::{self, BuildSpec, Cache, Kernel, Source};
 use crate::progress::Progress;
 use crate::units::parse_positive_duration;
 
+pub mod compare;
+pub mod history;
 pub mod run;
 pub mod scenarios;
 pub mod schedulers;
@@ -277,12 +279,57 @@ pub fn bench_probe(args: BenchProbeArgs) -> Result<i32> {
     crate::bench::probe(&kernel, &args.opts, args.rounds, args.seconds, args.pairs)
 }
 
+#[derive(Debug, clap::Args)]
+pub struct BenchHotswapArgs {
+    /// Schedulers (default: scx_simple, scx_fifo, scx_vtime, scx_qmap).
+    #[arg(long = "scheduler", short = 's', value_name = "NAME")]
+    pub schedulers: Vec<String>,
+    /// Rounds of both modes.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
+    /// A kernel for both (default: the default kernel).
+    #[arg(long, value_name = "PATH|KEY")]
+    pub kernel: Option<String>,
+    /// Scenarios (default: the default suite's four).
+    pub scenarios: Vec<String>,
+}
+
+pub fn bench_hotswap(args: BenchHotswapArgs) -> Result<i32> {
+    let or = |v: Vec<String>, d: &[&str]| {
+        if v.is_empty() {
+            d.iter().map(|s| s.to_string()).collect()
+        } else {
+            v
+        }
+    };
+    let schedulers = or(
+        args.schedulers,
+        &["scx_simple", "scx_fifo", "scx_vtime", "scx_qmap"],
+    );
+    let scenarios = or(
+        args.scenarios,
+        &[
+            "idle-baseline",
+            "interactive-vs-batch",
+            "wake-pingpong",
+            "cgroup-weights",
+        ],
+    );
+    let vm_args: Vec<String> = args
+        .kernel
+        .iter()
+        .flat_map(|k| ["--kernel".to_string(), k.clone()])
+        .collect();
+    crate::bench::hotswap(&vm_args, &schedulers, &scenarios, args.rounds.max(1))
+}
+
 pub fn bench_boot(args: BenchBootArgs) -> Result<i32> {
     let kernel = kernel_for(&args.opts)?;
     crate::bench::boot(&kernel, &args.opts, args.samples, args.study)
 }
 
 pub fn guest_run_scheduler(args: GuestRunSchedulerArgs) -> Result<i32> {
+    crate::agent::quiet_tracing();
     let spec: crate::scheduler::lifecycle::GuestSpec = serde_json::from_str(&args.spec_json)
         .map_err(|e| fail(Failure::BadInput, format!("--spec-json: {e}")))?;
     let out = crate::scheduler::lifecycle::guest_path(&args.out);

@@ -7,38 +7,51 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 
 use super::{kernel_for, VmOpts};
-use crate::cell::{self, CellSpec};
+use crate::cell::{self, Planned, VmPlan};
 use crate::error::{fail, Failure};
 use crate::kernel::Cache;
+use crate::matrix::{Matrix, Overrides};
 use crate::progress::Progress;
-use crate::report::{self, CellResult, CellVerdict};
+use crate::report::{CellResult, CellVerdict};
 use crate::scenario;
+use crate::scheduler::build::Built;
 use crate::scheduler::build::{self, BuildCtx};
-
-/// The schedulers `run` uses when none is named: the baseline, the
-/// kernel's simplest example, and ours.
-pub const DEFAULT_SCHEDULERS: &[&str] = &["default", "scx_simple", "scx_fifo", "scx_vtime"];
+use crate::scheduler::registry::Registry;
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     #[command(flatten)]
     pub registry: super::schedulers::RegistryOpt,
-    /// A scheduler from the registry (repeatable; default: default,
-    /// scx_simple, scx_fifo, scx_vtime).
+    /// A scheduler from the registry (repeatable). With neither schedulers
+    /// nor scenarios, the suite of the matrix runs.
     #[arg(long = "scheduler", short = 's', value_name = "NAME")]
     pub schedulers: Vec<String>,
+    /// A suite of scenarios/matrix.yaml (default: $SCX_HARNESS_SUITE, else
+    /// `default`); used when no scheduler and no scenario is named.
+    #[arg(long)]
+    pub suite: Option<String>,
     /// Where the run directory goes (default: ./scx-runs/TIMESTAMP). It
     /// must not exist: results are never overwritten.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Boot a VM for every cell instead of hot-swapping schedulers in one
+    /// VM per VM shape (slower; for isolation and comparison).
+    #[arg(long)]
+    pub vm_per_cell: bool,
+    /// Run every cell this many times (samples for `history check`).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub repeat: u32,
+    /// Also record the results in this history database (see `history`).
+    #[arg(long, value_name = "DB")]
+    pub record: Option<PathBuf>,
     #[command(flatten)]
     pub vm: VmOpts,
-    /// Scenario files or bundled scenario names (default: every bundled
-    /// scenario).
+    /// Scenario files or bundled scenario names (default with -s: every
+    /// bundled scenario).
     pub scenarios: Vec<String>,
 }
 
-fn timestamp() -> String {
+pub(crate) fn timestamp() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -70,17 +83,36 @@ pub fn create_run_dir(out: Option<PathBuf>) -> Result<PathBuf> {
     Ok(std::fs::canonicalize(&dir)?)
 }
 
-pub fn run(args: RunArgs) -> Result<i32> {
-    let registry = args.registry.load()?;
+/// The (scheduler, scenario) pairs to run, from the arguments or the
+/// matrix, checked before anything is built or booted.
+fn plan(args: &RunArgs, registry: &Registry) -> Result<Vec<(String, scenario::Loaded)>> {
+    if args.schedulers.is_empty() && args.scenarios.is_empty() {
+        let matrix = Matrix::load(&Matrix::default_path())?;
+        let overrides = Overrides::from_env();
+        let suite = args
+            .suite
+            .clone()
+            .or(overrides.suite.clone())
+            .unwrap_or_else(|| "default".into());
+        let cells = matrix.cells(&suite, registry, &scenario::bundled_names(), &overrides)?;
+        let mut loaded: std::collections::BTreeMap<String, scenario::Loaded> = Default::default();
+        let mut out = Vec::new();
+        for c in cells {
+            if !loaded.contains_key(&c.scenario) {
+                loaded.insert(c.scenario.clone(), scenario::resolve(&c.scenario)?);
+            }
+            out.push((c.scheduler, loaded[&c.scenario].clone()));
+        }
+        return Ok(out);
+    }
     let names: Vec<String> = if args.schedulers.is_empty() {
-        DEFAULT_SCHEDULERS.iter().map(|s| s.to_string()).collect()
+        vec!["default".into()]
     } else {
         args.schedulers.clone()
     };
-    let defs = names
-        .iter()
-        .map(|n| registry.get(n).cloned())
-        .collect::<Result<Vec<_>>>()?;
+    for n in &names {
+        registry.get(n)?;
+    }
     let scenario_args = if args.scenarios.is_empty() {
         scenario::bundled_names()
     } else {
@@ -90,7 +122,23 @@ pub fn run(args: RunArgs) -> Result<i32> {
         .iter()
         .map(|s| scenario::resolve(s))
         .collect::<Result<Vec<_>>>()?;
+    let mut out = Vec::new();
+    for sc in &scenarios {
+        for n in &names {
+            out.push((n.clone(), sc.clone()));
+        }
+    }
+    Ok(out)
+}
+
+pub fn run(args: RunArgs) -> Result<i32> {
+    let registry = args.registry.load()?;
+    let pairs = plan(&args, &registry)?;
     let dir = create_run_dir(args.out.clone())?;
+    if let Some(db) = &args.record {
+        // A database that cannot be opened is reported before any VM boots.
+        crate::history::Db::open(db)?;
+    }
     let kernel = kernel_for(&args.vm)?;
     let cache = Cache::user();
     let ctx = BuildCtx {
@@ -98,63 +146,130 @@ pub fn run(args: RunArgs) -> Result<i32> {
         kernel: kernel.entry.as_ref(),
         registry: &registry,
     };
+    // Build every scheduler once, before any VM boots.
     let mut progress = Progress::new("schedulers");
-    let built = defs
-        .iter()
-        .map(|d| build::build(d, &ctx, &mut progress))
-        .collect::<Result<Vec<_>>>()?;
-    drop(progress);
-    for b in &built {
-        super::schedulers::check_artifact(b)?;
-    }
-    let harness = std::env::current_exe()?;
-    eprintln!(
-        "running {} scenario(s) x {} scheduler(s) on {}; results in {}",
-        scenarios.len(),
-        built.len(),
-        kernel.bzimage.display(),
-        dir.display()
-    );
-    let mut results: Vec<CellResult> = Vec::new();
-    'cells: for b in &built {
-        for sc in &scenarios {
-            let cell_dir = dir.join(&b.def.name).join(&sc.scenario.name);
-            let r = cell::run(&CellSpec {
-                scenario: sc,
-                scheduler: b,
-                args: &[],
-                kernel: &kernel.bzimage,
-                harness: &harness,
-                dir: cell_dir,
-                accel: args.vm.accel,
-            })
-            .with_context(|| format!("{} / {}", b.def.name, sc.scenario.name))?;
-            eprint!("{}", report::describe(&r));
-            let interrupted = crate::process::interrupted();
-            results.push(r);
-            if interrupted {
-                break 'cells;
+    let mut built: std::collections::BTreeMap<String, Built> = Default::default();
+    for (name, sc) in &pairs {
+        let swap_targets = sc
+            .scenario
+            .swaps
+            .iter()
+            .filter(|sw| sw.to != "cell")
+            .map(|sw| &sw.to);
+        for n in std::iter::once(name).chain(swap_targets) {
+            if !built.contains_key(n) {
+                let def = registry.get(n).map_err(|e| {
+                    e.context(format!("{}: a swap names a scheduler", sc.path.display()))
+                })?;
+                let b = build::build(def, &ctx, &mut progress)?;
+                super::schedulers::check_artifact(&b)?;
+                built.insert(n.clone(), b);
             }
         }
     }
+    drop(progress);
+    let harness = std::env::current_exe()?;
+    let repeat = args.repeat as usize;
+    let planned: Vec<Planned> = pairs
+        .iter()
+        .flat_map(|p| std::iter::repeat_n(p, repeat).enumerate())
+        .map(|(i, (name, sc))| Planned {
+            scenario: sc,
+            scheduler: &built[name],
+            args: Vec::new(),
+            swap_to: sc
+                .scenario
+                .swaps
+                .iter()
+                .map(|sw| {
+                    if sw.to == "cell" {
+                        &built[name]
+                    } else {
+                        &built[&sw.to]
+                    }
+                })
+                .collect(),
+            dir: if repeat > 1 {
+                dir.join(name)
+                    .join(&sc.scenario.name)
+                    .join(format!("{i:03}"))
+            } else {
+                dir.join(name).join(&sc.scenario.name)
+            },
+        })
+        .collect();
+    // One VM per VM shape (hot-swap), or one per cell.
+    let mut vms: Vec<Vec<&Planned>> = Vec::new();
+    for p in &planned {
+        let shape = &p.scenario.scenario.vm;
+        match vms
+            .iter_mut()
+            .find(|v| !args.vm_per_cell && &v[0].scenario.scenario.vm == shape)
+        {
+            Some(v) => v.push(p),
+            None => vms.push(vec![p]),
+        }
+    }
+    eprintln!(
+        "running {} cell(s) in {} VM(s) on {}; results in {}",
+        planned.len(),
+        vms.len(),
+        kernel.bzimage.display(),
+        dir.display()
+    );
+    let ui = Ui::new(planned.len());
+    let mut results: Vec<CellResult> = Vec::new();
+    for (n, cells) in vms.iter().enumerate() {
+        if crate::process::interrupted() {
+            break;
+        }
+        let batch: Vec<Planned> = cells
+            .iter()
+            .map(|p| Planned {
+                scenario: p.scenario,
+                scheduler: p.scheduler,
+                args: p.args.clone(),
+                swap_to: p.swap_to.clone(),
+                dir: p.dir.clone(),
+            })
+            .collect();
+        let vmp = VmPlan {
+            kernel: &kernel.bzimage,
+            harness: &harness,
+            dir: dir.join("vms").join(n.to_string()),
+            accel: args.vm.accel,
+        };
+        ui.vm(n + 1, vms.len(), &batch[0].id());
+        let rs = cell::run_batch(&batch, &vmp, |r| ui.cell(r))?;
+        results.extend(rs);
+    }
+    // Cells of VMs never started (interrupted).
+    for p in planned.iter().skip(results.len()) {
+        let r = crate::report::not_run(
+            p.scenario,
+            p.scheduler,
+            &p.dir,
+            "interrupted before its VM started",
+        );
+        ui.cell(&r);
+        results.push(r);
+    }
+    ui.finish();
     crate::kernel::cache::write_atomic(
         &dir.join("results.json"),
         &serde_json::to_vec_pretty(&results)?,
     )?;
-    println!(
-        "{:<14} {:<24} {:<6} SUMMARY",
-        "SCHEDULER", "SCENARIO", "VERDICT"
-    );
-    for r in &results {
-        println!(
-            "{:<14} {:<24} {:<6} {}",
-            r.scheduler,
-            r.scenario,
-            r.verdict.label(),
-            r.summary.lines().next().unwrap_or("")
-        );
+    let html = dir.join("report.html");
+    crate::kernel::cache::write_atomic(
+        &html,
+        crate::report::html::page(&results, None).as_bytes(),
+    )?;
+    print!("{}", crate::report::table(&results));
+    println!("results: {}\nreport:  {}", dir.display(), html.display());
+    if let Some(db) = &args.record {
+        let id = super::history::record_or_explain(db, &dir, &results)?;
+        println!("recorded as run {id} in {}", db.display());
     }
-    println!("results: {}", dir.display());
     if crate::process::interrupted() {
         return Err(fail(
             Failure::Interrupted,
@@ -162,14 +277,15 @@ pub fn run(args: RunArgs) -> Result<i32> {
         ));
     }
     let count = |v| results.iter().filter(|r| r.verdict == v).count();
-    match (count(CellVerdict::Error), count(CellVerdict::Fail)) {
+    let unmeasured = count(CellVerdict::Error) + count(CellVerdict::NotRun);
+    match (unmeasured, count(CellVerdict::Fail)) {
         (0, 0) => Ok(0),
         (0, f) => Err(fail(
             Failure::UnderTest,
             format!(
                 "{f} of {} cell(s) failed their checks; see {}",
                 results.len(),
-                dir.display()
+                html.display()
             ),
         )),
         (e, _) => Err(fail(
@@ -177,9 +293,72 @@ pub fn run(args: RunArgs) -> Result<i32> {
             format!(
                 "{e} of {} cell(s) could not be measured; see {}",
                 results.len(),
-                dir.display()
+                html.display()
             ),
         )),
+    }
+}
+
+/// What people see while cells run: on a terminal, a bar over all cells
+/// and each verdict printed above it; elsewhere, a line per VM and cell.
+struct Ui {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Ui {
+    fn new(total: usize) -> Ui {
+        use std::io::IsTerminal;
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let b = indicatif::ProgressBar::new(total as u64);
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] [{bar:30}] {pos}/{len} cells {wide_msg}",
+                )
+                .expect("valid template"),
+            );
+            b.enable_steady_tick(std::time::Duration::from_millis(200));
+            b
+        });
+        Ui { bar }
+    }
+
+    fn say(&self, line: String) {
+        match &self.bar {
+            Some(b) => b.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    fn vm(&self, n: usize, of: usize, first: &str) {
+        match &self.bar {
+            Some(b) => b.set_message(format!("VM {n}/{of}, from {first}")),
+            None => eprintln!("VM {n}/{of}: booting (first cell {first})"),
+        }
+    }
+
+    fn cell(&self, r: &CellResult) {
+        if let Some(b) = &self.bar {
+            b.inc(1);
+        }
+        let first = r.summary.lines().next().unwrap_or("");
+        self.say(format!(
+            "{:<8} {} / {} ({:.1} s){}",
+            r.verdict.label(),
+            r.scheduler,
+            r.scenario,
+            r.elapsed_s,
+            if r.verdict == CellVerdict::Pass {
+                String::new()
+            } else {
+                format!(": {first}\n         evidence: {}", r.dir.display())
+            }
+        ));
+    }
+
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
     }
 }
 
@@ -194,6 +373,7 @@ pub struct GuestRunScenarioArgs {
 }
 
 pub fn guest_run_scenario(args: GuestRunScenarioArgs) -> Result<i32> {
+    crate::agent::quiet_tracing();
     let spec: crate::agent::AgentSpec = serde_json::from_str(&args.spec_json)
         .map_err(|e| fail(Failure::BadInput, format!("--spec-json: {e}")))?;
     let out = crate::scheduler::lifecycle::guest_path(&args.out);
@@ -230,6 +410,7 @@ pub struct GuestBenchProbeArgs {
 }
 
 pub fn guest_bench_probe(args: GuestBenchProbeArgs) -> Result<i32> {
+    crate::agent::quiet_tracing();
     let spec: crate::agent::AgentSpec = serde_json::from_str(&args.spec_json)
         .map_err(|e| fail(Failure::BadInput, format!("--spec-json: {e}")))?;
     let out = crate::scheduler::lifecycle::guest_path(&args.out);
@@ -239,5 +420,90 @@ pub fn guest_bench_probe(args: GuestBenchProbeArgs) -> Result<i32> {
         .to_path_buf();
     let rounds = crate::agent::bench_probe(&spec, args.rounds, &dir)?;
     crate::kernel::cache::write_atomic(&out, &serde_json::to_vec(&rounds)?)?;
+    Ok(0)
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GuestRunBatchArgs {
+    /// The `agent::BatchSpec`, as a JSON file.
+    #[arg(long)]
+    pub spec_file: PathBuf,
+}
+
+pub fn guest_run_batch(args: GuestRunBatchArgs) -> Result<i32> {
+    crate::agent::quiet_tracing();
+    let bytes = std::fs::read(&args.spec_file)
+        .with_context(|| format!("reading {}", args.spec_file.display()))?;
+    let batch: crate::agent::BatchSpec = serde_json::from_slice(&bytes).map_err(|e| {
+        fail(
+            Failure::BadInput,
+            format!("{}: {e}", args.spec_file.display()),
+        )
+    })?;
+    let shared = crate::scheduler::lifecycle::guest_path("@shared/");
+    crate::agent::run_batch(&batch, &shared)?;
+    Ok(0)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    Html,
+    Junit,
+    Json,
+    Markdown,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// A run directory `scx-harness run` wrote.
+    pub run_dir: PathBuf,
+    #[arg(long, value_enum, default_value_t = ReportFormat::Html)]
+    pub format: ReportFormat,
+    /// Write here (atomically) instead of RUN_DIR/report.html (html) or
+    /// stdout (the others).
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
+pub fn report(args: ReportArgs) -> Result<i32> {
+    let results = crate::report::load_run(&args.run_dir)?;
+    // A comparison's run directory also holds compare.json.
+    let cmp = args.run_dir.join("compare.json");
+    let compare: Option<crate::compare::CompareReport> = if cmp.is_file() {
+        let bytes = std::fs::read(&cmp)?;
+        Some(serde_json::from_slice(&bytes).map_err(|e| {
+            fail(
+                Failure::BadInput,
+                format!("{}: not a comparison of this version: {e}", cmp.display()),
+            )
+        })?)
+    } else {
+        None
+    };
+    let text = match args.format {
+        ReportFormat::Html => crate::report::html::page(&results, compare.as_ref()),
+        ReportFormat::Junit => crate::report::junit(&results),
+        ReportFormat::Json => match &compare {
+            Some(c) => {
+                serde_json::to_string_pretty(
+                    &serde_json::json!({ "cells": results, "compare": c }),
+                )? + "\n"
+            }
+            None => serde_json::to_string_pretty(&results)? + "\n",
+        },
+        ReportFormat::Markdown => crate::report::markdown(&results),
+    };
+    let out = match (&args.output, args.format) {
+        (Some(p), _) => Some(p.clone()),
+        (None, ReportFormat::Html) => Some(args.run_dir.join("report.html")),
+        (None, _) => None,
+    };
+    match out {
+        Some(p) => {
+            crate::kernel::cache::write_atomic(&p, text.as_bytes())?;
+            println!("{}", p.display());
+        }
+        None => print!("{text}"),
+    }
     Ok(0)
 }

@@ -1,7 +1,7 @@
 //! `scx-harness check` and `scx-harness schema`: scenarios validated
 //! without booting anything, and their format as a JSON Schema.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
@@ -25,6 +25,17 @@ pub fn check(args: CheckArgs) -> Result<i32> {
     };
     let mut bad = Vec::new();
     for f in &files {
+        // A matrix file sits beside the scenarios: check it as a matrix.
+        if crate::matrix::is_matrix_file(Path::new(f)) {
+            match check_matrix(Path::new(f)) {
+                Ok(summary) => println!("ok  {f} (matrix: {summary})"),
+                Err(e) => {
+                    eprintln!("{e:#}");
+                    bad.push(f.clone());
+                }
+            }
+            continue;
+        }
         match scenario::resolve(f) {
             Ok(l) => println!(
                 "ok  {} ({}: {} groups, {} threads, {} checks, hash {})",
@@ -54,6 +65,22 @@ pub fn check(args: CheckArgs) -> Result<i32> {
             ),
         ))
     }
+}
+
+/// Every suite of a matrix file, against the registry and the bundled
+/// scenarios.
+fn check_matrix(path: &Path) -> Result<String> {
+    let matrix = crate::matrix::Matrix::load(path)?;
+    let registry = crate::scheduler::registry::Registry::load(
+        &crate::scheduler::registry::Registry::default_path(),
+    )?;
+    let names = scenario::bundled_names();
+    let mut parts = Vec::new();
+    for suite in matrix.suites.keys() {
+        let cells = matrix.cells(suite, &registry, &names, &Default::default())?;
+        parts.push(format!("{suite} {} cells", cells.len()));
+    }
+    Ok(parts.join(", "))
 }
 
 #[derive(Debug, clap::Args)]

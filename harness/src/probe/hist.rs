@@ -66,6 +66,13 @@ impl Histogram {
         *self.buckets.entry(bucket_of(ns)).or_default() += 1;
     }
 
+    /// Adds another histogram's counts to this one.
+    pub fn merge(&mut self, other: &Histogram) {
+        for (idx, c) in &other.buckets {
+            *self.buckets.entry(*idx).or_default() += c;
+        }
+    }
+
     pub fn count(&self) -> u64 {
         self.buckets.values().sum()
     }

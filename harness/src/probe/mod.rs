@@ -135,6 +135,14 @@ impl Probe {
             .expect("the probe's .bss is mmapped")
     }
 
+    fn bss_mut(&mut self) -> &mut skel::types::bss {
+        self.skel
+            .maps
+            .bss_data
+            .as_deref_mut()
+            .expect("the probe's .bss is mmapped")
+    }
+
     /// Tracks process `tgid` (and its threads and children) as `group`.
     pub fn track(&self, tgid: u32, group: u32) -> Result<()> {
         self.skel
@@ -147,17 +155,42 @@ impl Probe {
     /// Waits that end in `[start, end)` (CLOCK_MONOTONIC ns) are counted in
     /// the histograms; before the first call, none are.
     pub fn set_window(&mut self, start: u64, end: u64) {
-        let bss = self
-            .skel
-            .maps
-            .bss_data
-            .as_deref_mut()
-            .expect("the probe's .bss is mmapped");
+        let bss = self.bss_mut();
         // Plain stores into the shared mapping; the BPF side reads them on
         // its next event.
         unsafe {
             std::ptr::write_volatile(&mut bss.window_end, end);
             std::ptr::write_volatile(&mut bss.window_start, start);
+        }
+    }
+
+    /// Starts watching the waits that end from `start` on (CLOCK_MONOTONIC
+    /// ns), for a scheduler swap.
+    pub fn spike_begin(&mut self, start: u64) {
+        let bss = self.bss_mut();
+        // SAFETY: plain stores into the shared mapping.
+        unsafe {
+            std::ptr::write_volatile(&mut bss.spike_start, u64::MAX);
+            for m in bss.spike_max.iter_mut() {
+                std::ptr::write_volatile(m, 0);
+            }
+            std::ptr::write_volatile(&mut bss.spike_end, u64::MAX);
+            std::ptr::write_volatile(&mut bss.spike_start, start);
+        }
+    }
+
+    /// Stops watching, and returns the longest wait of any group that ended
+    /// since `spike_begin`.
+    pub fn spike_end(&mut self) -> u64 {
+        let bss = self.bss_mut();
+        // SAFETY: reads and stores of the shared mapping.
+        unsafe {
+            std::ptr::write_volatile(&mut bss.spike_end, 0);
+            bss.spike_max
+                .iter()
+                .map(|m| std::ptr::read_volatile(m))
+                .max()
+                .unwrap_or(0)
         }
     }
 
@@ -170,12 +203,7 @@ impl Probe {
             let _ = map.delete(&k);
         }
         self.set_window(0, 0);
-        let bss = self
-            .skel
-            .maps
-            .bss_data
-            .as_deref_mut()
-            .expect("the probe's .bss is mmapped");
+        let bss = self.bss_mut();
         // SAFETY: plain stores into the shared mapping; the BPF side only
         // adds to these, and no tracked task is left to do so.
         unsafe {
@@ -199,11 +227,11 @@ impl Probe {
         // SAFETY: a read of the shared mapping; a torn read of a slot being
         // written shows a wait a moment early or late, never a wrong task.
         let t = unsafe { std::ptr::read_volatile(t) };
-        (t.tid == tid && t.group != UNTRACKED).then_some(t)
+        (t.tid == tid && t.group != UNTRACKED && t.exited == 0).then_some(t)
     }
 
-    /// Every tracked, live task (reads the whole slot array: for the end of
-    /// a pass, not for a scan).
+    /// Every tracked task, live or exited, whose sums are in its slot
+    /// (reads the whole slot array: for the end of a pass, not for a scan).
     fn task_stats(&self) -> Vec<(u32, skel::types::task_stat)> {
         let bss = self.bss();
         bss.slots
@@ -231,15 +259,43 @@ impl Probe {
             .collect()
     }
 
+    /// CPU time so far per group (its exited tasks' plus the live ones
+    /// among `tids`), for a timeline; cheap enough to call several times a
+    /// second. A task exiting between the two reads shows as a blip.
+    pub fn run_ns_by_group(&self, nr_groups: usize, tids: &[u32], now: u64) -> Vec<u64> {
+        let bss = self.bss();
+        let mut out: Vec<u64> = (0..nr_groups.min(MAX_GROUPS))
+            .map(|g| unsafe { std::ptr::read_volatile(&bss.groups[g]) }.exited_run_ns)
+            .collect();
+        for t in tids.iter().filter_map(|tid| self.slot(*tid)) {
+            if let Some(v) = out.get_mut(t.group as usize) {
+                // A task running now has run since running_since too.
+                let running = if t.running_since != 0 && t.running_since <= now {
+                    now - t.running_since
+                } else {
+                    0
+                };
+                *v += t.run_ns + running;
+            }
+        }
+        out
+    }
+
     /// Every tracked task waiting at `now` (a full scan, for the end of a
     /// pass).
     pub fn all_waiting(&self, now: u64) -> Vec<Waiting> {
-        let tids: Vec<u32> = self.task_stats().into_iter().map(|(tid, _)| tid).collect();
+        let tids: Vec<u32> = self
+            .task_stats()
+            .into_iter()
+            .filter(|(_, t)| t.exited == 0)
+            .map(|(tid, _)| tid)
+            .collect();
         self.waiting(now, &tids)
     }
 
-    /// Everything measured so far, for `nr_groups` groups: the sums folded
-    /// in by exited tasks plus those of the tasks still alive.
+    /// Everything measured so far, for `nr_groups` groups: the sums of
+    /// every task's slot, live or exited (a task is counted once whenever
+    /// it exits), plus those folded into the group by slots taken over.
     pub fn snapshot(&self, nr_groups: usize) -> Snapshot {
         let bss = self.bss();
         let live = self.task_stats();
@@ -277,6 +333,7 @@ impl Probe {
             .collect();
         let tasks = live
             .into_iter()
+            .filter(|(_, t)| t.exited == 0)
             .map(|(tid, t)| TaskData {
                 tid,
                 tgid: t.tgid,

@@ -5,15 +5,21 @@
  * without running, from the scheduler core's own tracepoints, whatever
  * scheduler class the task is in.
  *
- *  sched_wakeup, sched_wakeup_new   the task became runnable
+ *  sched_wakeup                     the task became runnable
+ *  sched_wakeup_new                 a new task became runnable; a new
+ *                                   process of a tracked one is tracked
+ *                                   too (fork storms, commands)
  *  sched_switch                     prev stops running (still runnable if
  *                                   it was preempted or is TASK_RUNNING:
- *                                   it waits again from now); next starts
- *                                   running (its wait ends)
- *  sched_process_fork               a tracked process's child is tracked
- *                                   too (fork storms, commands)
- *  sched_process_exit               an exiting task folds its sums into
- *                                   its group and frees its slot
+ *                                   it waits again from now; exited if it
+ *                                   is TASK_DEAD: its sums stay); next
+ *                                   starts running (its wait ends)
+ *
+ * Only these three: the guest's kernel command line enables their trace
+ * events at boot (vm::boot_args), so each has two functions registered
+ * before the second CPU starts and attaching or detaching the probe never
+ * re-patches their call sites in running kernel text (under QEMU's TCG
+ * that patching can crash the guest with "Oops: int3").
  *
  * The hot path must cost little: ping-pong pairs switch hundreds of
  * thousands of times a second, and under TCG every instruction counts.
@@ -24,7 +30,10 @@
  * tracked, so an untracked task costs one array access after its first
  * event; the first event of a task looks its thread-group id up in
  * `tracked` (tgid -> group), which user space fills. A switch writes only
- * its own tasks' slots and one histogram bucket: no shared counter.
+ * its own tasks' slots and one histogram bucket: no shared counter. A
+ * task's sums stay in its slot after it exits, so user space can add up
+ * every slot at any moment without counting a task twice; only a later
+ * task taking the slot over folds them into its group first.
  *
  * Waits that end inside the measurement window go into a log-linear
  * histogram per group: 128 sub-buckets per power of two, so a bucket's
@@ -45,6 +54,7 @@ char LICENSE[] SEC("license") = "GPL";
 /* pid_max is 32768 up to 32 CPUs and 1024 per CPU beyond: 64 vCPUs. */
 #define NR_SLOTS	65536
 #define UNTRACKED	0xffffffff
+#define TASK_DEAD	0x80	/* include/linux/sched.h; not in BTF */
 
 /* The measurement window, CLOCK_MONOTONIC ns; set by user space. Waits
  * that end inside it go into the histograms. 0/0 = nothing measured. */
@@ -53,12 +63,17 @@ u64 window_end;
 /* Tasks whose pid did not fit a slot: user space reports them rather
  * than trusting a partial result. */
 u64 nr_dropped;
+/* While user space swaps schedulers: the longest wait per group that ended
+ * in [spike_start, spike_end). */
+u64 spike_start;
+u64 spike_end;
+u64 spike_max[MAX_GROUPS];
 
 struct task_stat {
 	u32 tid;		/* 0: never used */
 	u32 group;		/* UNTRACKED, or the group */
 	u32 tgid;
-	u32 pad;
+	u32 exited;		/* its sums stay here after it exits */
 	u64 start_time;		/* with tid, which task holds the slot */
 	u64 runnable_since;	/* 0 unless waiting to run */
 	u64 running_since;	/* 0 unless running */
@@ -71,8 +86,8 @@ struct task_stat {
 	u64 nr_events;		/* tracepoint hits for this task */
 };
 
-/* The sums of a group's tasks that have exited (and the count of every
- * task it ever had). */
+/* The sums of a group's tasks whose slots were taken over by later tasks
+ * with the same pid (and the count of every task it ever had). */
 struct group_stat {
 	u64 nr_waits;		/* in the window */
 	u64 wait_ns;		/* in the window */
@@ -82,6 +97,7 @@ struct group_stat {
 	u64 run_ns_window;	/* the part of it inside the window */
 	u64 nr_events;
 	u64 nr_tasks;		/* tasks ever tracked */
+	u64 exited_run_ns;	/* CPU time of its exited tasks (timelines) */
 };
 
 struct {
@@ -194,8 +210,21 @@ static __always_inline struct task_stat *lookup(struct task_struct *p)
 		return NULL;
 	}
 	if (ts->tid == tid && ts->start_time == p->start_time)
-		return ts->group == UNTRACKED ? NULL : ts;
-	/* A new task in this slot (a pid is reused only by a later task). */
+		return (ts->group == UNTRACKED || ts->exited) ? NULL : ts;
+	/* A new task in this slot (a pid is reused only by a later task): the
+	 * old one's sums go to its group first. */
+	if (ts->tid && ts->group != UNTRACKED) {
+		gs = group_of(ts->group);
+		if (gs) {
+			__sync_fetch_and_add(&gs->nr_waits, ts->nr_waits);
+			__sync_fetch_and_add(&gs->wait_ns, ts->wait_ns);
+			__sync_fetch_and_add(&gs->run_ns, ts->run_ns);
+			__sync_fetch_and_add(&gs->run_ns_window, ts->run_ns_window);
+			__sync_fetch_and_add(&gs->nr_events, ts->nr_events);
+			atomic_max(&gs->max_wait, ts->max_wait_window);
+			atomic_max(&gs->max_wait_all, ts->max_wait);
+		}
+	}
 	tgid = p->tgid;
 	group = bpf_map_lookup_elem(&tracked, &tgid);
 	__builtin_memset(ts, 0, sizeof(*ts));
@@ -233,11 +262,41 @@ int BPF_PROG(on_wakeup, struct task_struct *p)
 	return 0;
 }
 
+/* A new process joins its parent's group (a new thread has its process's
+ * tgid already). Here rather than on sched_process_fork: the probe uses
+ * only the three tracepoints the guest's kernel command line enables at
+ * boot, so attaching it never re-patches their call sites (see
+ * vm::boot_args). */
 SEC("tp_btf/sched_wakeup_new")
 int BPF_PROG(on_wakeup_new, struct task_struct *p)
 {
+	if (p->pid == p->tgid) {
+		u32 ptgid = p->real_parent->tgid, ctgid = p->tgid;
+		u32 *group = bpf_map_lookup_elem(&tracked, &ptgid);
+
+		if (group && ptgid != ctgid &&
+		    bpf_map_update_elem(&tracked, &ctgid, group, BPF_ANY))
+			__sync_fetch_and_add(&nr_dropped, 1);
+	}
 	became_runnable(p);
 	return 0;
+}
+
+/* A task's last switch-out (prev_state TASK_DEAD): its run is charged
+ * already; its sums stay in the slot (folded into its group when the slot
+ * is taken over) and count as exited for the timeline. A process that is
+ * gone is forgotten in `tracked`, so a fork storm does not fill it. */
+static __always_inline void exited(struct task_struct *p, struct task_stat *ts)
+{
+	u32 tgid = ts->tgid;
+	struct group_stat *gs = group_of(ts->group);
+
+	ts->runnable_since = 0;
+	if (gs)
+		__sync_fetch_and_add(&gs->exited_run_ns, ts->run_ns);
+	ts->exited = 1;
+	if (ts->tid == tgid)
+		bpf_map_delete_elem(&tracked, &tgid);
 }
 
 SEC("tp_btf/sched_switch")
@@ -256,6 +315,8 @@ int BPF_PROG(on_switch, bool preempt, struct task_struct *prev,
 		/* Preempted, or yielding: still on the runqueue, waiting from
 		 * now. Otherwise it sleeps, and no wait is open. */
 		ps->runnable_since = (preempt || prev_state == 0) ? now : 0;
+		if (prev_state & TASK_DEAD)
+			exited(prev, ps);
 	}
 	if (ns) {
 		u64 since = ns->runnable_since;
@@ -271,6 +332,10 @@ int BPF_PROG(on_switch, bool preempt, struct task_struct *prev,
 
 			if (wait > ns->max_wait)
 				ns->max_wait = wait;
+			if (now >= spike_start && now < spike_end && g < MAX_GROUPS) {
+				barrier_var(g);
+				atomic_max(&spike_max[g], wait);
+			}
 			if (now >= window_start && now < window_end && g < MAX_GROUPS) {
 				u32 idx = g * NR_BUCKETS + bucket_of(wait);
 
@@ -285,52 +350,5 @@ int BPF_PROG(on_switch, bool preempt, struct task_struct *prev,
 			}
 		}
 	}
-	return 0;
-}
-
-SEC("tp_btf/sched_process_fork")
-int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
-{
-	u32 ptgid = parent->tgid, ctgid = child->tgid;
-	u32 *group;
-
-	if (ptgid == ctgid)
-		return 0;	/* a thread: same tgid, tracked already */
-	group = bpf_map_lookup_elem(&tracked, &ptgid);
-	if (group && bpf_map_update_elem(&tracked, &ctgid, group, BPF_ANY))
-		__sync_fetch_and_add(&nr_dropped, 1);
-	return 0;
-}
-
-SEC("tp_btf/sched_process_exit")
-int BPF_PROG(on_exit, struct task_struct *p)
-{
-	u32 tid = p->pid, tgid = p->tgid;
-	struct task_stat *ts = slot_of(tid);
-	struct group_stat *gs;
-
-	if (!ts || ts->tid != tid || ts->start_time != p->start_time)
-		return 0;
-	if (ts->group != UNTRACKED) {
-		charge_run(ts, bpf_ktime_get_ns());
-		gs = group_of(ts->group);
-		if (gs) {
-			__sync_fetch_and_add(&gs->nr_waits, ts->nr_waits);
-			__sync_fetch_and_add(&gs->wait_ns, ts->wait_ns);
-			__sync_fetch_and_add(&gs->run_ns, ts->run_ns);
-			__sync_fetch_and_add(&gs->run_ns_window, ts->run_ns_window);
-			__sync_fetch_and_add(&gs->nr_events, ts->nr_events);
-			atomic_max(&gs->max_wait, ts->max_wait_window);
-			atomic_max(&gs->max_wait_all, ts->max_wait);
-		}
-	}
-	/* Its sums are in its group now. Its last switch-out still comes and
-	 * finds it untracked; the next task with this pid has another
-	 * start_time and starts afresh. */
-	ts->group = UNTRACKED;
-	/* A process is gone: forget its tgid, so a fork storm does not fill
-	 * `tracked`. */
-	if (tid == tgid)
-		bpf_map_delete_elem(&tracked, &tgid);
 	return 0;
 }

@@ -56,6 +56,11 @@ pub struct Scenario {
     pub seed: u64,
     /// The task groups (at least one).
     pub groups: Vec<Group>,
+    /// Scheduler changes while the workload runs: at each time, the cell's
+    /// scheduler (or the one running) is detached and `to` attached, without
+    /// stopping the tasks. Default: none.
+    #[serde(default)]
+    pub swaps: Vec<Swap>,
     /// What the result must satisfy. Default: none (measure only).
     #[serde(default, with = "serde_yaml::with::singleton_map_recursive")]
     #[schemars(with = "Vec<Check>")]
@@ -167,6 +172,19 @@ fn truncate_bytes(s: &str, max: usize) -> String {
         end -= 1;
     }
     s[..end].to_string()
+}
+
+/// A scheduler change during the run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Swap {
+    /// When, from the start of the run.
+    #[serde(with = "duration_str")]
+    #[schemars(with = "DurationText")]
+    pub at: Duration,
+    /// A scheduler from the registry (`default`: the fair class), or
+    /// `cell`: the cell's own scheduler again.
+    pub to: String,
 }
 
 /// A cgroup v2 for a group, under the harness's own cgroup.
@@ -299,6 +317,10 @@ pub enum Check {
     /// orderly exit, nr_rejected did not change, and the kernel printed no
     /// crash pattern.
     SchedulerHealthy(HealthyCheck),
+    /// Each scheduler change of `swaps`: the new scheduler attached, and
+    /// the longest wakeup-to-run delay that ended from the change until one
+    /// second after the attach stayed under `max_delay`.
+    Swap(SwapCheck),
 }
 
 impl Check {
@@ -308,6 +330,7 @@ impl Check {
         "share",
         "throughput",
         "scheduler_healthy",
+        "swap",
     ];
 
     pub fn kind(&self) -> &'static str {
@@ -317,6 +340,7 @@ impl Check {
             Check::Share(_) => "share",
             Check::Throughput(_) => "throughput",
             Check::SchedulerHealthy(_) => "scheduler_healthy",
+            Check::Swap(_) => "swap",
         }
     }
 
@@ -416,6 +440,15 @@ pub struct ThroughputCheck {
 #[serde(deny_unknown_fields)]
 pub struct HealthyCheck {}
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SwapCheck {
+    /// The longest wakeup-to-run delay allowed around each change.
+    #[serde(with = "duration_str")]
+    #[schemars(with = "DurationText")]
+    pub max_delay: Duration,
+}
+
 /// A scenario read from a file, with where it came from and its hash.
 #[derive(Debug, Clone)]
 pub struct Loaded {
@@ -493,6 +526,8 @@ pub fn bundled_names() -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(bundled_dir())
         .map(|d| {
             d.flatten()
+                // The matrix file lives here too, and is not a scenario.
+                .filter(|e| !crate::matrix::is_matrix_file(&e.path()))
                 .filter_map(|e| {
                     e.file_name()
                         .to_str()?

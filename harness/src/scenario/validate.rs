@@ -167,6 +167,26 @@ pub fn validate(path: &Path, text: &str, s: &Scenario) -> Result<()> {
         }
         group(&cx, s, g)?;
     }
+    let mut last = Duration::ZERO;
+    for sw in &s.swaps {
+        if sw.at <= last || sw.at >= s.duration {
+            return Err(cx.err(
+                At::Key("swaps"),
+                format!(
+                    "swap at {}: swaps come in order, after 0s and before the end of the run ({})",
+                    format_duration(sw.at),
+                    format_duration(s.duration)
+                ),
+            ));
+        }
+        if sw.to.trim().is_empty() {
+            return Err(cx.err(
+                At::Key("swaps"),
+                "a swap needs `to`: a scheduler name, or `cell`",
+            ));
+        }
+        last = sw.at;
+    }
     let mut healthy = 0;
     for (i, c) in s.checks.iter().enumerate() {
         if matches!(c, Check::SchedulerHealthy(_)) {
@@ -498,6 +518,10 @@ fn check(cx: &Ctx, s: &Scenario, i: usize, c: &Check) -> Result<()> {
             }
         }
         Check::SchedulerHealthy(_) => {}
+        Check::Swap(_) if s.swaps.is_empty() => {
+            return Err(cx.err(at(), "swap: the scenario has no swaps to check"));
+        }
+        Check::Swap(_) => {}
     }
     Ok(())
 }

@@ -245,14 +245,41 @@ fn vng_args(spec: &VmSpec, accel: Accel, shared: &Path) -> Vec<String> {
     }
     // `--opt=value` form: argparse takes a separate value starting with
     // "-" for an option of its own.
-    for karg in ["loglevel=7".to_string()]
-        .into_iter()
+    for karg in BOOT_ARGS
+        .iter()
+        .map(|a| a.to_string())
         .chain(spec.kernel_args.iter().cloned())
     {
         args.push(format!("--append={karg}"));
     }
     args
 }
+
+/// Kernel arguments of every guest. `loglevel=7`: every kernel line on the
+/// console. `trace_event=...`: the sched_switch and sched_wakeup(_new)
+/// trace events are enabled at boot, which registers two functions on each
+/// tracepoint (the event's and the comm recorder's) while only one CPU
+/// runs. Without it the first BPF program that attaches to them (the
+/// probe), or that calls bpf_trace_printk (scx_utils's schedulers do: it
+/// starts the comm recorder), switches their static calls, patching a
+/// `call` in ttwu_do_activate and __schedule with an int3 while the other
+/// vCPU runs it; under QEMU's multi-threaded TCG that crashed 1 VM in
+/// about 20 ("Oops: int3" in ttwu_do_activate). With two functions there,
+/// later ones do not change the static call. The agent turns the trace
+/// buffer off (`agent::quiet_tracing`), so the events cost one check each.
+///
+/// `tsc=reliable`: no clocksource watchdog on the TSC. Under TCG the
+/// watchdog's HPET reads are delayed whenever a vCPU thread waits for a
+/// host core, and in 27 of 47 VMs (2026-11-26) it declared the TSC
+/// unstable (at 9 to 25 s) and switched to the HPET, whose every read is
+/// an emulated MMIO access: from then on each clock read (the probe's, the
+/// timers') was slow, and idle wakeup p99 grew from 0.3-1.5 ms to 1.3-7.4
+/// ms in the cells after it. QEMU's TSC is one clock for all vCPUs.
+pub const BOOT_ARGS: &[&str] = &[
+    "loglevel=7",
+    "tsc=reliable",
+    "trace_event=sched:sched_switch,sched:sched_wakeup,sched:sched_wakeup_new",
+];
 
 /// Boots the VM, runs the command, and waits for it, the deadline, or an
 /// interrupt. Infrastructure trouble is reported in the result's outcome,

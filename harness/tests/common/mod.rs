@@ -254,6 +254,14 @@ impl std::ops::Deref for TestCell {
     }
 }
 
+impl TestCell {
+    /// Keeps the cell's directory (for a failure reported other than by a
+    /// panic) and returns its path.
+    pub fn keep(mut self) -> PathBuf {
+        self.dir.take().map(|d| d.keep()).unwrap_or_default()
+    }
+}
+
 impl Drop for TestCell {
     fn drop(&mut self) {
         if std::thread::panicking() {
@@ -307,18 +315,39 @@ fn run_loaded_cell(
         registry: &registry,
     };
     let mut progress = scx_harness::progress::Progress::new(name);
-    let built = build::build(registry.get(name).unwrap(), &ctx, &mut progress)
-        .unwrap_or_else(|e| panic!("building {name}: {e:#}"));
+    let mut build_one = |n: &str| {
+        build::build(registry.get(n).unwrap(), &ctx, &mut progress)
+            .unwrap_or_else(|e| panic!("building {n}: {e:#}"))
+    };
+    let built = build_one(name);
+    let swap_built: Vec<build::Built> = scenario
+        .scenario
+        .swaps
+        .iter()
+        .map(|sw| {
+            if sw.to == "cell" {
+                built.clone()
+            } else {
+                build_one(&sw.to)
+            }
+        })
+        .collect();
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    let result = scx_harness::cell::run(&scx_harness::cell::CellSpec {
-        scenario,
-        scheduler: &built,
-        args: &args,
-        kernel: &entry.bzimage(),
-        harness: Path::new(env!("CARGO_BIN_EXE_scx-harness")),
-        dir: dir.path().join("cell"),
-        accel: scx_harness::vm::AccelChoice::Auto,
-    })
+    let result = scx_harness::cell::run(
+        &scx_harness::cell::Planned {
+            scenario,
+            scheduler: &built,
+            args,
+            swap_to: swap_built.iter().collect(),
+            dir: dir.path().join("cell"),
+        },
+        &scx_harness::cell::VmPlan {
+            kernel: &entry.bzimage(),
+            harness: Path::new(env!("CARGO_BIN_EXE_scx-harness")),
+            dir: dir.path().join("vm"),
+            accel: scx_harness::vm::AccelChoice::Auto,
+        },
+    )
     .unwrap_or_else(|e| panic!("{e:#}"));
     TestCell {
         result,

@@ -8,7 +8,7 @@ mod bpf_skel;
 use std::mem::MaybeUninit;
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use bpf_skel::BpfSkelBuilder;
 use clap::Parser;
 use libbpf_rs::OpenObject;
@@ -28,7 +28,8 @@ struct Opts {
     /// Hold every enqueue of tasks whose comm is NAME for --delay-ms.
     #[arg(long, value_name = "NAME", value_parser = comm, requires = "delay_ms")]
     delay_comm: Option<String>,
-    /// How long --delay-comm tasks are held, in milliseconds.
+    /// How long --delay-comm tasks are held, in milliseconds; 0 holds them
+    /// not at all (the same scheduler as the baseline of an A/B).
     #[arg(long, value_name = "D", requires = "delay_comm")]
     delay_ms: Option<u64>,
     /// Abort the user-space process this many milliseconds after attaching
@@ -61,9 +62,6 @@ fn fill(dst: &mut [i8; 16], s: &str) {
 
 fn main() -> Result<()> {
     let opts = Opts::parse();
-    if opts.delay_ms == Some(0) {
-        bail!("--delay-ms 0: a delay must be at least 1 ms");
-    }
     let stop = Stop::install()?;
     let mut object = MaybeUninit::<OpenObject>::uninit();
     let builder = BpfSkelBuilder::default();

@@ -1,0 +1,535 @@
+//! A/B comparison of two variants (schedulers, argument sets, builds or
+//! kernels) from their cells' results: the metrics of one run, the
+//! statistics per metric, and the document and table people read. Pure:
+//! results in, comparison out; running the samples is `cli::compare`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::probe::hist::Histogram;
+use crate::report::{short, CellResult, CellVerdict};
+use crate::stats::{self, Better, Comparison, Verdict};
+
+/// Bump on any change that an older reader would misread.
+pub const SCHEMA: &str = "scx-harness/compare/v1";
+
+/// One side of a comparison.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Variant {
+    /// As the user wrote it ("scx_fault --delay-ms 5").
+    pub label: String,
+    pub scheduler: String,
+    pub args: Vec<String>,
+    /// The kernel (cache key or path) it ran on.
+    pub kernel: String,
+}
+
+/// How a metric is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Nanos,
+    Fraction,
+    PerSecond,
+}
+
+impl Unit {
+    pub fn show(self, v: f64) -> String {
+        if !v.is_finite() {
+            return "-".into();
+        }
+        match self {
+            Unit::Nanos => short(Duration::from_nanos(v.max(0.0) as u64)),
+            Unit::Fraction => format!("{:.1}%", v * 100.0),
+            Unit::PerSecond => format!("{v:.0}/s"),
+        }
+    }
+}
+
+/// What a metric's name says about it: which way is better, whether it is
+/// a key metric (the ones `--runs auto` waits for), its unit.
+pub fn kind(name: &str) -> (Better, bool, Unit) {
+    if name.starts_with("run_delay.") {
+        (
+            Better::Lower,
+            name.ends_with(".p99") || name.ends_with(".p50"),
+            Unit::Nanos,
+        )
+    } else if name == "stall_max" {
+        (Better::Lower, false, Unit::Nanos)
+    } else if name.starts_with("cpu_share.") {
+        (Better::Neither, false, Unit::Fraction)
+    } else {
+        (Better::Higher, true, Unit::PerSecond)
+    }
+}
+
+/// The metrics of one measured run (its scheduler pass), by name:
+/// `run_delay.GROUP.p50|p99|max` (ns), `stall_max` (ns, longest wait of
+/// any task over the whole pass), `cpu_share.GROUP` (fraction of the VM),
+/// `throughput.GROUP` (iterations per second, for groups that count them).
+/// Empty when the run was not measured.
+pub fn metrics(r: &CellResult) -> BTreeMap<String, f64> {
+    let mut m = BTreeMap::new();
+    let Some(p) = r.agent.as_ref().and_then(|a| a.pass("scheduler")) else {
+        return m;
+    };
+    let window = p.window().as_secs_f64().max(1e-9);
+    let mut stall = 0u64;
+    for g in &p.groups {
+        let h = &g.probe.run_delay;
+        if h.count() > 0 {
+            for (q, label) in [(0.5, "p50"), (0.99, "p99")] {
+                if let Some(v) = h.quantile(q) {
+                    m.insert(format!("run_delay.{}.{label}", g.name), v.as_nanos() as f64);
+                }
+            }
+            m.insert(
+                format!("run_delay.{}.max", g.name),
+                g.probe.max_wait_ns as f64,
+            );
+        }
+        stall = stall.max(g.probe.max_wait_all_ns);
+        m.insert(format!("cpu_share.{}", g.name), p.cpu_share(g, r.cpus));
+        let it = g.iterations_window();
+        if it > 0 {
+            m.insert(format!("throughput.{}", g.name), it as f64 / window);
+        }
+    }
+    m.insert("stall_max".into(), stall as f64);
+    m
+}
+
+/// Why a run cannot be a sample: it was not measured, or the scheduler
+/// failed under it (ejected, crashed, a task stalled). None for a run
+/// whose numbers count, including one that only missed a bound.
+pub fn failure(r: &CellResult) -> Option<String> {
+    let first = |s: &str| s.lines().next().unwrap_or("").to_string();
+    if matches!(r.verdict, CellVerdict::Error | CellVerdict::NotRun) {
+        return Some(first(&r.summary));
+    }
+    if let Some(o) = r
+        .checks
+        .iter()
+        .find(|o| o.name == "scheduler_healthy" && !o.pass)
+    {
+        return Some(o.line());
+    }
+    let pass = r.agent.as_ref().and_then(|a| a.pass("scheduler"));
+    if let Some(st) = pass.and_then(|p| p.stall.as_ref()) {
+        return Some(format!(
+            "stall: {} (tid {}, group {}) runnable for {} without running",
+            st.comm,
+            st.tid,
+            st.group,
+            short(Duration::from_nanos(st.waited_ns))
+        ));
+    }
+    None
+}
+
+/// One metric compared, with both sides' samples.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricComparison {
+    pub name: String,
+    pub key: bool,
+    pub baseline: Vec<f64>,
+    pub candidate: Vec<f64>,
+    #[serde(flatten)]
+    pub stats: Comparison,
+}
+
+/// A run that failed outright.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outright {
+    /// "baseline" or "candidate".
+    pub side: String,
+    /// Its index among that side's runs, from 0.
+    pub run: usize,
+    pub reason: String,
+    pub dir: PathBuf,
+}
+
+/// One scenario compared.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScenarioComparison {
+    pub scenario: String,
+    pub scenario_hash: String,
+    pub runs_baseline: usize,
+    pub runs_candidate: usize,
+    /// Runs whose checks failed (bounds missed) on each side: still
+    /// samples, but worth knowing.
+    pub failed_checks_baseline: usize,
+    pub failed_checks_candidate: usize,
+    /// Runs that failed outright; when there is one, `metrics` is empty:
+    /// a failing variant is reported as failing, not as a statistic.
+    pub outright: Vec<Outright>,
+    pub metrics: Vec<MetricComparison>,
+    /// Per group: the run delays of all measured runs pooled, baseline and
+    /// candidate (for plots side by side).
+    pub run_delay: Vec<(String, Histogram, Histogram)>,
+}
+
+impl ScenarioComparison {
+    /// Every key metric's verdict is settled (or a side failed outright:
+    /// more runs will not help).
+    pub fn settled(&self, noise: f64) -> bool {
+        !self.outright.is_empty()
+            || (!self.metrics.is_empty()
+                && self
+                    .metrics
+                    .iter()
+                    .filter(|m| m.key)
+                    .all(|m| stats::settled(&m.stats, noise)))
+    }
+
+    pub fn unsettled(&self, noise: f64) -> Vec<&str> {
+        self.metrics
+            .iter()
+            .filter(|m| m.key && !stats::settled(&m.stats, noise))
+            .map(|m| m.name.as_str())
+            .collect()
+    }
+}
+
+/// A stable seed per metric, so a comparison is reproducible.
+fn seed(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// Compares the runs of one scenario on both sides.
+pub fn compare_scenario(
+    baseline: &[&CellResult],
+    candidate: &[&CellResult],
+    alpha: f64,
+    noise: f64,
+) -> ScenarioComparison {
+    let first = baseline.first().or(candidate.first());
+    let mut outright = Vec::new();
+    for (side, runs) in [("baseline", baseline), ("candidate", candidate)] {
+        for (i, r) in runs.iter().enumerate() {
+            if let Some(reason) = failure(r) {
+                outright.push(Outright {
+                    side: side.into(),
+                    run: i,
+                    reason,
+                    dir: r.dir.clone(),
+                });
+            }
+        }
+    }
+    let failed = |runs: &[&CellResult]| {
+        runs.iter()
+            .filter(|r| r.verdict == CellVerdict::Fail)
+            .count()
+    };
+    let mut metrics = Vec::new();
+    if outright.is_empty() {
+        let ma: Vec<_> = baseline.iter().map(|r| self::metrics(r)).collect();
+        let mb: Vec<_> = candidate.iter().map(|r| self::metrics(r)).collect();
+        let mut names: Vec<&String> = ma.iter().chain(&mb).flat_map(|m| m.keys()).collect();
+        names.sort();
+        names.dedup();
+        for name in names {
+            let a: Vec<f64> = ma.iter().filter_map(|m| m.get(name).copied()).collect();
+            let b: Vec<f64> = mb.iter().filter_map(|m| m.get(name).copied()).collect();
+            let (better, key, _) = kind(name);
+            let stats = stats::compare(&a, &b, better, alpha, noise, seed(name));
+            metrics.push(MetricComparison {
+                name: name.clone(),
+                key,
+                baseline: a,
+                candidate: b,
+                stats,
+            });
+        }
+    }
+    let mut run_delay: Vec<(String, Histogram, Histogram)> = Vec::new();
+    for (side, runs) in [baseline, candidate].iter().enumerate() {
+        for r in runs.iter() {
+            let Some(p) = r.agent.as_ref().and_then(|a| a.pass("scheduler")) else {
+                continue;
+            };
+            for g in &p.groups {
+                let i = match run_delay.iter().position(|(n, _, _)| *n == g.name) {
+                    Some(i) => i,
+                    None => {
+                        run_delay.push((
+                            g.name.clone(),
+                            Histogram::default(),
+                            Histogram::default(),
+                        ));
+                        run_delay.len() - 1
+                    }
+                };
+                let slot = &mut run_delay[i];
+                if side == 0 { &mut slot.1 } else { &mut slot.2 }.merge(&g.probe.run_delay);
+            }
+        }
+    }
+    ScenarioComparison {
+        run_delay,
+        scenario: first.map(|r| r.scenario.clone()).unwrap_or_default(),
+        scenario_hash: first.map(|r| r.scenario_hash.clone()).unwrap_or_default(),
+        runs_baseline: baseline.len(),
+        runs_candidate: candidate.len(),
+        failed_checks_baseline: failed(baseline),
+        failed_checks_candidate: failed(candidate),
+        outright,
+        metrics,
+    }
+}
+
+/// The comparison document (`compare.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompareReport {
+    pub schema: String,
+    pub baseline: Variant,
+    pub candidate: Variant,
+    pub alpha: f64,
+    pub noise: f64,
+    /// "fixed N" or "auto (max M)".
+    pub runs: String,
+    /// Why sampling stopped, for people.
+    pub stopped: String,
+    pub scenarios: Vec<ScenarioComparison>,
+}
+
+impl CompareReport {
+    /// Whether any key metric got worse, or a side failed outright.
+    pub fn regressed(&self) -> bool {
+        self.scenarios.iter().any(|s| {
+            s.outright.iter().any(|o| o.side == "candidate")
+                || s.metrics
+                    .iter()
+                    .any(|m| m.key && m.stats.verdict == Verdict::Worse)
+        })
+    }
+}
+
+/// The comparison as a terminal table, a block per scenario.
+pub fn table(c: &CompareReport) -> String {
+    let mut t = format!(
+        "baseline:  {}\ncandidate: {}\n{}; alpha {}, noise threshold {:.0}%\n",
+        c.baseline.label,
+        c.candidate.label,
+        c.stopped,
+        c.alpha,
+        c.noise * 100.0
+    );
+    for s in &c.scenarios {
+        t.push_str(&format!(
+            "\n{} ({} baseline run(s), {} candidate run(s){})\n",
+            s.scenario,
+            s.runs_baseline,
+            s.runs_candidate,
+            if s.failed_checks_baseline + s.failed_checks_candidate > 0 {
+                format!(
+                    "; checks failed in {} baseline and {} candidate run(s)",
+                    s.failed_checks_baseline, s.failed_checks_candidate
+                )
+            } else {
+                String::new()
+            }
+        ));
+        if !s.outright.is_empty() {
+            for o in &s.outright {
+                t.push_str(&format!(
+                    "  {} run {} failed outright: {}\n    evidence: {}\n",
+                    o.side,
+                    o.run + 1,
+                    o.reason,
+                    o.dir.display()
+                ));
+            }
+            t.push_str("  no statistics: a variant that fails is reported as failing\n");
+            continue;
+        }
+        t.push_str(&format!(
+            "  {:<28} {:>10} {:>10} {:>7} {:>17} {:>8}  {}\n",
+            "metric", "baseline", "candidate", "ratio", "95% CI", "p", "verdict"
+        ));
+        for m in &s.metrics {
+            let (_, _, unit) = kind(&m.name);
+            let st = &m.stats;
+            t.push_str(&format!(
+                "  {:<28} {:>10} {:>10} {:>7.3} {:>17} {:>8.4}  {}{}\n",
+                m.name,
+                unit.show(st.median_a),
+                unit.show(st.median_b),
+                st.ratio,
+                if st.ci_low.is_finite() {
+                    format!("[{:.3}, {:.3}]", st.ci_low, st.ci_high)
+                } else {
+                    "-".into()
+                },
+                st.p_value,
+                st.verdict.label(),
+                if m.key { "" } else { " (not key)" }
+            ));
+        }
+    }
+    t
+}
+
+/// A synthetic result: one group "g" whose 100 run delays sit at
+/// `delay_ms` (for tests of what reads results, here and in tests/).
+#[doc(hidden)]
+pub fn sample_result(delay_ms: u64, verdict: CellVerdict) -> CellResult {
+    use crate::agent::{AgentOutput, GroupResult, Pass};
+    use crate::probe::GroupData;
+    const MS: u64 = 1_000_000;
+    {
+        let mut h = Histogram::default();
+        for i in 0..100 {
+            h.record(delay_ms * MS + i * 1000);
+        }
+        let group = GroupResult {
+            name: "g".into(),
+            probe: GroupData {
+                run_delay: h,
+                max_wait_ns: delay_ms * MS + 99_000,
+                max_wait_all_ns: delay_ms * MS + 99_000,
+                run_ns_window: 500 * MS,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let pass = Pass {
+            label: "scheduler".into(),
+            t0_ns: 0,
+            window_start_ns: 0,
+            window_end_ns: 1000 * MS,
+            ended_at_ns: 1000 * MS,
+            groups: vec![group],
+            stall: None,
+            still_waiting: vec![],
+            probe_events: 0,
+            probe_dropped: 0,
+            swaps: vec![],
+            timeline: vec![],
+            errors: vec![],
+        };
+        CellResult {
+            schema: crate::report::SCHEMA.into(),
+            scenario: "s".into(),
+            scenario_hash: "h".into(),
+            scenario_path: "s.yaml".into(),
+            scheduler: "x".into(),
+            scheduler_version: "1".into(),
+            scheduler_args: vec![],
+            kernel: "k".into(),
+            kernel_id: "k".into(),
+            accel: "tcg".into(),
+            cpus: 1,
+            memory: "2G".into(),
+            host: "h".into(),
+            started_at: 0,
+            elapsed_s: 1.0,
+            vm_outcome: "exited".into(),
+            verdict,
+            summary: "it broke\nmore".into(),
+            checks: vec![],
+            agent: Some(AgentOutput {
+                passes: vec![pass],
+                scheduler: None,
+                swapped_out: vec![],
+                error: None,
+            }),
+            console_log: "c".into(),
+            dir: "d".into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    fn result(delay_ms: u64, verdict: CellVerdict) -> CellResult {
+        sample_result(delay_ms, verdict)
+    }
+
+    #[test]
+    fn metrics_of_a_run() {
+        let m = metrics(&result(5, CellVerdict::Pass));
+        assert!((m["cpu_share.g"] - 0.5).abs() < 1e-9);
+        assert!(m["run_delay.g.p50"] >= 5.0 * MS as f64);
+        assert_eq!(m["stall_max"], (5 * MS + 99_000) as f64);
+        assert!(
+            !m.contains_key("throughput.g"),
+            "no iterations, no throughput"
+        );
+    }
+
+    #[test]
+    fn a_slower_candidate_is_worse_and_a_failing_one_is_not_a_statistic() {
+        let a: Vec<CellResult> = (0..6)
+            .map(|i| result(1 + i % 2, CellVerdict::Pass))
+            .collect();
+        let b: Vec<CellResult> = (0..6)
+            .map(|i| result(6 + i % 2, CellVerdict::Fail))
+            .collect();
+        let ar: Vec<&CellResult> = a.iter().collect();
+        let br: Vec<&CellResult> = b.iter().collect();
+        let s = compare_scenario(&ar, &br, 0.05, 0.05);
+        let p99 = s
+            .metrics
+            .iter()
+            .find(|m| m.name == "run_delay.g.p99")
+            .unwrap();
+        assert_eq!(p99.stats.verdict, Verdict::Worse, "{p99:?}");
+        assert!(p99.stats.ci_low > 1.0);
+        assert_eq!(s.failed_checks_candidate, 6);
+        assert!(s.settled(0.05));
+        let same = compare_scenario(&ar, &ar, 0.05, 0.05);
+        assert!(same
+            .metrics
+            .iter()
+            .all(|m| m.stats.verdict == Verdict::NoDifference));
+
+        let mut broken = b.clone();
+        broken[2] = result(6, CellVerdict::Error);
+        let br: Vec<&CellResult> = broken.iter().collect();
+        let s = compare_scenario(&ar, &br, 0.05, 0.05);
+        assert!(s.metrics.is_empty());
+        assert_eq!(s.outright.len(), 1);
+        assert_eq!(
+            (s.outright[0].side.as_str(), s.outright[0].run),
+            ("candidate", 2)
+        );
+        assert_eq!(s.outright[0].reason, "it broke");
+        let report = CompareReport {
+            schema: SCHEMA.into(),
+            baseline: Variant {
+                label: "a".into(),
+                scheduler: "a".into(),
+                args: vec![],
+                kernel: "k".into(),
+            },
+            candidate: Variant {
+                label: "b".into(),
+                scheduler: "b".into(),
+                args: vec![],
+                kernel: "k".into(),
+            },
+            alpha: 0.05,
+            noise: 0.05,
+            runs: "fixed 6".into(),
+            stopped: "6 runs each".into(),
+            scenarios: vec![s],
+        };
+        assert!(report.regressed());
+        assert!(
+            table(&report).contains("candidate run 3 failed outright: it broke"),
+            "{}",
+            table(&report)
+        );
+    }
+}

@@ -1,0 +1,373 @@
+//! The matrix: which schedulers run which scenarios, as data
+//! (`scenarios/matrix.yaml`), in named suites. `default` is what
+//! `cargo nextest run` and `.ci/run` run; `nightly` is everything.
+//!
+//! Resolving a suite needs the registry and the bundled scenarios' names,
+//! and nothing else: listing the matrix (`--list`) never builds or boots
+//! anything. Environment variables override the file for one run:
+//! `SCX_HARNESS_MATRIX` (another file), `SCX_HARNESS_SUITE` (a suite name),
+//! `SCX_HARNESS_SCHEDULERS` and `SCX_HARNESS_SCENARIOS` (comma-separated
+//! lists, or `all`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+use crate::datafile::{line_of, parse_yaml, read_text};
+use crate::error::{fail, Failure};
+use crate::scheduler::registry::Registry;
+
+const HINT: &str = "see scenarios/README.md (\"The matrix\") for the matrix format";
+
+/// A list of names, or every one there is (the word `all`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Selection {
+    /// Every scheduler under test (not fixtures, not unsupported), or every
+    /// bundled scenario.
+    All,
+    Names(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for Selection {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Selection, D::Error> {
+        match serde_yaml::Value::deserialize(d)? {
+            serde_yaml::Value::String(s) if s == "all" => Ok(Selection::All),
+            serde_yaml::Value::Sequence(items) => items
+                .into_iter()
+                .map(|v| match v {
+                    serde_yaml::Value::String(s) => Ok(s),
+                    other => Err(serde::de::Error::custom(format!(
+                        "a name must be a string, not {other:?}"
+                    ))),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Selection::Names),
+            other => Err(serde::de::Error::custom(format!(
+                "expected `all` or a list of names, got {other:?}"
+            ))),
+        }
+    }
+}
+
+/// One suite: the schedulers, and the scenarios each runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Suite {
+    /// What the suite is for, for people.
+    #[serde(default)]
+    pub description: String,
+    pub schedulers: Selection,
+    pub scenarios: Selection,
+    /// Cells left out of the suite, as `scheduler/scenario`, each with the
+    /// reason (a known failure is written down here, not hidden).
+    #[serde(default)]
+    pub skip: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    suites: BTreeMap<String, Suite>,
+}
+
+/// A parsed matrix file.
+#[derive(Debug, Clone)]
+pub struct Matrix {
+    pub path: PathBuf,
+    pub suites: BTreeMap<String, Suite>,
+    text: String,
+}
+
+/// One cell of a suite.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Cell {
+    pub scheduler: String,
+    pub scenario: String,
+}
+
+impl Cell {
+    /// The nextest name: `matrix::SCHEDULER::SCENARIO`, with `-` as `_`.
+    pub fn test_name(&self) -> String {
+        format!(
+            "matrix::{}::{}",
+            self.scheduler.replace('-', "_"),
+            self.scenario.replace('-', "_")
+        )
+    }
+}
+
+/// Whether `path` is a matrix file rather than a scenario: named
+/// `matrix.yaml`, or a YAML document whose top level has `suites`.
+pub fn is_matrix_file(path: &Path) -> bool {
+    path.file_name().is_some_and(|n| n == "matrix.yaml")
+        || std::fs::read_to_string(path).is_ok_and(|t| t.lines().any(|l| l.starts_with("suites:")))
+}
+
+impl Matrix {
+    /// `$SCX_HARNESS_MATRIX`, else the checkout's `scenarios/matrix.yaml`.
+    pub fn default_path() -> PathBuf {
+        std::env::var_os("SCX_HARNESS_MATRIX")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| crate::scenario::bundled_dir().join("matrix.yaml"))
+    }
+
+    pub fn load(path: &Path) -> Result<Matrix> {
+        let text = read_text(path, "matrix")?;
+        let file: File = parse_yaml(path, &text, HINT)?;
+        Ok(Matrix {
+            path: path.to_path_buf(),
+            suites: file.suites,
+            text,
+        })
+    }
+
+    fn error(&self, key: &str, msg: String) -> anyhow::Error {
+        let line = self
+            .text
+            .lines()
+            .position(|l| l.trim_start().starts_with(&format!("{key}:")))
+            .map(|i| i + 1)
+            .or_else(|| line_of(&self.text, key, ""));
+        let place = match line {
+            Some(l) => format!("{}:{l}", self.path.display()),
+            None => self.path.display().to_string(),
+        };
+        fail(Failure::BadInput, format!("{place}: {msg}\n  fix: {HINT}"))
+    }
+
+    /// The cells of suite `name`, checked against the registry and the
+    /// scenarios: an unknown name is an error naming the known ones.
+    pub fn cells(
+        &self,
+        name: &str,
+        registry: &Registry,
+        scenarios: &[String],
+        overrides: &Overrides,
+    ) -> Result<Vec<Cell>> {
+        let suite = self.suites.get(name).ok_or_else(|| {
+            fail(
+                Failure::BadInput,
+                format!(
+                    "{}: no suite {name:?}; the suites are {}\n  fix: {HINT}",
+                    self.path.display(),
+                    self.suites.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            )
+        })?;
+        let scheds = overrides.schedulers.as_ref().unwrap_or(&suite.schedulers);
+        let scens = overrides.scenarios.as_ref().unwrap_or(&suite.scenarios);
+        let sched_names: Vec<String> = match scheds {
+            Selection::All => registry
+                .under_test()
+                .filter(|d| d.unsupported.is_none())
+                .map(|d| d.name.clone())
+                .collect(),
+            Selection::Names(n) => n.clone(),
+        };
+        for s in &sched_names {
+            if registry.get(s).is_err() {
+                return Err(self.error(
+                    name,
+                    format!(
+                        "suite {name}: unknown scheduler {s:?}; the registry ({}) knows {}",
+                        registry.path.display(),
+                        registry.names().join(", ")
+                    ),
+                ));
+            }
+        }
+        let scen_names: Vec<String> = match scens {
+            Selection::All => scenarios.to_vec(),
+            Selection::Names(n) => n.clone(),
+        };
+        for s in &scen_names {
+            if !scenarios.contains(s) {
+                return Err(self.error(
+                    name,
+                    format!(
+                        "suite {name}: unknown scenario {s:?}; the bundled ones are {}",
+                        scenarios.join(", ")
+                    ),
+                ));
+            }
+        }
+        for key in suite.skip.keys() {
+            let ok = key
+                .split_once('/')
+                .is_some_and(|(a, b)| registry.get(a).is_ok() && scenarios.iter().any(|s| s == b));
+            if !ok {
+                return Err(self.error(
+                    name,
+                    format!(
+                        "suite {name}: skip entry {key:?} is not SCHEDULER/SCENARIO of known names"
+                    ),
+                ));
+            }
+        }
+        let mut cells = Vec::new();
+        for sc in &sched_names {
+            for sn in &scen_names {
+                if !suite.skip.contains_key(&format!("{sc}/{sn}")) {
+                    cells.push(Cell {
+                        scheduler: sc.clone(),
+                        scenario: sn.clone(),
+                    });
+                }
+            }
+        }
+        Ok(cells)
+    }
+}
+
+/// What the environment overrides for one run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    pub suite: Option<String>,
+    pub schedulers: Option<Selection>,
+    pub scenarios: Option<Selection>,
+}
+
+fn selection(v: &str) -> Selection {
+    if v.trim() == "all" {
+        Selection::All
+    } else {
+        Selection::Names(
+            v.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
+        )
+    }
+}
+
+impl Overrides {
+    /// From `SCX_HARNESS_SUITE`, `SCX_HARNESS_SCHEDULERS`,
+    /// `SCX_HARNESS_SCENARIOS`.
+    pub fn from_env() -> Overrides {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        Overrides {
+            suite: var("SCX_HARNESS_SUITE"),
+            schedulers: var("SCX_HARNESS_SCHEDULERS").map(|v| selection(&v)),
+            scenarios: var("SCX_HARNESS_SCENARIOS").map(|v| selection(&v)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry() -> Registry {
+        Registry::load(&crate::paths::workspace_root().join("schedulers/registry.yaml")).unwrap()
+    }
+
+    fn matrix(text: &str) -> Matrix {
+        Matrix {
+            path: "m.yaml".into(),
+            suites: serde_yaml::from_str::<File>(text).unwrap().suites,
+            text: text.to_string(),
+        }
+    }
+
+    fn scenarios() -> Vec<String> {
+        vec!["idle-baseline".into(), "wake-pingpong".into()]
+    }
+
+    #[test]
+    fn cells_and_their_test_names() {
+        let m = matrix(
+            "suites:\n  small:\n    schedulers: [scx_simple, default]\n    scenarios: all\n    skip:\n      default/idle-baseline: just because\n",
+        );
+        let cells = m
+            .cells("small", &registry(), &scenarios(), &Overrides::default())
+            .unwrap();
+        let names: Vec<String> = cells.iter().map(Cell::test_name).collect();
+        assert_eq!(
+            names,
+            [
+                "matrix::scx_simple::idle_baseline",
+                "matrix::scx_simple::wake_pingpong",
+                "matrix::default::wake_pingpong"
+            ]
+        );
+    }
+
+    #[test]
+    fn all_means_every_scheduler_under_test_that_is_supported() {
+        let m = matrix("suites:\n  n:\n    schedulers: all\n    scenarios: [idle-baseline]\n");
+        let cells = m
+            .cells("n", &registry(), &scenarios(), &Overrides::default())
+            .unwrap();
+        let names: Vec<&str> = cells.iter().map(|c| c.scheduler.as_str()).collect();
+        assert!(
+            names.contains(&"scx_vtime") && names.contains(&"default"),
+            "{names:?}"
+        );
+        assert!(!names.contains(&"scx_fault"), "a fixture is not under test");
+        assert!(
+            !names.contains(&"scx_central"),
+            "an unsupported one is left out"
+        );
+    }
+
+    #[test]
+    fn unknown_names_are_errors_that_list_the_known_ones() {
+        let m = matrix("suites:\n  s:\n    schedulers: [scx_nope]\n    scenarios: all\n");
+        let e = format!(
+            "{:#}",
+            m.cells("s", &registry(), &scenarios(), &Overrides::default())
+                .unwrap_err()
+        );
+        assert!(
+            e.contains("m.yaml:2: suite s: unknown scheduler \"scx_nope\""),
+            "{e}"
+        );
+        assert!(e.contains("scx_vtime"), "{e}");
+        let m = matrix("suites:\n  s:\n    schedulers: all\n    scenarios: [nope]\n");
+        let e = format!(
+            "{:#}",
+            m.cells("s", &registry(), &scenarios(), &Overrides::default())
+                .unwrap_err()
+        );
+        assert!(
+            e.contains(
+                "unknown scenario \"nope\"; the bundled ones are idle-baseline, wake-pingpong"
+            ),
+            "{e}"
+        );
+        let e = format!(
+            "{:#}",
+            m.cells("other", &registry(), &scenarios(), &Overrides::default())
+                .unwrap_err()
+        );
+        assert!(e.contains("no suite \"other\"; the suites are s"), "{e}");
+    }
+
+    #[test]
+    fn the_environment_overrides_the_file() {
+        let m = matrix("suites:\n  s:\n    schedulers: all\n    scenarios: all\n");
+        let o = Overrides {
+            suite: None,
+            schedulers: Some(selection("scx_fifo, default")),
+            scenarios: Some(selection("wake-pingpong")),
+        };
+        let cells = m.cells("s", &registry(), &scenarios(), &o).unwrap();
+        assert_eq!(cells.len(), 2);
+        assert_eq!(selection("all"), Selection::All);
+    }
+
+    #[test]
+    fn the_bundled_matrix_is_valid() {
+        let m = Matrix::load(&crate::scenario::bundled_dir().join("matrix.yaml")).unwrap();
+        let names = crate::scenario::bundled_names();
+        for suite in m.suites.keys() {
+            let cells = m
+                .cells(suite, &registry(), &names, &Overrides::default())
+                .unwrap();
+            assert!(!cells.is_empty(), "{suite}");
+        }
+        assert!(m.suites.contains_key("default") && m.suites.contains_key("nightly"));
+    }
+}

@@ -1,0 +1,587 @@
+//! A self-contained HTML page for a run: the matrix with verdicts, and per
+//! cell its checks, its numbers and two plots drawn as inline SVG (no
+//! script or style is fetched from anywhere): the run-delay distribution
+//! (CDF) of each group, and each group's CPU share over time. A small
+//! script at the end counts the plots the browser actually laid out, so a
+//! test in headless Chromium can tell that they render. Pure.
+
+use std::collections::BTreeSet;
+use std::fmt::Write;
+use std::time::Duration;
+
+use super::{short, CellResult, CellVerdict};
+use crate::agent::Pass;
+use crate::compare::{CompareReport, MetricComparison};
+use crate::probe::hist::Histogram;
+use crate::stats::Verdict;
+
+const COLOURS: &[&str] = &[
+    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+];
+const W: f64 = 520.0;
+const H: f64 = 240.0;
+const PAD: f64 = 46.0;
+
+pub fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn anchor(r: &CellResult) -> String {
+    format!("cell-{}-{}", r.scheduler, r.scenario)
+        .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "-")
+}
+
+fn verdict_class(v: CellVerdict) -> &'static str {
+    match v {
+        CellVerdict::Pass => "pass",
+        CellVerdict::Fail => "fail",
+        CellVerdict::Error => "error",
+        CellVerdict::NotRun => "notrun",
+    }
+}
+
+/// The whole page.
+pub fn page(results: &[CellResult], compare: Option<&CompareReport>) -> String {
+    let mut out = String::new();
+    let count = |v| results.iter().filter(|r| r.verdict == v).count();
+    let _ = write!(
+        out,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <title>scx-harness run</title><style>{STYLE}</style></head><body>\n\
+         <h1>scx-harness run</h1>\n<p class=\"summary\">{} cells: \
+         <span class=\"pass\">{} pass</span>, <span class=\"fail\">{} fail</span>, \
+         <span class=\"error\">{} error</span>, <span class=\"notrun\">{} not run</span>{}</p>\n",
+        results.len(),
+        count(CellVerdict::Pass),
+        count(CellVerdict::Fail),
+        count(CellVerdict::Error),
+        count(CellVerdict::NotRun),
+        results
+            .first()
+            .map(|r| format!(
+                "; kernel {} ({}), {}",
+                esc(&r.kernel),
+                esc(&r.kernel_id),
+                esc(&r.accel)
+            ))
+            .unwrap_or_default()
+    );
+    let mut plots = 0;
+    if let Some(c) = compare {
+        out.push_str(&comparison(c, &mut plots));
+    }
+    out.push_str(&matrix(results));
+    for r in results {
+        out.push_str(&cell(r, &mut plots));
+    }
+    let _ = write!(
+        out,
+        "<script>\n\
+         // Counts the plots the browser laid out: a plot is an SVG with a\n\
+         // drawn line of non-zero size.\n\
+         (function () {{\n\
+           var n = 0;\n\
+           document.querySelectorAll('svg.plot').forEach(function (svg) {{\n\
+             var line = svg.querySelector('polyline');\n\
+             if (line && line.getBBox().width > 0) n++;\n\
+           }});\n\
+           document.body.setAttribute('data-plots-expected', '{plots}');\n\
+           document.body.setAttribute('data-plots-rendered', String(n));\n\
+         }})();\n\
+         </script>\n</body></html>\n"
+    );
+    out
+}
+
+const STYLE: &str = "body{font-family:sans-serif;margin:1.5em;color:#222}\
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.2em .5em;text-align:left}\
+td.num{text-align:right;font-variant-numeric:tabular-nums}\
+.pass{color:#176117}.fail{color:#b00}.error{color:#a15c00}.notrun{color:#666}\
+td.pass{background:#e6f4e6}td.fail{background:#fbe3e3}td.error{background:#fdf0dc}td.notrun{background:#eee}\
+section{border-top:2px solid #ddd;margin-top:1.5em}svg.plot{border:1px solid #ddd;margin:.3em}\
+pre{background:#f6f6f6;padding:.5em;white-space:pre-wrap}";
+
+fn matrix(results: &[CellResult]) -> String {
+    let scenarios: BTreeSet<&str> = results.iter().map(|r| r.scenario.as_str()).collect();
+    let mut schedulers: Vec<&str> = Vec::new();
+    for r in results {
+        if !schedulers.contains(&r.scheduler.as_str()) {
+            schedulers.push(&r.scheduler);
+        }
+    }
+    let mut t = String::from("<h2>Matrix</h2>\n<table id=\"matrix\"><tr><th>scheduler</th>");
+    for s in &scenarios {
+        let _ = write!(t, "<th>{}</th>", esc(s));
+    }
+    t.push_str("</tr>\n");
+    for sched in &schedulers {
+        let _ = write!(t, "<tr><th>{}</th>", esc(sched));
+        for s in &scenarios {
+            match results
+                .iter()
+                .find(|r| r.scheduler == *sched && r.scenario == *s)
+            {
+                Some(r) => {
+                    let _ = write!(
+                        t,
+                        "<td class=\"{}\"><a href=\"#{}\">{}</a></td>",
+                        verdict_class(r.verdict),
+                        anchor(r),
+                        r.verdict.label()
+                    );
+                }
+                None => t.push_str("<td></td>"),
+            }
+        }
+        t.push_str("</tr>\n");
+    }
+    t.push_str("</table>\n");
+    t
+}
+
+fn cell(r: &CellResult, plots: &mut usize) -> String {
+    let mut s = format!(
+        "<section id=\"{}\"><h2>{} / {}: <span class=\"{}\">{}</span></h2>\n\
+         <p>scheduler version {}; scenario hash {}; {:.1} s; files: <code>{}</code></p>\n",
+        anchor(r),
+        esc(&r.scheduler),
+        esc(&r.scenario),
+        verdict_class(r.verdict),
+        r.verdict.label(),
+        if r.scheduler_version.is_empty() {
+            "(the kernel's)".to_string()
+        } else {
+            esc(&r.scheduler_version)
+        },
+        esc(&r.scenario_hash),
+        r.elapsed_s,
+        esc(&r.dir.display().to_string())
+    );
+    if r.verdict != CellVerdict::Pass {
+        let _ = writeln!(s, "<pre>{}</pre>", esc(&r.summary));
+    }
+    if !r.checks.is_empty() {
+        s.push_str("<table><tr><th>check</th><th>observed</th><th>bound</th><th></th><th>detail</th></tr>\n");
+        for c in &r.checks {
+            let _ = writeln!(
+                s,
+                "<tr><td>{}</td><td class=\"num\">{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td></tr>",
+                esc(&c.name),
+                esc(&c.observed),
+                esc(&c.bound),
+                if c.pass { "pass" } else { "fail" },
+                if c.pass { "pass" } else { "FAIL" },
+                esc(&c.detail)
+            );
+        }
+        s.push_str("</table>\n");
+    }
+    if let Some(a) = &r.agent {
+        let main = a.pass("scheduler");
+        let fair = a.pass("fair");
+        if let Some(p) = main {
+            s.push_str(&metrics(p, r.cpus));
+            s.push_str(&cdf_plot(p, fair, plots));
+            s.push_str(&share_plot(p, r.cpus, plots));
+        }
+    }
+    s.push_str("</section>\n");
+    s
+}
+
+fn metrics(p: &Pass, cpus: u32) -> String {
+    let mut t = String::from(
+        "<table><tr><th>group</th><th>CPU</th><th>wakeups</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th><th>iterations/s</th></tr>\n",
+    );
+    let window = p.window();
+    for g in &p.groups {
+        let h = &g.probe.run_delay;
+        let q = |x: f64| h.quantile(x).map_or("-".into(), short);
+        let cpu = p.cpu_share(g, cpus);
+        let _ = writeln!(
+            t,
+            "<tr><td>{}</td><td class=\"num\">{:.1}%</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{:.0}</td></tr>",
+            esc(&g.name),
+            cpu * 100.0,
+            h.count(),
+            q(0.5),
+            q(0.9),
+            q(0.99),
+            q(0.999),
+            short(Duration::from_nanos(g.probe.max_wait_ns)),
+            g.iterations_window() as f64 / window.as_secs_f64().max(1e-9)
+        );
+    }
+    t.push_str("</table>\n");
+    t
+}
+
+/// Frame, axes and legend of a plot; `body` holds the data.
+fn svg(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    x_ticks: &[(f64, String)],
+    y_ticks: &[(f64, String)],
+    legend: &[(String, &str, bool)],
+    body: &str,
+) -> String {
+    let mut s = format!(
+        "<svg class=\"plot\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\">\
+         <text x=\"{}\" y=\"14\" font-size=\"12\" text-anchor=\"middle\">{}</text>\
+         <rect x=\"{PAD}\" y=\"20\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#999\"/>",
+        W / 2.0,
+        esc(title),
+        W - PAD - 10.0,
+        H - 20.0 - PAD
+    );
+    for (x, l) in x_ticks {
+        let _ = write!(
+            s,
+            "<text x=\"{x:.1}\" y=\"{}\" font-size=\"10\" text-anchor=\"middle\">{}</text>",
+            H - PAD + 14.0,
+            esc(l)
+        );
+    }
+    for (y, l) in y_ticks {
+        let _ = write!(
+            s,
+            "<text x=\"{}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"end\">{}</text>",
+            PAD - 4.0,
+            y + 3.0,
+            esc(l)
+        );
+    }
+    let _ = write!(
+        s,
+        "<text x=\"{}\" y=\"{}\" font-size=\"11\" text-anchor=\"middle\">{}</text>\
+         <text x=\"12\" y=\"{}\" font-size=\"11\" text-anchor=\"middle\" transform=\"rotate(-90 12 {})\">{}</text>",
+        PAD + (W - PAD - 10.0) / 2.0,
+        H - 8.0,
+        esc(x_label),
+        (H - PAD) / 2.0 + 10.0,
+        (H - PAD) / 2.0 + 10.0,
+        esc(y_label)
+    );
+    s.push_str(body);
+    for (i, (name, colour, dashed)) in legend.iter().enumerate() {
+        let y = 30.0 + 13.0 * i as f64;
+        let _ = write!(
+            s,
+            "<line x1=\"{}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\" stroke=\"{colour}\" stroke-width=\"2\"{}/>\
+             <text x=\"{}\" y=\"{}\" font-size=\"10\">{}</text>",
+            W - 150.0,
+            W - 132.0,
+            if *dashed { " stroke-dasharray=\"4 3\"" } else { "" },
+            W - 128.0,
+            y + 3.0,
+            esc(name)
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+fn x_of(frac: f64) -> f64 {
+    PAD + frac.clamp(0.0, 1.0) * (W - PAD - 10.0)
+}
+
+fn y_of(frac: f64) -> f64 {
+    (H - PAD) - frac.clamp(0.0, 1.0) * (H - 20.0 - PAD)
+}
+
+/// The run-delay CDF of each group, delay on a log axis; the fair-class
+/// pass dashed beside it when there is one.
+fn cdf_plot(p: &Pass, fair: Option<&Pass>, plots: &mut usize) -> String {
+    let mut series = Vec::new();
+    for (pass, dashed, suffix) in
+        std::iter::once((p, false, "")).chain(fair.map(|f| (f, true, " (fair)")))
+    {
+        for (i, g) in pass.groups.iter().enumerate() {
+            series.push((
+                format!("{}{suffix}", g.name),
+                &g.probe.run_delay,
+                COLOURS[i % COLOURS.len()],
+                dashed,
+            ));
+        }
+    }
+    cdf_svg("run delay (CDF)", &series, plots)
+}
+
+/// CDFs of run-delay histograms on a log axis: (legend, histogram,
+/// colour, dashed) each.
+fn cdf_svg(title: &str, series: &[(String, &Histogram, &str, bool)], plots: &mut usize) -> String {
+    let (mut lo, mut hi) = (u64::MAX, 0u64);
+    for (_, h, _, _) in series {
+        for (v, _) in h.cdf() {
+            lo = lo.min(v.max(1));
+            hi = hi.max(v);
+        }
+    }
+    if hi == 0 {
+        return String::new();
+    }
+    let (llo, lhi) = (
+        (lo as f64).log10().floor(),
+        (hi as f64)
+            .log10()
+            .ceil()
+            .max((lo as f64).log10().floor() + 1.0),
+    );
+    let xf = |ns: u64| ((ns.max(1) as f64).log10() - llo) / (lhi - llo);
+    let mut body = String::new();
+    let mut legend = Vec::new();
+    for (name, h, colour, dashed) in series {
+        let pts = h.cdf();
+        if pts.is_empty() {
+            continue;
+        }
+        let mut path = format!("{:.1},{:.1}", x_of(xf(pts[0].0)), y_of(0.0));
+        for (v, f) in &pts {
+            let _ = write!(path, " {:.1},{:.1}", x_of(xf(*v)), y_of(*f));
+        }
+        let _ = write!(
+            body,
+            "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"1.5\"{} points=\"{path}\"/>",
+            if *dashed { " stroke-dasharray=\"4 3\"" } else { "" }
+        );
+        legend.push((name.clone(), *colour, *dashed));
+    }
+    let mut x_ticks = Vec::new();
+    let mut e = llo;
+    while e <= lhi {
+        x_ticks.push((
+            x_of((e - llo) / (lhi - llo)),
+            short(Duration::from_nanos(10f64.powf(e) as u64)),
+        ));
+        e += 1.0;
+    }
+    let y_ticks: Vec<(f64, String)> = [0.0, 0.5, 0.9, 1.0]
+        .iter()
+        .map(|f| (y_of(*f), format!("{f}")))
+        .collect();
+    *plots += 1;
+    svg(
+        title,
+        "wakeup to run",
+        "fraction",
+        &x_ticks,
+        &y_ticks,
+        &legend,
+        &body,
+    )
+}
+
+/// A comparison: per scenario the statistics per metric, the pooled
+/// run-delay CDFs of both sides, and each key metric's samples side by
+/// side.
+fn comparison(c: &CompareReport, plots: &mut usize) -> String {
+    let mut out = format!(
+        "<h2>Comparison</h2>\n<p>baseline <b>{}</b> against candidate <b>{}</b>; {}; alpha {}, noise threshold {:.0}%</p>\n",
+        esc(&c.baseline.label),
+        esc(&c.candidate.label),
+        esc(&c.stopped),
+        c.alpha,
+        c.noise * 100.0
+    );
+    for s in &c.scenarios {
+        let _ = writeln!(
+            out,
+            "<section class=\"compare\"><h3>{}</h3><p>{} baseline and {} candidate run(s); checks failed in {} and {}</p>",
+            esc(&s.scenario),
+            s.runs_baseline,
+            s.runs_candidate,
+            s.failed_checks_baseline,
+            s.failed_checks_candidate
+        );
+        for o in &s.outright {
+            let _ = writeln!(
+                out,
+                "<p class=\"fail\">{} run {} failed outright: {} (<code>{}</code>)</p>",
+                esc(&o.side),
+                o.run + 1,
+                esc(&o.reason),
+                esc(&o.dir.display().to_string())
+            );
+        }
+        if !s.metrics.is_empty() {
+            out.push_str("<table><tr><th>metric</th><th>baseline</th><th>candidate</th><th>ratio</th><th>95% CI</th><th>p</th><th>verdict</th></tr>\n");
+            for m in &s.metrics {
+                let unit = crate::compare::kind(&m.name).2;
+                let st = &m.stats;
+                let class = match st.verdict {
+                    Verdict::Worse => "fail",
+                    Verdict::Better => "pass",
+                    _ => "",
+                };
+                let _ = writeln!(
+                    out,
+                    "<tr><td>{}{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{:.3}</td><td class=\"num\">[{:.3}, {:.3}]</td><td class=\"num\">{:.4}</td><td class=\"{class}\">{}</td></tr>",
+                    esc(&m.name),
+                    if m.key { "" } else { " <small>(not key)</small>" },
+                    esc(&unit.show(st.median_a)),
+                    esc(&unit.show(st.median_b)),
+                    st.ratio,
+                    st.ci_low,
+                    st.ci_high,
+                    st.p_value,
+                    esc(st.verdict.label())
+                );
+            }
+            out.push_str("</table>\n");
+        }
+        let mut series = Vec::new();
+        for (i, (g, a, b)) in s.run_delay.iter().enumerate() {
+            let colour = COLOURS[i % COLOURS.len()];
+            series.push((format!("{g} (baseline)"), a, colour, false));
+            series.push((format!("{g} (candidate)"), b, colour, true));
+        }
+        out.push_str(&cdf_svg("run delay, all runs pooled (CDF)", &series, plots));
+        for m in s.metrics.iter().filter(|m| m.key) {
+            out.push_str(&strip_plot(m, plots));
+        }
+        out.push_str("</section>\n");
+    }
+    out
+}
+
+/// One metric's samples, baseline and candidate side by side, each with
+/// its median as a line.
+fn strip_plot(m: &MetricComparison, plots: &mut usize) -> String {
+    let unit = crate::compare::kind(&m.name).2;
+    let all = m
+        .baseline
+        .iter()
+        .chain(&m.candidate)
+        .copied()
+        .filter(|v| v.is_finite());
+    let (lo, hi) = all.fold((f64::MAX, f64::MIN), |(l, h), v| (l.min(v), h.max(v)));
+    if lo > hi {
+        return String::new();
+    }
+    let (lo, hi) = if hi > lo {
+        (lo, hi)
+    } else {
+        (lo * 0.9, hi * 1.1 + 1e-9)
+    };
+    let yf = |v: f64| (v - lo) / (hi - lo);
+    let mut body = String::new();
+    for (i, (side, xs)) in [("baseline", &m.baseline), ("candidate", &m.candidate)]
+        .iter()
+        .enumerate()
+    {
+        let centre = 0.25 + 0.5 * i as f64;
+        let colour = COLOURS[i];
+        for (j, v) in xs.iter().enumerate() {
+            // Spread the dots sideways a little so equal values stay visible.
+            let dx = ((j % 7) as f64 - 3.0) * 0.012;
+            let _ = write!(
+                body,
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{colour}\" fill-opacity=\"0.7\"><title>{side}: {}</title></circle>",
+                x_of(centre + dx),
+                y_of(yf(*v)),
+                esc(&unit.show(*v))
+            );
+        }
+        let med = crate::stats::median(xs);
+        if med.is_finite() {
+            let _ = write!(
+                body,
+                "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{:.1},{:.1} {:.1},{:.1}\"/>",
+                x_of(centre - 0.1),
+                y_of(yf(med)),
+                x_of(centre + 0.1),
+                y_of(yf(med))
+            );
+        }
+    }
+    let x_ticks = vec![
+        (x_of(0.25), "baseline".to_string()),
+        (x_of(0.75), "candidate".to_string()),
+    ];
+    let y_ticks: Vec<(f64, String)> = [0.0, 0.5, 1.0]
+        .iter()
+        .map(|f| (y_of(*f), unit.show(lo + f * (hi - lo))))
+        .collect();
+    *plots += 1;
+    svg(&m.name, "", "", &x_ticks, &y_ticks, &[], &body)
+}
+
+/// Each group's share of the VM's CPU time, per timeline step.
+fn share_plot(p: &Pass, cpus: u32, plots: &mut usize) -> String {
+    if p.timeline.len() < 2 {
+        return String::new();
+    }
+    let t_end = p.timeline.last().map_or(1, |(t, _)| *t).max(1) as f64;
+    let mut body = String::new();
+    let mut legend = Vec::new();
+    for (i, g) in p.groups.iter().enumerate() {
+        let colour = COLOURS[i % COLOURS.len()];
+        let mut pts = Vec::new();
+        for w in p.timeline.windows(2) {
+            let (t0, a) = (&w[0].0, &w[0].1);
+            let (t1, b) = (&w[1].0, &w[1].1);
+            let dt = (t1 - t0) as f64 * f64::from(cpus);
+            if dt <= 0.0 {
+                continue;
+            }
+            let used = b
+                .get(i)
+                .copied()
+                .unwrap_or(0)
+                .saturating_sub(a.get(i).copied().unwrap_or(0)) as f64;
+            pts.push(format!(
+                "{:.1},{:.1}",
+                x_of(*t1 as f64 / t_end),
+                y_of(used / dt)
+            ));
+        }
+        if pts.is_empty() {
+            continue;
+        }
+        let _ = write!(
+            body,
+            "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"1.5\" points=\"{}\"/>",
+            pts.join(" ")
+        );
+        legend.push((g.name.clone(), colour, false));
+    }
+    let secs = t_end / 1e9;
+    let x_ticks: Vec<(f64, String)> = (0..=4)
+        .map(|k| {
+            let f = f64::from(k) / 4.0;
+            (x_of(f), format!("{:.1}s", secs * f))
+        })
+        .collect();
+    let y_ticks: Vec<(f64, String)> = [0.0, 0.25, 0.5, 0.75, 1.0]
+        .iter()
+        .map(|f| (y_of(*f), format!("{:.0}%", f * 100.0)))
+        .collect();
+    *plots += 1;
+    svg(
+        "CPU share over time",
+        "time since start",
+        "share of the VM",
+        &x_ticks,
+        &y_ticks,
+        &legend,
+        &body,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping() {
+        assert_eq!(
+            esc("<a href=\"x\">&</a>"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&lt;/a&gt;"
+        );
+    }
+}

@@ -1,0 +1,345 @@
+//! The result of a cell as one JSON document with a versioned schema, and
+//! its forms for people (a verdict line, the checks, a metrics table).
+//! Pure: documents in, text out.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::agent::{AgentOutput, Pass};
+use crate::checks::Outcome;
+
+/// Bump on any change that an older reader would misread.
+pub const SCHEMA: &str = "scx-harness/cell-result/v1";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CellVerdict {
+    /// Every check passed.
+    Pass,
+    /// The run was measured and a check failed.
+    Fail,
+    /// The run could not be measured (VM, agent or kernel trouble): no
+    /// verdict on the scheduler.
+    Error,
+    /// The VM never got to the cell (an earlier cell crashed the kernel,
+    /// the run was interrupted).
+    NotRun,
+}
+
+impl CellVerdict {
+    pub fn label(self) -> &'static str {
+        match self {
+            CellVerdict::Pass => "pass",
+            CellVerdict::Fail => "FAIL",
+            CellVerdict::Error => "ERROR",
+            CellVerdict::NotRun => "NOT RUN",
+        }
+    }
+}
+
+/// One cell's result document (`result.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CellResult {
+    pub schema: String,
+    pub scenario: String,
+    /// The scenario's content hash (`scenario::Scenario::hash`).
+    pub scenario_hash: String,
+    pub scenario_path: PathBuf,
+    pub scheduler: String,
+    pub scheduler_version: String,
+    pub scheduler_args: Vec<String>,
+    /// `uname -r` of the kernel, and its cache key (or path hash).
+    pub kernel: String,
+    pub kernel_id: String,
+    /// "kvm" or "tcg".
+    pub accel: String,
+    /// The VM's shape.
+    pub cpus: u32,
+    pub memory: String,
+    pub host: String,
+    /// Seconds since the Unix epoch.
+    pub started_at: u64,
+    pub elapsed_s: f64,
+    pub vm_outcome: String,
+    pub verdict: CellVerdict,
+    /// One line for a pass, the failed checks' lines for a failure, the
+    /// reason for an error.
+    pub summary: String,
+    pub checks: Vec<Outcome>,
+    /// Everything the guest measured, as it wrote it.
+    pub agent: Option<AgentOutput>,
+    pub console_log: PathBuf,
+    pub dir: PathBuf,
+}
+
+/// A duration for tables: "850us", "12.3ms", "1.20s".
+pub fn short(d: Duration) -> String {
+    let us = d.as_micros();
+    if us >= 1_000_000 {
+        format!("{:.2}s", d.as_secs_f64())
+    } else if us >= 1000 {
+        format!("{:.1}ms", us as f64 / 1000.0)
+    } else {
+        format!("{us}us")
+    }
+}
+
+/// Per-group metrics of a pass, as a table.
+pub fn metrics_table(p: &Pass, cpus: u32) -> String {
+    let mut t = format!(
+        "  {:<14} {:>7} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10}\n",
+        "group", "cpu%", "waits", "p50", "p90", "p99", "max", "stall", "iter/s"
+    );
+    let window = p.window();
+    for g in &p.groups {
+        let h = &g.probe.run_delay;
+        let q = |x: f64| h.quantile(x).map_or("-".into(), short);
+        let cpu = p.cpu_share(g, cpus);
+        t.push_str(&format!(
+            "  {:<14} {:>6.1}% {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10.0}\n",
+            g.name,
+            cpu * 100.0,
+            h.count(),
+            q(0.5),
+            q(0.9),
+            q(0.99),
+            short(Duration::from_nanos(g.probe.max_wait_ns)),
+            short(Duration::from_nanos(g.probe.max_wait_all_ns)),
+            g.iterations_window() as f64 / window.as_secs_f64().max(1e-9),
+        ));
+    }
+    t
+}
+
+/// What a person reads after a cell: the verdict, the checks, the numbers,
+/// and where the evidence is.
+pub fn describe(r: &CellResult) -> String {
+    let mut s = format!(
+        "{} / {}: {} ({:.1} s)\n",
+        r.scheduler,
+        r.scenario,
+        r.verdict.label(),
+        r.elapsed_s
+    );
+    for o in &r.checks {
+        s.push_str(&format!("  {}\n", o.line()));
+    }
+    if matches!(r.verdict, CellVerdict::Error | CellVerdict::NotRun) {
+        s.push_str(&format!("  {}\n", r.summary));
+    }
+    if let Some(a) = &r.agent {
+        for p in &a.passes {
+            s.push_str(&format!(
+                "  pass {} (window {}):\n",
+                p.label,
+                short(p.window())
+            ));
+            s.push_str(&metrics_table(p, r.cpus));
+            if let Some(st) = &p.stall {
+                s.push_str(&format!(
+                    "  stall: {} (pid {}, tid {}, group {}) runnable for {} without running\n",
+                    st.comm,
+                    st.pid,
+                    st.tid,
+                    st.group,
+                    short(Duration::from_nanos(st.waited_ns))
+                ));
+            }
+            for e in &p.errors {
+                s.push_str(&format!("  problem: {e}\n"));
+            }
+        }
+    }
+    if r.verdict != CellVerdict::Pass {
+        s.push_str(&format!("  evidence: {}\n", r.dir.display()));
+    }
+    s
+}
+
+pub mod html;
+
+/// The result of a cell that never ran.
+pub fn not_run(
+    scenario: &crate::scenario::Loaded,
+    scheduler: &crate::scheduler::build::Built,
+    dir: &std::path::Path,
+    why: &str,
+) -> CellResult {
+    CellResult {
+        schema: SCHEMA.into(),
+        scenario: scenario.scenario.name.clone(),
+        scenario_hash: scenario.hash.clone(),
+        scenario_path: scenario.path.clone(),
+        scheduler: scheduler.def.name.clone(),
+        scheduler_version: scheduler.version.clone(),
+        scheduler_args: Vec::new(),
+        kernel: String::new(),
+        kernel_id: String::new(),
+        accel: String::new(),
+        cpus: scenario.scenario.vm.cpus,
+        memory: scenario.scenario.vm.memory.clone(),
+        host: String::new(),
+        started_at: 0,
+        elapsed_s: 0.0,
+        vm_outcome: "not started".into(),
+        verdict: CellVerdict::NotRun,
+        summary: format!("not run: {why}"),
+        checks: Vec::new(),
+        agent: None,
+        console_log: dir.join("console.log"),
+        dir: dir.to_path_buf(),
+    }
+}
+
+/// The final table: scheduler x scenario, verdict, and the key numbers
+/// (worst p99 run delay and longest runnable wait of the scheduler pass).
+pub fn table(results: &[CellResult]) -> String {
+    let mut t = format!(
+        "{:<14} {:<22} {:<8} {:>9} {:>9} SUMMARY\n",
+        "SCHEDULER", "SCENARIO", "VERDICT", "p99 max", "stall"
+    );
+    for r in results {
+        let pass = r.agent.as_ref().and_then(|a| a.pass("scheduler"));
+        let p99 = pass
+            .and_then(|p| {
+                p.groups
+                    .iter()
+                    .filter_map(|g| g.probe.run_delay.quantile(0.99))
+                    .max()
+            })
+            .map_or("-".into(), short);
+        let stall = pass
+            .map(|p| {
+                p.groups
+                    .iter()
+                    .map(|g| g.probe.max_wait_all_ns)
+                    .max()
+                    .unwrap_or(0)
+            })
+            .map_or("-".into(), |ns| short(Duration::from_nanos(ns)));
+        t.push_str(&format!(
+            "{:<14} {:<22} {:<8} {:>9} {:>9} {}\n",
+            r.scheduler,
+            r.scenario,
+            r.verdict.label(),
+            p99,
+            stall,
+            r.summary.lines().next().unwrap_or("")
+        ));
+    }
+    t
+}
+
+/// The results of a run directory: `results.json`, or else every cell's
+/// `result.json` below it (a run that was killed before it wrote the
+/// summary).
+pub fn load_run(dir: &std::path::Path) -> anyhow::Result<Vec<CellResult>> {
+    use anyhow::Context;
+    if !dir.is_dir() {
+        return Err(crate::error::fail(
+            crate::error::Failure::BadInput,
+            format!(
+                "{} is not a directory\n  fix: pass a run directory `scx-harness run` wrote (it prints its path)",
+                dir.display()
+            ),
+        ));
+    }
+    let summary = dir.join("results.json");
+    if summary.is_file() {
+        let bytes =
+            std::fs::read(&summary).with_context(|| format!("reading {}", summary.display()))?;
+        return serde_json::from_slice(&bytes).map_err(|e| {
+            crate::error::fail(
+                crate::error::Failure::BadInput,
+                format!(
+                    "{}: not a results file of this version: {e}",
+                    summary.display()
+                ),
+            )
+        });
+    }
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d)
+            .with_context(|| format!("reading {}", d.display()))?
+            .flatten()
+        {
+            let p = e.path();
+            if p.is_dir() && p.file_name() != Some("vms".as_ref()) {
+                stack.push(p);
+            } else if p.file_name() == Some("result.json".as_ref()) {
+                if let Ok(r) = serde_json::from_slice::<CellResult>(&std::fs::read(&p)?) {
+                    found.push(r);
+                }
+            }
+        }
+    }
+    if found.is_empty() {
+        return Err(crate::error::fail(
+            crate::error::Failure::BadInput,
+            format!(
+                "{} holds no results (no results.json, no cell result.json)\n  fix: pass a directory `scx-harness run` wrote",
+                dir.display()
+            ),
+        ));
+    }
+    found.sort_by(|a, b| (&a.scheduler, &a.scenario).cmp(&(&b.scheduler, &b.scenario)));
+    Ok(found)
+}
+
+/// JUnit XML: a test case per cell (`SCHEDULER.SCENARIO`), failures and
+/// errors with their summary.
+pub fn junit(results: &[CellResult]) -> String {
+    let esc = html::esc;
+    let count = |v| results.iter().filter(|r| r.verdict == v).count();
+    let mut x = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites>\n<testsuite name=\"scx-harness\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\">\n",
+        results.len(),
+        count(CellVerdict::Fail),
+        count(CellVerdict::Error),
+        count(CellVerdict::NotRun)
+    );
+    for r in results {
+        x.push_str(&format!(
+            "  <testcase classname=\"{}\" name=\"{}\" time=\"{:.1}\">",
+            esc(&r.scheduler),
+            esc(&r.scenario),
+            r.elapsed_s
+        ));
+        match r.verdict {
+            CellVerdict::Pass => {}
+            CellVerdict::Fail => x.push_str(&format!(
+                "<failure message=\"checks failed\">{}</failure>",
+                esc(&r.summary)
+            )),
+            CellVerdict::Error => x.push_str(&format!(
+                "<error message=\"not measured\">{}</error>",
+                esc(&r.summary)
+            )),
+            CellVerdict::NotRun => {
+                x.push_str(&format!("<skipped message=\"{}\"/>", esc(&r.summary)))
+            }
+        }
+        x.push_str("</testcase>\n");
+    }
+    x.push_str("</testsuite>\n</testsuites>\n");
+    x
+}
+
+/// A Markdown table of the matrix and the failed checks.
+pub fn markdown(results: &[CellResult]) -> String {
+    let mut m = String::from("| scheduler | scenario | verdict | summary |\n|---|---|---|---|\n");
+    for r in results {
+        m.push_str(&format!(
+            "| {} | {} | {} | {} |\n",
+            r.scheduler,
+            r.scenario,
+            r.verdict.label(),
+            r.summary.lines().next().unwrap_or("").replace('|', "\\|")
+        ));
+    }
+    m
+}

@@ -1,0 +1,110 @@
+//! The matrix under cargo nextest: one test per cell of the suite
+//! (`scenarios/matrix.yaml`), named `matrix::SCHEDULER::SCENARIO`. Listing
+//! reads the matrix, the registry and the scenario names and nothing else
+//! (no build, no VM); running one test builds its scheduler if needed and
+//! boots one VM.
+//!
+//! The suite is `default` unless `SCX_HARNESS_SUITE` names another;
+//! `SCX_HARNESS_SCHEDULERS` and `SCX_HARNESS_SCENARIOS` narrow it. A
+//! matrix that names an unknown scheduler or scenario fails the listing
+//! with the file, the line and the known names.
+//!
+//! For the nightly job: `SCX_HARNESS_REPEAT=N` runs each cell N times (a
+//! VM each), and `SCX_HARNESS_RESULTS=DIR` keeps every cell's directory
+//! under DIR/SCHEDULER/SCENARIO/NNN, a tree `scx-harness history record`
+//! reads.
+
+mod common;
+
+use std::process::ExitCode;
+
+use libtest_mimic::{Arguments, Failed, Trial};
+use scx_harness::matrix::{Matrix, Overrides};
+use scx_harness::report::CellVerdict;
+
+fn trials() -> anyhow::Result<Vec<Trial>> {
+    let overrides = Overrides::from_env();
+    let matrix = Matrix::load(&Matrix::default_path())?;
+    let registry = scx_harness::scheduler::registry::Registry::load(
+        &scx_harness::scheduler::registry::Registry::default_path(),
+    )?;
+    let suite = overrides.suite.clone().unwrap_or_else(|| "default".into());
+    let cells = matrix.cells(
+        &suite,
+        &registry,
+        &scx_harness::scenario::bundled_names(),
+        &overrides,
+    )?;
+    Ok(cells
+        .into_iter()
+        .map(|cell| {
+            let name = cell.test_name();
+            Trial::test(name, move || run(&cell.scheduler, &cell.scenario))
+        })
+        .collect())
+}
+
+fn run(scheduler: &str, scenario: &str) -> Result<(), Failed> {
+    let repeat: usize = match std::env::var("SCX_HARNESS_REPEAT") {
+        Ok(v) => v
+            .parse()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| format!("SCX_HARNESS_REPEAT={v:?} is not a count of 1 or more"))?,
+        Err(_) => 1,
+    };
+    let results = std::env::var_os("SCX_HARNESS_RESULTS").map(std::path::PathBuf::from);
+    let mut failures = Vec::new();
+    for i in 0..repeat {
+        let r = common::run_bundled_cell(scheduler, scenario);
+        if let Some(root) = &results {
+            keep_result(
+                &r.result,
+                &root.join(scheduler).join(scenario).join(format!("{i:03}")),
+            )?;
+        }
+        if r.verdict != CellVerdict::Pass {
+            let text = scx_harness::report::describe(&r.result);
+            // Keep the evidence: the cell's directory outlives the test.
+            failures.push(format!(
+                "{text}\ncell directory kept: {}",
+                r.keep().display()
+            ));
+        }
+    }
+    match failures.is_empty() {
+        true => Ok(()),
+        false => Err(failures.join("\n").into()),
+    }
+}
+
+/// Copies a cell's directory to `dest` and points its result there.
+fn keep_result(r: &scx_harness::report::CellResult, dest: &std::path::Path) -> Result<(), Failed> {
+    std::fs::create_dir_all(dest).map_err(|e| format!("creating {}: {e}", dest.display()))?;
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", r.dir.display()))
+        .arg(dest)
+        .status()
+        .map_err(|e| format!("cp: {e}"))?;
+    if !status.success() {
+        return Err(format!("copying {} to {} failed", r.dir.display(), dest.display()).into());
+    }
+    let mut moved = r.clone();
+    moved.dir = dest.to_path_buf();
+    moved.console_log = dest.join("console.log");
+    let json = serde_json::to_vec_pretty(&moved).map_err(|e| e.to_string())?;
+    scx_harness::kernel::cache::write_atomic(&dest.join("result.json"), &json)
+        .map_err(|e| format!("{e:#}").into())
+}
+
+fn main() -> ExitCode {
+    let args = Arguments::from_args();
+    match trials() {
+        Ok(trials) => libtest_mimic::run(&args, trials).exit_code(),
+        Err(e) => {
+            eprintln!("matrix: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
