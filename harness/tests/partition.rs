@@ -129,3 +129,26 @@ fn vm_partitions_of_an_archive_cover_the_matrix_once() {
         .collect()
     );
 }
+
+/// A matrix naming a scheduler the registry does not know fails the
+/// listing itself (what nextest shows first), naming the file, the line
+/// and the known schedulers; nothing is built or booted.
+#[test]
+fn a_matrix_with_an_unknown_scheduler_fails_the_listing() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("matrix.yaml");
+    std::fs::write(
+        &bad,
+        "suites:\n  default:\n    description: d\n    schedulers: [scx_nope]\n    scenarios: all\n",
+    )
+    .unwrap();
+    let bad_s = bad.display().to_string();
+    let (ok, out, err) = nextest(
+        &["list", "-p", "scx-harness", "--test", "matrix"],
+        &[("SCX_HARNESS_MATRIX", &bad_s)],
+    );
+    assert!(!ok, "listing succeeded:\n{out}");
+    assert!(err.contains(&format!("{bad_s}:2:")), "{err}");
+    assert!(err.contains("unknown scheduler \"scx_nope\""), "{err}");
+    assert!(err.contains("scx_simple"), "the known ones: {err}");
+}
