@@ -24,6 +24,7 @@ use crate::vm::console::{self, CrashLine};
 use crate::vm::{self, GuestCommand, Outcome, VmResult, VmSpec};
 
 /// One cell to run.
+#[derive(Clone)]
 pub struct Planned<'a> {
     pub scenario: &'a Loaded,
     pub scheduler: &'a Built,

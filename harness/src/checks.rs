@@ -171,23 +171,19 @@ pub fn evaluate(ev: &Evidence) -> Vec<Outcome> {
                         .map(|g| g.iterations_window() as f64 / p.window().as_secs_f64().max(1e-9))
                 };
                 let observed = rate(m);
-                let unreported = || {
+                let unreported = observed.is_none().then(|| {
                     format!(
                         "group {} wrote no report of its iterations: it was stopped early (see the stall check) or crashed",
                         t.group
                     )
-                };
+                });
                 if let Some(floor) = t.min_per_sec {
                     out.push(at_least(
                         format!("{name} per second"),
                         observed,
                         floor,
                         |v| format!("{v:.0}/s"),
-                        if observed.is_none() {
-                            unreported()
-                        } else {
-                            String::new()
-                        },
+                        unreported.clone().unwrap_or_default(),
                     ));
                 }
                 if let Some(f) = t.min_of_fair {
@@ -197,10 +193,9 @@ pub fn evaluate(ev: &Evidence) -> Vec<Outcome> {
                             observed.map(|o| o / fr.max(1e-9)),
                             f,
                             |v| format!("{v:.2} x fair"),
-                            if observed.is_none() {
-                                format!("{}; fair class: {fr:.0}/s", unreported())
-                            } else {
-                                format!("fair class: {fr:.0}/s")
+                            match &unreported {
+                                Some(u) => format!("{u}; fair class: {fr:.0}/s"),
+                                None => format!("fair class: {fr:.0}/s"),
                             },
                         )),
                         None => out.push(missing(

@@ -223,16 +223,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
         if crate::process::interrupted() {
             break;
         }
-        let batch: Vec<Planned> = cells
-            .iter()
-            .map(|p| Planned {
-                scenario: p.scenario,
-                scheduler: p.scheduler,
-                args: p.args.clone(),
-                swap_to: p.swap_to.clone(),
-                dir: p.dir.clone(),
-            })
-            .collect();
+        let batch: Vec<Planned> = cells.iter().map(|p| (*p).clone()).collect();
         let vmp = VmPlan {
             kernel: &kernel.bzimage,
             harness: &harness,

@@ -526,14 +526,14 @@ pub fn bundled_names() -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(bundled_dir())
         .map(|d| {
             d.flatten()
-                // The matrix file lives here too, and is not a scenario.
-                .filter(|e| !crate::matrix::is_matrix_file(&e.path()))
                 .filter_map(|e| {
                     e.file_name()
                         .to_str()?
                         .strip_suffix(".yaml")
                         .map(str::to_string)
                 })
+                // The matrix file lives here too, and is not a scenario.
+                .filter(|n| n != "matrix")
                 .collect()
         })
         .unwrap_or_default();
