@@ -9,6 +9,11 @@
 //! - `soak [RUNS] [ARGS...]` runs `scx-harness run ARGS` RUNS times (default
 //!   10) and prints the tally of verdicts per cell: the false-failure check
 //!   of the bundled scenarios.
+//! - `fuzz [SECONDS] [--save] [TARGET...]` runs each fuzz target
+//!   (harness/fuzz: scenario, registry, console) for SECONDS (default 600)
+//!   on nightly Rust with cargo-fuzz, starting from the saved corpus; with
+//!   `--save`, inputs that reach new code are merged into that corpus.
+//!   `test` runs a 30-second smoke of each.
 //! - `nightly [ARGS...]` runs the full matrix (suite `nightly`) three times
 //!   per cell, records it in the results database ($SCX_HARNESS_DB or the
 //!   default) and checks every cell against its recent history: non-zero,
@@ -99,15 +104,21 @@ fn main() -> Result<()> {
             cmd!(sh, "{harness} kernel build").run()?;
             step("test: build or reuse every scheduler in the registry (crates: minutes, once)");
             cmd!(sh, "{harness} schedulers build").run()?;
-            test(&sh, &args[1..])
+            test(&sh, &args[1..])?;
+            step("test: fuzz smoke (30 s per target; `cargo ci fuzz` runs longer)");
+            fuzz(&sh, &root, &["30".to_string()])
         }
         Some("soak") => soak(&sh, &root, &args[1..]),
+        Some("fuzz") => {
+            setup(&sh)?;
+            fuzz(&sh, &root, &args[1..])
+        }
         Some("nightly") => {
             setup(&sh)?;
             nightly(&sh, &root, &args[1..])
         }
         _ => {
-            eprintln!("usage: cargo ci setup|kernel|run|test|soak|nightly [ARGS...]");
+            eprintln!("usage: cargo ci setup|kernel|run|test|soak|fuzz|nightly [ARGS...]");
             bail!("unknown task {:?}", args.first())
         }
     }
@@ -193,6 +204,121 @@ fn setup(sh: &Shell) -> Result<()> {
     } else {
         eprintln!("    installing with cargo install --locked");
         cmd!(sh, "cargo install --locked cargo-nextest").run()?;
+    }
+
+    step("setup: nightly Rust and cargo-fuzz {CARGO_FUZZ_VERSION} (the fuzz targets)");
+    if cmd!(sh, "cargo +nightly --version")
+        .quiet()
+        .ignore_stdout()
+        .ignore_stderr()
+        .run()
+        .is_ok()
+    {
+        eprintln!("    nightly present");
+    } else {
+        cmd!(sh, "rustup --version").quiet().ignore_stdout().ignore_stderr().run().context(
+            "no rustup: install Rust with rustup (https://rustup.rs), then `cargo ci setup` again",
+        )?;
+        cmd!(sh, "rustup toolchain install nightly --profile minimal").run()?;
+    }
+    let fuzz_version = cmd!(sh, "cargo fuzz --version")
+        .quiet()
+        .ignore_stderr()
+        .read()
+        .unwrap_or_default();
+    if fuzz_version
+        .split_whitespace()
+        .any(|w| w == CARGO_FUZZ_VERSION)
+    {
+        eprintln!("    {}", fuzz_version.trim());
+    } else {
+        cmd!(
+            sh,
+            "cargo install --locked cargo-fuzz --version {CARGO_FUZZ_VERSION}"
+        )
+        .run()?;
+    }
+    Ok(())
+}
+
+/// cargo-fuzz, pinned: its command line is what `fuzz` drives.
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+/// The fuzz targets of harness/fuzz; what each checks is in
+/// harness/src/fuzz.rs.
+const FUZZ_TARGETS: &[&str] = &["scenario", "registry", "console"];
+
+/// Runs fuzz targets for a fixed time each, from the saved corpus, writing
+/// new inputs to a scratch directory (the checkout stays clean) and, with
+/// `--save`, merging those that reach new code into the saved corpus. A
+/// crash, a hang (10 s per input) or 2 GB of memory fails the task; the
+/// input is left in harness/fuzz/artifacts/TARGET/.
+fn fuzz(sh: &Shell, root: &std::path::Path, args: &[String]) -> Result<()> {
+    let mut seconds = 600u64;
+    let mut save = false;
+    let mut targets = Vec::new();
+    for a in args {
+        match a.as_str() {
+            "--save" => save = true,
+            a if a.parse::<u64>().is_ok() => seconds = a.parse()?,
+            a if FUZZ_TARGETS.contains(&a) => targets.push(a.to_string()),
+            a => bail!("fuzz: {a:?} is neither seconds, --save nor one of {FUZZ_TARGETS:?}"),
+        }
+    }
+    if targets.is_empty() {
+        targets = FUZZ_TARGETS.iter().map(|t| t.to_string()).collect();
+    }
+    let dir = root.join("harness");
+    let _cd = sh.push_dir(&dir);
+    // Optimised, without a sanitizer: the code under test is safe Rust, so
+    // ASan finds nothing there and would cost half the executions. Debug
+    // assertions (overflow checks) stay on.
+    let opts = ["-O", "--sanitizer=none", "--debug-assertions"];
+    step("fuzz: build the targets (nightly)");
+    cmd!(sh, "cargo +nightly fuzz build {opts...}").run()?;
+    let scratch = tempfile::Builder::new().prefix("scx-fuzz").tempdir()?;
+    for t in &targets {
+        step(&format!("fuzz: {t} for {seconds} s"));
+        let corpus = dir.join("fuzz/corpus").join(t);
+        let new = scratch.path().join(t);
+        std::fs::create_dir_all(&new)?;
+        let time = format!("-max_total_time={seconds}");
+        let out = cmd!(
+            sh,
+            "cargo +nightly fuzz run {opts...} {t} {new} {corpus} -- {time} -max_len=16384 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1"
+        )
+        .ignore_status()
+        .output()?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        let stat = |k: &str| {
+            err.lines()
+                .find_map(|l| l.strip_prefix(k).map(|v| v.trim().to_string()))
+                .unwrap_or_else(|| "?".into())
+        };
+        if !out.status.success() {
+            let tail: Vec<&str> = err.lines().rev().take(40).collect();
+            eprintln!("{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+            bail!("fuzz target {t} failed; the input is in harness/fuzz/artifacts/{t}/ (replay: cd harness && cargo +nightly fuzz run {} {t} FILE)", opts.join(" "));
+        }
+        println!(
+            "fuzz {t}: {seconds} s, {} runs, 0 crashes; corpus {} saved + {} new inputs",
+            stat("stat::number_of_executed_units:"),
+            std::fs::read_dir(&corpus)?.count(),
+            std::fs::read_dir(&new)?.count(),
+        );
+        if save {
+            cmd!(
+                sh,
+                "cargo +nightly fuzz run {opts...} {t} {corpus} {new} -- -merge=1"
+            )
+            .quiet()
+            .ignore_stderr()
+            .run()?;
+            println!(
+                "fuzz {t}: merged; the saved corpus has {} inputs",
+                std::fs::read_dir(&corpus)?.count()
+            );
+        }
     }
     Ok(())
 }

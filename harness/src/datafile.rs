@@ -30,6 +30,12 @@ pub fn read_text(path: &Path, what: &str) -> Result<String> {
     }
     let bytes = std::fs::read(path)
         .map_err(|e| fail(Failure::BadInput, format!("{what} {}: {e}", path.display())))?;
+    decode(path, what, bytes)
+}
+
+/// `bytes` read from `path` as UTF-8 text, or an error naming the line
+/// and column of the first byte that is not.
+pub fn decode(path: &Path, what: &str, bytes: Vec<u8>) -> Result<String> {
     String::from_utf8(bytes).map_err(|e| {
         let at = e.utf8_error().valid_up_to();
         let (line, col) = line_col(&String::from_utf8_lossy(&e.into_bytes()[..at]), at);
@@ -71,8 +77,60 @@ pub fn parse_yaml<T: DeserializeOwned>(path: &Path, text: &str, hint: &str) -> R
             }
             None => path.display().to_string(),
         };
-        fail(Failure::BadInput, format!("{place}: {msg}\n  fix: {hint}"))
+        error_at(&place, &msg, hint)
     })
+}
+
+/// The one error of a data file: `PLACE: MESSAGE` and a `fix:` line. A
+/// message that quotes a long value back (serde's "invalid type: string
+/// ...", a 5,000-character name) is shortened: the place says where the
+/// value is; the message need only say what is wrong with it.
+pub fn error_at(place: &str, msg: &str, hint: &str) -> anyhow::Error {
+    fail(
+        Failure::BadInput,
+        format!("{place}: {}\n  fix: {hint}", shorten(msg)),
+    )
+}
+
+/// Longest quoted value kept whole in a message.
+const MAX_QUOTED: usize = 60;
+/// Longest message kept whole.
+const MAX_MESSAGE: usize = 300;
+
+fn shorten(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len().min(MAX_MESSAGE + 8));
+    let mut chars = msg.chars().peekable();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c != '"' {
+            continue;
+        }
+        // A quoted value, with \" and \\ escapes: keep its first
+        // MAX_QUOTED characters.
+        let mut kept = 0;
+        let mut cut = false;
+        while let Some(c) = chars.next() {
+            if c == '"' {
+                if cut {
+                    out.push_str("...");
+                }
+                out.push('"');
+                break;
+            }
+            let escaped = if c == '\\' { chars.next() } else { None };
+            if kept < MAX_QUOTED {
+                out.push(c);
+                out.extend(escaped);
+                kept += 1;
+            } else {
+                cut = true;
+            }
+        }
+    }
+    if out.chars().count() > MAX_MESSAGE {
+        out = out.chars().take(MAX_MESSAGE).collect::<String>() + "...";
+    }
+    out
 }
 
 /// serde_yaml places errors raised by a value's own parser (a duration
@@ -197,6 +255,33 @@ mod tests {
         assert_eq!(line_of(flow, "name", "b"), Some(3));
         assert_eq!(line_of(flow, "threads", "2"), Some(2));
         assert_eq!(line_of("  - nickname: a\n", "name", "a"), None);
+    }
+
+    #[test]
+    fn long_quoted_values_are_shortened_in_messages() {
+        let long = "x".repeat(5000);
+        let msg = shorten(&format!("invalid type: string \"{long}\", expected a map"));
+        assert_eq!(
+            msg,
+            format!(
+                "invalid type: string \"{}...\", expected a map",
+                "x".repeat(MAX_QUOTED)
+            )
+        );
+        let escaped = shorten(r#"name "a\"b" is bad"#);
+        assert_eq!(escaped, r#"name "a\"b" is bad"#);
+        let unquoted = shorten(&"y".repeat(1000));
+        assert_eq!(unquoted.chars().count(), MAX_MESSAGE + 3);
+        let err = parse_yaml::<std::collections::BTreeMap<String, u32>>(
+            Path::new("f.yaml"),
+            &format!("a: \"{long}\"\n"),
+            "write numbers",
+        )
+        .unwrap_err();
+        let first = format!("{err:#}");
+        let first = first.lines().next().unwrap();
+        assert!(first.starts_with("f.yaml:1:"), "{first}");
+        assert!(first.len() < 200, "{first}");
     }
 
     #[test]

@@ -55,7 +55,7 @@ impl Cursor {
 }
 
 /// "PRIO,SEQ,USEC,FLAGS;MESSAGE\n KEY=VALUE\n..." -> "MESSAGE".
-fn parse_record(rec: &[u8]) -> Option<String> {
+pub fn parse_record(rec: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(rec);
     let (_, rest) = text.split_once(';')?;
     let msg = rest.split('\n').next().unwrap_or("");

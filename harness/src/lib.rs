@@ -15,6 +15,8 @@ pub mod checks;
 pub mod cli;
 pub mod compare;
 pub mod datafile;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod history;
 pub mod kernel;
 pub mod kmsg;

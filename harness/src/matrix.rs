@@ -134,7 +134,7 @@ impl Matrix {
             Some(l) => format!("{}:{l}", self.path.display()),
             None => self.path.display().to_string(),
         };
-        fail(Failure::BadInput, format!("{place}: {msg}\n  fix: {HINT}"))
+        crate::datafile::error_at(&place, &msg, HINT)
     }
 
     /// The cells of suite `name`, checked against the registry and the

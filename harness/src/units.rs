@@ -23,7 +23,12 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     if !(secs >= 0.0 && secs.is_finite()) {
         return Err(format!("{s:?}: a duration cannot be negative"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    Duration::try_from_secs_f64(secs).map_err(|_| {
+        format!(
+            "{s:?}: too long a duration (at most {} years)",
+            u64::MAX / 31_557_600
+        )
+    })
 }
 
 /// [`parse_duration`], and more than zero (deadlines, load lengths).
@@ -96,6 +101,10 @@ mod tests {
         assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
         assert!(parse_positive_duration("0s").is_err());
         assert!(parse_duration("-1s").is_err());
+        // Found by the scenario fuzz target: a number of seconds past
+        // u64 panicked in Duration::from_secs_f64.
+        let e = parse_duration("11111111111111111111111111111h").unwrap_err();
+        assert!(e.contains("too long a duration"), "{e}");
     }
 
     #[test]

@@ -9,7 +9,6 @@ use anyhow::Result;
 
 use super::{Check, Group, Scenario, Work, HINT, MAX_DURATION, MAX_GROUPS, MAX_THREADS};
 use crate::datafile::line_of;
-use crate::error::{fail, Failure};
 use crate::units::format_duration;
 
 /// Where in the text an error belongs.
@@ -39,7 +38,7 @@ impl Ctx<'_> {
             Some(l) => format!("{}:{l}", self.path.display()),
             None => self.path.display().to_string(),
         };
-        fail(Failure::BadInput, format!("{place}: {msg}\n  fix: {HINT}"))
+        crate::datafile::error_at(&place, &msg.to_string(), HINT)
     }
 }
 

@@ -389,7 +389,7 @@ impl Registry {
             Some(line) => format!("{}:{line}", self.path.display()),
             None => self.path.display().to_string(),
         };
-        fail(Failure::BadInput, format!("{place}: {msg}\n  fix: {HINT}"))
+        crate::datafile::error_at(&place, msg, HINT)
     }
 }
 

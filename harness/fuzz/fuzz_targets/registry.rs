@@ -1,0 +1,4 @@
+//! Fuzz target: see scx_harness::fuzz::registry for what every input must get.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| scx_harness::fuzz::registry(data));
