@@ -330,16 +330,26 @@ fn judge(
             }
         }
     };
-    let _ = std::fs::create_dir_all(&c.dir);
-    let _ = std::fs::write(c.dir.join("console.log"), console_part);
+    // Evidence that cannot be saved (a full disk) is named in the summary,
+    // with where the rest is; the run goes on.
+    let mut unsaved: Vec<String> = Vec::new();
+    let mut save = |name: &str, bytes: &[u8]| {
+        if let Err(e) = std::fs::create_dir_all(&c.dir)
+            .map_err(anyhow::Error::from)
+            .and_then(|()| write_atomic(&c.dir.join(name), bytes))
+        {
+            unsaved.push(format!("{name} ({})", e.root_cause()));
+        }
+    };
+    save("console.log", console_part.as_bytes());
     let dmesg: Vec<&str> = console_part
         .lines()
         .filter(|l| l.trim_start().starts_with('['))
         .collect();
-    let _ = std::fs::write(c.dir.join("dmesg.txt"), dmesg.join("\n") + "\n");
-    let _ = std::fs::write(
-        c.dir.join("scenario.yaml"),
-        serde_yaml::to_string(s).unwrap_or_default(),
+    save("dmesg.txt", (dmesg.join("\n") + "\n").as_bytes());
+    save(
+        "scenario.yaml",
+        serde_yaml::to_string(s).unwrap_or_default().as_bytes(),
     );
     let cdir = agent::cell_dir(&ctx.shared, i);
     let began = mtime_secs(&cdir.join("started"));
@@ -352,10 +362,12 @@ fn judge(
             || name.ends_with(".out")
             || name == "agent.json"
         {
-            let _ = std::fs::copy(f.path(), c.dir.join(&*name));
+            if let Err(e) = std::fs::copy(f.path(), c.dir.join(&*name)) {
+                unsaved.push(format!("{name} ({e}; still in {})", cdir.display()));
+            }
         }
     }
-    let r = CellResult {
+    let mut r = CellResult {
         schema: SCHEMA.into(),
         scenario: s.name.clone(),
         scenario_hash: c.scenario.hash.clone(),
@@ -384,7 +396,20 @@ fn judge(
         console_log: c.dir.join("console.log"),
         dir: c.dir.clone(),
     };
-    let _ = write_result(&r);
+    if !unsaved.is_empty() {
+        r.summary = format!(
+            "{}\nnot saved in {}: {}",
+            r.summary,
+            c.dir.display(),
+            unsaved.join(", ")
+        );
+    }
+    if let Err(e) = write_result(&r) {
+        tracing::warn!(
+            "{}: result.json not saved ({e:#}); it is still in the run's results.json",
+            c.dir.display()
+        );
+    }
     r
 }
 

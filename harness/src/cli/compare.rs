@@ -151,9 +151,15 @@ pub fn run(args: CompareArgs) -> Result<i32> {
             ),
         ));
     }
-    let dir = super::run::create_run_dir(args.out.clone().or_else(|| {
-        Some(PathBuf::from("scx-runs").join(format!("compare-{}", super::run::timestamp())))
-    }))?;
+    let dir = super::run::create_run_dir(
+        args.out.clone(),
+        &format!("compare-{}", super::run::timestamp()),
+        2 * scenarios.len()
+            * match args.runs {
+                Runs::Fixed(n) => n,
+                Runs::Auto => args.max_runs,
+            },
+    )?;
     if let Some(db) = &args.record {
         crate::history::Db::open(db)?;
     }
