@@ -160,8 +160,11 @@ fn value_position(text: &str, msg: &str, from_line: usize) -> Option<(usize, usi
                     || before.ends_with(',')
                     || before.ends_with('"')
                     || before.ends_with('\'');
+                // The opening quote (ASCII) is the last character of
+                // `before`, which whitespace may separate from the value:
+                // trim_end() also takes U+2028, three bytes long.
                 let start = if before.ends_with('"') || before.ends_with('\'') {
-                    at - 1
+                    before.len() - 1
                 } else {
                     at
                 };
