@@ -23,6 +23,7 @@ pub mod kmsg;
 pub mod matrix;
 pub mod progress;
 pub mod report;
+pub mod rundir;
 pub mod scenario;
 pub mod scheduler;
 pub mod stats;

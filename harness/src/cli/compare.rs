@@ -151,7 +151,7 @@ pub fn run(args: CompareArgs) -> Result<i32> {
             ),
         ));
     }
-    let dir = super::run::create_run_dir(
+    let rundir = crate::rundir::RunDir::create(
         args.out.clone(),
         &format!("compare-{}", super::run::timestamp()),
         2 * scenarios.len()
@@ -160,6 +160,7 @@ pub fn run(args: CompareArgs) -> Result<i32> {
                 Runs::Auto => args.max_runs,
             },
     )?;
+    let dir = rundir.path().to_path_buf();
     if let Some(db) = &args.record {
         crate::history::Db::open(db)?;
     }

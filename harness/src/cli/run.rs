@@ -2,7 +2,7 @@
 //! verdict per cell and every result kept in a run directory. And the
 //! guest-side subcommands that run inside those VMs.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
@@ -58,100 +58,6 @@ pub(crate) fn timestamp() -> String {
     super::utc(secs).replace([' ', ':'], "-")
 }
 
-/// Disk space a run needs before it starts: a cell leaves about 200 KiB
-/// (console, logs, results) and a VM's directory about 2 MiB; this asks
-/// for five times that, so a run that starts can finish.
-const BASE_FREE: u64 = 16 << 20;
-const FREE_PER_CELL: u64 = 1 << 20;
-
-/// Creates the run directory for `cells` cells: `out`, which must not
-/// exist (results are never overwritten), or else a new
-/// `scx-runs/DEFAULT_NAME` (with a suffix if a run started in the same
-/// second). An unwritable place, or a file system without room for the
-/// run, is reported here, before any VM boots.
-pub fn create_run_dir(out: Option<PathBuf>, default_name: &str, cells: usize) -> Result<PathBuf> {
-    let unwritable = |dir: &Path, e: std::io::Error| {
-        fail(
-            Failure::BadInput,
-            format!(
-                "cannot create the run directory {}: {e}\n  fix: pass a writable --out",
-                dir.display()
-            ),
-        )
-    };
-    let dir = match out {
-        Some(dir) => {
-            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent).map_err(|e| unwritable(&dir, e))?;
-            }
-            // create_dir, not a look first: two runs given the same --out
-            // cannot both get it.
-            match std::fs::create_dir(&dir) {
-                Ok(()) => dir,
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    return Err(fail(
-                        Failure::BadInput,
-                        format!(
-                            "run directory {} already exists; results are never overwritten\n  fix: pass another --out, or leave it out for a new one",
-                            dir.display()
-                        ),
-                    ))
-                }
-                Err(e) => return Err(unwritable(&dir, e)),
-            }
-        }
-        None => {
-            let base = PathBuf::from("scx-runs");
-            new_dir_in(&base, default_name).map_err(|e| unwritable(&base, e))?
-        }
-    };
-    let need = BASE_FREE + FREE_PER_CELL * cells as u64;
-    if let Some(free) = free_bytes(&dir).filter(|f| *f < need) {
-        let _ = std::fs::remove_dir(&dir);
-        return Err(fail(
-            Failure::BadInput,
-            format!(
-                "the file system of {} has {} MiB free; {cells} cell(s) need about {} MiB for their results and logs\n  fix: free some space, or pass an --out on another file system",
-                dir.display(),
-                free >> 20,
-                need >> 20
-            ),
-        ));
-    }
-    Ok(std::fs::canonicalize(&dir)?)
-}
-
-/// A directory `base/NAME`, or `base/NAME-2`, `-3`... when another run
-/// has that name: created, not looked for, so no two runs share one.
-fn new_dir_in(base: &Path, name: &str) -> std::io::Result<PathBuf> {
-    std::fs::create_dir_all(base)?;
-    for n in 1..=1000 {
-        let dir = match n {
-            1 => base.join(name),
-            n => base.join(format!("{name}-{n}")),
-        };
-        match std::fs::create_dir(&dir) {
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            r => return r.map(|()| dir),
-        }
-    }
-    Err(std::io::Error::other(format!(
-        "1000 runs named {name} already"
-    )))
-}
-
-/// Bytes an unprivileged process may still write on `path`'s file system.
-fn free_bytes(path: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    // SAFETY: statvfs fills the struct it is given; `c` is a valid C string.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return None;
-    }
-    Some(st.f_bavail as u64 * st.f_frsize as u64)
-}
-
 /// The (scheduler, scenario) pairs to run, from the arguments or the
 /// matrix, checked before anything is built or booted.
 fn plan(args: &RunArgs, registry: &Registry) -> Result<Vec<(String, scenario::Loaded)>> {
@@ -203,11 +109,12 @@ fn plan(args: &RunArgs, registry: &Registry) -> Result<Vec<(String, scenario::Lo
 pub fn run(args: RunArgs) -> Result<i32> {
     let registry = args.registry.load()?;
     let pairs = plan(&args, &registry)?;
-    let dir = create_run_dir(
+    let rundir = crate::rundir::RunDir::create(
         args.out.clone(),
         &timestamp(),
         pairs.len() * args.repeat as usize,
     )?;
+    let dir = rundir.path().to_path_buf();
     if let Some(db) = &args.record {
         // A database that cannot be opened is reported before any VM boots.
         crate::history::Db::open(db)?;
@@ -322,20 +229,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
     // The table first: what was measured is seen even if nothing more can
     // be saved.
     print!("{}", crate::report::table(&results));
-    let saved = |what: &str| {
-        format!(
-            "{what} not saved in {}; each finished cell's result.json, console and logs are in its directory there (SCHEDULER/SCENARIO/)",
-            dir.display()
-        )
-    };
-    crate::kernel::cache::write_atomic(
-        &dir.join("results.json"),
-        &serde_json::to_vec_pretty(&results)?,
-    )
-    .with_context(|| saved("results.json"))?;
-    let html = dir.join("report.html");
-    crate::kernel::cache::write_atomic(&html, crate::report::html::page(&results, None).as_bytes())
-        .with_context(|| saved("report.html"))?;
+    let html = rundir.finish(&results)?;
     println!("results: {}\nreport:  {}", dir.display(), html.display());
     if let Some(db) = &args.record {
         let id = super::history::record_or_explain(db, &dir, &results)?;
@@ -593,27 +487,4 @@ pub fn report(args: ReportArgs) -> Result<i32> {
         None => print!("{text}"),
     }
     Ok(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn runs_started_in_the_same_second_get_their_own_directories() {
-        let base = tempfile::tempdir().unwrap();
-        let a = new_dir_in(base.path(), "2026-11-26-09-00-00").unwrap();
-        let b = new_dir_in(base.path(), "2026-11-26-09-00-00").unwrap();
-        let c = new_dir_in(base.path(), "2026-11-26-09-00-00").unwrap();
-        assert_eq!(a, base.path().join("2026-11-26-09-00-00"));
-        assert_eq!(b, base.path().join("2026-11-26-09-00-00-2"));
-        assert_eq!(c, base.path().join("2026-11-26-09-00-00-3"));
-    }
-
-    #[test]
-    fn free_space_is_read() {
-        let dir = tempfile::tempdir().unwrap();
-        assert!(free_bytes(dir.path()).is_some_and(|b| b > 0));
-        assert_eq!(free_bytes(Path::new("/no/such/dir")), None);
-    }
 }
