@@ -195,7 +195,7 @@ fn runner(kernel: &Kernel, opts: &VmOpts, accel: Accel, scratch: &Path) -> Resul
     };
     spec.cpus = opts.cpus;
     spec.memory = opts.memory.clone();
-    spec.timeout = Some(opts.timeout);
+    spec.timeout = Some(opts.timeout());
     let r = vm::run(&spec)?;
     match (&r.outcome, r.first_output) {
         (Outcome::Exited { code: 0 }, Some(t)) if r.stdout.contains(MARK) => Ok(t.as_secs_f64()),
@@ -226,7 +226,7 @@ fn bare_vng(
     }
     // Later --cpus/--memory in `extra` override the defaults above.
     cmd.args(extra).arg("--exec").arg(format!("echo {MARK}"));
-    time_to_mark(cmd, "bare vng", opts.timeout)
+    time_to_mark(cmd, "bare vng", opts.timeout())
 }
 
 fn bare_qemu(kernel: &Path, initramfs: &Path, opts: &VmOpts, accel: Accel) -> Result<f64> {
@@ -253,7 +253,7 @@ fn bare_qemu(kernel: &Path, initramfs: &Path, opts: &VmOpts, accel: Accel) -> Re
     .arg("-initrd")
     .arg(initramfs)
     .args(["-append", "console=ttyS0 panic=-1 quiet"]);
-    time_to_mark(cmd, "bare qemu", opts.timeout)
+    time_to_mark(cmd, "bare qemu", opts.timeout())
 }
 
 /// Starts `cmd` with stdout piped and returns the seconds until a line

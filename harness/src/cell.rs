@@ -71,6 +71,9 @@ pub struct VmPlan<'a> {
     /// The VM's own directory (console log, shared directory).
     pub dir: PathBuf,
     pub accel: vm::AccelChoice,
+    /// The VM's deadline; default: the sum of its cells' [`deadline`]s and
+    /// a minute for the boot.
+    pub timeout: Option<Duration>,
 }
 
 /// How long one cell may take: the scenario once or twice, the scheduler's
@@ -126,14 +129,14 @@ pub fn run_batch(
     vm_spec.cpus = shape.cpus;
     vm_spec.memory = shape.memory.clone();
     vm_spec.accel = vmp.accel;
-    vm_spec.timeout = Some(
+    vm_spec.timeout = Some(vmp.timeout.unwrap_or_else(|| {
         batch
             .cells
             .iter()
             .map(|c| deadline(&c.spec))
             .sum::<Duration>()
-            + Duration::from_secs(60),
-    );
+            + Duration::from_secs(60)
+    }));
     let shared = std::fs::canonicalize(&vmp.dir)?.join("shared");
     let probe = vm::accel::resolve(vmp.accel, vmp.kernel, &crate::paths::cache_dir())?;
     let ctx = JudgeCtx {

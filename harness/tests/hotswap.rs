@@ -36,6 +36,7 @@ fn vm_plan(dir: &Path) -> VmPlan<'static> {
         harness: Path::new(env!("CARGO_BIN_EXE_scx-harness")),
         dir: dir.join("vm"),
         accel: scx_harness::vm::AccelChoice::Auto,
+        timeout: None,
     }
 }
 

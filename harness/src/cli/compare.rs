@@ -266,6 +266,7 @@ pub fn run(args: CompareArgs) -> Result<i32> {
                 harness: &harness,
                 dir: dir.join("vms").join(vm_n.to_string()),
                 accel: args.vm.accel,
+                timeout: args.vm.timeout,
             };
             vm_n += 1;
             let rs = cell::run_batch(&batch, &vmp, |r| {

@@ -64,9 +64,20 @@ pub struct VmOpts {
     /// Guest memory (QEMU syntax).
     #[arg(long, default_value = "2G")]
     pub memory: String,
-    /// Kill the VM after this long (e.g. 90s, 5m).
-    #[arg(long, value_parser = parse_positive_duration, default_value = "5m")]
-    pub timeout: Duration,
+    /// Kill the VM after this long (e.g. 90s, 5m). Default: 5m; for `run`
+    /// and `compare`, what the VM's cells need (their scenarios, attach
+    /// and detach deadlines, and a minute).
+    #[arg(long, value_parser = parse_positive_duration)]
+    pub timeout: Option<Duration>,
+}
+
+/// `--timeout` when not given, for everything but `run` and `compare`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+
+impl VmOpts {
+    pub fn timeout(&self) -> Duration {
+        self.timeout.unwrap_or(DEFAULT_TIMEOUT)
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -218,7 +229,7 @@ fn spec_for(opts: &VmOpts, kernel: &Kernel, work_dir: PathBuf, command: GuestCom
     spec.accel = opts.accel;
     spec.cpus = opts.cpus;
     spec.memory = opts.memory.clone();
-    spec.timeout = Some(opts.timeout);
+    spec.timeout = Some(opts.timeout());
     spec
 }
 

@@ -209,6 +209,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
             harness: &harness,
             dir: dir.join("vms").join(n.to_string()),
             accel: args.vm.accel,
+            timeout: args.vm.timeout,
         };
         ui.vm(n + 1, vms.len(), &batch[0].id());
         let rs = cell::run_batch(&batch, &vmp, |r| ui.cell(r))?;

@@ -254,7 +254,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
     let work = new_run_dir(&format!("scx-harness-{}-", def.name))?;
     eprintln!("booting {} with {} ...", kernel.bzimage.display(), def.name);
     let harness = std::env::current_exe()?;
-    let run = run_in_vm(&kernel.bzimage, &harness, &spec, &work, args.vm.timeout)?;
+    let run = run_in_vm(&kernel.bzimage, &harness, &spec, &work, args.vm.timeout())?;
     let verdict = run.verdict();
     status::record(&cache, &kernel.bzimage, &def.name, &verdict)?;
     print_run(&def, &run, &verdict);

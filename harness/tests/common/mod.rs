@@ -346,6 +346,7 @@ fn run_loaded_cell(
             harness: Path::new(env!("CARGO_BIN_EXE_scx-harness")),
             dir: dir.path().join("vm"),
             accel: scx_harness::vm::AccelChoice::Auto,
+            timeout: None,
         },
     )
     .unwrap_or_else(|e| panic!("{e:#}"));
