@@ -326,6 +326,24 @@ fn key_line(lines: &[String]) -> Option<&String> {
         .or(lines.last())
 }
 
+/// The verifier's verdict in a loader log: the line before "processed N
+/// insns" in a program load log, with the source line it refers to (the
+/// last `; CODE @ FILE:LINE` above it).
+fn verifier_says(lines: &[String]) -> Option<String> {
+    let end = lines
+        .iter()
+        .position(|l| l.starts_with("processed ") && l.contains(" insns"))?;
+    let verdict = lines[..end].iter().rev().find(|l| !l.trim().is_empty())?;
+    let at = lines[..end]
+        .iter()
+        .rev()
+        .find(|l| l.starts_with("; "))
+        .and_then(|l| l.rsplit_once(" @ "))
+        .map(|(_, place)| format!(" (at {})", place.trim()))
+        .unwrap_or_default();
+    Some(format!("{}{at}", verdict.trim()))
+}
+
 fn signal_name(sig: i32) -> String {
     let name = match sig {
         libc::SIGABRT => "SIGABRT",
@@ -582,11 +600,14 @@ impl Session {
                     read_sysfs("root/ops")
                 ),
             };
+            let verifier = verifier_says(&loader_log)
+                .map(|v| format!("; the verifier said: {v}"))
+                .unwrap_or_default();
             let last = key_line(&loader_log)
                 .map(|l| format!("; the loader said: {}", l.trim()))
                 .unwrap_or_default();
             Verdict::FailedToAttach {
-                why: format!("{why}{last}"),
+                why: format!("{why}{verifier}{last}"),
             }
         } else if let Some(sig) = process_signal.filter(|s| !(killed && *s == libc::SIGKILL)) {
             Verdict::Crashed {
@@ -835,6 +856,28 @@ mod tests {
         let plain = vec!["a".to_string(), "b".to_string()];
         assert_eq!(key_line(&plain).unwrap(), "b");
         assert_eq!(key_line(&[]), None);
+    }
+
+    #[test]
+    fn the_verifiers_verdict_is_found_with_its_source_line() {
+        let log: Vec<String> = "libbpf: prog 'fault_tick': -- BEGIN PROG LOAD LOG --
+0: R1=ctx() R10=fp0
+; u64 addr = bpf_ktime_get_ns(); @ main.bpf.c:185
+5: (85) call bpf_ktime_get_ns#5       ; R0_w=scalar()
+; p->scx.slice = *(volatile u64 *)addr; @ main.bpf.c:187
+6: (79) r1 = *(u64 *)(r0 +0)
+R0 invalid mem access 'scalar'
+processed 6 insns (limit 1000000) max_states_per_insn 0 total_states 0
+-- END PROG LOAD LOG --
+Error: Failed to load BPF program"
+            .lines()
+            .map(String::from)
+            .collect();
+        assert_eq!(
+            verifier_says(&log).unwrap(),
+            "R0 invalid mem access 'scalar' (at main.bpf.c:187)"
+        );
+        assert_eq!(verifier_says(&log[..3]), None);
     }
 
     #[test]
