@@ -1,0 +1,515 @@
+//! The fault matrix (RELIABILITY.md): each fault injected into a real
+//! `scx-harness run` on the test kernel, and for each the same promises:
+//! the run ends within its deadline, the verdict names the fault class and
+//! the evidence, the artifacts are on disk, and no QEMU is left running.
+//!
+//! The schedulers come from a registry written by the test (the scx_fault
+//! fixture with its fault arguments), the scenarios from files written by
+//! the test: what a user with a broken scheduler or scenario would run.
+//! nextest runs these one VM at a time (`binary(faults)` in the vm group).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use scx_harness::report::{CellResult, CellVerdict};
+
+/// scx_fault under a name per fault, with the arguments that inject it.
+const REGISTRY: &str = "schedulers:
+  - name: default
+    kind: default
+  - name: stalls_victim
+    kind: binary
+    source: { workspace: scx_fault }
+    ops: \"fault_*\"
+    args: [--stall-comm, victim]
+    fixture: true
+  - name: errors_after_1s
+    kind: binary
+    source: { workspace: scx_fault }
+    ops: \"fault_*\"
+    args: [--error-after, \"1000\"]
+    fixture: true
+  - name: aborts_after_1s
+    kind: binary
+    source: { workspace: scx_fault }
+    ops: \"fault_*\"
+    args: [--abort-after, \"1000\"]
+    fixture: true
+  - name: rejected_by_verifier
+    kind: binary
+    source: { workspace: scx_fault }
+    ops: \"fault_*\"
+    args: [--reject-verifier]
+    fixture: true
+  - name: delays_nappers_20ms
+    kind: binary
+    source: { workspace: scx_fault }
+    ops: \"fault_*\"
+    args: [--delay-comm, napper, --delay-ms, \"20\"]
+    fixture: true
+  - name: stalls_victim_watchdog_2s
+    kind: binary
+    source: { workspace: scx_fault }
+    ops: \"fault_*\"
+    args: [--stall-comm, victim, --timeout-ms, \"2000\"]
+    fixture: true
+  - name: healthy_fifo
+    kind: binary
+    source: { workspace: scx_fault }
+    ops: \"fault_*\"
+    fixture: true
+";
+
+/// A scenario: its name, the groups that carry the fault (beside two
+/// hogs), and checks beyond `scheduler_healthy`.
+type Spec<'a> = (&'a str, &'a str, &'a str);
+
+/// A run of `scx-harness run` in a temporary directory.
+struct Faulted {
+    code: Option<i32>,
+    elapsed: Duration,
+    stderr: String,
+    out: PathBuf,
+    results: Vec<CellResult>,
+    _tmp: tempfile::TempDir,
+}
+
+impl Faulted {
+    fn cell(&self, i: usize) -> &CellResult {
+        &self.results[i]
+    }
+
+    /// Every cell that was reached has its files; nothing is left running.
+    fn assert_evidence_kept(&self) {
+        assert!(self.out.join("results.json").is_file());
+        assert!(self.out.join("report.html").is_file());
+        for r in &self.results {
+            if r.verdict == CellVerdict::NotRun {
+                continue;
+            }
+            assert!(r.dir.join("result.json").is_file(), "{}", r.dir.display());
+            let console = std::fs::read_to_string(&r.console_log).unwrap_or_default();
+            assert!(
+                !console.is_empty(),
+                "no console kept in {}",
+                r.dir.display()
+            );
+        }
+        assert!(
+            common::qemus_mentioning(&self.out).is_empty(),
+            "QEMU left running"
+        );
+    }
+
+    fn explain(&self) -> String {
+        let cells: Vec<String> = self
+            .results
+            .iter()
+            .map(|r| format!("{:?}: {}", r.verdict, r.summary))
+            .collect();
+        format!(
+            "exit {:?} after {:?}\n{}\n--- stderr\n{}",
+            self.code,
+            self.elapsed,
+            cells.join("\n"),
+            self.stderr
+        )
+    }
+}
+
+fn setup(scenarios: &[Spec]) -> (tempfile::TempDir, Vec<PathBuf>) {
+    let tmp = tempfile::Builder::new()
+        .prefix("scx-harness-fault-")
+        .tempdir()
+        .unwrap();
+    std::fs::write(tmp.path().join("registry.yaml"), REGISTRY).unwrap();
+    let files = scenarios
+        .iter()
+        .map(|(name, groups, checks)| {
+            let f = tmp.path().join(format!("{name}.yaml"));
+            std::fs::write(
+                &f,
+                format!(
+                    "name: {name}\ndescription: fault injection\nduration: 6s\nwarmup: 500ms\n\
+                     groups:\n  - {{ name: hogs, threads: 2, work: {{ kind: spin }} }}\n{groups}\
+                     checks:\n  - scheduler_healthy: {{}}\n{checks}"
+                ),
+            )
+            .unwrap();
+            f
+        })
+        .collect();
+    (tmp, files)
+}
+
+fn command(tmp: &Path, scheduler: &str, scenarios: &[PathBuf], timeout: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_scx-harness"));
+    cmd.arg("run")
+        .arg("--registry")
+        .arg(tmp.join("registry.yaml"))
+        .args(["-s", scheduler, "--timeout", timeout])
+        .arg("--kernel")
+        .arg(common::test_kernel())
+        .arg("--out")
+        .arg(tmp.join("run"))
+        .args(scenarios)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+fn finish(tmp: tempfile::TempDir, child: Child, began: Instant) -> Faulted {
+    let done = child.wait_with_output().unwrap();
+    let out = tmp.path().join("run");
+    let results = std::fs::read(out.join("results.json"))
+        .map(|b| serde_json::from_slice(&b).unwrap())
+        .unwrap_or_default();
+    Faulted {
+        code: done.status.code(),
+        elapsed: began.elapsed(),
+        stderr: String::from_utf8_lossy(&done.stderr).into_owned(),
+        out,
+        results,
+        _tmp: tmp,
+    }
+}
+
+/// `scx-harness run` of one scheduler over `scenarios`, to its end.
+fn run(scheduler: &str, scenarios: &[Spec], timeout: &str) -> Faulted {
+    let (tmp, files) = setup(scenarios);
+    let began = Instant::now();
+    let child = command(tmp.path(), scheduler, &files, timeout)
+        .spawn()
+        .unwrap();
+    finish(tmp, child, began)
+}
+
+/// Starts `scx-harness run` over two plain scenarios in one VM, waits for
+/// the first cell's result (the VM is then running the second) and calls
+/// `fault` with the harness's pid and the run directory.
+fn run_interrupted(fault: impl FnOnce(u32, &Path)) -> Faulted {
+    let plain: &[Spec] = &[("first", "", ""), ("second", "", "")];
+    let (tmp, files) = setup(plain);
+    let began = Instant::now();
+    let mut child = command(tmp.path(), "default", &files, "3m")
+        .spawn()
+        .unwrap();
+    let out = tmp.path().join("run");
+    let first = out.join("default/first/result.json");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while !first.exists() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "scx-harness ended before the first cell finished"
+        );
+        assert!(Instant::now() < deadline, "no first result");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !common::qemus_mentioning(&out).is_empty(),
+        "the VM should be running the second cell"
+    );
+    fault(child.id(), &out);
+    finish(tmp, child, began)
+}
+
+fn check<'a>(r: &'a CellResult, name: &str) -> &'a scx_harness::checks::Outcome {
+    r.checks
+        .iter()
+        .find(|c| c.name.starts_with(name))
+        .unwrap_or_else(|| panic!("no check {name}: {r:#?}"))
+}
+
+fn cell_console(r: &CellResult) -> String {
+    std::fs::read_to_string(&r.console_log).unwrap_or_default()
+}
+
+/// Every fault's run ends long before its VM deadline unless the fault is
+/// the deadline itself.
+const PROMPT: Duration = Duration::from_secs(120);
+
+const VICTIM: &str = "  - { name: victim, work: { kind: periodic, run: 1ms, period: 20ms } }\n";
+
+// 1. The scheduler never runs one task: the harness's own stall check
+// fails within its bound + 1 s, naming the task's pid and comm.
+#[test]
+fn vm_fault_1_stalled_task_is_a_stall_verdict_naming_pid_and_comm() {
+    let f = run(
+        "stalls_victim",
+        &[("stall", VICTIM, "  - stall: { max_runnable: 1s }\n")],
+        "5m",
+    );
+    assert_eq!(f.code, Some(1), "{}", f.explain());
+    let r = f.cell(0);
+    assert_eq!(r.verdict, CellVerdict::Fail, "{}", f.explain());
+    let c = check(r, "stall");
+    assert!(!c.pass);
+    let waited = Duration::from_nanos(c.observed_value.unwrap() as u64);
+    assert!(
+        waited > Duration::from_secs(1) && waited <= Duration::from_secs(2),
+        "stall reported after {waited:?}"
+    );
+    assert!(
+        c.detail.contains("victim") && c.detail.contains("pid"),
+        "{}",
+        c.detail
+    );
+    assert!(r.summary.contains("victim"), "{}", r.summary);
+    assert!(f.elapsed < PROMPT, "{}", f.explain());
+    f.assert_evidence_kept();
+}
+
+// 2. scx_bpf_error(): the scheduler is not healthy, exit kind ERROR_BPF,
+// with the scheduler's own message.
+#[test]
+fn vm_fault_2_scx_bpf_error_is_error_bpf_with_its_message() {
+    let f = run("errors_after_1s", &[("error", "", "")], "5m");
+    assert_eq!(f.code, Some(1), "{}", f.explain());
+    let r = f.cell(0);
+    assert_eq!(r.verdict, CellVerdict::Fail, "{}", f.explain());
+    let c = check(r, "scheduler_healthy");
+    assert!(
+        c.detail.contains("ErrorBpf")
+            && c.detail
+                .contains("injected by scx_fault --error-after 1000 ms"),
+        "{}",
+        c.detail
+    );
+    assert!(
+        cell_console(r).contains("disabled (scx_bpf_error)"),
+        "the kernel's line is not in the cell's console"
+    );
+    assert!(f.elapsed < PROMPT, "{}", f.explain());
+    f.assert_evidence_kept();
+}
+
+// 3. The scheduler's user-space process aborts, or is SIGKILLed from the
+// scenario: a crash of the scheduler, with the signal.
+#[test]
+fn vm_fault_3a_scheduler_abort_is_a_crash_with_sigabrt() {
+    let f = run("aborts_after_1s", &[("abort", "", "")], "5m");
+    assert_eq!(f.code, Some(1), "{}", f.explain());
+    let r = f.cell(0);
+    assert_eq!(r.verdict, CellVerdict::Fail, "{}", f.explain());
+    let c = check(r, "scheduler_healthy");
+    assert!(c.detail.contains("SIGABRT"), "{}", c.detail);
+    assert!(f.elapsed < PROMPT, "{}", f.explain());
+    f.assert_evidence_kept();
+}
+
+#[test]
+fn vm_fault_3b_scheduler_sigkilled_mid_run_is_a_crash_with_sigkill() {
+    let killer = "  - name: killer\n    work: { kind: command, argv: [sh, -c, 'sleep 2; pkill -KILL -x scx_fault'] }\n";
+    let f = run("healthy_fifo", &[("sigkill", killer, "")], "5m");
+    assert_eq!(f.code, Some(1), "{}", f.explain());
+    let r = f.cell(0);
+    assert_eq!(r.verdict, CellVerdict::Fail, "{}", f.explain());
+    let c = check(r, "scheduler_healthy");
+    assert!(c.detail.contains("SIGKILL"), "{}", c.detail);
+    assert!(f.elapsed < PROMPT, "{}", f.explain());
+    f.assert_evidence_kept();
+}
+
+// 4. The verifier refuses the scheduler: "failed to attach", with the
+// verifier's own words.
+#[test]
+fn vm_fault_4_verifier_rejection_is_failed_to_attach_with_its_message() {
+    let f = run("rejected_by_verifier", &[("verifier", "", "")], "5m");
+    assert_eq!(f.code, Some(1), "{}", f.explain());
+    let r = f.cell(0);
+    assert_eq!(r.verdict, CellVerdict::Fail, "{}", f.explain());
+    assert!(r.summary.contains("failed_to_attach"), "{}", r.summary);
+    let c = check(r, "scheduler_healthy");
+    assert!(
+        c.detail
+            .contains("the verifier said: R0 invalid mem access 'scalar' (at main.bpf.c:"),
+        "{}",
+        c.detail
+    );
+    assert!(f.elapsed < PROMPT, "{}", f.explain());
+    f.assert_evidence_kept();
+}
+
+// 5. A dispatch delay: the run-delay check fails with the measured value.
+#[test]
+fn vm_fault_5_injected_delay_fails_run_delay_with_the_measured_value() {
+    let nappers =
+        "  - { name: napper, threads: 2, work: { kind: periodic, run: 1ms, period: 50ms } }\n";
+    let f = run(
+        "delays_nappers_20ms",
+        &[(
+            "delay",
+            nappers,
+            "  - run_delay: { group: napper, p50: 10ms }\n",
+        )],
+        "5m",
+    );
+    assert_eq!(f.code, Some(1), "{}", f.explain());
+    let r = f.cell(0);
+    assert_eq!(r.verdict, CellVerdict::Fail, "{}", f.explain());
+    let c = check(r, "run_delay napper p50");
+    assert!(!c.pass);
+    let p50 = Duration::from_nanos(c.observed_value.unwrap() as u64);
+    assert!(
+        p50 >= Duration::from_millis(19) && p50 <= Duration::from_millis(22),
+        "p50 {p50:?}"
+    );
+    assert!(r.summary.contains("run_delay napper p50"), "{}", r.summary);
+    assert!(f.elapsed < PROMPT, "{}", f.explain());
+    f.assert_evidence_kept();
+}
+
+// 6. The scenario panics the guest kernel: the VM ends at once (not at its
+// deadline), the verdict is a kernel crash with the panic line, the exit
+// code is the kernel crash's.
+#[test]
+fn vm_fault_6_kernel_panic_ends_the_vm_at_once_as_a_kernel_crash() {
+    let sysrq = "  - name: sysrq\n    work: { kind: command, argv: [sh, -c, 'sleep 1; echo c > /proc/sysrq-trigger'] }\n";
+    let f = run("default", &[("panic", sysrq, "")], "5m");
+    assert_eq!(f.code, Some(70), "{}", f.explain());
+    let r = f.cell(0);
+    assert_eq!(r.verdict, CellVerdict::Error, "{}", f.explain());
+    assert!(
+        r.summary.contains("kernel crashed") && r.summary.contains("sysrq triggered crash"),
+        "{}",
+        r.summary
+    );
+    assert!(cell_console(r).contains("Kernel panic - not syncing"));
+    assert!(f.elapsed < PROMPT, "{}", f.explain());
+    f.assert_evidence_kept();
+}
+
+// 7. The guest agent blocks forever (the scenario stops it): the VM is
+// killed at its deadline, the verdict says so, the console is kept.
+#[test]
+fn vm_fault_7_hung_guest_is_killed_at_its_deadline_as_a_timeout() {
+    // The pattern does not match the sh that runs it.
+    let freeze = "  - name: freeze\n    work: { kind: command, argv: [sh, -c, 'sleep 1; pkill -STOP -f \"scx-harnes[s] guest\"'] }\n";
+    let f = run("default", &[("hang", freeze, "")], "30s");
+    assert_eq!(f.code, Some(69), "{}", f.explain());
+    let r = f.cell(0);
+    assert_eq!(r.verdict, CellVerdict::Error, "{}", f.explain());
+    assert!(r.summary.contains("deadline"), "{}", r.summary);
+    assert!(
+        f.elapsed >= Duration::from_secs(30) && f.elapsed < Duration::from_secs(60),
+        "{}",
+        f.explain()
+    );
+    f.assert_evidence_kept();
+}
+
+// 8. QEMU is killed from outside mid-run: an infrastructure failure (its
+// own exit code), the finished cell kept.
+#[test]
+fn vm_fault_8_qemu_killed_from_outside_is_an_infrastructure_failure() {
+    let f = run_interrupted(|_, out| {
+        for q in common::qemus_mentioning(out) {
+            let pid: i32 = q.file_name().unwrap().to_str().unwrap().parse().unwrap();
+            // SAFETY: a QEMU of this test's own run.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    });
+    assert_eq!(f.code, Some(69), "{}", f.explain());
+    assert_eq!(f.results.len(), 2, "{}", f.explain());
+    assert_eq!(f.cell(0).verdict, CellVerdict::Pass, "{}", f.explain());
+    let r = f.cell(1);
+    assert_eq!(r.verdict, CellVerdict::Error, "{}", f.explain());
+    assert!(r.summary.contains("the VM failed"), "{}", r.summary);
+    assert!(
+        f.stderr.contains("could not be measured"),
+        "{}",
+        f.explain()
+    );
+    f.assert_evidence_kept();
+}
+
+// 9. The harness gets SIGTERM (SIGINT: tests/hotswap.rs) or SIGKILL.
+#[test]
+fn vm_fault_9a_sigterm_to_the_harness_keeps_finished_cells_and_stops_the_vm() {
+    let f = run_interrupted(|pid, _| {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    });
+    assert_eq!(f.code, Some(130), "{}", f.explain());
+    assert_eq!(f.results.len(), 2, "{}", f.explain());
+    assert_eq!(f.cell(0).verdict, CellVerdict::Pass, "{}", f.explain());
+    assert!(f.cell(1).summary.contains("interrupted"), "{}", f.explain());
+    assert!(
+        f.stderr.contains("finished cells are in"),
+        "{}",
+        f.explain()
+    );
+    f.assert_evidence_kept();
+}
+
+#[test]
+fn vm_fault_9b_sigkill_of_the_harness_takes_qemu_with_it_and_keeps_finished_cells() {
+    let mut out = PathBuf::new();
+    let f = run_interrupted(|pid, dir| {
+        out = dir.to_path_buf();
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    });
+    assert_eq!(f.code, None, "killed by a signal");
+    // The kernel tears the PID namespace down asynchronously.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !common::qemus_mentioning(&out).is_empty() {
+        assert!(Instant::now() < deadline, "QEMU outlived the harness");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // No results.json (nothing ran to write it), but the finished cell's
+    // result is on disk, and the run is marked as not finished.
+    assert!(out.join("default/first/result.json").is_file());
+    assert!(!out.join("results.json").exists());
+    // The next run beside it finishes it (here a run that then stops at
+    // once: its --out exists).
+    let (code, _, err) = common::run(
+        Command::new(env!("CARGO_BIN_EXE_scx-harness"))
+            .args(["run", "-s", "default", "idle-baseline", "--kernel"])
+            .arg(common::test_kernel())
+            .arg("--out")
+            .arg(&out),
+    );
+    assert_eq!(code, Some(65), "{err}");
+    assert!(
+        err.contains(
+            "a run killed before it finished; its 1 finished cell(s) are now in results.json"
+        ),
+        "{err}"
+    );
+    let results: Vec<CellResult> =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0].scenario, "first");
+    assert!(out.join("report.html").is_file());
+}
+
+// 10. The kernel's own watchdog (scx_fault --timeout-ms 2000) ejects the
+// scheduler before the scenario's 10 s stall bound: ERROR_STALL, named.
+#[test]
+fn vm_fault_10_kernel_watchdog_first_is_error_stall() {
+    let f = run(
+        "stalls_victim_watchdog_2s",
+        &[("watchdog", VICTIM, "  - stall: { max_runnable: 10s }\n")],
+        "5m",
+    );
+    assert_eq!(f.code, Some(1), "{}", f.explain());
+    let r = f.cell(0);
+    assert_eq!(r.verdict, CellVerdict::Fail, "{}", f.explain());
+    let c = check(r, "scheduler_healthy");
+    assert!(
+        c.detail.contains("ErrorStall") && c.detail.contains("victim["),
+        "{}",
+        c.detail
+    );
+    assert!(
+        cell_console(r).contains("runnable task stall"),
+        "the kernel's line is not in the cell's console"
+    );
+    assert!(f.elapsed < PROMPT, "{}", f.explain());
+    f.assert_evidence_kept();
+}
