@@ -250,7 +250,9 @@ const FUZZ_TARGETS: &[&str] = &["scenario", "registry", "console"];
 
 /// Runs fuzz targets for a fixed time each, from the saved corpus, writing
 /// new inputs to a scratch directory (the checkout stays clean) and, with
-/// `--save`, merging those that reach new code into the saved corpus. A
+/// `--save`, merging those that reach new code edges into the saved corpus
+/// (edges only, not hit counts: a corpus of hundreds of files, not
+/// thousands). A
 /// crash, a hang (10 s per input) or 2 GB of memory fails the task; the
 /// input is left in harness/fuzz/artifacts/TARGET/.
 fn fuzz(sh: &Shell, root: &std::path::Path, args: &[String]) -> Result<()> {
@@ -309,7 +311,7 @@ fn fuzz(sh: &Shell, root: &std::path::Path, args: &[String]) -> Result<()> {
         if save {
             cmd!(
                 sh,
-                "cargo +nightly fuzz run {opts...} {t} {corpus} {new} -- -merge=1"
+                "cargo +nightly fuzz run {opts...} {t} {corpus} {new} -- -merge=1 -use_counters=0"
             )
             .quiet()
             .ignore_stderr()
