@@ -168,14 +168,17 @@ fn finish(tmp: tempfile::TempDir, child: Child, began: Instant) -> Faulted {
     let results = std::fs::read(out.join("results.json"))
         .map(|b| serde_json::from_slice(&b).unwrap())
         .unwrap_or_default();
-    Faulted {
+    let f = Faulted {
         code: done.status.code(),
         elapsed: began.elapsed(),
         stderr: String::from_utf8_lossy(&done.stderr).into_owned(),
         out,
         results,
         _tmp: tmp,
-    }
+    };
+    // For RELIABILITY.md's table (`--no-capture` shows it).
+    eprintln!("FAULT RUN {}", f.explain().replace('\n', "\n    "));
+    f
 }
 
 /// `scx-harness run` of one scheduler over `scenarios`, to its end.
