@@ -74,7 +74,18 @@ struct Faulted {
     stderr: String,
     out: PathBuf,
     results: Vec<CellResult>,
-    _tmp: tempfile::TempDir,
+    tmp: Option<tempfile::TempDir>,
+}
+
+/// A failing test keeps its run directory for whoever debugs it.
+impl Drop for Faulted {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Some(t) = self.tmp.take() {
+                eprintln!("run directory kept: {}", t.keep().join("run").display());
+            }
+        }
+    }
 }
 
 impl Faulted {
@@ -174,7 +185,7 @@ fn finish(tmp: tempfile::TempDir, child: Child, began: Instant) -> Faulted {
         stderr: String::from_utf8_lossy(&done.stderr).into_owned(),
         out,
         results,
-        _tmp: tmp,
+        tmp: Some(tmp),
     };
     // For RELIABILITY.md's table (`--no-capture` shows it).
     eprintln!("FAULT RUN {}", f.explain().replace('\n', "\n    "));
