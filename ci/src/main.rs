@@ -206,7 +206,9 @@ fn setup(sh: &Shell) -> Result<()> {
         cmd!(sh, "cargo install --locked cargo-nextest").run()?;
     }
 
-    step("setup: nightly Rust and cargo-fuzz {CARGO_FUZZ_VERSION} (the fuzz targets)");
+    step(&format!(
+        "setup: nightly Rust and cargo-fuzz {CARGO_FUZZ_VERSION} (the fuzz targets)"
+    ));
     if cmd!(sh, "cargo +nightly --version")
         .quiet()
         .ignore_stdout()
