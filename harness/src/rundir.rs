@@ -126,7 +126,9 @@ pub fn finish_killed_runs(parent: &Path) -> Vec<(PathBuf, usize)> {
         if alive(&marker) {
             continue;
         }
-        let mut results = cell_results(&dir);
+        // No results.json yet: the cells' own result.json files (none
+        // when the run was killed before its first cell ended).
+        let mut results = crate::report::load_run(&dir).unwrap_or_default();
         results.sort_by_key(|r| r.started_at);
         if write_results(&dir, &results).is_ok() {
             let _ = std::fs::remove_file(dir.join(MARKER));
@@ -134,35 +136,6 @@ pub fn finish_killed_runs(parent: &Path) -> Vec<(PathBuf, usize)> {
         }
     }
     done
-}
-
-/// Every cell's `result.json` under a run directory (SCHEDULER/SCENARIO/
-/// and, for repeated cells, SCHEDULER/SCENARIO/NNN/).
-fn cell_results(dir: &Path) -> Vec<CellResult> {
-    let read_dir = |d: &Path| -> Vec<PathBuf> {
-        std::fs::read_dir(d)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.is_dir())
-            .collect()
-    };
-    let mut out = Vec::new();
-    for sched in read_dir(dir) {
-        for sc in read_dir(&sched) {
-            let cells = std::iter::once(sc.clone()).chain(read_dir(&sc));
-            for c in cells {
-                if let Some(r) = std::fs::read(c.join("result.json"))
-                    .ok()
-                    .and_then(|b| serde_json::from_slice::<CellResult>(&b).ok())
-                {
-                    out.push(r);
-                }
-            }
-        }
-    }
-    out
 }
 
 /// Disk space a run needs before it starts: a cell leaves about 200 KiB
