@@ -141,7 +141,7 @@ pub fn list(args: ListArgs) -> Result<i32> {
             })
             .unwrap_or_else(|| "never tried".into());
         println!(
-            "{:<15} {:<10} {:<36} {:<12} {:<6} {}{}{}",
+            "{:<15} {:<10} {:<36} {:<12} {:<6} {}{}{}{}",
             d.name,
             d.kind.as_str(),
             source_text(d),
@@ -156,6 +156,10 @@ pub fn list(args: ListArgs) -> Result<i32> {
             d.unsupported
                 .as_ref()
                 .map(|u| format!(" [unsupported: {}]", first_line(&u.reason, 60)))
+                .unwrap_or_default(),
+            d.known_issue
+                .as_ref()
+                .map(|k| format!(" [known issue: {}]", first_line(&k.reason, 60)))
                 .unwrap_or_default()
         );
     }

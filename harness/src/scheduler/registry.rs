@@ -169,6 +169,22 @@ pub struct Def {
     /// to be the one described here.
     #[serde(default)]
     pub unsupported: Option<Unsupported>,
+    /// Set when it runs on the bundled kernel but is known to fail now and
+    /// then in one particular way (a bug of its own). It stays in every
+    /// matrix, where such a failure is reported as usual; its lifecycle
+    /// test accepts exactly this failure and no other.
+    #[serde(default)]
+    pub known_issue: Option<KnownIssue>,
+}
+
+/// An intermittent failure of a scheduler's own, written down.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KnownIssue {
+    /// What goes wrong and the evidence, for people.
+    pub reason: String,
+    /// Text the failure's verdict shows (the kernel's exit kind and reason).
+    pub says: String,
 }
 
 /// Why a scheduler does not run on the bundled kernel.
@@ -365,6 +381,14 @@ impl Registry {
                     ));
                 }
             }
+            if let Some(k) = &d.known_issue {
+                if k.reason.trim().is_empty() || k.says.trim().is_empty() {
+                    return bad(format!(
+                        "{}: known_issue needs a reason and the text its failure shows (says)",
+                        d.name
+                    ));
+                }
+            }
             match d.ops.as_deref() {
                 None | Some("") => {
                     return bad(format!(
@@ -521,6 +545,13 @@ schedulers:
         let e = err("schedulers:\n  - name: x\n    kind: binary\n    source: { workspace: x }\n    ops: x\n    attach_timeout: soon\n");
         assert!(
             e.contains("reg.yaml:6:21") && e.contains("not a duration"),
+            "{e}"
+        );
+        let e = err("schedulers:\n  - name: x\n    kind: binary\n    source: { workspace: x }\n    ops: x\n    known_issue: { reason: stalls, says: \" \" }\n");
+        assert!(
+            e.starts_with(
+                "reg.yaml:2: x: known_issue needs a reason and the text its failure shows"
+            ),
             "{e}"
         );
     }
