@@ -331,7 +331,8 @@ fn busybox_initramfs(dir: &Path) -> Result<PathBuf> {
 /// `scx-harness bench probe`: the probe's cost. Ping-pong pairs (the most
 /// wakeup-heavy work there is) run `rounds` times with the probe loaded and
 /// tracking them and `rounds` times without it, interleaved, in one VM on
-/// the fair class; the loss is 1 - median(with) / median(without).
+/// the fair class; the loss is judged between the upper quartiles of the
+/// two sides (`probe_summary`).
 pub fn probe(
     kernel: &Kernel,
     opts: &VmOpts,
@@ -427,15 +428,48 @@ pub fn probe(
     for (i, (w, o)) in with.iter().zip(&without).enumerate() {
         println!("| {} | {:.0} | {:.0} |", i + 1, w, o);
     }
-    let (mw, mo) = (median(&with), median(&without));
+    print!("\n{}", probe_summary(&with, &without));
     println!(
-        "\nmedian with {mw:.0}/s, without {mo:.0}/s: loss {:.1}% (target < 5%); accelerator {}, {} pairs, {} s per round",
-        (1.0 - mw / mo) * 100.0,
-        r.accel,
-        pairs,
-        seconds
+        "accelerator {}, {} pairs, {} s per round",
+        r.accel, pairs, seconds
     );
     Ok(0)
+}
+
+/// The probe benchmark's statistics. Interference from outside the VM
+/// (other work on the host) only ever slows a round, and on a busy host
+/// it hits a good share of them, by up to 95%; the medians then move with
+/// how many rounds each side happened to lose. The upper quartiles are
+/// the rates of rounds with little interference, yet not a single lucky
+/// round (as best-of-N would be): the loss is judged between them, with a
+/// bootstrap interval. The medians are shown too.
+pub fn probe_summary(with: &[f64], without: &[f64]) -> String {
+    use crate::stats::{bootstrap_quantile_ratio_ci, quantile};
+    let (mw, mo) = (median(with), median(without));
+    let (qw, qo) = (quantile(with, 0.75), quantile(without, 0.75));
+    let loss = 1.0 - qw / qo;
+    let hit = |xs: &[f64], q: f64| xs.iter().filter(|x| **x < 0.7 * q).count();
+    let mut out = format!(
+        "median with {mw:.0}/s, without {mo:.0}/s: loss {:.1}%\n\
+         upper quartile with {qw:.0}/s, without {qo:.0}/s: loss {:.1}%",
+        (1.0 - mw / mo) * 100.0,
+        loss * 100.0
+    );
+    if let Some((lo, hi)) = bootstrap_quantile_ratio_ci(without, with, 0.75, 0.05, 10_000, 1) {
+        out += &format!(
+            " (95% interval {:.1}% to {:.1}%)",
+            (1.0 - hi) * 100.0,
+            (1.0 - lo) * 100.0
+        );
+    }
+    out += &format!(
+        "\nrounds slowed below 70% of their side's upper quartile (interference): {} with, {} without\n\
+         target: upper-quartile loss under 5%: {}\n",
+        hit(with, qw),
+        hit(without, qo),
+        if loss < 0.05 { "met" } else { "not met" }
+    );
+    out
 }
 
 /// `scx-harness bench hotswap`: the same cells run with a VM per cell and
@@ -535,4 +569,30 @@ pub fn hotswap(
         println!("  verdicts agree in every cell of every round");
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_probe_summary_judges_the_upper_quartiles() {
+        // 8 clean rounds a side, 5% apart; 3 "without" rounds hit hard.
+        let with: Vec<f64> = (0..8).map(|i| 95.0 + f64::from(i % 3)).collect();
+        let mut without: Vec<f64> = (0..8).map(|i| 100.0 + f64::from(i % 3)).collect();
+        without[1] = 20.0;
+        without[4] = 30.0;
+        without[6] = 60.0;
+        let s = probe_summary(&with, &without);
+        assert!(
+            s.contains("upper quartile with 96/s, without 101/s: loss 4.9%"),
+            "{s}"
+        );
+        assert!(s.contains(": 0 with, 3 without"), "{s}");
+        assert!(s.contains("loss under 5%: met"), "{s}");
+        let slower: Vec<f64> = with.iter().map(|x| x * 0.9).collect();
+        let s = probe_summary(&slower, &without);
+        assert!(s.contains("loss under 5%: not met"), "{s}");
+        assert!(s.contains("95% interval"), "{s}");
+    }
 }

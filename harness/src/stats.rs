@@ -20,6 +20,22 @@ pub fn median(xs: &[f64]) -> f64 {
     }
 }
 
+/// The `q`-quantile (0 <= q <= 1), interpolating linearly between the
+/// two nearest order statistics (numpy's default). NaN when empty.
+pub fn quantile(xs: &[f64], q: f64) -> f64 {
+    if xs.is_empty() {
+        return f64::NAN;
+    }
+    let mut v = xs.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let at = q.clamp(0.0, 1.0) * (v.len() - 1) as f64;
+    let (lo, frac) = (at.floor() as usize, at - at.floor());
+    match v.get(lo + 1) {
+        Some(hi) => v[lo] + (hi - v[lo]) * frac,
+        None => v[lo],
+    }
+}
+
 /// A small deterministic random stream (splitmix64).
 struct Rng(u64);
 
@@ -47,6 +63,29 @@ pub fn bootstrap_ratio_ci(
     resamples: usize,
     seed: u64,
 ) -> Option<(f64, f64)> {
+    bootstrap_stat_ratio_ci(a, b, median, alpha, resamples, seed)
+}
+
+/// As `bootstrap_ratio_ci`, for the ratio of the `q`-quantiles.
+pub fn bootstrap_quantile_ratio_ci(
+    a: &[f64],
+    b: &[f64],
+    q: f64,
+    alpha: f64,
+    resamples: usize,
+    seed: u64,
+) -> Option<(f64, f64)> {
+    bootstrap_stat_ratio_ci(a, b, |xs| quantile(xs, q), alpha, resamples, seed)
+}
+
+fn bootstrap_stat_ratio_ci(
+    a: &[f64],
+    b: &[f64],
+    stat: impl Fn(&[f64]) -> f64,
+    alpha: f64,
+    resamples: usize,
+    seed: u64,
+) -> Option<(f64, f64)> {
     if a.is_empty() || b.is_empty() {
         return None;
     }
@@ -61,11 +100,11 @@ pub fn bootstrap_ratio_ci(
         for x in rb.iter_mut() {
             *x = b[rng.below(b.len())];
         }
-        let ma = median(&ra);
+        let ma = stat(&ra);
         if ma == 0.0 {
             return None;
         }
-        ratios.push(median(&rb) / ma);
+        ratios.push(stat(&rb) / ma);
     }
     ratios.sort_by(|x, y| x.total_cmp(y));
     let at = |q: f64| {
@@ -385,6 +424,50 @@ mod tests {
             close(lo, 1.141_59, 0.01) && close(hi, 1.2837, 0.01),
             "[{lo}, {hi}]"
         );
+    }
+
+    #[test]
+    fn quantiles_match_numpy() {
+        // numpy.quantile(x, q), its default (linear) method.
+        let x = [10.0, 1.0, 4.0, 3.0, 2.0];
+        assert_eq!(quantile(&x, 0.75), 4.0);
+        assert_eq!(quantile(&x, 0.5), median(&x));
+        assert!(close(quantile(&[1.0, 2.0, 3.0, 4.0], 0.75), 3.25, 1e-12));
+        assert_eq!(quantile(&x, 1.0), 10.0);
+        assert_eq!(quantile(&x, 0.0), 1.0);
+        assert_eq!(quantile(&[7.0], 0.75), 7.0);
+        assert!(quantile(&[], 0.5).is_nan());
+    }
+
+    /// Throughput rounds that outside interference only ever slows: the
+    /// upper quartiles recover a 5% loss where the medians, moved by how
+    /// many rounds each side lost, do not.
+    #[test]
+    fn upper_quartiles_see_through_one_sided_interference() {
+        let mut rng = Rng(9);
+        let mut side = |rate: f64, n: usize, hit: usize| -> Vec<f64> {
+            (0..n)
+                .map(|i| {
+                    let jitter = 1.0 + ((rng.next() % 2001) as f64 - 1000.0) / 100_000.0;
+                    // The first `hit` rounds lose 30% to 95% of their rate.
+                    let slowed = if i < hit {
+                        0.05 + 0.65 * (rng.next() % 1000) as f64 / 1000.0
+                    } else {
+                        1.0
+                    };
+                    rate * jitter * slowed
+                })
+                .collect()
+        };
+        let with = side(95.0, 30, 4);
+        // As on a busy host: over half of one side's rounds hit.
+        let without = side(100.0, 30, 16);
+        let uq = 1.0 - quantile(&with, 0.75) / quantile(&without, 0.75);
+        let med = 1.0 - median(&with) / median(&without);
+        assert!((uq - 0.05).abs() < 0.015, "upper-quartile loss {uq}");
+        assert!(med < -0.1, "the median loss {med} should be fooled here");
+        let (lo, hi) = bootstrap_quantile_ratio_ci(&without, &with, 0.75, 0.05, 2000, 1).unwrap();
+        assert!((lo..=hi).contains(&0.95) && hi < 1.0, "[{lo}, {hi}]");
     }
 
     #[test]

@@ -312,3 +312,45 @@ fn vm_tracepoint_registrations_do_not_patch_kernel_text_under_load() {
         common::explain_vm(&r)
     );
 }
+
+/// `bench probe` end to end, in two short rounds a side: both sides ran
+/// (every round counted ping-pong round trips), and the verdict is
+/// printed from the upper quartiles with its interval.
+#[test]
+fn vm_bench_probe_measures_both_sides_and_judges_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = common::run(
+        common::harness(dir.path())
+            .args([
+                "bench",
+                "probe",
+                "--rounds",
+                "2",
+                "--seconds",
+                "1",
+                "--kernel",
+            ])
+            .arg(common::test_kernel()),
+    );
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    let rounds: Vec<(f64, f64)> = out
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
+            match f[..] {
+                [i, w, o] if i.parse::<u32>().is_ok() => Some((w.parse().ok()?, o.parse().ok()?)),
+                _ => None,
+            }
+        })
+        .collect();
+    assert_eq!(rounds.len(), 2, "{out}");
+    for (with, without) in &rounds {
+        // Ping-pong under TCG runs tens of thousands of round trips a second.
+        assert!(*with > 1000.0 && *without > 1000.0, "{out}");
+    }
+    assert!(out.contains("upper quartile with"), "{out}");
+    assert!(
+        out.contains("target: upper-quartile loss under 5%: "),
+        "{out}"
+    );
+}

@@ -274,11 +274,12 @@ pub fn vm(args: VmArgs) -> Result<i32> {
 pub struct BenchProbeArgs {
     #[command(flatten)]
     pub opts: VmOpts,
-    /// Rounds with the probe, and as many without.
-    #[arg(long, default_value_t = 5)]
+    /// Rounds with the probe, and as many without (many short rounds: the
+    /// loss is judged between upper quartiles, see BENCHMARKS.md).
+    #[arg(long, default_value_t = 60)]
     pub rounds: usize,
     /// Measured seconds per round (after 1 s of warm-up).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 2)]
     pub seconds: u64,
     /// Ping-pong pairs.
     #[arg(long, default_value_t = 2)]
