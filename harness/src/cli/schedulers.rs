@@ -283,6 +283,13 @@ pub fn run(args: RunArgs) -> Result<i32> {
 fn print_run(def: &Def, run: &Run, verdict: &Verdict) {
     println!("scheduler     {}", def.name);
     println!("verdict       {}", verdict.label());
+    let log = run.report.as_ref().map_or(&[][..], |r| &r.loader_log[..]);
+    if let Some(reason) = crate::scheduler::lifecycle::expected_failure(def, verdict, log) {
+        println!(
+            "known         its registry entry expects this failure: {}",
+            first_line(reason, 200)
+        );
+    }
     if let Some(r) = &run.report {
         if let Some(ops) = &r.ops {
             println!("ops           {ops}");

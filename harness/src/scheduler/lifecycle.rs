@@ -768,6 +768,34 @@ impl Run {
     }
 }
 
+/// The registry's word for a failure it expects of this scheduler: an
+/// `unsupported` one failing to attach with its `loader_says` text (in the
+/// verdict or the loader's log), or a `known_issue` exiting during the run
+/// or detaching badly with its `says` text. Returns the registry's reason;
+/// None for any other verdict, a clean one included.
+pub fn expected_failure<'a>(
+    def: &'a super::registry::Def,
+    verdict: &Verdict,
+    loader_log: &[String],
+) -> Option<&'a str> {
+    match verdict {
+        Verdict::FailedToAttach { why } => def
+            .unsupported
+            .as_ref()
+            .filter(|u| {
+                why.contains(&u.loader_says)
+                    || loader_log.iter().any(|l| l.contains(&u.loader_says))
+            })
+            .map(|u| u.reason.as_str()),
+        Verdict::ExitedDuringRun { why } | Verdict::BadDetach { why } => def
+            .known_issue
+            .as_ref()
+            .filter(|k| why.contains(&k.says))
+            .map(|k| k.reason.as_str()),
+        _ => None,
+    }
+}
+
 /// Host side: boots `kernel`, runs the lifecycle of `spec` with
 /// `harness_bin` (an scx-harness binary the guest can execute) and returns
 /// the VM's result with the guest's report, if it wrote one.
@@ -815,6 +843,46 @@ pub fn guest_path(arg: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_registry_names_the_failures_it_expects_and_no_others() {
+        let reg = crate::scheduler::registry::Registry::parse(
+            std::path::Path::new("reg.yaml"),
+            "schedulers:\n  - name: flaky\n    kind: binary\n    source: { path: flaky }\n    ops: flaky\n    \
+             known_issue: { reason: stalls now and then, says: (runnable task stall) }\n  \
+             - name: old\n    kind: binary\n    source: { path: old }\n    ops: old\n    \
+             unsupported: { reason: needs 6.13, loader_says: unknown func }\n",
+        )
+        .unwrap();
+        let (flaky, old) = (reg.get("flaky").unwrap(), reg.get("old").unwrap());
+        let exited = |why: &str| Verdict::ExitedDuringRun { why: why.into() };
+        let stall = exited("3079 ms after attaching: ErrorStall (runnable task stall): x[73] failed to run for 30.4s");
+        assert_eq!(
+            expected_failure(flaky, &stall, &[]),
+            Some("stalls now and then")
+        );
+        let bad_detach = Verdict::BadDetach {
+            why: "ErrorStall (runnable task stall): watchdog failed to check in for 30.440s".into(),
+        };
+        assert!(expected_failure(flaky, &bad_detach, &[]).is_some());
+        // Any other failure of the same scheduler is not the known one.
+        let bpf_error = exited("ErrorBpf (scx_bpf_error): oops");
+        assert_eq!(expected_failure(flaky, &bpf_error, &[]), None);
+        let crashed = Verdict::Crashed {
+            why: "(runnable task stall)".into(),
+        };
+        assert_eq!(expected_failure(flaky, &crashed, &[]), None);
+        assert_eq!(expected_failure(flaky, &Verdict::Clean, &[]), None);
+        let refused = Verdict::FailedToAttach {
+            why: "the scheduler exited (1)".into(),
+        };
+        assert_eq!(expected_failure(flaky, &refused, &[]), None);
+        // Unsupported: only its failure to attach, found in the loader's log too.
+        let log = vec!["libbpf: unknown func bpf_foo".to_string()];
+        assert_eq!(expected_failure(old, &refused, &log), Some("needs 6.13"));
+        assert_eq!(expected_failure(old, &refused, &[]), None);
+        assert_eq!(expected_failure(old, &stall, &log), None);
+    }
 
     #[test]
     fn spec_round_trips_through_json() {
