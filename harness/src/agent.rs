@@ -760,14 +760,30 @@ pub struct BenchRound {
 /// and `rounds` times with no probe at all, interleaved (with, without,
 /// with, ...) so drift hits both alike (`scx-harness bench probe`).
 pub fn bench_probe(spec: &AgentSpec, rounds: usize, dir: &Path) -> Result<Vec<BenchRound>> {
-    // (Each round loads its own probe, so that "without" has none at all.)
+    // The probe is loaded once (verifying it takes a second under TCG, and
+    // freeing its maps would spill into the next round); rounds with it
+    // attach its programs, rounds without detach them, so that none of its
+    // code runs. Short rounds, many of them.
     let cgroups = Cgroups::create(&spec.scenario)?;
+    let mut probe = Probe::load()?;
+    probe.detach();
     let mut out = Vec::new();
     for i in 0..rounds * 2 {
         let with = i % 2 == 0;
-        let mut probe = if with { Some(Probe::load()?) } else { None };
-        let pass = run_pass(spec, "bench", probe.as_mut(), &cgroups, None, dir)?;
-        drop(probe);
+        if with {
+            probe.reattach()?;
+        } else {
+            probe.detach();
+        }
+        let pass = run_pass(
+            spec,
+            "bench",
+            with.then_some(&mut probe),
+            &cgroups,
+            None,
+            dir,
+        )?;
+        probe.reset();
         if !pass.errors.is_empty() {
             anyhow::bail!("round {i}: {}", pass.errors.join("; "));
         }

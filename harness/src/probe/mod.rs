@@ -127,6 +127,28 @@ impl Probe {
         Ok(Probe { skel })
     }
 
+    /// Detaches the programs: they stay loaded and the maps keep their
+    /// data, but none of the probe's code runs until `reattach`
+    /// (`bench probe`'s rounds without it).
+    pub fn detach(&mut self) {
+        self.skel.links = Default::default();
+    }
+
+    /// Attaches the programs again after `detach`.
+    pub fn reattach(&mut self) -> Result<()> {
+        let progs = &self.skel.progs;
+        let links = &mut self.skel.links;
+        links.on_switch = Some(progs.on_switch.attach().context("attaching on_switch")?);
+        links.on_wakeup = Some(progs.on_wakeup.attach().context("attaching on_wakeup")?);
+        links.on_wakeup_new = Some(
+            progs
+                .on_wakeup_new
+                .attach()
+                .context("attaching on_wakeup_new")?,
+        );
+        Ok(())
+    }
+
     fn bss(&self) -> &skel::types::bss {
         self.skel
             .maps
