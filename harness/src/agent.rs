@@ -756,9 +756,10 @@ pub struct BenchRound {
     pub per_sec: f64,
 }
 
-/// Runs the scenario `rounds` times with the probe loaded and tracking it
-/// and `rounds` times with no probe at all, interleaved (with, without,
-/// with, ...) so drift hits both alike (`scx-harness bench probe`).
+/// Runs the scenario `rounds` times with the probe attached and tracking it
+/// and `rounds` times with its programs detached (none of its code runs),
+/// interleaved (with, without, with, ...) so drift hits both alike
+/// (`scx-harness bench probe`).
 pub fn bench_probe(spec: &AgentSpec, rounds: usize, dir: &Path) -> Result<Vec<BenchRound>> {
     // The probe is loaded once (verifying it takes a second under TCG, and
     // freeing its maps would spill into the next round); rounds with it
