@@ -331,9 +331,8 @@ fn busybox_initramfs(dir: &Path) -> Result<PathBuf> {
 /// `scx-harness bench probe`: the probe's cost. Ping-pong pairs (the most
 /// wakeup-heavy work there is) run `rounds` times with the probe attached
 /// and tracking them and `rounds` times with it detached, interleaved, in
-/// one VM on
-/// the fair class; the loss is judged between the upper quartiles of the
-/// two sides (`probe_summary`).
+/// one VM on the fair class; the loss is judged between the upper
+/// quartiles of the two sides (`probe_summary`).
 pub fn probe(
     kernel: &Kernel,
     opts: &VmOpts,

@@ -19,7 +19,7 @@ use crate::kernel::cache::write_atomic;
 use crate::report::{CellResult, CellVerdict, SCHEMA};
 use crate::scenario::Loaded;
 use crate::scheduler::build::Built;
-use crate::scheduler::lifecycle::GuestSpec;
+use crate::scheduler::lifecycle::{expected_failure, GuestSpec};
 use crate::vm::console::{self, CrashLine};
 use crate::vm::{self, GuestCommand, Outcome, VmResult, VmSpec};
 
@@ -400,19 +400,21 @@ fn judge(
         dir: c.dir.clone(),
     };
     // A failure the registry expects of this scheduler (its own bug, written
-    // down) is still a failure; the summary says it is the known one.
-    if let Some(k) = c
-        .scheduler
-        .def
-        .known_issue
+    // down) is still a failure; the summary says it is the known one. The
+    // registry is asked about the cell's scheduler's own lifecycle verdict.
+    let def = &c.scheduler.def;
+    let expected = r
+        .agent
         .as_ref()
-        .filter(|k| r.verdict == CellVerdict::Fail && r.summary.contains(k.says.as_str()))
-    {
+        .and_then(|a| a.scheduler.as_ref())
+        .filter(|rep| r.verdict == CellVerdict::Fail && rep.name == def.name)
+        .and_then(|rep| expected_failure(def, &rep.verdict, &rep.loader_log));
+    if let Some(reason) = expected {
         r.summary = format!(
             "{}\nknown issue of {} (schedulers/registry.yaml): {}",
             r.summary,
-            c.scheduler.def.name,
-            k.reason.split_whitespace().collect::<Vec<_>>().join(" ")
+            def.name,
+            reason.split_whitespace().collect::<Vec<_>>().join(" ")
         );
     }
     if !unsaved.is_empty() {
