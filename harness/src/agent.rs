@@ -762,7 +762,7 @@ pub struct BenchRound {
 /// (`scx-harness bench probe`).
 pub fn bench_probe(spec: &AgentSpec, rounds: usize, dir: &Path) -> Result<Vec<BenchRound>> {
     // The probe is loaded once (verifying it takes a second under TCG, and
-    // freeing its maps would spill into the next round); rounds with it
+    // freeing its maps can run on into the next round); rounds with it
     // attach its programs, rounds without detach them, so that none of its
     // code runs. Short rounds, many of them.
     let cgroups = Cgroups::create(&spec.scenario)?;
