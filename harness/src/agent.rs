@@ -756,11 +756,39 @@ pub struct BenchRound {
     pub per_sec: f64,
 }
 
+/// One round of the probe benchmark's cost part: the probe attached with
+/// the kernel's BPF run-time statistics on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CostRound {
+    /// The whole pass, warm-up and teardown included: the time the
+    /// programs' runs below fell in.
+    pub wall_ns: u64,
+    /// Iterations per second of the first group in its window (slowed by
+    /// the statistics themselves: not comparable with `BenchRound`).
+    pub per_sec: f64,
+    /// Each program's runs and run time during the pass.
+    pub progs: Vec<crate::probe::ProgRuns>,
+}
+
+/// What `scx-harness guest bench-probe` hands back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BenchOutput {
+    pub rounds: Vec<BenchRound>,
+    pub costs: Vec<CostRound>,
+}
+
 /// Runs the scenario `rounds` times with the probe attached and tracking it
 /// and `rounds` times with its programs detached (none of its code runs),
-/// interleaved (with, without, with, ...) so drift hits both alike
-/// (`scx-harness bench probe`).
-pub fn bench_probe(spec: &AgentSpec, rounds: usize, dir: &Path) -> Result<Vec<BenchRound>> {
+/// interleaved (with, without, with, ...) so drift hits both alike; then
+/// `cost_rounds` more with it attached and the kernel timing each run of
+/// its programs, which says where its cost goes (`scx-harness bench
+/// probe`).
+pub fn bench_probe(
+    spec: &AgentSpec,
+    rounds: usize,
+    cost_rounds: usize,
+    dir: &Path,
+) -> Result<BenchOutput> {
     // The probe is loaded once (verifying it takes a second under TCG, and
     // freeing its maps can run on into the next round); rounds with it
     // attach its programs, rounds without detach them, so that none of its
@@ -794,5 +822,37 @@ pub fn bench_probe(spec: &AgentSpec, rounds: usize, dir: &Path) -> Result<Vec<Be
             per_sec: g.iterations_window() as f64 / pass.window().as_secs_f64(),
         });
     }
-    Ok(out)
+    // Last, so that the statistics' own clock reads slow none of the
+    // rounds above.
+    let mut costs = Vec::new();
+    if cost_rounds > 0 {
+        let _stats = crate::probe::RunTimeStats::enable()?;
+        probe.reattach()?;
+        for i in 0..cost_rounds {
+            let before = probe.prog_runs()?;
+            let start = now_ns();
+            let pass = run_pass(spec, "bench", Some(&mut probe), &cgroups, None, dir)?;
+            let wall_ns = now_ns() - start;
+            let after = probe.prog_runs()?;
+            probe.reset();
+            if !pass.errors.is_empty() {
+                anyhow::bail!("cost round {i}: {}", pass.errors.join("; "));
+            }
+            let g = pass.groups.first().context("the scenario has no group")?;
+            costs.push(CostRound {
+                wall_ns,
+                per_sec: g.iterations_window() as f64 / pass.window().as_secs_f64(),
+                progs: after
+                    .into_iter()
+                    .zip(before)
+                    .map(|(a, b)| crate::probe::ProgRuns {
+                        name: a.name,
+                        runs: a.runs - b.runs,
+                        run_ns: a.run_ns - b.run_ns,
+                    })
+                    .collect(),
+            });
+        }
+    }
+    Ok(BenchOutput { rounds: out, costs })
 }

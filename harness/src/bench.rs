@@ -339,8 +339,9 @@ pub fn probe(
     rounds: usize,
     seconds: u64,
     pairs: u32,
+    cost_rounds: usize,
 ) -> Result<i32> {
-    use crate::agent::{AgentSpec, BenchRound};
+    use crate::agent::{AgentSpec, BenchOutput};
     use crate::scenario::{Group, Scenario, VmShape, Work};
     let scenario = Scenario {
         name: "bench-probe".into(),
@@ -390,6 +391,8 @@ pub fn probe(
         serde_json::to_string(&spec)?,
         "--rounds".into(),
         rounds.to_string(),
+        "--cost-rounds".into(),
+        cost_rounds.to_string(),
         "--out".into(),
         "@shared/bench.json".into(),
     ];
@@ -401,9 +404,11 @@ pub fn probe(
     vm_spec.cpus = opts.cpus;
     vm_spec.memory = opts.memory.clone();
     vm_spec.accel = opts.accel;
-    vm_spec.timeout = Some(Duration::from_secs(60 + 2 * rounds as u64 * (seconds + 5)));
+    vm_spec.timeout = Some(Duration::from_secs(
+        60 + (2 * rounds + cost_rounds) as u64 * (seconds + 5),
+    ));
     let r = vm::run(&vm_spec)?;
-    let read = || -> Result<Vec<BenchRound>> {
+    let read = || -> Result<BenchOutput> {
         r.exit_code()?;
         let bytes = std::fs::read(r.shared_dir.join("bench.json"))
             .context("the guest wrote no bench.json")?;
@@ -417,6 +422,7 @@ pub fn probe(
     })?;
     let pick = |with: bool| -> Vec<f64> {
         rounds_out
+            .rounds
             .iter()
             .filter(|b| b.probe == with)
             .map(|b| b.per_sec)
@@ -429,11 +435,67 @@ pub fn probe(
         println!("| {} | {:.0} | {:.0} |", i + 1, w, o);
     }
     print!("\n{}", probe_summary(&with, &without));
+    if !rounds_out.costs.is_empty() {
+        print!("\n{}", cost_summary(&rounds_out.costs, opts.cpus));
+    }
     println!(
         "accelerator {}, {} pairs, {} s per round",
         r.accel, pairs, seconds
     );
     Ok(0)
+}
+
+/// Where the probe's time goes: per program, the medians over the cost
+/// rounds of its runs per second, its time per run, and its share of the
+/// VM's CPU time (`cpus` vCPUs), by the kernel's BPF run-time statistics.
+/// Those time each run with two extra clock reads, which the figures
+/// include; the share counts only the programs' own instructions, not
+/// the tracepoints' dispatch nor what they do to the caches.
+pub fn cost_summary(costs: &[crate::agent::CostRound], cpus: u32) -> String {
+    let mut names: Vec<&str> = Vec::new();
+    for p in costs.iter().flat_map(|c| &c.progs) {
+        if !names.contains(&p.name.as_str()) {
+            names.push(&p.name);
+        }
+    }
+    let mut out = format!(
+        "{} rounds with the kernel's BPF run-time statistics on (each run also times itself):\n\
+         | program | runs/s | ns per run | share of the CPUs |\n|---|---:|---:|---:|\n",
+        costs.len()
+    );
+    let mut total_share = Vec::new();
+    for name in names {
+        let (mut rate, mut per_run, mut share) = (Vec::new(), Vec::new(), Vec::new());
+        for c in costs {
+            let secs = c.wall_ns as f64 / 1e9;
+            if let Some(p) = c.progs.iter().find(|p| p.name == name) {
+                rate.push(p.runs as f64 / secs);
+                if p.runs > 0 {
+                    per_run.push(p.run_ns as f64 / p.runs as f64);
+                }
+                share.push(p.run_ns as f64 / (c.wall_ns as f64 * f64::from(cpus.max(1))));
+            }
+        }
+        let per_run = if per_run.is_empty() {
+            "-".to_string()
+        } else {
+            format!("{:.0}", median(&per_run))
+        };
+        out += &format!(
+            "| {name} | {:.0} | {per_run} | {:.2}% |\n",
+            median(&rate),
+            median(&share) * 100.0
+        );
+    }
+    for c in costs {
+        let ns: u64 = c.progs.iter().map(|p| p.run_ns).sum();
+        total_share.push(ns as f64 / (c.wall_ns as f64 * f64::from(cpus.max(1))));
+    }
+    out += &format!(
+        "the programs together: {:.2}% of the CPUs (median of the rounds)\n",
+        median(&total_share) * 100.0
+    );
+    out
 }
 
 /// The probe benchmark's statistics. Interference from outside the VM
@@ -594,5 +656,41 @@ mod tests {
         let s = probe_summary(&slower, &without);
         assert!(s.contains("loss under 5%: not met"), "{s}");
         assert!(s.contains("95% interval"), "{s}");
+    }
+
+    #[test]
+    fn the_cost_summary_gives_each_program_its_medians() {
+        use crate::agent::CostRound;
+        use crate::probe::ProgRuns;
+        let round = |wall_s: u64, switch: (u64, u64), wakeup: (u64, u64)| CostRound {
+            wall_ns: wall_s * 1_000_000_000,
+            per_sec: 1.0,
+            progs: vec![
+                ProgRuns {
+                    name: "on_switch".into(),
+                    runs: switch.0,
+                    run_ns: switch.1,
+                },
+                ProgRuns {
+                    name: "on_wakeup".into(),
+                    runs: wakeup.0,
+                    run_ns: wakeup.1,
+                },
+            ],
+        };
+        // 300 ns a switch at 100 000/s, then 400 at 50 000/s (a round of
+        // 2 s), then 350 at 75 000/s: medians 75 000/s and 350 ns.
+        let costs = [
+            round(1, (100_000, 30_000_000), (0, 0)),
+            round(2, (100_000, 40_000_000), (0, 0)),
+            round(1, (75_000, 26_250_000), (0, 0)),
+        ];
+        let s = cost_summary(&costs, 2);
+        // Shares of 2 CPUs: 1.5%, 1.0%, 1.3125%.
+        assert!(s.contains("| on_switch | 75000 | 350 | 1.31% |"), "{s}");
+        // A program that never ran has no time per run, not a division by 0.
+        assert!(s.contains("| on_wakeup | 0 | - | 0.00% |"), "{s}");
+        assert!(s.contains("together: 1.31% of the CPUs"), "{s}");
+        assert!(s.starts_with("3 rounds with"), "{s}");
     }
 }

@@ -315,7 +315,9 @@ fn vm_tracepoint_registrations_do_not_patch_kernel_text_under_load() {
 
 /// `bench probe` end to end, in two short rounds a side: both sides ran
 /// (every round counted ping-pong round trips), and the verdict is
-/// printed from the upper quartiles with its interval.
+/// printed from the upper quartiles with its interval; a cost round then
+/// has the kernel time each of the probe's programs, and both of the
+/// busy ones ran and took time.
 #[test]
 fn vm_bench_probe_measures_both_sides_and_judges_them() {
     let dir = tempfile::tempdir().unwrap();
@@ -328,11 +330,29 @@ fn vm_bench_probe_measures_both_sides_and_judges_them() {
                 "2",
                 "--seconds",
                 "1",
+                "--cost-rounds",
+                "1",
                 "--kernel",
             ])
             .arg(common::test_kernel()),
     );
     assert_eq!(code, Some(0), "{out}\n{err}");
+    for prog in ["on_switch", "on_wakeup"] {
+        let row: Vec<&str> = out
+            .lines()
+            .find(|l| l.starts_with(&format!("| {prog} |")))
+            .unwrap_or_else(|| panic!("no cost row for {prog}:\n{out}"))
+            .trim_matches('|')
+            .split('|')
+            .map(str::trim)
+            .collect();
+        let (per_sec, ns): (f64, f64) = (row[1].parse().unwrap(), row[2].parse().unwrap());
+        // Thousands of runs a second; under TCG a run takes from tens of
+        // ns to some µs.
+        assert!(per_sec > 1000.0, "{prog}: {out}");
+        assert!(ns > 10.0 && ns < 100_000.0, "{prog}: {out}");
+    }
+    assert!(out.contains("the programs together: "), "{out}");
     let rounds: Vec<(f64, f64)> = out
         .lines()
         .filter_map(|l| {

@@ -284,11 +284,22 @@ pub struct BenchProbeArgs {
     /// Ping-pong pairs.
     #[arg(long, default_value_t = 2)]
     pub pairs: u32,
+    /// Rounds after those, with the probe attached and the kernel timing
+    /// each run of its programs: where its cost goes (0: none).
+    #[arg(long, default_value_t = 5)]
+    pub cost_rounds: usize,
 }
 
 pub fn bench_probe(args: BenchProbeArgs) -> Result<i32> {
     let kernel = kernel_for(&args.opts)?;
-    crate::bench::probe(&kernel, &args.opts, args.rounds, args.seconds, args.pairs)
+    crate::bench::probe(
+        &kernel,
+        &args.opts,
+        args.rounds,
+        args.seconds,
+        args.pairs,
+        args.cost_rounds,
+    )
 }
 
 #[derive(Debug, clap::Args)]

@@ -387,6 +387,8 @@ pub struct GuestBenchProbeArgs {
     pub spec_json: String,
     #[arg(long)]
     pub rounds: usize,
+    #[arg(long, default_value_t = 0)]
+    pub cost_rounds: usize,
     #[arg(long)]
     pub out: String,
 }
@@ -400,8 +402,8 @@ pub fn guest_bench_probe(args: GuestBenchProbeArgs) -> Result<i32> {
         .parent()
         .unwrap_or(std::path::Path::new("/tmp"))
         .to_path_buf();
-    let rounds = crate::agent::bench_probe(&spec, args.rounds, &dir)?;
-    crate::kernel::cache::write_atomic(&out, &serde_json::to_vec(&rounds)?)?;
+    let output = crate::agent::bench_probe(&spec, args.rounds, args.cost_rounds, &dir)?;
+    crate::kernel::cache::write_atomic(&out, &serde_json::to_vec(&output)?)?;
     Ok(0)
 }
 

@@ -46,6 +46,41 @@ pub fn now_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// How often one of the probe's programs ran and for how long in all, by
+/// the kernel's BPF run-time statistics (counted only while some
+/// `RunTimeStats` is held; each run then also reads the clock twice to time
+/// itself).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgRuns {
+    pub name: String,
+    pub runs: u64,
+    pub run_ns: u64,
+}
+
+/// The kernel's BPF run-time statistics, on while this lives
+/// (`BPF_ENABLE_STATS`; the kernel turns them off when its descriptor is
+/// closed, so a crashed agent leaves nothing on).
+pub struct RunTimeStats {
+    _fd: std::os::fd::OwnedFd,
+}
+
+impl RunTimeStats {
+    pub fn enable() -> Result<RunTimeStats> {
+        // SAFETY: a plain system call; a descriptor on success.
+        let fd = unsafe {
+            libbpf_rs::libbpf_sys::bpf_enable_stats(libbpf_rs::libbpf_sys::BPF_STATS_RUN_TIME)
+        };
+        if fd < 0 {
+            return Err(std::io::Error::from_raw_os_error(-fd))
+                .context("turning on the kernel's BPF run-time statistics (BPF_ENABLE_STATS)");
+        }
+        // SAFETY: a descriptor the call above opened, owned from here.
+        Ok(RunTimeStats {
+            _fd: unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) },
+        })
+    }
+}
+
 /// The loaded and attached probe. Detached when dropped.
 pub struct Probe {
     skel: ProbeSkel<'static>,
@@ -147,6 +182,41 @@ impl Probe {
                 .context("attaching on_wakeup_new")?,
         );
         Ok(())
+    }
+
+    /// Each program's runs and run time so far (see `ProgRuns`).
+    pub fn prog_runs(&self) -> Result<Vec<ProgRuns>> {
+        use std::os::fd::{AsFd, AsRawFd};
+        let progs = &self.skel.progs;
+        [
+            ("on_switch", progs.on_switch.as_fd()),
+            ("on_wakeup", progs.on_wakeup.as_fd()),
+            ("on_wakeup_new", progs.on_wakeup_new.as_fd()),
+        ]
+        .into_iter()
+        .map(|(name, fd)| {
+            let mut info = libbpf_rs::libbpf_sys::bpf_prog_info::default();
+            let mut len = std::mem::size_of_val(&info) as u32;
+            // SAFETY: a zeroed bpf_prog_info and its size; no array of it
+            // asks for more.
+            let ret = unsafe {
+                libbpf_rs::libbpf_sys::bpf_obj_get_info_by_fd(
+                    fd.as_raw_fd(),
+                    (&mut info as *mut libbpf_rs::libbpf_sys::bpf_prog_info).cast(),
+                    &mut len,
+                )
+            };
+            if ret != 0 {
+                return Err(std::io::Error::from_raw_os_error(-ret))
+                    .with_context(|| format!("reading the run statistics of {name}"));
+            }
+            Ok(ProgRuns {
+                name: name.into(),
+                runs: info.run_cnt,
+                run_ns: info.run_time_ns,
+            })
+        })
+        .collect()
     }
 
     fn bss(&self) -> &skel::types::bss {
