@@ -449,8 +449,8 @@ pub fn probe(
 /// rounds of its runs per second, its time per run, and its share of the
 /// VM's CPU time (`cpus` vCPUs), by the kernel's BPF run-time statistics.
 /// Those time each run with two extra clock reads, which the figures
-/// include; the share counts only the programs' own instructions, not
-/// the tracepoints' dispatch nor what they do to the caches.
+/// include; the share counts only time spent inside the programs, not the
+/// tracepoints' dispatch nor what the programs leave behind in the caches.
 pub fn cost_summary(costs: &[crate::agent::CostRound], cpus: u32) -> String {
     let mut names: Vec<&str> = Vec::new();
     for p in costs.iter().flat_map(|c| &c.progs) {
@@ -491,9 +491,12 @@ pub fn cost_summary(costs: &[crate::agent::CostRound], cpus: u32) -> String {
         let ns: u64 = c.progs.iter().map(|p| p.run_ns).sum();
         total_share.push(ns as f64 / (c.wall_ns as f64 * f64::from(cpus.max(1))));
     }
+    let per_sec: Vec<f64> = costs.iter().map(|c| c.per_sec).collect();
     out += &format!(
-        "the programs together: {:.2}% of the CPUs (median of the rounds)\n",
-        median(&total_share) * 100.0
+        "the programs together: {:.2}% of the CPUs (median of the rounds); \
+         the work meanwhile: {:.0}/s (median; slowed by the statistics too)\n",
+        median(&total_share) * 100.0,
+        median(&per_sec)
     );
     out
 }
@@ -664,7 +667,7 @@ mod tests {
         use crate::probe::ProgRuns;
         let round = |wall_s: u64, switch: (u64, u64), wakeup: (u64, u64)| CostRound {
             wall_ns: wall_s * 1_000_000_000,
-            per_sec: 1.0,
+            per_sec: 1000.0 * wall_s as f64,
             progs: vec![
                 ProgRuns {
                     name: "on_switch".into(),
@@ -691,6 +694,7 @@ mod tests {
         // A program that never ran has no time per run, not a division by 0.
         assert!(s.contains("| on_wakeup | 0 | - | 0.00% |"), "{s}");
         assert!(s.contains("together: 1.31% of the CPUs"), "{s}");
+        assert!(s.contains("the work meanwhile: 1000/s"), "{s}");
         assert!(s.starts_with("3 rounds with"), "{s}");
     }
 }
