@@ -774,7 +774,9 @@ pub struct CostRound {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BenchOutput {
     pub rounds: Vec<BenchRound>,
+    /// The cost rounds that ended before `cost_error`, if any.
     pub costs: Vec<CostRound>,
+    pub cost_error: Option<String>,
 }
 
 /// Runs the scenario `rounds` times with the probe attached and tracking it
@@ -823,36 +825,59 @@ pub fn bench_probe(
         });
     }
     // Last, so that the statistics' own clock reads slow none of the
-    // rounds above.
+    // rounds above; a failure here costs the rounds above nothing.
     let mut costs = Vec::new();
-    if cost_rounds > 0 {
-        let _stats = crate::probe::RunTimeStats::enable()?;
-        probe.reattach()?;
-        for i in 0..cost_rounds {
-            let before = probe.prog_runs()?;
-            let start = now_ns();
-            let pass = run_pass(spec, "bench", Some(&mut probe), &cgroups, None, dir)?;
-            let wall_ns = now_ns() - start;
-            let after = probe.prog_runs()?;
-            probe.reset();
-            if !pass.errors.is_empty() {
-                anyhow::bail!("cost round {i}: {}", pass.errors.join("; "));
-            }
-            let g = pass.groups.first().context("the scenario has no group")?;
-            costs.push(CostRound {
-                wall_ns,
-                per_sec: g.iterations_window() as f64 / pass.window().as_secs_f64(),
-                progs: after
-                    .into_iter()
-                    .zip(before)
-                    .map(|(a, b)| crate::probe::ProgRuns {
-                        name: a.name,
-                        runs: a.runs - b.runs,
-                        run_ns: a.run_ns - b.run_ns,
-                    })
-                    .collect(),
-            });
+    let cost_error = if cost_rounds > 0 {
+        cost_rounds_into(spec, cost_rounds, &mut probe, &cgroups, dir, &mut costs)
+            .err()
+            .map(|e| format!("{e:#}"))
+    } else {
+        None
+    };
+    Ok(BenchOutput {
+        rounds: out,
+        costs,
+        cost_error,
+    })
+}
+
+/// The cost part of `bench_probe`: `n` rounds with the probe attached and
+/// the kernel's BPF run-time statistics on, each appended to `costs` as it
+/// ends.
+fn cost_rounds_into(
+    spec: &AgentSpec,
+    n: usize,
+    probe: &mut Probe,
+    cgroups: &Cgroups,
+    dir: &Path,
+    costs: &mut Vec<CostRound>,
+) -> Result<()> {
+    let _stats = crate::probe::RunTimeStats::enable()?;
+    probe.reattach()?;
+    for i in 0..n {
+        let before = probe.prog_runs()?;
+        let start = now_ns();
+        let pass = run_pass(spec, "bench", Some(&mut *probe), cgroups, None, dir)?;
+        let wall_ns = now_ns() - start;
+        let after = probe.prog_runs()?;
+        probe.reset();
+        if !pass.errors.is_empty() {
+            anyhow::bail!("cost round {}: {}", i + 1, pass.errors.join("; "));
         }
+        let g = pass.groups.first().context("the scenario has no group")?;
+        costs.push(CostRound {
+            wall_ns,
+            per_sec: g.iterations_window() as f64 / pass.window().as_secs_f64(),
+            progs: after
+                .into_iter()
+                .zip(before)
+                .map(|(a, b)| crate::probe::ProgRuns {
+                    name: a.name,
+                    runs: a.runs - b.runs,
+                    run_ns: a.run_ns - b.run_ns,
+                })
+                .collect(),
+        });
     }
-    Ok(BenchOutput { rounds: out, costs })
+    Ok(())
 }

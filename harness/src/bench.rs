@@ -438,11 +438,17 @@ pub fn probe(
     if !rounds_out.costs.is_empty() {
         print!("\n{}", cost_summary(&rounds_out.costs, opts.cpus));
     }
+    if let Some(e) = &rounds_out.cost_error {
+        println!(
+            "\ncost rounds: {} of {cost_rounds} done, then failed (the rounds above are whole): {e}",
+            rounds_out.costs.len()
+        );
+    }
     println!(
         "accelerator {}, {} pairs, {} s per round",
         r.accel, pairs, seconds
     );
-    Ok(0)
+    Ok(i32::from(rounds_out.cost_error.is_some()))
 }
 
 /// Where the probe's time goes: per program, the medians over the cost
