@@ -815,13 +815,9 @@ pub fn bench_probe(
             dir,
         )?;
         probe.reset();
-        if !pass.errors.is_empty() {
-            anyhow::bail!("round {i}: {}", pass.errors.join("; "));
-        }
-        let g = pass.groups.first().context("the scenario has no group")?;
         out.push(BenchRound {
             probe: with,
-            per_sec: g.iterations_window() as f64 / pass.window().as_secs_f64(),
+            per_sec: bench_rate(&pass, &format!("round {i}"))?,
         });
     }
     // Last, so that the statistics' own clock reads slow none of the
@@ -839,6 +835,16 @@ pub fn bench_probe(
         costs,
         cost_error,
     })
+}
+
+/// A bench round's result: its first group's iterations per second in the
+/// window, or the pass's errors as the round's (`what`) failure.
+fn bench_rate(pass: &Pass, what: &str) -> Result<f64> {
+    if !pass.errors.is_empty() {
+        anyhow::bail!("{what}: {}", pass.errors.join("; "));
+    }
+    let g = pass.groups.first().context("the scenario has no group")?;
+    Ok(g.iterations_window() as f64 / pass.window().as_secs_f64())
 }
 
 /// The cost part of `bench_probe`: `n` rounds with the probe attached and
@@ -861,13 +867,9 @@ fn cost_rounds_into(
         let wall_ns = now_ns() - start;
         let after = probe.prog_runs()?;
         probe.reset();
-        if !pass.errors.is_empty() {
-            anyhow::bail!("cost round {}: {}", i + 1, pass.errors.join("; "));
-        }
-        let g = pass.groups.first().context("the scenario has no group")?;
         costs.push(CostRound {
             wall_ns,
-            per_sec: g.iterations_window() as f64 / pass.window().as_secs_f64(),
+            per_sec: bench_rate(&pass, &format!("cost round {}", i + 1))?,
             progs: after
                 .into_iter()
                 .zip(before)

@@ -469,7 +469,10 @@ pub fn cost_summary(costs: &[crate::agent::CostRound], cpus: u32) -> String {
          | program | runs/s | ns per run | share of the CPUs |\n|---|---:|---:|---:|\n",
         costs.len()
     );
-    let mut total_share = Vec::new();
+    // A round's run time as a share of the VM's CPU time in it.
+    let share_of = |run_ns: u64, c: &crate::agent::CostRound| {
+        run_ns as f64 / (c.wall_ns as f64 * f64::from(cpus.max(1)))
+    };
     for name in names {
         let (mut rate, mut per_run, mut share) = (Vec::new(), Vec::new(), Vec::new());
         for c in costs {
@@ -479,7 +482,7 @@ pub fn cost_summary(costs: &[crate::agent::CostRound], cpus: u32) -> String {
                 if p.runs > 0 {
                     per_run.push(p.run_ns as f64 / p.runs as f64);
                 }
-                share.push(p.run_ns as f64 / (c.wall_ns as f64 * f64::from(cpus.max(1))));
+                share.push(share_of(p.run_ns, c));
             }
         }
         let per_run = if per_run.is_empty() {
@@ -493,10 +496,10 @@ pub fn cost_summary(costs: &[crate::agent::CostRound], cpus: u32) -> String {
             median(&share) * 100.0
         );
     }
-    for c in costs {
-        let ns: u64 = c.progs.iter().map(|p| p.run_ns).sum();
-        total_share.push(ns as f64 / (c.wall_ns as f64 * f64::from(cpus.max(1))));
-    }
+    let total_share: Vec<f64> = costs
+        .iter()
+        .map(|c| share_of(c.progs.iter().map(|p| p.run_ns).sum(), c))
+        .collect();
     let per_sec: Vec<f64> = costs.iter().map(|c| c.per_sec).collect();
     out += &format!(
         "the programs together: {:.2}% of the CPUs (median of the rounds); \

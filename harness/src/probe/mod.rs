@@ -184,39 +184,37 @@ impl Probe {
         Ok(())
     }
 
-    /// Each program's runs and run time so far (see `ProgRuns`).
+    /// Each program's runs and run time so far (see `ProgRuns`), in the
+    /// object's order.
     pub fn prog_runs(&self) -> Result<Vec<ProgRuns>> {
         use std::os::fd::{AsFd, AsRawFd};
-        let progs = &self.skel.progs;
-        [
-            ("on_switch", progs.on_switch.as_fd()),
-            ("on_wakeup", progs.on_wakeup.as_fd()),
-            ("on_wakeup_new", progs.on_wakeup_new.as_fd()),
-        ]
-        .into_iter()
-        .map(|(name, fd)| {
-            let mut info = libbpf_rs::libbpf_sys::bpf_prog_info::default();
-            let mut len = std::mem::size_of_val(&info) as u32;
-            // SAFETY: a zeroed bpf_prog_info and its size; no array of it
-            // asks for more.
-            let ret = unsafe {
-                libbpf_rs::libbpf_sys::bpf_obj_get_info_by_fd(
-                    fd.as_raw_fd(),
-                    (&mut info as *mut libbpf_rs::libbpf_sys::bpf_prog_info).cast(),
-                    &mut len,
-                )
-            };
-            if ret != 0 {
-                return Err(std::io::Error::from_raw_os_error(-ret))
-                    .with_context(|| format!("reading the run statistics of {name}"));
-            }
-            Ok(ProgRuns {
-                name: name.into(),
-                runs: info.run_cnt,
-                run_ns: info.run_time_ns,
+        self.skel
+            .object()
+            .progs()
+            .map(|prog| {
+                let name = prog.name().to_string_lossy().into_owned();
+                let mut info = libbpf_rs::libbpf_sys::bpf_prog_info::default();
+                let mut len = std::mem::size_of_val(&info) as u32;
+                // SAFETY: a zeroed bpf_prog_info and its size; no array of it
+                // asks for more.
+                let ret = unsafe {
+                    libbpf_rs::libbpf_sys::bpf_obj_get_info_by_fd(
+                        prog.as_fd().as_raw_fd(),
+                        (&mut info as *mut libbpf_rs::libbpf_sys::bpf_prog_info).cast(),
+                        &mut len,
+                    )
+                };
+                if ret != 0 {
+                    return Err(std::io::Error::from_raw_os_error(-ret))
+                        .with_context(|| format!("reading the run statistics of {name}"));
+                }
+                Ok(ProgRuns {
+                    name,
+                    runs: info.run_cnt,
+                    run_ns: info.run_time_ns,
+                })
             })
-        })
-        .collect()
+            .collect()
     }
 
     fn bss(&self) -> &skel::types::bss {
