@@ -64,6 +64,14 @@ const PACKAGES: &[(&str, &str)] = &[
         "util-linux",
         "unshare: VM process trees die with the harness",
     ),
+    (
+        "kmod",
+        "depmod indexes the modules of Debian's prebuilt kernel (`debian` in kernel-config/kernels.yaml); the guest's modprobe",
+    ),
+    (
+        "debian-archive-keyring",
+        "apt checks the packages the harness fetches for the `stable` and `debian` kernels",
+    ),
 ];
 
 /// virtme-ng from PyPI, pinned: its command line is what the harness drives.

@@ -78,13 +78,15 @@ enum GuestCommand {
 
 #[derive(Subcommand)]
 enum KernelCommand {
-    /// Build a bzImage with sched_ext (cached: a rebuild of the same inputs is instant).
+    /// Build (or fetch) a kernel with sched_ext: a named one, or a tree
+    /// (cached: the same inputs again are instant).
     Build(cli::BuildArgs),
-    /// List the cached kernels, newest first.
+    /// The named kernels (kernel-config/kernels.yaml) with release, key,
+    /// size and build time, then the other cached kernels.
     List,
     /// Print the bzImage path of a cached kernel (default: the default kernel).
     Path {
-        /// A cache key from `kernel list`.
+        /// A kernel name or a cache key from `kernel list`.
         key: Option<String>,
     },
     /// Remove cached kernels (entry, build tree and log).

@@ -17,6 +17,8 @@ pub struct Progress {
     stage: String,
     bar: Option<ProgressBar>,
     last_heartbeat: Instant,
+    /// Prints nothing at all (lookups that may unpack but never build).
+    hidden: bool,
 }
 
 impl Progress {
@@ -38,10 +40,27 @@ impl Progress {
             stage: String::new(),
             bar,
             last_heartbeat: Instant::now(),
+            hidden: false,
+        }
+    }
+
+    /// Progress that prints nothing.
+    pub fn hidden() -> Progress {
+        Progress {
+            what: String::new(),
+            started: Instant::now(),
+            stage_started: Instant::now(),
+            stage: String::new(),
+            bar: None,
+            last_heartbeat: Instant::now(),
+            hidden: true,
         }
     }
 
     pub fn stage(&mut self, stage: &str) {
+        if self.hidden {
+            return;
+        }
         self.stage = stage.to_string();
         self.stage_started = Instant::now();
         match &self.bar {
@@ -59,6 +78,9 @@ impl Progress {
 
     /// A line of detail (the latest `CC ...` of a build).
     pub fn detail(&mut self, line: &str) {
+        if self.hidden {
+            return;
+        }
         match &self.bar {
             Some(bar) => bar.set_message(line.trim().to_string()),
             None if self.last_heartbeat.elapsed() >= Duration::from_secs(60) => {
@@ -79,6 +101,9 @@ impl Progress {
     pub fn finish(self, summary: &str) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
+        }
+        if self.hidden {
+            return;
         }
         eprintln!(
             "[{}] {}: {summary}",

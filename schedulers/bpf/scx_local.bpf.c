@@ -9,12 +9,39 @@
  * is one) and the task joins that CPU's local queue. There is no global
  * queue and no migration between wakeups, the opposite policy to scx_fifo.
  *
- * Built by the harness with clang-19 against the running kernel's
- * tools/sched_ext headers and BTF.
+ * Built by the harness with clang-19 against each kernel's own
+ * tools/sched_ext headers and BTF, so it must compile with 6.12's headers
+ * and 7.3's alike: it declares the insert kfunc itself rather than use a
+ * header's name for it (below).
  */
 #include <scx/common.bpf.h>
 
 char _license[] SEC("license") = "GPL";
+
+/*
+ * Inserting a task into a DSQ has had three signatures: 6.12's
+ * scx_bpf_dispatch(), renamed scx_bpf_dsq_insert() in 6.13, which returns
+ * bool since 6.19. 6.12's headers only know the first; 7.3's only the last
+ * (as a compat wrapper). Each is declared here weak, under a local suffix
+ * (libbpf resolves a kfunc by the name before "___"), and the one the
+ * running kernel has is called: a kfunc the kernel lacks resolves to NULL.
+ */
+bool scx_bpf_dsq_insert___local_v2(struct task_struct *p, u64 dsq_id, u64 slice,
+				   u64 enq_flags) __ksym __weak;
+void scx_bpf_dsq_insert___local_v1(struct task_struct *p, u64 dsq_id, u64 slice,
+				   u64 enq_flags) __ksym __weak;
+void scx_bpf_dispatch___local(struct task_struct *p, u64 dsq_id, u64 slice,
+			      u64 enq_flags) __ksym __weak;
+
+static void local_insert(struct task_struct *p, u64 dsq_id, u64 slice, u64 enq_flags)
+{
+	if (bpf_ksym_exists(scx_bpf_dsq_insert___local_v2))
+		scx_bpf_dsq_insert___local_v2(p, dsq_id, slice, enq_flags);
+	else if (bpf_ksym_exists(scx_bpf_dsq_insert___local_v1))
+		scx_bpf_dsq_insert___local_v1(p, dsq_id, slice, enq_flags);
+	else
+		scx_bpf_dispatch___local(p, dsq_id, slice, enq_flags);
+}
 
 UEI_DEFINE(uei);
 
@@ -27,7 +54,7 @@ s32 BPF_STRUCT_OPS(local_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wa
 
 void BPF_STRUCT_OPS(local_enqueue, struct task_struct *p, u64 enq_flags)
 {
-	scx_bpf_dispatch(p, SCX_DSQ_LOCAL, SCX_SLICE_DFL, enq_flags);
+	local_insert(p, SCX_DSQ_LOCAL, SCX_SLICE_DFL, enq_flags);
 }
 
 void BPF_STRUCT_OPS(local_exit, struct scx_exit_info *ei)

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use crate::error::{fail, Failure};
-use crate::kernel::{self, BuildSpec, Cache, Kernel, Source};
+use crate::kernel::{self, BuildSpec, Cache, Kernel};
 use crate::progress::Progress;
 use crate::units::parse_positive_duration;
 
@@ -21,11 +21,15 @@ use crate::vm::{self, AccelChoice, GuestCommand, VmSpec};
 
 #[derive(Debug, clap::Args)]
 pub struct BuildArgs {
-    /// Build this kernel tree in place (incrementally) instead of Debian's
-    /// linux-source-6.12.
+    /// A kernel of kernel-config/kernels.yaml (lts, stable, debian);
+    /// default: the catalog's default (lts).
+    #[arg(value_name = "NAME", conflicts_with = "source")]
+    pub name: Option<String>,
+    /// Build this kernel tree in place (incrementally) instead of a named
+    /// kernel's Debian source.
     #[arg(long, value_name = "DIR")]
     pub source: Option<PathBuf>,
-    /// Extra config fragment applied after kernel-config/sched-ext.config
+    /// Extra config fragment applied after the kernel's own fragments
     /// (repeatable).
     #[arg(long = "config", value_name = "FILE")]
     pub configs: Vec<PathBuf>,
@@ -35,25 +39,48 @@ pub struct BuildArgs {
 }
 
 impl BuildArgs {
-    fn spec(&self) -> BuildSpec {
-        let mut spec = BuildSpec::default();
-        if let Some(dir) = &self.source {
-            spec.source = Source::Tree(dir.clone());
-        }
+    /// The kernel to build: a tree, or a catalog kernel (plain `ensure`
+    /// when it is a prebuilt one or nothing is added to it).
+    fn target(&self, cache: &Cache, progress: &mut Progress) -> Result<BuildTarget> {
+        let mut spec = match &self.source {
+            Some(dir) => BuildSpec::for_tree(dir)?,
+            None => {
+                let catalog = kernel::Catalog::embedded();
+                let def = match &self.name {
+                    Some(n) => catalog.require(n)?,
+                    None => catalog.default_kernel(),
+                };
+                if self.configs.is_empty() && self.jobs.is_none() {
+                    return Ok(BuildTarget::Named(def.clone()));
+                }
+                let mut spec = kernel::spec_of(def, cache, progress)?;
+                // With extra fragments it is another kernel than the named one.
+                if !self.configs.is_empty() {
+                    spec.name = None;
+                }
+                spec
+            }
+        };
         spec.extra_fragments = self.configs.clone();
         if let Some(j) = self.jobs {
             spec.jobs = j.max(1);
         }
-        spec
+        Ok(BuildTarget::Spec(spec))
     }
+}
+
+enum BuildTarget {
+    Named(kernel::KernelDef),
+    Spec(BuildSpec),
 }
 
 /// Options shared by everything that boots a VM.
 #[derive(Debug, Clone, clap::Args)]
 pub struct VmOpts {
-    /// A bzImage, a kernel tree, or a cache key (default: the default
-    /// kernel, built on first use).
-    #[arg(long, value_name = "PATH|KEY")]
+    /// A kernel name of kernel-config/kernels.yaml (lts, stable, debian:
+    /// fetched and built on first use), a cache key, a bzImage or a kernel
+    /// tree (default: the catalog's default, lts).
+    #[arg(long, value_name = "NAME|PATH|KEY")]
     pub kernel: Option<String>,
     /// Accelerator: auto tries KVM once per host boot and falls back to TCG.
     #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
@@ -116,9 +143,17 @@ pub struct GuestRunSchedulerArgs {
 
 pub fn kernel_build(args: BuildArgs) -> Result<i32> {
     let cache = Cache::user();
-    let mut progress = Progress::new("kernel build");
+    let what = match (&args.source, &args.name) {
+        (Some(d), _) => format!("kernel build {}", d.display()),
+        (None, Some(n)) => format!("kernel {n}"),
+        (None, None) => "kernel (default)".to_string(),
+    };
+    let mut progress = Progress::new(&what);
     let started = std::time::Instant::now();
-    let entry = kernel::build(&args.spec(), &cache, &mut progress)?;
+    let entry = match args.target(&cache, &mut progress)? {
+        BuildTarget::Named(def) => kernel::ensure(&def, &cache, &mut progress)?,
+        BuildTarget::Spec(spec) => kernel::build(&spec, &cache, &mut progress)?,
+    };
     progress.finish(&format!(
         "{} {} ({})",
         entry.meta.key,
@@ -133,41 +168,104 @@ pub fn kernel_build(args: BuildArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// Disk use of a directory tree in bytes (files only; links not followed).
+fn du(dir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(t) if t.is_file() => total += e.metadata().map_or(0, |m| m.len()),
+                _ => {}
+            }
+        }
+    }
+    total
+}
+
 pub fn kernel_list() -> Result<i32> {
     let cache = Cache::user();
-    let entries = cache.list()?;
-    if entries.is_empty() {
-        eprintln!(
-            "no cached kernels in {} (build one with `scx-harness kernel build`)",
-            cache.root().display()
-        );
-        return Ok(0);
-    }
+    let catalog = kernel::Catalog::embedded();
+    println!("named kernels ({}):", kernel::catalog::FILE);
     println!(
-        "{:<16}  {:<12}  {:>7}  {:<20}  SOURCE",
-        "KEY", "RELEASE", "BUILD", "CREATED (UTC)"
+        "  {:<8}  {:<18}  {:<16}  {:>8}  {:>6}  DESCRIPTION",
+        "NAME", "RELEASE", "KEY", "SIZE", "BUILD"
     );
-    for e in entries {
-        println!(
-            "{:<16}  {:<12}  {:>6}s  {:<20}  {}{}",
-            e.meta.key,
-            e.meta.release,
-            e.meta.build_seconds,
-            utc(e.meta.created),
-            e.meta.source,
-            if e.meta.fragments.len() > 1 {
-                format!(" + {}", e.meta.fragments[1..].join(" + "))
-            } else {
-                String::new()
+    let mut named_keys = Vec::new();
+    for def in &catalog.kernels {
+        let entry = kernel::lookup(def, &cache)?;
+        let default = if def.name == catalog.default {
+            " (default)"
+        } else {
+            ""
+        };
+        match &entry {
+            Some(e) => {
+                named_keys.push(e.meta.key.clone());
+                println!(
+                    "  {:<8}  {:<18}  {:<16}  {:>7}M  {:>5}s  {}{default}",
+                    def.name,
+                    e.meta.release,
+                    e.meta.key,
+                    du(&e.dir) / (1 << 20),
+                    e.meta.build_seconds,
+                    def.description
+                );
             }
-        );
+            None => println!(
+                "  {:<8}  {:<18}  {:<16}  {:>8}  {:>6}  {}{default}",
+                def.name, "-", "not here", "-", "-", def.description
+            ),
+        }
     }
+    let others: Vec<_> = cache
+        .list()?
+        .into_iter()
+        .filter(|e| !named_keys.contains(&e.meta.key))
+        .collect();
+    if !others.is_empty() {
+        println!("\nother cached kernels:");
+        println!(
+            "  {:<16}  {:<18}  {:>7}  {:<20}  SOURCE",
+            "KEY", "RELEASE", "BUILD", "CREATED (UTC)"
+        );
+        for e in others {
+            println!(
+                "  {:<16}  {:<18}  {:>6}s  {:<20}  {}{}{}",
+                e.meta.key,
+                e.meta.release,
+                e.meta.build_seconds,
+                utc(e.meta.created),
+                e.meta
+                    .name
+                    .as_deref()
+                    .map(|n| format!("[{n}, older inputs] "))
+                    .unwrap_or_default(),
+                e.meta.source,
+                if e.meta.fragments.len() > 1 {
+                    format!(" + {}", e.meta.fragments[1..].join(" + "))
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+    println!("\n(`scx-harness kernel build NAME` fetches and builds a named kernel; `--kernel NAME` everywhere)");
     Ok(0)
 }
 
 pub fn kernel_path(key: Option<String>) -> Result<i32> {
     let cache = Cache::user();
+    let catalog = kernel::Catalog::embedded();
+    let named = key.as_deref().and_then(|k| catalog.get(k));
     let entry = match key {
+        Some(k) if named.is_some() => kernel::lookup(named.expect("named"), &cache)?.ok_or_else(|| {
+            fail(
+                Failure::BadInput,
+                format!("kernel {k} is not here yet\n  fix: `scx-harness kernel build {k}` fetches and builds it"),
+            )
+        })?,
         Some(k) => cache.get(&k).ok_or_else(|| {
             fail(
                 Failure::BadInput,
@@ -177,7 +275,7 @@ pub fn kernel_path(key: Option<String>) -> Result<i32> {
         None => kernel::cached_default(&cache)?.ok_or_else(|| {
             fail(
                 Failure::BadInput,
-                "the default kernel is not built yet\n  fix: run `scx-harness kernel build` (about 15 minutes on 2 cores)",
+                "the default kernel is not built yet\n  fix: run `scx-harness kernel build` (about 9 minutes on 2 cores)",
             )
         })?,
     };
@@ -215,7 +313,8 @@ pub fn kernel_for(opts: &VmOpts) -> Result<Kernel> {
         Some(arg) => kernel::resolve(arg, &cache),
         None => {
             let mut progress = Progress::new("default kernel");
-            let entry = kernel::build(&BuildSpec::default(), &cache, &mut progress)?;
+            let catalog = kernel::Catalog::embedded();
+            let entry = kernel::ensure(catalog.default_kernel(), &cache, &mut progress)?;
             Ok(Kernel {
                 bzimage: entry.bzimage(),
                 entry: Some(entry),

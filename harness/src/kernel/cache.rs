@@ -37,6 +37,10 @@ pub struct Meta {
     pub build_seconds: u64,
     /// The exact text the key was hashed from.
     pub inputs: String,
+    /// The catalog name it was built or fetched as (`lts`, `stable`,
+    /// `debian`; kernel-config/kernels.yaml), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// A complete cache entry.
@@ -59,6 +63,19 @@ impl Entry {
     pub fn build_log(&self) -> PathBuf {
         self.dir.join("build.log")
     }
+    /// A prebuilt kernel's modules (`lib/modules/RELEASE/`), which the
+    /// guest sees at `/usr/lib/modules` (`vm::run`); built kernels have none.
+    pub fn modules(&self) -> PathBuf {
+        self.dir.join("lib/modules")
+    }
+}
+
+/// Whether `s` has the shape of a cache key (16 lower-case hex digits), so
+/// that a kernel name can never be mistaken for one.
+pub fn looks_like_key(s: &str) -> bool {
+    s.len() == 16
+        && s.chars()
+            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
 }
 
 #[derive(Debug, Clone)]
@@ -288,6 +305,7 @@ mod tests {
             tree: "/t".into(),
             build_seconds: 0,
             inputs: "i".into(),
+            name: None,
         }
     }
 

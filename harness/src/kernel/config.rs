@@ -419,7 +419,12 @@ mod tests {
 
     #[test]
     fn embedded_fragment_parses_and_asks_for_sched_ext() {
-        let f = Fragment::parse("embedded", crate::kernel::DEFAULT_FRAGMENT).unwrap();
+        let common = crate::kernel::catalog::COMMON_FRAGMENT;
+        let f = Fragment::parse(
+            "embedded",
+            crate::kernel::catalog::fragment_text(common).unwrap(),
+        )
+        .unwrap();
         for name in REQUIRED.iter().chain(&["IKCONFIG_PROC", "EXT_GROUP_SCHED"]) {
             assert!(
                 f.settings

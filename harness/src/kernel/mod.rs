@@ -5,7 +5,9 @@
 //! virtme-ng only through `crate::vng`; knows nothing about booting.
 
 pub mod cache;
+pub mod catalog;
 pub mod config;
+pub mod debian;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -22,10 +24,7 @@ use cache::{sha256_hex, write_atomic, Meta};
 pub use cache::{Cache, Entry};
 use config::{DotConfig, Fragment};
 
-/// The fragment every build starts from (`kernel-config/sched-ext.config`).
-pub const DEFAULT_FRAGMENT: &str = include_str!("../../../kernel-config/sched-ext.config");
-/// Debian's `linux-source-6.12` tarball: the default source.
-pub const DEFAULT_TARBALL: &str = "/usr/src/linux-source-6.12.tar.xz";
+pub use catalog::{Catalog, KernelDef};
 /// Bump when the build steps change in a way that changes the result.
 const RECIPE: &str = "scx-harness kernel recipe 1: vng --kconfig + fragments; make bzImage";
 
@@ -51,21 +50,56 @@ impl Source {
 #[derive(Debug, Clone)]
 pub struct BuildSpec {
     pub source: Source,
-    /// Fragments applied after the embedded default, in order.
+    /// Embedded fragments (files of `kernel-config/`, `catalog::FRAGMENTS`)
+    /// applied first, in order.
+    pub base_fragments: Vec<String>,
+    /// Fragments applied after the embedded ones, in order.
     pub extra_fragments: Vec<PathBuf>,
     /// `make -j`; defaults to the number of CPUs.
     pub jobs: usize,
+    /// The catalog name this build is (recorded in the entry), if any.
+    pub name: Option<String>,
 }
 
-impl Default for BuildSpec {
-    /// Debian's 6.12 source with the embedded fragment.
-    fn default() -> Self {
-        BuildSpec {
-            source: Source::Tarball(DEFAULT_TARBALL.into()),
+fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+impl BuildSpec {
+    /// A developer's tree, built in place with the common fragment and each
+    /// other embedded fragment whose options its Kconfig defines (so a 6.12
+    /// tree gets `sched-ext-6.12.config` and a 7.3 tree does not).
+    pub fn for_tree(dir: &Path) -> Result<BuildSpec> {
+        check_tree(dir)?;
+        Ok(BuildSpec {
+            source: Source::Tree(dir.to_path_buf()),
+            base_fragments: tree_fragments(dir)?,
             extra_fragments: Vec::new(),
-            jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            jobs: default_jobs(),
+            name: None,
+        })
+    }
+}
+
+/// The embedded fragments for a tree: the common one, then each other one
+/// whose every `CONFIG_X=...` symbol the tree's Kconfig files define.
+fn tree_fragments(dir: &Path) -> Result<Vec<String>> {
+    let mut out = vec![catalog::COMMON_FRAGMENT.to_string()];
+    for (name, text) in catalog::FRAGMENTS {
+        if *name == catalog::COMMON_FRAGMENT {
+            continue;
+        }
+        let frag = Fragment::parse(name, text)?;
+        let defined = frag
+            .settings
+            .iter()
+            .filter(|s| matches!(s.value, config::Value::Set(_)))
+            .all(|s| config::find_definition(dir, &s.name).is_some());
+        if defined {
+            out.push(name.to_string());
         }
     }
+    Ok(out)
 }
 
 /// A bzImage to boot, with what is known about it.
@@ -96,10 +130,15 @@ pub struct Plan {
 /// Reads the fragments and fingerprints the source and toolchain.
 /// Fast: no build, and the tarball's hash is memoised.
 pub fn plan(spec: &BuildSpec, cache: &Cache, vng: &Vng) -> Result<Plan> {
-    let mut fragments = vec![Fragment::parse(
-        "<embedded kernel-config/sched-ext.config>",
-        DEFAULT_FRAGMENT,
-    )?];
+    let mut fragments = Vec::new();
+    for name in &spec.base_fragments {
+        let text =
+            catalog::fragment_text(name).with_context(|| format!("no embedded fragment {name}"))?;
+        fragments.push(Fragment::parse(
+            &format!("<embedded kernel-config/{name}>"),
+            text,
+        )?);
+    }
     for p in &spec.extra_fragments {
         fragments.push(Fragment::read(p)?);
     }
@@ -118,18 +157,18 @@ pub fn plan(spec: &BuildSpec, cache: &Cache, vng: &Vng) -> Result<Plan> {
     let inputs = key_inputs(&source_id, &fragments, &tools);
     let key = key_of(&inputs);
 
-    // The embedded fragment is materialised under its hash for vng to read.
+    // Embedded fragments are materialised under their hash for vng to read.
     let frag_dir = cache.root().join("fragments");
     std::fs::create_dir_all(&frag_dir)
         .with_context(|| format!("creating {}", frag_dir.display()))?;
-    let embedded = frag_dir.join(format!(
-        "{}.config",
-        &sha256_hex(DEFAULT_FRAGMENT.as_bytes())[..16]
-    ));
-    if !embedded.exists() {
-        write_atomic(&embedded, DEFAULT_FRAGMENT.as_bytes())?;
+    let mut fragment_files = Vec::new();
+    for f in &fragments[..spec.base_fragments.len()] {
+        let file = frag_dir.join(format!("{}.config", &sha256_hex(f.text.as_bytes())[..16]));
+        if !file.exists() {
+            write_atomic(&file, f.text.as_bytes())?;
+        }
+        fragment_files.push(file);
     }
-    let mut fragment_files = vec![embedded];
     fragment_files.extend(
         spec.extra_fragments
             .iter()
@@ -380,6 +419,7 @@ pub fn build(spec: &BuildSpec, cache: &Cache, progress: &mut Progress) -> Result
         tree: tree.clone(),
         build_seconds: started.elapsed().as_secs(),
         inputs: plan.inputs.clone(),
+        name: spec.name.clone(),
     };
     cache.install(meta, |dir| {
         for (from, to) in [
@@ -504,17 +544,308 @@ pub fn lock(dir: &Path, name: &str) -> Result<Lock> {
     Ok(Lock { _file: f })
 }
 
-/// The default kernel (Debian source + embedded fragment) if it is cached.
-/// Never builds.
-pub fn cached_default(cache: &Cache) -> Result<Option<Entry>> {
-    let vng = Vng::locate()?;
-    let plan = plan(&BuildSpec::default(), cache, &vng)?;
-    Ok(cache.get(&plan.key))
+/// What a catalog kernel needs before it can be planned or installed,
+/// without building: the source tarball of a `build`, the packages of a
+/// `prebuilt`.
+enum Inputs {
+    Tarball(PathBuf),
+    Debs(Vec<PathBuf>),
 }
 
-/// What `--kernel ARG` names: a cache key, a bzImage file, a cache entry
-/// directory, or a kernel tree with a built `arch/x86/boot/bzImage`.
+/// The command that retries fetching or building `name`, for error messages.
+fn retry_command(name: &str) -> String {
+    format!("scx-harness kernel build {name}")
+}
+
+/// The inputs of `def`: fetched now when `fetch` (network), else only what
+/// is already here (`None` when something is missing).
+fn inputs_of(
+    def: &KernelDef,
+    cache: &Cache,
+    fetch: bool,
+    progress: &mut Progress,
+) -> Result<Option<Inputs>> {
+    let archive = debian::Archive::new(cache);
+    let retry = retry_command(&def.name);
+    match &def.how {
+        catalog::How::Build(b) => {
+            let Some(suite) = &b.suite else {
+                return Ok(Some(Inputs::Tarball(
+                    format!("/usr/src/{}.tar.xz", b.package).into(),
+                )));
+            };
+            let deb = if fetch {
+                archive.fetch(suite, &b.package, &retry, progress)?
+            } else {
+                match archive.cached(&b.package) {
+                    Some(d) => d,
+                    None => return Ok(None),
+                }
+            };
+            let unpacked = archive.unpack(&deb)?;
+            let tarball = unpacked.join(format!("usr/src/{}.tar.xz", b.package));
+            if !tarball.is_file() {
+                return Err(fail(
+                    Failure::BadInput,
+                    format!(
+                        "{} has no usr/src/{}.tar.xz: not a kernel source package\n  \
+                         fix: name a linux-source-X.Y package in {}",
+                        deb.display(),
+                        b.package,
+                        catalog::FILE
+                    ),
+                ));
+            }
+            Ok(Some(Inputs::Tarball(tarball)))
+        }
+        catalog::How::Prebuilt(p) => {
+            let mut debs = Vec::new();
+            for package in &p.packages {
+                let deb = if fetch {
+                    archive.fetch(&p.suite, package, &retry, progress)?
+                } else {
+                    match archive.cached(package) {
+                        Some(d) => d,
+                        None => return Ok(None),
+                    }
+                };
+                debs.push(deb);
+            }
+            Ok(Some(Inputs::Debs(debs)))
+        }
+    }
+}
+
+fn build_spec(def: &KernelDef, b: &catalog::Build, tarball: PathBuf) -> BuildSpec {
+    BuildSpec {
+        source: Source::Tarball(tarball),
+        base_fragments: b.fragments.clone(),
+        extra_fragments: Vec::new(),
+        jobs: default_jobs(),
+        name: Some(def.name.clone()),
+    }
+}
+
+/// The build spec of a catalog `build` kernel whose source is here, with
+/// `extra` fragments on top (`kernel build NAME --config FILE`).
+pub fn spec_of(def: &KernelDef, cache: &Cache, progress: &mut Progress) -> Result<BuildSpec> {
+    let catalog::How::Build(b) = &def.how else {
+        return Err(fail(
+            Failure::BadInput,
+            format!(
+                "kernel {:?} is Debian's prebuilt kernel: it is fetched as it ships, not built with fragments\n  \
+                 fix: drop --config/--jobs, or name a kernel that is built ({})",
+                def.name,
+                Catalog::embedded()
+                    .kernels
+                    .iter()
+                    .filter(|k| matches!(k.how, catalog::How::Build(_)))
+                    .map(|k| k.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    };
+    match inputs_of(def, cache, true, progress)? {
+        Some(Inputs::Tarball(t)) => Ok(build_spec(def, b, t)),
+        _ => unreachable!("a build kernel's inputs are a tarball"),
+    }
+}
+
+/// The cache entry of catalog kernel `def`, fetched and built (or
+/// installed) first if needed. A build takes about 9 minutes on 2 cores;
+/// a prebuilt kernel, its download and `depmod`.
+pub fn ensure(def: &KernelDef, cache: &Cache, progress: &mut Progress) -> Result<Entry> {
+    match inputs_of(def, cache, true, progress)?.expect("fetched") {
+        Inputs::Tarball(tarball) => {
+            let catalog::How::Build(b) = &def.how else {
+                unreachable!("a tarball is a build kernel's input")
+            };
+            build(&build_spec(def, b, tarball), cache, progress)
+        }
+        Inputs::Debs(debs) => install_prebuilt(def, &debs, cache, progress),
+    }
+}
+
+/// The cache entry of catalog kernel `def` if it is here; never fetches or
+/// builds.
+pub fn lookup(def: &KernelDef, cache: &Cache) -> Result<Option<Entry>> {
+    let mut quiet = Progress::hidden();
+    let Some(inputs) = inputs_of(def, cache, false, &mut quiet)? else {
+        return Ok(None);
+    };
+    let key = match (inputs, &def.how) {
+        (Inputs::Tarball(t), catalog::How::Build(b)) => {
+            if !t.is_file() {
+                return Ok(None);
+            }
+            let vng = Vng::locate()?;
+            plan(&build_spec(def, b, t), cache, &vng)?.key
+        }
+        (Inputs::Debs(debs), _) => prebuilt_key(&debs, cache)?.0,
+        _ => return Ok(None),
+    };
+    Ok(cache.get(&key))
+}
+
+/// Bump when the way a prebuilt kernel is installed changes its entry.
+const PREBUILT_RECIPE: &str = "scx-harness prebuilt recipe 2: dpkg-deb -x; depmod; lib/modules";
+
+/// The key of a prebuilt kernel: the recipe and each package's content.
+fn prebuilt_key(debs: &[PathBuf], cache: &Cache) -> Result<(String, String)> {
+    let mut inputs = format!("recipe: {PREBUILT_RECIPE}\n");
+    for d in debs {
+        inputs.push_str(&format!(
+            "package: {} sha256:{}\n",
+            d.file_name().unwrap_or_default().to_string_lossy(),
+            cache.file_digest(d)?
+        ));
+    }
+    Ok((key_of(&inputs), inputs))
+}
+
+/// Installs Debian's prebuilt kernel into the cache: `bzImage` (its
+/// vmlinuz), `config`, `boot/config-RELEASE` and `lib/modules/RELEASE/` with
+/// `depmod`'s indexes, so the guest can load its 9p and virtio modules.
+fn install_prebuilt(
+    def: &KernelDef,
+    debs: &[PathBuf],
+    cache: &Cache,
+    progress: &mut Progress,
+) -> Result<Entry> {
+    let catalog::How::Prebuilt(p) = &def.how else {
+        unreachable!("packages are a prebuilt kernel's input")
+    };
+    let (key, inputs) = prebuilt_key(debs, cache)?;
+    if let Some(e) = cache.get(&key) {
+        return Ok(e);
+    }
+    let _lock = lock(&cache.locks_dir(), &format!("build-{key}"))?;
+    if let Some(e) = cache.get(&key) {
+        return Ok(e);
+    }
+    let started = Instant::now();
+    let release = &p.release;
+    let meta = Meta {
+        key: key.clone(),
+        created: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        source: format!(
+            "Debian {} packages {}",
+            p.suite,
+            debs.iter()
+                .map(|d| d
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        fragments: Vec::new(),
+        release: release.clone(),
+        tree: PathBuf::new(),
+        build_seconds: 0,
+        inputs,
+        name: Some(def.name.clone()),
+    };
+    cache.install(meta, |dir| {
+        let root = dir.join("root");
+        for deb in debs {
+            progress.stage(&format!(
+                "unpacking {}",
+                deb.file_name().unwrap_or_default().to_string_lossy()
+            ));
+            debian::extract(deb, &root)?;
+        }
+        let mods = root.join("usr/lib/modules").join(release);
+        let missing: Vec<&str> = ["vmlinuz", "config", "modules.order", "kernel"]
+            .into_iter()
+            .filter(|f| !mods.join(f).exists())
+            .collect();
+        if !missing.is_empty() {
+            return Err(fail(
+                Failure::BadInput,
+                format!(
+                    "kernel {:?}: the packages {} have no usr/lib/modules/{release}/{{{}}}\n  \
+                     fix: list in {} the packages with vmlinuz, the modules, and config/modules.order \
+                     (linux-binary-R, linux-modules-R, linux-base-R), and R's exact release",
+                    def.name,
+                    p.packages.join(", "),
+                    missing.join(", "),
+                    catalog::FILE
+                ),
+            ));
+        }
+        progress.stage("depmod (module indexes for the guest's modprobe)");
+        let out = std::process::Command::new("depmod")
+            .arg("-b")
+            .arg(root.join("usr"))
+            .arg(release)
+            .output()
+            .map_err(|e| {
+                fail(
+                    Failure::HostTool,
+                    format!("cannot run depmod: {e}\n  fix: run `cargo ci setup` (installs kmod)"),
+                )
+            })?;
+        if !out.status.success() {
+            return Err(fail(
+                Failure::HostTool,
+                format!(
+                    "depmod -b {} {release} failed: {}",
+                    root.join("usr").display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            ));
+        }
+        check_bzimage(&mods.join("vmlinuz"))?;
+        std::fs::copy(mods.join("vmlinuz"), dir.join("bzImage"))?;
+        std::fs::copy(mods.join("config"), dir.join("config"))?;
+        std::fs::create_dir_all(dir.join("boot"))?;
+        std::fs::copy(mods.join("config"), dir.join(format!("boot/config-{release}")))?;
+        let config = DotConfig::read(&dir.join("config"))?;
+        if !config.enabled("SCHED_CLASS_EXT") {
+            return Err(fail(
+                Failure::BadInput,
+                format!(
+                    "kernel {:?} ({release}) has no CONFIG_SCHED_CLASS_EXT in its config: it cannot run sched_ext schedulers\n  \
+                     fix: name a kernel built with sched_ext in {}",
+                    def.name,
+                    catalog::FILE
+                ),
+            ));
+        }
+        std::fs::create_dir_all(dir.join("lib/modules"))?;
+        std::fs::rename(&mods, dir.join("lib/modules").join(release))?;
+        std::fs::remove_dir_all(&root)?;
+        tracing::info!("installed {} in {:?}", def.name, started.elapsed());
+        Ok(())
+    })
+}
+
+/// The default kernel (the catalog's `default`) if it is here. Never
+/// builds or fetches.
+pub fn cached_default(cache: &Cache) -> Result<Option<Entry>> {
+    let catalog = Catalog::embedded();
+    lookup(catalog.default_kernel(), cache)
+}
+
+/// What `--kernel ARG` names: a catalog name (fetched and built if
+/// needed), a cache key, a bzImage file, a cache entry directory, or a
+/// kernel tree with a built `arch/x86/boot/bzImage`.
 pub fn resolve(arg: &str, cache: &Cache) -> Result<Kernel> {
+    let catalog = Catalog::embedded();
+    if let Some(def) = catalog.get(arg) {
+        let mut progress = Progress::new(&format!("kernel {arg}"));
+        let entry = ensure(def, cache, &mut progress)?;
+        progress.finish(&format!("{} {}", entry.meta.key, entry.meta.release));
+        return Ok(Kernel {
+            bzimage: entry.bzimage(),
+            entry: Some(entry),
+        });
+    }
     if let Some(entry) = cache.get(arg) {
         return Ok(Kernel {
             bzimage: entry.bzimage(),
@@ -541,8 +872,9 @@ pub fn resolve(arg: &str, cache: &Cache) -> Result<Kernel> {
         return Err(fail(
             Failure::BadInput,
             format!(
-                "--kernel {arg}: no such file, and no cached kernel has that key\n  \
-                 fix: `scx-harness kernel list` shows the cached keys"
+                "--kernel {arg}: not a kernel name ({}), no such file, and no cached kernel has that key\n  \
+                 fix: `scx-harness kernel list` shows the names and the cached keys",
+                catalog.names().join(", ")
             ),
         ));
     };

@@ -329,6 +329,7 @@ mod tests {
                 tree: dir.path().join("tree"),
                 build_seconds: 0,
                 inputs: String::new(),
+                name: None,
             },
         };
         let src = dir.path().join("x.bpf.c");

@@ -308,6 +308,7 @@ pub fn run(spec: &VmSpec) -> Result<VmResult> {
         .with_context(|| format!("creating {}", console_log.display()))?;
 
     let interactive = spec.command == GuestCommand::Shell;
+    let companions = kernel_companions(&spec.kernel);
     // A command runs over the lean root (see `lean_root_prefix`); an
     // interactive shell keeps the guest's full init and its terminal.
     let lean = if interactive {
@@ -315,6 +316,17 @@ pub fn run(spec: &VmSpec) -> Result<VmResult> {
     } else {
         lean_root_prefix()
     };
+    if companions.is_some() && lean.is_none() {
+        return Err(fail(
+            Failure::BadInput,
+            format!(
+                "{} brings its own modules, which the guest can only see through a private mount namespace{}\n  \
+                 fix: run as root, with a command (`scx-harness vm -- sh` gives a shell)",
+                spec.kernel.display(),
+                if interactive { " (not set up for an interactive shell)" } else { "" }
+            ),
+        ));
+    }
     let mut cmd = match lean {
         Some(prefix) => {
             let mut c = SupervisedCommand::new(&prefix[0], Terminal::Detached);
@@ -332,6 +344,12 @@ pub fn run(spec: &VmSpec) -> Result<VmResult> {
     };
     cmd.env("PATH", vng.search_path())
         .args(vng_args(spec, probe.accel, &shared));
+    if let Some((lib, boot)) = &companions {
+        cmd.env("SCX_HARNESS_LIB", lib);
+        if boot.is_dir() && Path::new("/boot").is_dir() {
+            cmd.env("SCX_HARNESS_BOOT", boot);
+        }
+    }
     if let GuestCommand::Exec(argv) = &spec.command {
         let script = shared.join("run.sh");
         std::fs::write(&script, wrapper_script(&shared, argv))?;
@@ -523,11 +541,35 @@ fn follow(
 /// the init skips udev and starts the command with the console as its
 /// terminal. The command's output comes back through the shared directory
 /// as before. The host's own mounts are untouched.
+///
+///
+/// A kernel that brings its own modules (Debian's prebuilt one: 9p and
+/// virtio are modules there) is shown the same way: `$SCX_HARNESS_LIB` (a
+/// directory holding `modules/RELEASE/`) is laid over `/usr/lib` with a
+/// read-only overlay (the host may have no `/usr/lib/modules` to bind
+/// over), where vng looks for the modules of its initramfs and the guest's
+/// modprobe for the rest; `$SCX_HARNESS_BOOT` (holding `config-RELEASE`)
+/// is bound over `/boot`, where libbpf reads the config of a kernel
+/// without IKCONFIG. The host's own directories are never written.
 const LEAN_ROOT_SCRIPT: &str = "set -e\n\
     mount --make-rprivate /\n\
+    if [ -n \"${SCX_HARNESS_LIB:-}\" ]; then mount -t overlay scx-harness-modules -o \"lowerdir=$SCX_HARNESS_LIB:/usr/lib\" /usr/lib; fi\n\
+    if [ -n \"${SCX_HARNESS_BOOT:-}\" ]; then mount --bind \"$SCX_HARNESS_BOOT\" /boot; fi\n\
+    unset SCX_HARNESS_LIB SCX_HARNESS_BOOT\n\
     if [ -d /usr/lib/systemd ]; then mount -t tmpfs -o ro,mode=0755,size=4k scx-harness-lean /usr/lib/systemd; fi\n\
     if [ -e /usr/bin/systemd-tmpfiles ]; then mount --bind /bin/true /usr/bin/systemd-tmpfiles; fi\n\
     exec \"$@\"\n";
+
+/// The directories a kernel brings for its guest: `lib/` (with
+/// `modules/RELEASE/`) and `boot/` beside its bzImage (a prebuilt kernel's
+/// cache entry), if present.
+pub fn kernel_companions(bzimage: &Path) -> Option<(PathBuf, PathBuf)> {
+    let dir = bzimage.parent()?;
+    let lib = dir.join("lib");
+    lib.join("modules")
+        .is_dir()
+        .then(|| (lib, dir.join("boot")))
+}
 
 /// The command prefix that starts a program over the lean root, if this
 /// host allows private mount namespaces (root, or CAP_SYS_ADMIN); tried
