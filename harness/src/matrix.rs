@@ -259,8 +259,11 @@ impl Overrides {
 mod tests {
     use super::*;
 
+    /// The bundled registry as it is on the `lts` kernel.
     fn registry() -> Registry {
-        Registry::load(&crate::paths::workspace_root().join("schedulers/registry.yaml")).unwrap()
+        Registry::load(&crate::paths::workspace_root().join("schedulers/registry.yaml"))
+            .unwrap()
+            .for_kernel(Some("lts"))
     }
 
     fn matrix(text: &str) -> Matrix {
@@ -310,6 +313,15 @@ mod tests {
             !names.contains(&"scx_central"),
             "an unsupported one is left out"
         );
+        // scx_central is unsupported on lts only: on stable it is tried.
+        let stable =
+            Registry::load(&crate::paths::workspace_root().join("schedulers/registry.yaml"))
+                .unwrap()
+                .for_kernel(Some("stable"));
+        let cells = m
+            .cells("n", &stable, &scenarios(), &Overrides::default())
+            .unwrap();
+        assert!(cells.iter().any(|c| c.scheduler == "scx_central"));
     }
 
     #[test]

@@ -25,9 +25,16 @@ use scx_harness::report::CellVerdict;
 fn trials() -> anyhow::Result<Vec<Trial>> {
     let overrides = Overrides::from_env();
     let matrix = Matrix::load(&Matrix::default_path())?;
+    // The registry as it is on the kernel the cells boot: the default one
+    // (kernel-config/kernels.yaml), or none for $SCX_HARNESS_TEST_KERNEL.
+    let kernel = match std::env::var_os("SCX_HARNESS_TEST_KERNEL") {
+        Some(_) => None,
+        None => Some(scx_harness::kernel::Catalog::embedded().default),
+    };
     let registry = scx_harness::scheduler::registry::Registry::load(
         &scx_harness::scheduler::registry::Registry::default_path(),
-    )?;
+    )?
+    .for_kernel(kernel.as_deref());
     let suite = overrides.suite.clone().unwrap_or_else(|| "default".into());
     let cells = matrix.cells(
         &suite,

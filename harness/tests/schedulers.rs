@@ -6,7 +6,7 @@ mod common;
 
 use scx_harness::cli::schedulers::cpu_load;
 use scx_harness::scheduler::exit::ExitKind;
-use scx_harness::scheduler::lifecycle::{expected_failure, Report, Run, Verdict};
+use scx_harness::scheduler::lifecycle::{Report, Run, Verdict};
 
 /// Twice the guest's 2 vCPUs of busy loops for 3 s.
 fn load() -> String {
@@ -24,38 +24,7 @@ fn report(run: &Run) -> &Report {
 /// and one with a known issue may exit during the run or detach badly, but
 /// only in the way the registry describes.
 fn check_clean(name: &str) {
-    let run = common::run_scheduler(name, &[], Some(load()));
-    let r = report(&run);
-    let def = common::registry().get(name).unwrap().clone();
-    let verdict = run.verdict();
-    if let Some(reason) = expected_failure(&def, &verdict, &r.loader_log) {
-        eprintln!(
-            "{name}: {} as its registry entry expects ({reason})",
-            verdict.why()
-        );
-        return;
-    }
-    assert_eq!(run.verdict(), Verdict::Clean, "{r:#?}");
-    assert!(def.ops_matches(r.ops.as_deref().unwrap_or("")), "{r:#?}");
-    assert_eq!(r.exit_kind, Some(ExitKind::Unreg), "{r:#?}");
-    assert_eq!(r.after.enable_seq, r.before.enable_seq + 1, "{r:#?}");
-    assert_eq!(r.after.state, "disabled");
-    assert_eq!(r.payload_status, Some(0), "{r:#?}");
-    assert_eq!(r.after.nr_rejected, r.before.nr_rejected, "{r:#?}");
-    if name == "scx_fifo" || name == "scx_vtime" || name == "scx_local" {
-        // Ours run the guest's whole task set, not a partial switch.
-        assert_eq!(r.attached.as_ref().unwrap().switch_all, 1, "{r:#?}");
-    }
-    assert!(r.attach_ms.unwrap() <= def.attach_timeout.as_millis() as u64);
-    assert!(run.vm.crashes.is_empty(), "{:?}", run.vm.crashes);
-    let ops = r.ops.as_deref().unwrap();
-    assert!(
-        r.kernel_log
-            .iter()
-            .any(|l| l.contains(&format!("BPF scheduler \"{ops}\" enabled"))),
-        "the kernel never logged the attach: {:?}",
-        r.kernel_log
-    );
+    common::check_clean_on(&common::test_kernel_entry(), name, load());
 }
 
 macro_rules! clean_tests {

@@ -54,6 +54,58 @@ fn vm_boots_with_sched_ext_disabled_and_the_right_kernel() {
     assert!(r.crashes.is_empty(), "{:?}", r.crashes);
 }
 
+/// Boots catalog kernel `name` and checks what its guest sees: the
+/// release the catalog's entry recorded, sched_ext present and idle, the
+/// kernel config readable where libbpf looks (IKCONFIG, or for Debian's
+/// prebuilt kernel `/boot/config-RELEASE`), and its modules loadable.
+fn boots_named_kernel(name: &str) {
+    let entry = common::named_kernel(name);
+    let work = tempfile::tempdir().unwrap();
+    let mut s = VmSpec::new(
+        entry.bzimage(),
+        work.path().to_path_buf(),
+        sh("cat /sys/kernel/sched_ext/state; uname -r; \
+            if [ -e /proc/config.gz ]; then zcat /proc/config.gz; else cat /boot/config-$(uname -r); fi | grep -c '^CONFIG_SCHED_CLASS_EXT=y'; \
+            grep -c '^9p ' /proc/modules || echo builtin"),
+    );
+    s.timeout = Some(Duration::from_secs(120));
+    let r = vm::run(&s).unwrap();
+    assert_eq!(
+        r.outcome,
+        Outcome::Exited { code: 0 },
+        "{}",
+        common::explain_vm(&r)
+    );
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    let nine_p = if entry.modules().is_dir() {
+        "1"
+    } else {
+        "builtin"
+    };
+    assert_eq!(
+        lines,
+        ["disabled", entry.meta.release.as_str(), "1", nine_p],
+        "{}",
+        common::explain_vm(&r)
+    );
+    assert!(r.crashes.is_empty(), "{:?}", r.crashes);
+}
+
+#[test]
+fn vm_kernel_lts_boots_with_sched_ext() {
+    boots_named_kernel("lts");
+}
+
+#[test]
+fn vm_kernel_stable_boots_with_sched_ext() {
+    boots_named_kernel("stable");
+}
+
+#[test]
+fn vm_kernel_debian_boots_as_shipped_with_its_modules() {
+    boots_named_kernel("debian");
+}
+
 #[test]
 fn vm_guest_exit_code_and_output_come_back() {
     let work = tempfile::tempdir().unwrap();

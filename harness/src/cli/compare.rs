@@ -178,6 +178,8 @@ pub fn run(args: CompareArgs) -> Result<i32> {
         (&args.candidate, &args.candidate_kernel),
     ]) {
         let kernel = kernel_of(karg)?;
+        // The scheduler as it is on this side's kernel (registry `on:`).
+        let registry = registry.for_kernel(kernel.name());
         let ctx = BuildCtx {
             cache: &cache,
             kernel: kernel.entry.as_ref(),
@@ -192,7 +194,10 @@ pub fn run(args: CompareArgs) -> Result<i32> {
                 args: extra.clone(),
                 kernel: kernel.entry.as_ref().map_or_else(
                     || kernel.bzimage.display().to_string(),
-                    |e| e.meta.key.clone(),
+                    |e| match &e.meta.name {
+                        Some(n) => format!("{n} ({})", e.meta.key),
+                        None => e.meta.key.clone(),
+                    },
                 ),
             },
             kernel,

@@ -107,7 +107,7 @@ fn plan(args: &RunArgs, registry: &Registry) -> Result<Vec<(String, scenario::Lo
 }
 
 pub fn run(args: RunArgs) -> Result<i32> {
-    let registry = args.registry.load()?;
+    let registry = args.registry.load_for(args.vm.kernel.as_deref())?;
     let pairs = plan(&args, &registry)?;
     let rundir = crate::rundir::RunDir::create(
         args.out.clone(),

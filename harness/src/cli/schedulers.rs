@@ -28,15 +28,24 @@ impl RegistryOpt {
     pub fn load(&self) -> Result<Registry> {
         Registry::load(&self.registry.clone().unwrap_or_else(Registry::default_path))
     }
+
+    /// The registry as it is on the kernel `--kernel` names (`on:` and
+    /// `kernels:` applied; kernel-config/kernels.yaml), decided without
+    /// building anything.
+    pub fn load_for(&self, kernel: Option<&str>) -> Result<Registry> {
+        let name = kernel::name_of_arg(kernel, &Cache::user());
+        Ok(self.load()?.for_kernel(name.as_deref()))
+    }
 }
 
 #[derive(Debug, clap::Args)]
 pub struct ListArgs {
     #[command(flatten)]
     pub registry: RegistryOpt,
-    /// The kernel to show build and load status for (default: the default
-    /// kernel, if it is built; listing never builds anything).
-    #[arg(long, value_name = "PATH|KEY")]
+    /// The kernel to show build and load status for: a name of
+    /// kernel-config/kernels.yaml, a cache key or a bzImage (default: the
+    /// default kernel; listing never builds anything).
+    #[arg(long, value_name = "NAME|PATH|KEY")]
     pub kernel: Option<String>,
 }
 
@@ -97,9 +106,16 @@ fn source_text(d: &Def) -> String {
 }
 
 pub fn list(args: ListArgs) -> Result<i32> {
-    let registry = args.registry.load()?;
+    let registry = args.registry.load_for(args.kernel.as_deref())?;
     let cache = Cache::user();
-    let kernel = match &args.kernel {
+    let catalog = kernel::Catalog::embedded();
+    let kernel = match args.kernel.as_deref() {
+        Some(k) if catalog.get(k).is_some() => {
+            kernel::lookup(catalog.require(k)?, &cache)?.map(|e| Kernel {
+                bzimage: e.bzimage(),
+                entry: Some(e),
+            })
+        }
         Some(k) => Some(kernel::resolve(k, &cache)?),
         None => kernel::cached_default(&cache)?.map(|e| Kernel {
             bzimage: e.bzimage(),
@@ -111,15 +127,16 @@ pub fn list(args: ListArgs) -> Result<i32> {
         kernel: kernel.as_ref().and_then(kernel_entry),
         registry: &registry,
     };
+    let name = registry.kernel.as_deref().unwrap_or("unnamed");
     match &kernel {
         Some(k) => println!(
-            "registry {}; kernel {} ({})",
+            "registry {}; kernel {name}: {} ({})",
             registry.path.display(),
             k.bzimage.display(),
             k.release().unwrap_or("not a cached build")
         ),
         None => println!(
-            "registry {}; no default kernel built yet (`scx-harness kernel build`)",
+            "registry {}; kernel {name} is not built yet (`scx-harness kernel build {name}`)",
             registry.path.display()
         ),
     }
@@ -163,6 +180,15 @@ pub fn list(args: ListArgs) -> Result<i32> {
                 .unwrap_or_default()
         );
     }
+    for d in &registry.absent {
+        println!(
+            "{:<15} {:<10} {:<36} not on kernel {name} (only {})",
+            d.name,
+            d.kind.as_str(),
+            source_text(d),
+            d.kernels.as_deref().unwrap_or_default().join(", ")
+        );
+    }
     Ok(0)
 }
 
@@ -176,7 +202,7 @@ fn first_line(s: &str, max: usize) -> String {
 }
 
 pub fn build(args: BuildArgs) -> Result<i32> {
-    let registry = args.registry.load()?;
+    let registry = args.registry.load_for(args.vm.kernel.as_deref())?;
     let defs: Vec<&Def> = if args.names.is_empty() {
         registry.schedulers.iter().collect()
     } else {
@@ -227,7 +253,7 @@ pub fn check_artifact(built: &Built) -> Result<()> {
 }
 
 pub fn run(args: RunArgs) -> Result<i32> {
-    let registry = args.registry.load()?;
+    let registry = args.registry.load_for(args.vm.kernel.as_deref())?;
     let def = registry.get(&args.name)?.clone();
     if !args.args.is_empty() && def.kind != crate::scheduler::registry::Kind::Binary {
         return Err(fail(

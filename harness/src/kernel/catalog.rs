@@ -86,6 +86,11 @@ pub struct Prebuilt {
     /// Binary packages unpacked together: the one with `vmlinuz`, the
     /// modules, and the one with `config` and `modules.order`.
     pub packages: Vec<String>,
+    /// A `build` kernel of the same version whose built tree the kernel's
+    /// examples and our BPF C schedulers are compiled in (headers and
+    /// `vmlinux.h`; CO-RE adapts them to this kernel's BTF when loaded).
+    #[serde(default)]
+    pub tree_from: Option<String>,
 }
 
 /// How a named kernel comes to be.
@@ -195,6 +200,26 @@ impl Catalog {
                 description: d.description,
                 how,
             });
+        }
+        for k in &kernels {
+            if let How::Prebuilt(Prebuilt {
+                tree_from: Some(t), ..
+            }) = &k.how
+            {
+                let builds = kernels
+                    .iter()
+                    .any(|b| &b.name == t && matches!(b.how, How::Build(_)));
+                if !builds {
+                    return Err(error_at(
+                        &at(&k.name),
+                        &format!(
+                            "kernel {:?}: tree_from {t:?} is not a built kernel of this file",
+                            k.name
+                        ),
+                        "name a kernel with `build:` of the same version",
+                    ));
+                }
+            }
         }
         if !kernels.iter().any(|k| k.name == fields.default) {
             return Err(error_at(

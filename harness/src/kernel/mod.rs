@@ -114,6 +114,23 @@ impl Kernel {
     pub fn release(&self) -> Option<&str> {
         self.entry.as_ref().map(|e| e.meta.release.as_str())
     }
+    /// Its catalog name (`lts`, `stable`, `debian`), if it is a named kernel.
+    pub fn name(&self) -> Option<&str> {
+        self.entry.as_ref().and_then(|e| e.meta.name.as_deref())
+    }
+}
+
+/// The catalog name `--kernel ARG` stands for, without building or
+/// fetching anything: the default kernel's for none, ARG itself for a
+/// name, the recorded name of a cached entry's key; `None` for a bzImage
+/// or tree (a kernel without a name, where every scheduler is tried).
+pub fn name_of_arg(arg: Option<&str>, cache: &Cache) -> Option<String> {
+    let catalog = Catalog::embedded();
+    match arg {
+        None => Some(catalog.default.clone()),
+        Some(a) if catalog.get(a).is_some() => Some(a.to_string()),
+        Some(a) => cache.get(a).and_then(|e| e.meta.name),
+    }
 }
 
 /// The resolved inputs of a build and the cache key hashed from them.
@@ -823,6 +840,45 @@ fn install_prebuilt(
         tracing::info!("installed {} in {:?}", def.name, started.elapsed());
         Ok(())
     })
+}
+
+/// The built source tree of a cached kernel: where it was built, or for a
+/// prebuilt kernel its catalog entry's `tree_from` kernel's tree (which
+/// must be built first). Used to compile the kernel's examples and BPF C
+/// schedulers against matching headers.
+pub fn source_tree(entry: &Entry, cache: &Cache) -> Result<PathBuf> {
+    if !entry.meta.tree.as_os_str().is_empty() {
+        return Ok(entry.meta.tree.clone());
+    }
+    let catalog = Catalog::embedded();
+    let name = entry.meta.name.as_deref().unwrap_or("");
+    let from = match catalog.get(name).map(|d| &d.how) {
+        Some(catalog::How::Prebuilt(p)) => p.tree_from.clone(),
+        _ => None,
+    };
+    let Some(from) = from else {
+        return Err(fail(
+            Failure::BadInput,
+            format!(
+                "kernel {} ({}) has no source tree to build schedulers against\n  \
+                 fix: give it `tree_from:` in {}",
+                entry.meta.key,
+                entry.meta.release,
+                catalog::FILE
+            ),
+        ));
+    };
+    let def = catalog.require(&from)?;
+    match lookup(def, cache)? {
+        Some(e) => Ok(e.meta.tree),
+        None => Err(fail(
+            Failure::BadInput,
+            format!(
+                "kernel {name}'s schedulers are built in kernel {from}'s tree, which is not built\n  \
+                 fix: `scx-harness kernel build {from}`"
+            ),
+        )),
+    }
 }
 
 /// The default kernel (the catalog's `default`) if it is here. Never

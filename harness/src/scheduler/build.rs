@@ -90,6 +90,9 @@ pub fn cached(def: &Def, ctx: &BuildCtx) -> Option<Built> {
         (_, Some(Source::KernelExample(name))) => {
             let entry = ctx.kernel?;
             let ex = kernel_examples::cached(ctx.cache, entry)?;
+            if !ex.binary(name).is_file() {
+                return None;
+            }
             (
                 Artifact::Binary(ex.binary(name)),
                 entry.meta.release.clone(),
@@ -132,8 +135,23 @@ pub fn build(def: &Def, ctx: &BuildCtx, progress: &mut Progress) -> Result<Built
             // cargo decides itself whether anything changed.
             Source::Workspace(pkg) => cargo_build(pkg, ctx.cache, progress)?,
             _ if cached(def, ctx).is_some() => {}
-            Source::KernelExample(_) => {
-                kernel_examples::build(ctx.cache, ctx.kernel(def)?, progress)?;
+            Source::KernelExample(name) => {
+                let entry = ctx.kernel(def)?;
+                let ex = kernel_examples::build(ctx.cache, entry, progress)?;
+                if !ex.binary(name).is_file() {
+                    return Err(fail(
+                        Failure::HostTool,
+                        format!(
+                            "{}: kernel {} ({}) has no {name}: its tools/sched_ext lacks it or it did not compile\n  \
+                             build log: {}\n  fix: scope it in {} (`kernels:`) to the kernels that have it",
+                            def.name,
+                            entry.meta.name.as_deref().unwrap_or(&entry.meta.key),
+                            entry.meta.release,
+                            ex.dir.join("build.log").display(),
+                            ctx.registry.path.display()
+                        ),
+                    ));
+                }
             }
             Source::Crate(c) => cargo_install(c, ctx.cache, progress)?,
             Source::BpfC(src) => {

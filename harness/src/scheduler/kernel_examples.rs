@@ -15,8 +15,18 @@ use crate::kernel::{run_logged, Cache, Entry};
 use crate::process::{SupervisedCommand, Terminal};
 use crate::progress::Progress;
 
-/// The examples `make -C tools/sched_ext` builds in 6.12.
-pub const NAMES: &[&str] = &["scx_simple", "scx_qmap", "scx_central", "scx_flatcg"];
+/// The examples `make -C tools/sched_ext` builds: 6.12's four, then those
+/// 7.3's tree adds. A tree builds the ones it has.
+pub const NAMES: &[&str] = &[
+    "scx_simple",
+    "scx_qmap",
+    "scx_central",
+    "scx_flatcg",
+    "scx_cpu0",
+    "scx_pair",
+    "scx_sdt",
+    "scx_userland",
+];
 
 /// Built example schedulers for one kernel.
 #[derive(Debug, Clone)]
@@ -37,12 +47,13 @@ fn dir_for(cache: &Cache, entry: &Entry) -> PathBuf {
         .join(format!("kernel-{}", entry.meta.key))
 }
 
-/// The examples for `entry` if they are built.
+/// The examples for `entry` if they were built (the directory appears
+/// whole; an example its tree lacks or that failed to build is not in it,
+/// and its build log says why).
 pub fn cached(cache: &Cache, entry: &Entry) -> Option<KernelExamples> {
     let dir = dir_for(cache, entry);
-    NAMES
-        .iter()
-        .all(|n| dir.join("bin").join(n).is_file())
+    dir.join("build.log")
+        .is_file()
         .then_some(KernelExamples { dir })
 }
 
@@ -53,7 +64,7 @@ pub fn build(cache: &Cache, entry: &Entry, progress: &mut Progress) -> Result<Ke
     if let Some(found) = cached(cache, entry) {
         return Ok(found);
     }
-    let tree = &entry.meta.tree;
+    let tree = &crate::kernel::source_tree(entry, cache)?;
     let src = tree.join("tools/sched_ext");
     if !src.join("Makefile").is_file() || !tree.join("vmlinux").is_file() {
         return Err(fail(
@@ -80,25 +91,47 @@ pub fn build(cache: &Cache, entry: &Entry, progress: &mut Progress) -> Result<Ke
         "building tools/sched_ext of kernel {}",
         entry.meta.key
     ));
+    // -k: one example that does not build (a newer tree's example the
+    // toolchain cannot compile) must not take the others with it; its
+    // scheduler's build then fails alone, pointing at this log.
     let mut make = SupervisedCommand::new("make", Terminal::Detached);
     make.arg("-C")
         .arg(&src)
+        .arg("-k")
         .args(["CC=gcc", "CLANG=clang-19", "LLVM_STRIP=llvm-strip-19"])
         .arg(format!(
             "-j{}",
             std::thread::available_parallelism().map_or(2, |n| n.get())
         ));
-    run_logged(
+    let made = run_logged(
         make,
         "make -C tools/sched_ext",
         &mut log,
         &log_path,
         progress,
-    )?;
+    );
     drop(log);
+    let built: Vec<&str> = NAMES
+        .iter()
+        .copied()
+        .filter(|n| src.join("build/bin").join(n).is_file())
+        .collect();
+    if built.is_empty() {
+        made?;
+        return Err(fail(
+            Failure::HostTool,
+            format!(
+                "make -C tools/sched_ext built no example\n  full log: {}",
+                log_path.display()
+            ),
+        ));
+    }
+    if let Err(e) = made {
+        tracing::warn!("some kernel examples did not build: {e:#}");
+    }
     install_dir(&dest, |staging| {
         std::fs::create_dir_all(staging.join("bin"))?;
-        for name in NAMES {
+        for name in &built {
             copy_executable(
                 &src.join("build/bin").join(name),
                 &staging.join("bin").join(name),
@@ -128,8 +161,9 @@ pub fn compile_bpf(
     progress: &mut Progress,
 ) -> Result<()> {
     build(cache, entry, progress)?;
-    let sx = entry.meta.tree.join("tools/sched_ext");
-    let tools = entry.meta.tree.join("tools");
+    let tree = crate::kernel::source_tree(entry, cache)?;
+    let sx = tree.join("tools/sched_ext");
+    let tools = tree.join("tools");
     let name = src.file_name().unwrap_or_default().to_string_lossy();
     let log_path = cache.log_path(&format!("bpf-{}-{name}", entry.meta.key));
     std::fs::create_dir_all(log_path.parent().expect("logs dir"))?;

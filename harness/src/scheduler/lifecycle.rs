@@ -328,11 +328,20 @@ fn key_line(lines: &[String]) -> Option<&String> {
 
 /// The verifier's verdict in a loader log: the line before "processed N
 /// insns" in a program load log, with the source line it refers to (the
-/// last `; CODE @ FILE:LINE` above it).
+/// last `; CODE @ FILE:LINE` above it). Kernels since 7.3 write an
+/// explanation block between the two (`kernel/bpf/diagnostics.c`: a
+/// "Verification failed: CATEGORY: Problem" header, then "Reason:", "At:",
+/// "Causal path:", "Suggestion:" sections, each line of which can mention
+/// a source line or read like an error): the verdict is then the line
+/// before that header, and the header is added to it.
 fn verifier_says(lines: &[String]) -> Option<String> {
-    let end = lines
+    let processed = lines
         .iter()
         .position(|l| l.starts_with("processed ") && l.contains(" insns"))?;
+    let header = lines[..processed]
+        .iter()
+        .position(|l| l.starts_with("Verification failed"));
+    let end = header.unwrap_or(processed);
     let verdict = lines[..end].iter().rev().find(|l| !l.trim().is_empty())?;
     let at = lines[..end]
         .iter()
@@ -341,7 +350,10 @@ fn verifier_says(lines: &[String]) -> Option<String> {
         .and_then(|l| l.rsplit_once(" @ "))
         .map(|(_, place)| format!(" (at {})", place.trim()))
         .unwrap_or_default();
-    Some(format!("{}{at}", verdict.trim()))
+    let explained = header
+        .map(|h| format!(" [{}]", lines[h].trim()))
+        .unwrap_or_default();
+    Some(format!("{}{at}{explained}", verdict.trim()))
 }
 
 fn signal_name(sig: i32) -> String {
@@ -946,6 +958,44 @@ Error: Failed to load BPF program"
             "R0 invalid mem access 'scalar' (at main.bpf.c:187)"
         );
         assert_eq!(verifier_says(&log[..3]), None);
+    }
+
+    #[test]
+    fn a_7_3_explanation_block_does_not_hide_the_verdict() {
+        // The shape 7.3's kernel/bpf/diagnostics.c writes after the error:
+        // a header, then sections whose lines cite source lines and end
+        // with advice; before, the advice's last line became the verdict.
+        let log: Vec<String> = "libbpf: prog 'qmap_dequeue': -- BEGIN PROG LOAD LOG --
+; if (!taskc) @ scx_qmap.bpf.c:329
+41: (15) if r7 == 0x0 goto pc+20
+; taskc->core_sched_seq = 0; @ scx_qmap.bpf.c:331
+42: (7b) *(u64 *)(r7 +8) = r8
+R7 invalid mem access 'scalar'
+
+Verification failed: Memory Safety: Invalid memory access through a scalar
+
+Reason:
+  r7 holds a number, not a pointer the verifier can check
+
+At:
+  331 | taskc->core_sched_seq = 0; @ scx_qmap.bpf.c:331
+
+Causal path:
+  ; taskc = bpf_arena_get(...); @ scx_qmap.bpf.c:320
+
+Suggestion:
+  Check the pointer right before the access; a value kept across
+  arithmetic, helper calls, or other operations that can invalidate it.
+processed 42 insns (limit 1000000) max_states_per_insn 0 total_states 3
+-- END PROG LOAD LOG --"
+            .lines()
+            .map(String::from)
+            .collect();
+        assert_eq!(
+            verifier_says(&log).unwrap(),
+            "R7 invalid mem access 'scalar' (at scx_qmap.bpf.c:331) \
+             [Verification failed: Memory Safety: Invalid memory access through a scalar]"
+        );
     }
 
     #[test]

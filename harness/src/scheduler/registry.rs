@@ -7,6 +7,7 @@
 //! `scheduler::lifecycle`. The format is documented in
 //! `schedulers/README.md`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -175,6 +176,29 @@ pub struct Def {
     /// test accepts exactly this failure and no other.
     #[serde(default)]
     pub known_issue: Option<KnownIssue>,
+    /// The kernels (names of kernel-config/kernels.yaml) it exists for, e.g.
+    /// a kernel example only the 7.3 tree has. Default: every kernel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernels: Option<Vec<String>>,
+    /// What holds on one kernel only: another source (a crate version that
+    /// loads there), `unsupported`, `known_issue`, `note`. Each field given
+    /// replaces the top-level one on that kernel. Default: none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub on: BTreeMap<String, OnKernel>,
+}
+
+/// The fields of a [`Def`] that can differ on one kernel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnKernel {
+    #[serde(default)]
+    pub source: Option<Source>,
+    #[serde(default)]
+    pub unsupported: Option<Unsupported>,
+    #[serde(default)]
+    pub known_issue: Option<KnownIssue>,
+    #[serde(default)]
+    pub note: Option<String>,
 }
 
 /// An intermittent failure of a scheduler's own, written down.
@@ -198,6 +222,38 @@ pub struct Unsupported {
 }
 
 impl Def {
+    /// This scheduler as it is on `kernel` (a catalog name; `None` for a
+    /// kernel that has none, such as a developer's tree): the `on:` fields
+    /// of that kernel replace the top-level ones.
+    pub fn on_kernel(&self, kernel: Option<&str>) -> Def {
+        let mut d = self.clone();
+        if let Some(o) = kernel.and_then(|k| self.on.get(k)) {
+            if let Some(s) = &o.source {
+                d.source = Some(s.clone());
+            }
+            if o.unsupported.is_some() {
+                d.unsupported = o.unsupported.clone();
+            }
+            if o.known_issue.is_some() {
+                d.known_issue = o.known_issue.clone();
+            }
+            if o.note.is_some() {
+                d.note = o.note.clone();
+            }
+        }
+        d.on.clear();
+        d
+    }
+
+    /// Whether it exists on `kernel` (`None`: a kernel without a catalog
+    /// name, where every scheduler is tried).
+    pub fn exists_on(&self, kernel: Option<&str>) -> bool {
+        match (&self.kernels, kernel) {
+            (Some(list), Some(k)) => list.iter().any(|n| n == k),
+            _ => true,
+        }
+    }
+
     /// True if `ops` (as read from sysfs) is this scheduler's.
     pub fn ops_matches(&self, ops: &str) -> bool {
         self.ops.as_deref().is_some_and(|p| ops_matches(p, ops))
@@ -225,6 +281,10 @@ pub struct Registry {
     /// directory.
     pub path: PathBuf,
     pub schedulers: Vec<Def>,
+    /// After [`Registry::for_kernel`]: the kernel it was resolved for and
+    /// the schedulers that do not exist there (`kernels:`).
+    pub kernel: Option<String>,
+    pub absent: Vec<Def>,
 }
 
 const HINT: &str = "see schedulers/README.md for the registry format";
@@ -248,6 +308,8 @@ impl Registry {
         let registry = Registry {
             path: path.to_path_buf(),
             schedulers: file.schedulers,
+            kernel: None,
+            absent: Vec::new(),
         };
         registry.validate(text)?;
         Ok(registry)
@@ -258,8 +320,36 @@ impl Registry {
         self.path.parent().unwrap_or(Path::new("."))
     }
 
+    /// The registry as it is on `kernel` (a catalog name, or `None` for a
+    /// kernel without one): each scheduler with that kernel's `on:` fields,
+    /// and those whose `kernels:` leave it out moved to `absent`.
+    pub fn for_kernel(&self, kernel: Option<&str>) -> Registry {
+        let (here, absent): (Vec<Def>, Vec<Def>) = self
+            .schedulers
+            .iter()
+            .map(|d| d.on_kernel(kernel))
+            .partition(|d| d.exists_on(kernel));
+        Registry {
+            path: self.path.clone(),
+            schedulers: here,
+            kernel: kernel.map(str::to_string),
+            absent,
+        }
+    }
+
     /// The scheduler called `name`, or an error listing the known ones.
     pub fn get(&self, name: &str) -> Result<&Def> {
+        if let Some(d) = self.absent.iter().find(|d| d.name == name) {
+            return Err(fail(
+                Failure::BadInput,
+                format!(
+                    "scheduler {name:?} does not exist on kernel {} ({}: kernels: [{}])\n  fix: pass --kernel with one of those kernels",
+                    self.kernel.as_deref().unwrap_or("?"),
+                    self.path.display(),
+                    d.kernels.as_deref().unwrap_or_default().join(", ")
+                ),
+            ));
+        }
         self.schedulers
             .iter()
             .find(|d| d.name == name)
@@ -289,121 +379,160 @@ impl Registry {
         if self.schedulers.is_empty() {
             return Err(self.error(text, None, "the registry lists no schedulers"));
         }
+        let catalog = crate::kernel::Catalog::embedded();
         for d in &self.schedulers {
-            let bad = |msg: String| Err(self.error(text, Some(&d.name), &msg));
-            if d.name.is_empty()
-                || !d
-                    .name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
-            {
+            if !seen.insert(d.name.as_str()) {
+                return Err(self.error(
+                    text,
+                    Some(&d.name),
+                    &format!("scheduler {:?} is listed twice", d.name),
+                ));
+            }
+            let named = d
+                .kernels
+                .iter()
+                .flatten()
+                .chain(d.on.keys())
+                .find(|k| catalog.get(k).is_none());
+            if let Some(k) = named {
+                return Err(self.error(
+                    text,
+                    Some(&d.name),
+                    &format!(
+                        "{}: no kernel is named {k:?} ({} knows {})",
+                        d.name,
+                        crate::kernel::catalog::FILE,
+                        catalog.names().join(", ")
+                    ),
+                ));
+            }
+            if d.kind == Kind::Default && (d.kernels.is_some() || !d.on.is_empty()) {
+                return Err(self.error(
+                    text,
+                    Some(&d.name),
+                    &format!(
+                        "{}: kind default (the fair class) exists on every kernel",
+                        d.name
+                    ),
+                ));
+            }
+            self.check_def(text, &d.on_kernel(None))?;
+            for k in d.on.keys() {
+                self.check_def(text, &d.on_kernel(Some(k)))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One scheduler's fields, as they are on one kernel.
+    fn check_def(&self, text: &str, d: &Def) -> Result<()> {
+        let bad = |msg: String| Err(self.error(text, Some(&d.name), &msg));
+        if d.name.is_empty()
+            || !d
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+        {
+            return bad(format!(
+                "scheduler name {:?}: use letters, digits, '_', '-' and '.'",
+                d.name
+            ));
+        }
+        match (d.kind, &d.source) {
+            (Kind::Default, Some(_)) => {
                 return bad(format!(
-                    "scheduler name {:?}: use letters, digits, '_', '-' and '.'",
+                    "{}: kind default (the fair class) has no source",
+                    d.name
+                ))
+            }
+            (Kind::Default, None) => {
+                if d.ops.is_some() || !d.args.is_empty() {
+                    return bad(format!(
+                        "{}: kind default (the fair class) has no ops and no args",
+                        d.name
+                    ));
+                }
+                return Ok(());
+            }
+            (_, None) => return bad(format!(
+                "{}: kind {:?} needs a source (workspace, kernel_example, crate, bpf_c or path)",
+                d.name, d.kind
+            )),
+            (Kind::Binary, Some(Source::BpfC(_))) => {
+                return bad(format!(
+                    "{}: a bpf_c source builds a BPF object: use kind bpf_object",
+                    d.name
+                ))
+            }
+            (
+                Kind::BpfObject,
+                Some(Source::Workspace(_) | Source::KernelExample(_) | Source::Crate(_)),
+            ) => {
+                return bad(format!(
+                    "{}: kind bpf_object takes a bpf_c or path source",
+                    d.name
+                ))
+            }
+            (Kind::BpfObject, _) if !d.args.is_empty() => {
+                return bad(format!(
+                    "{}: kind bpf_object has no process to pass args to",
+                    d.name
+                ))
+            }
+            _ => {}
+        }
+        if let Some(Source::KernelExample(ex)) = &d.source {
+            if !super::kernel_examples::NAMES.contains(&ex.as_str()) {
+                return bad(format!(
+                    "{}: kernel_example {ex:?} is not one of {}",
+                    d.name,
+                    super::kernel_examples::NAMES.join(", ")
+                ));
+            }
+        }
+        if let Some(Source::Crate(c)) = &d.source {
+            let plain = |s: &str| {
+                !s.is_empty()
+                    && s.chars()
+                        .all(|ch| ch.is_ascii_alphanumeric() || "_-.+".contains(ch))
+            };
+            if !plain(&c.name) || !plain(&c.version) || !c.version.starts_with(char::is_numeric) {
+                return bad(format!(
+                    "{}: crate needs a name and an exact version such as \"1.1.4\"",
                     d.name
                 ));
             }
-            if !seen.insert(d.name.as_str()) {
-                return bad(format!("scheduler {:?} is listed twice", d.name));
+        }
+        if let Some(u) = &d.unsupported {
+            if u.reason.trim().is_empty() || u.loader_says.trim().is_empty() {
+                return bad(format!(
+                    "{}: unsupported needs a reason and the text its failure shows (loader_says)",
+                    d.name
+                ));
             }
-            match (d.kind, &d.source) {
-                (Kind::Default, Some(_)) => {
-                    return bad(format!(
-                        "{}: kind default (the fair class) has no source",
-                        d.name
-                    ))
-                }
-                (Kind::Default, None) => {
-                    if d.ops.is_some() || !d.args.is_empty() {
-                        return bad(format!(
-                            "{}: kind default (the fair class) has no ops and no args",
-                            d.name
-                        ));
-                    }
-                    continue;
-                }
-                (_, None) => {
-                    return bad(format!(
-                        "{}: kind {:?} needs a source (workspace, kernel_example, crate, bpf_c or path)",
-                        d.name, d.kind
-                    ))
-                }
-                (Kind::Binary, Some(Source::BpfC(_))) => {
-                    return bad(format!(
-                        "{}: a bpf_c source builds a BPF object: use kind bpf_object",
-                        d.name
-                    ))
-                }
-                (
-                    Kind::BpfObject,
-                    Some(Source::Workspace(_) | Source::KernelExample(_) | Source::Crate(_)),
-                ) => {
-                    return bad(format!(
-                        "{}: kind bpf_object takes a bpf_c or path source",
-                        d.name
-                    ))
-                }
-                (Kind::BpfObject, _) if !d.args.is_empty() => {
-                    return bad(format!(
-                        "{}: kind bpf_object has no process to pass args to",
-                        d.name
-                    ))
-                }
-                _ => {}
+        }
+        if let Some(k) = &d.known_issue {
+            if k.reason.trim().is_empty() || k.says.trim().is_empty() {
+                return bad(format!(
+                    "{}: known_issue needs a reason and the text its failure shows (says)",
+                    d.name
+                ));
             }
-            if let Some(Source::KernelExample(ex)) = &d.source {
-                if !super::kernel_examples::NAMES.contains(&ex.as_str()) {
-                    return bad(format!(
-                        "{}: kernel_example {ex:?} is not one of {}",
-                        d.name,
-                        super::kernel_examples::NAMES.join(", ")
-                    ));
-                }
+        }
+        match d.ops.as_deref() {
+            None | Some("") => {
+                return bad(format!(
+                    "{}: ops (the name the scheduler registers) is required",
+                    d.name
+                ))
             }
-            if let Some(Source::Crate(c)) = &d.source {
-                let plain = |s: &str| {
-                    !s.is_empty()
-                        && s.chars()
-                            .all(|ch| ch.is_ascii_alphanumeric() || "_-.+".contains(ch))
-                };
-                if !plain(&c.name) || !plain(&c.version) || !c.version.starts_with(char::is_numeric)
-                {
-                    return bad(format!(
-                        "{}: crate needs a name and an exact version such as \"1.1.4\"",
-                        d.name
-                    ));
-                }
+            Some(p) if p.trim_end_matches('*').contains('*') || p == "*" => {
+                return bad(format!(
+                    "{}: ops {p:?}: only a single trailing '*' after a prefix is allowed",
+                    d.name
+                ))
             }
-            if let Some(u) = &d.unsupported {
-                if u.reason.trim().is_empty() || u.loader_says.trim().is_empty() {
-                    return bad(format!(
-                        "{}: unsupported needs a reason and the text its failure shows (loader_says)",
-                        d.name
-                    ));
-                }
-            }
-            if let Some(k) = &d.known_issue {
-                if k.reason.trim().is_empty() || k.says.trim().is_empty() {
-                    return bad(format!(
-                        "{}: known_issue needs a reason and the text its failure shows (says)",
-                        d.name
-                    ));
-                }
-            }
-            match d.ops.as_deref() {
-                None | Some("") => {
-                    return bad(format!(
-                        "{}: ops (the name the scheduler registers) is required",
-                        d.name
-                    ))
-                }
-                Some(p) if p.trim_end_matches('*').contains('*') || p == "*" => {
-                    return bad(format!(
-                        "{}: ops {p:?}: only a single trailing '*' after a prefix is allowed",
-                        d.name
-                    ))
-                }
-                _ => {}
-            }
+            _ => {}
         }
         Ok(())
     }
@@ -573,5 +702,72 @@ schedulers:
                 );
             }
         }
+    }
+
+    const PER_KERNEL: &str = r#"
+schedulers:
+  - name: scx_lavd
+    kind: binary
+    source: { crate: { name: scx_lavd, version: "1.0.11" } }
+    ops: "lavd*"
+    known_issue: { reason: everywhere, says: stall }
+    on:
+      stable:
+        source: { crate: { name: scx_lavd, version: "1.1.4" } }
+        unsupported: { reason: newer verifier, loader_says: invalid }
+  - name: scx_cpu0
+    kind: binary
+    source: { kernel_example: scx_cpu0 }
+    ops: cpu0
+    kernels: [stable, debian]
+"#;
+
+    #[test]
+    fn on_and_kernels_give_each_kernel_its_own_registry() {
+        let r = parse(PER_KERNEL).unwrap();
+        let version = |r: &Registry| match &r.get("scx_lavd").unwrap().source {
+            Some(Source::Crate(c)) => c.version.clone(),
+            s => panic!("{s:?}"),
+        };
+        // No kernel name (a developer's tree): the top-level fields, and
+        // every scheduler is tried.
+        let none = r.for_kernel(None);
+        assert_eq!(version(&none), "1.0.11");
+        assert!(none.get("scx_cpu0").is_ok());
+        // lts: not named under `on:`, so the top-level fields hold; scx_cpu0
+        // does not exist there, and asking for it says where it does.
+        let lts = r.for_kernel(Some("lts"));
+        assert_eq!(version(&lts), "1.0.11");
+        assert!(lts.get("scx_lavd").unwrap().unsupported.is_none());
+        assert_eq!(lts.names(), ["scx_lavd"]);
+        let e = format!("{:#}", lts.get("scx_cpu0").unwrap_err());
+        assert!(
+            e.contains("does not exist on kernel lts") && e.contains("stable, debian"),
+            "{e}"
+        );
+        // stable: its own source and unsupported; the known issue it does
+        // not replace still holds.
+        let stable = r.for_kernel(Some("stable"));
+        let lavd = stable.get("scx_lavd").unwrap();
+        assert_eq!(version(&stable), "1.1.4");
+        assert_eq!(lavd.unsupported.as_ref().unwrap().loader_says, "invalid");
+        assert_eq!(lavd.known_issue.as_ref().unwrap().says, "stall");
+        assert!(lavd.on.is_empty());
+        assert!(stable.get("scx_cpu0").is_ok());
+    }
+
+    #[test]
+    fn kernel_names_in_the_registry_must_be_known_kernels() {
+        let e = err(&PER_KERNEL.replace("kernels: [stable, debian]", "kernels: [stabel]"));
+        assert!(e.starts_with("reg.yaml:12:"), "{e}");
+        assert!(
+            e.contains("no kernel is named \"stabel\"") && e.contains("lts, stable, debian"),
+            "{e}"
+        );
+        let e = err(&PER_KERNEL.replace("      stable:\n", "      newest:\n"));
+        assert!(e.contains("no kernel is named \"newest\""), "{e}");
+        // A field given under `on:` is checked as the top-level one is.
+        let e = err(&PER_KERNEL.replace("loader_says: invalid", "loader_says: \" \""));
+        assert!(e.contains("unsupported needs a reason"), "{e}");
     }
 }

@@ -118,6 +118,23 @@ pub fn test_kernel() -> PathBuf {
     }
 }
 
+/// The cache entry of catalog kernel `name` (kernel-config/kernels.yaml).
+/// Never builds or fetches: without it the test fails and names the
+/// command that gets it (`cargo ci test` gets every named kernel).
+pub fn named_kernel(name: &str) -> scx_harness::kernel::Entry {
+    let cache = scx_harness::kernel::Cache::user();
+    let catalog = scx_harness::kernel::Catalog::embedded();
+    let def = catalog.require(name).unwrap();
+    match scx_harness::kernel::lookup(def, &cache) {
+        Ok(Some(entry)) => entry,
+        Ok(None) => panic!(
+            "kernel {name} is not in {}\n  fix: run `scx-harness kernel build {name}` (or `cargo ci test`, which gets every named kernel)",
+            cache.root().display()
+        ),
+        Err(e) => panic!("cannot look up kernel {name}: {e:#}\n  fix: run `cargo ci setup`"),
+    }
+}
+
 /// The cache entry of the kernel the VM tests boot, when it is a cached one
 /// (schedulers are built against its tree).
 pub fn test_kernel_entry() -> scx_harness::kernel::Entry {
@@ -206,10 +223,21 @@ impl Drop for TestRun {
 /// after the registry's and `payload` under it, and records the verdict
 /// for `schedulers list`.
 pub fn run_scheduler(name: &str, args: &[&str], payload: Option<String>) -> TestRun {
+    run_scheduler_on(&test_kernel_entry(), name, args, payload)
+}
+
+/// [`run_scheduler`] on the cached kernel `entry`, with the registry as it
+/// is on that kernel (`on:`, `kernels:`).
+pub fn run_scheduler_on(
+    entry: &scx_harness::kernel::Entry,
+    name: &str,
+    args: &[&str],
+    payload: Option<String>,
+) -> TestRun {
     use scx_harness::scheduler::{build, lifecycle, status};
-    let entry = test_kernel_entry();
+    let entry = entry.clone();
     let cache = scx_harness::kernel::Cache::user();
-    let registry = registry();
+    let registry = registry().for_kernel(entry.meta.name.as_deref());
     let def = registry.get(name).unwrap();
     let ctx = build::BuildCtx {
         cache: &cache,
@@ -238,6 +266,55 @@ pub fn run_scheduler(name: &str, args: &[&str], payload: Option<String>) -> Test
         run,
         dir: Some(work),
     }
+}
+
+/// Attaches within its deadline, keeps `payload` running, detaches cleanly,
+/// on the cached kernel `entry`. A scheduler the registry marks unsupported
+/// (on that kernel) may instead fail to attach, and one with a known issue
+/// may exit during the run or detach badly, but only in the way the
+/// registry describes.
+pub fn check_clean_on(entry: &scx_harness::kernel::Entry, name: &str, payload: String) {
+    use scx_harness::scheduler::exit::ExitKind;
+    use scx_harness::scheduler::lifecycle::{expected_failure, Verdict};
+    let run = run_scheduler_on(entry, name, &[], Some(payload));
+    let r = run
+        .report
+        .as_ref()
+        .unwrap_or_else(|| panic!("no report from the guest\n{}", explain_vm(&run.vm)));
+    let def = registry()
+        .for_kernel(entry.meta.name.as_deref())
+        .get(name)
+        .unwrap()
+        .clone();
+    let verdict = run.verdict();
+    if let Some(reason) = expected_failure(&def, &verdict, &r.loader_log) {
+        eprintln!(
+            "{name}: {} as its registry entry expects ({reason})",
+            verdict.why()
+        );
+        return;
+    }
+    assert_eq!(run.verdict(), Verdict::Clean, "{r:#?}");
+    assert!(def.ops_matches(r.ops.as_deref().unwrap_or("")), "{r:#?}");
+    assert_eq!(r.exit_kind, Some(ExitKind::Unreg), "{r:#?}");
+    assert_eq!(r.after.enable_seq, r.before.enable_seq + 1, "{r:#?}");
+    assert_eq!(r.after.state, "disabled");
+    assert_eq!(r.payload_status, Some(0), "{r:#?}");
+    assert_eq!(r.after.nr_rejected, r.before.nr_rejected, "{r:#?}");
+    if name == "scx_fifo" || name == "scx_vtime" || name == "scx_local" {
+        // Ours run the guest's whole task set, not a partial switch.
+        assert_eq!(r.attached.as_ref().unwrap().switch_all, 1, "{r:#?}");
+    }
+    assert!(r.attach_ms.unwrap() <= def.attach_timeout.as_millis() as u64);
+    assert!(run.vm.crashes.is_empty(), "{:?}", run.vm.crashes);
+    let ops = r.ops.as_deref().unwrap();
+    assert!(
+        r.kernel_log
+            .iter()
+            .any(|l| l.contains(&format!("BPF scheduler \"{ops}\" enabled"))),
+        "the kernel never logged the attach: {:?}",
+        r.kernel_log
+    );
 }
 
 /// A cell's result and its directory, which is kept (and named) when the
