@@ -143,6 +143,7 @@ pub fn run_batch(
         shared: shared.clone(),
         kernel: crate::kernel::bzimage_release(vmp.kernel).unwrap_or_default(),
         kernel_id: crate::scheduler::status::kernel_id(vmp.kernel),
+        kernel_name: crate::kernel::name_of_bzimage(vmp.kernel).unwrap_or_default(),
         accel: probe.accel.to_string(),
     };
     let finished = Arc::new(AtomicBool::new(false));
@@ -267,6 +268,7 @@ struct JudgeCtx {
     shared: PathBuf,
     kernel: String,
     kernel_id: String,
+    kernel_name: String,
     accel: String,
 }
 
@@ -380,6 +382,7 @@ fn judge(
         scheduler_args: c.args.clone(),
         kernel: ctx.kernel.clone(),
         kernel_id: ctx.kernel_id.clone(),
+        kernel_name: ctx.kernel_name.clone(),
         accel: ctx.accel.clone(),
         cpus: s.vm.cpus,
         memory: s.vm.memory.clone(),
@@ -434,7 +437,10 @@ fn judge(
     r
 }
 
-fn write_result(r: &CellResult) -> Result<()> {
+/// Writes `r` as its directory's `result.json` (atomic), creating the
+/// directory if needed.
+pub fn write_result(r: &CellResult) -> Result<()> {
+    std::fs::create_dir_all(&r.dir).with_context(|| format!("creating {}", r.dir.display()))?;
     write_atomic(&r.dir.join("result.json"), &serde_json::to_vec_pretty(r)?)
 }
 

@@ -424,6 +424,7 @@ pub fn sample_result(delay_ms: u64, verdict: CellVerdict) -> CellResult {
             scheduler_args: vec![],
             kernel: "k".into(),
             kernel_id: "k".into(),
+            kernel_name: String::new(),
             accel: "tcg".into(),
             cpus: 1,
             memory: "2G".into(),

@@ -54,6 +54,9 @@ const MIGRATIONS: &[&str] = &[
         value REAL NOT NULL,
         PRIMARY KEY (cell_id, name)
     );",
+    // 2: the kernel's name in kernel-config/kernels.yaml ('' for a kernel
+    // without one, and for cells recorded before).
+    "ALTER TABLE cells ADD COLUMN kernel_name TEXT NOT NULL DEFAULT '';",
 ];
 
 /// Where the database lives unless `--db` or `SCX_HARNESS_DB` says.
@@ -172,8 +175,9 @@ impl Db {
             for r in results {
                 tx.execute(
                     "INSERT INTO cells (run_id, started_at, host, accel, cpus, kernel, kernel_id, scheduler,
-                        scheduler_version, scheduler_args, scenario, scenario_hash, verdict, summary, dir)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                        scheduler_version, scheduler_args, scenario, scenario_hash, verdict, summary, dir,
+                        kernel_name)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
                     params![
                         run_id,
                         r.started_at as i64,
@@ -190,6 +194,7 @@ impl Db {
                         r.verdict.label(),
                         r.summary,
                         r.dir.display().to_string(),
+                        r.kernel_name,
                     ],
                 )?;
                 let cell_id = tx.last_insert_rowid();
@@ -221,7 +226,8 @@ impl Db {
         last: usize,
     ) -> Result<Vec<Point>> {
         let mut st = self.conn.prepare(
-            "SELECT c.started_at, m.value, c.kernel_id, c.accel, c.scheduler_version, c.scenario_hash, c.verdict, c.dir
+            "SELECT c.started_at, m.value, c.kernel_id, c.accel, c.scheduler_version, c.scenario_hash, c.verdict, c.dir,
+                    c.kernel_name, c.kernel
              FROM cells c JOIN metrics m ON m.cell_id = c.id
              WHERE c.scheduler = ?1 AND c.scenario = ?2 AND m.name = ?3
              ORDER BY c.started_at DESC, c.id DESC LIMIT ?4",
@@ -237,6 +243,8 @@ impl Db {
                     scenario_hash: r.get(5)?,
                     verdict: r.get(6)?,
                     dir: r.get(7)?,
+                    kernel_name: r.get(8)?,
+                    kernel: r.get(9)?,
                 })
             })?
             .collect::<rusqlite::Result<_>>()?;
@@ -308,6 +316,9 @@ pub struct Point {
     pub started_at: u64,
     pub value: f64,
     pub kernel_id: String,
+    /// The kernel's catalog name ('' for none) and `uname -r`.
+    pub kernel_name: String,
+    pub kernel: String,
     pub accel: String,
     pub scheduler_version: String,
     pub scenario_hash: String,
@@ -446,6 +457,27 @@ pub fn check_table(checks: &[CellCheck]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_version_1_database_keeps_its_cells_and_gains_kernel_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("h.sqlite");
+        {
+            let conn = Connection::open(&p).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+        }
+        let mut db = Db::open(&p).unwrap();
+        assert_eq!(db.version().unwrap(), MIGRATIONS.len() as i64);
+        let mut r = compare::sample_result(4, CellVerdict::Pass);
+        r.kernel_name = "stable".into();
+        db.record(&dir.path().join("run"), &[r.clone()]).unwrap();
+        let pts = db
+            .series(&r.scheduler, &r.scenario, "run_delay.g.p99", 10)
+            .unwrap();
+        assert!(!pts.is_empty(), "no point recorded");
+        assert!(pts.iter().all(|p| p.kernel_name == "stable"), "{pts:?}");
+    }
 
     #[test]
     fn a_newer_database_is_refused_and_an_old_one_migrated() {

@@ -63,6 +63,11 @@ const REGISTRY: &str = "schedulers:
     source: { workspace: scx_fault }
     ops: \"fault_*\"
     fixture: true
+  - name: does_not_build
+    kind: bpf_object
+    source: { bpf_c: broken.bpf.c }
+    ops: broken
+    fixture: true
 ";
 
 /// A scenario: its name, the groups that carry the fault (beside two
@@ -104,6 +109,9 @@ impl Faulted {
                 continue;
             }
             assert!(r.dir.join("result.json").is_file(), "{}", r.dir.display());
+            if r.vm_outcome == "not started" {
+                continue; // its scheduler did not build: no VM, no console
+            }
             let console = std::fs::read_to_string(&r.console_log).unwrap_or_default();
             assert!(
                 !console.is_empty(),
@@ -537,5 +545,43 @@ fn vm_fault_10_kernel_watchdog_first_is_error_stall() {
         r.summary
     );
     assert!(f.elapsed < PROMPT, "{}", f.explain());
+    f.assert_evidence_kept();
+}
+
+// 11. One scheduler of a run does not build for the kernel (a compile
+// error): its own cells fail with the compiler's line, the others run.
+#[test]
+fn vm_fault_11_a_scheduler_that_does_not_build_fails_only_its_own_cells() {
+    let (tmp, files) = setup(&[("plain", "", "")]);
+    std::fs::write(
+        tmp.path().join("broken.bpf.c"),
+        "#include <scx/common.bpf.h>\nchar _license[] SEC(\"license\") = \"GPL\";\nint broken(void) { return undeclared_thing; }\n",
+    )
+    .unwrap();
+    let began = Instant::now();
+    let mut cmd = command(tmp.path(), "does_not_build", &files, "3m");
+    cmd.args(["-s", "default"]);
+    let f = finish(tmp, cmd.spawn().unwrap(), began);
+    assert_eq!(f.code, Some(1), "{}", f.explain());
+    let broken = f
+        .results
+        .iter()
+        .find(|r| r.scheduler == "does_not_build")
+        .unwrap_or_else(|| panic!("no cell of does_not_build\n{}", f.explain()));
+    assert_eq!(broken.verdict, CellVerdict::Fail, "{}", f.explain());
+    assert!(
+        broken.summary.contains("did not build")
+            && broken.summary.contains("undeclared_thing")
+            && broken.summary.contains("broken.bpf.c:3"),
+        "the compiler's line is missing: {}",
+        broken.summary
+    );
+    assert!(broken.dir.join("result.json").is_file());
+    let fair = f
+        .results
+        .iter()
+        .find(|r| r.scheduler == "default")
+        .unwrap_or_else(|| panic!("the default cell did not run\n{}", f.explain()));
+    assert_eq!(fair.verdict, CellVerdict::Pass, "{}", f.explain());
     f.assert_evidence_kept();
 }

@@ -70,6 +70,7 @@ fn result(scheduler: &str, scenario: &str, verdict: CellVerdict) -> CellResult {
         scheduler_args: vec![],
         kernel: "6.12.117".into(),
         kernel_id: "k".into(),
+        kernel_name: "lts".into(),
         accel: "tcg".into(),
         cpus: 2,
         memory: "2G".into(),

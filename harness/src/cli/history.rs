@@ -138,16 +138,21 @@ pub fn run(cmd: HistoryCommand) -> Result<i32> {
                 pts.len()
             );
             println!(
-                "  {:<20} {:>10}  {:<8} {:<18} {:<6} scenario",
+                "  {:<20} {:>10}  {:<8} {:<36} {:<6} scenario",
                 "started (UTC)", "value", "verdict", "kernel", "accel"
             );
             for p in &pts {
+                let kernel = if p.kernel_name.is_empty() {
+                    format!("{} {}", p.kernel, p.kernel_id)
+                } else {
+                    format!("{} {} {}", p.kernel_name, p.kernel, p.kernel_id)
+                };
                 println!(
-                    "  {:<20} {:>10}  {:<8} {:<18} {:<6} {}",
+                    "  {:<20} {:>10}  {:<8} {:<36} {:<6} {}",
                     super::utc(p.started_at),
                     unit.show(p.value),
                     p.verdict,
-                    p.kernel_id,
+                    kernel,
                     p.accel,
                     &p.scenario_hash[..p.scenario_hash.len().min(12)]
                 );

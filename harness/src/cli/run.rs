@@ -126,9 +126,12 @@ pub fn run(args: RunArgs) -> Result<i32> {
         kernel: kernel.entry.as_ref(),
         registry: &registry,
     };
-    // Build every scheduler once, before any VM boots.
+    // Build every scheduler once, before any VM boots. One that does not
+    // build for this kernel fails its own cells (with the build's error
+    // lines); the others run.
     let mut progress = Progress::new("schedulers");
     let mut built: std::collections::BTreeMap<String, Built> = Default::default();
+    let mut unbuilt: std::collections::BTreeMap<String, String> = Default::default();
     for (name, sc) in &pairs {
         let swap_targets = sc
             .scenario
@@ -137,21 +140,59 @@ pub fn run(args: RunArgs) -> Result<i32> {
             .filter(|sw| sw.to != "cell")
             .map(|sw| &sw.to);
         for n in std::iter::once(name).chain(swap_targets) {
-            if !built.contains_key(n) {
+            if !built.contains_key(n) && !unbuilt.contains_key(n) {
                 let def = registry.get(n).map_err(|e| {
                     e.context(format!("{}: a swap names a scheduler", sc.path.display()))
                 })?;
-                let b = build::build(def, &ctx, &mut progress)?;
-                super::schedulers::check_artifact(&b)?;
-                built.insert(n.clone(), b);
+                match build::build(def, &ctx, &mut progress)
+                    .and_then(|b| super::schedulers::check_artifact(&b).map(|()| b))
+                {
+                    Ok(b) => {
+                        built.insert(n.clone(), b);
+                    }
+                    Err(e) if crate::error::classify(&e) == Some(Failure::Interrupted) => {
+                        return Err(e)
+                    }
+                    Err(e) => {
+                        eprintln!("scx-harness: {n} did not build; its cells fail: {e:#}");
+                        unbuilt.insert(n.clone(), format!("{e:#}"));
+                    }
+                }
             }
         }
     }
     drop(progress);
     let harness = std::env::current_exe()?;
     let repeat = args.repeat as usize;
+    let cell_dir = |name: &str, sc: &scenario::Loaded, i: usize| {
+        if repeat > 1 {
+            dir.join(name)
+                .join(&sc.scenario.name)
+                .join(format!("{i:03}"))
+        } else {
+            dir.join(name).join(&sc.scenario.name)
+        }
+    };
+    // A cell whose scheduler, or a scheduler its scenario swaps to, did
+    // not build.
+    let not_built = |name: &str, sc: &scenario::Loaded| {
+        std::iter::once(name)
+            .chain(sc.scenario.swaps.iter().map(|sw| sw.to.as_str()))
+            .find_map(|n| unbuilt.get(n).map(|why| format!("{n}: {why}")))
+    };
+    let mut results: Vec<CellResult> = Vec::new();
+    for (name, sc) in &pairs {
+        if let Some(why) = not_built(name, sc) {
+            for i in 0..repeat {
+                let r = crate::report::not_built(sc, name, &cell_dir(name, sc, i), &why);
+                crate::cell::write_result(&r)?;
+                results.push(r);
+            }
+        }
+    }
     let planned: Vec<Planned> = pairs
         .iter()
+        .filter(|(name, sc)| not_built(name, sc).is_none())
         .flat_map(|p| std::iter::repeat_n(p, repeat).enumerate())
         .map(|(i, (name, sc))| Planned {
             scenario: sc,
@@ -169,13 +210,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
                     }
                 })
                 .collect(),
-            dir: if repeat > 1 {
-                dir.join(name)
-                    .join(&sc.scenario.name)
-                    .join(format!("{i:03}"))
-            } else {
-                dir.join(name).join(&sc.scenario.name)
-            },
+            dir: cell_dir(name, sc, i),
         })
         .collect();
     // One VM per VM shape (hot-swap), or one per cell.
@@ -197,8 +232,11 @@ pub fn run(args: RunArgs) -> Result<i32> {
         kernel.bzimage.display(),
         dir.display()
     );
-    let ui = Ui::new(planned.len());
-    let mut results: Vec<CellResult> = Vec::new();
+    let ui = Ui::new(planned.len() + results.len());
+    for r in &results {
+        ui.cell(r);
+    }
+    let unbuilt_cells = results.len();
     for (n, cells) in vms.iter().enumerate() {
         if crate::process::interrupted() {
             break;
@@ -216,7 +254,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
         results.extend(rs);
     }
     // Cells of VMs never started (interrupted).
-    for p in planned.iter().skip(results.len()) {
+    for p in planned.iter().skip(results.len() - unbuilt_cells) {
         let r = crate::report::not_run(
             p.scenario,
             p.scheduler,

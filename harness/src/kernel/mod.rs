@@ -120,6 +120,13 @@ impl Kernel {
     }
 }
 
+/// The catalog name of the kernel whose cache entry holds `bzimage`, if
+/// it is one (a bzImage elsewhere has none).
+pub fn name_of_bzimage(bzimage: &Path) -> Option<String> {
+    let meta = std::fs::read(bzimage.parent()?.join("meta.json")).ok()?;
+    serde_json::from_slice::<Meta>(&meta).ok()?.name
+}
+
 /// The catalog name `--kernel ARG` stands for, without building or
 /// fetching anything: the default kernel's for none, ARG itself for a
 /// name, the recorded name of a cached entry's key; `None` for a bzImage

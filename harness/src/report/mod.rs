@@ -53,6 +53,10 @@ pub struct CellResult {
     /// `uname -r` of the kernel, and its cache key (or path hash).
     pub kernel: String,
     pub kernel_id: String,
+    /// Its name in kernel-config/kernels.yaml (`lts`, `stable`, `debian`);
+    /// empty for a kernel without one (and in results written before it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub kernel_name: String,
     /// "kvm" or "tcg".
     pub accel: String,
     /// The VM's shape.
@@ -167,16 +171,54 @@ pub fn not_run(
     dir: &std::path::Path,
     why: &str,
 ) -> CellResult {
+    without_vm(
+        scenario,
+        &scheduler.def.name,
+        &scheduler.version,
+        dir,
+        CellVerdict::NotRun,
+        format!("not run: {why}"),
+    )
+}
+
+/// The result of a cell whose scheduler did not build for the kernel: a
+/// failure of what is tested (its source or its registry entry), with the
+/// build's own error lines.
+pub fn not_built(
+    scenario: &crate::scenario::Loaded,
+    scheduler: &str,
+    dir: &std::path::Path,
+    why: &str,
+) -> CellResult {
+    without_vm(
+        scenario,
+        scheduler,
+        "",
+        dir,
+        CellVerdict::Fail,
+        format!("the scheduler did not build: {why}"),
+    )
+}
+
+fn without_vm(
+    scenario: &crate::scenario::Loaded,
+    scheduler: &str,
+    version: &str,
+    dir: &std::path::Path,
+    verdict: CellVerdict,
+    summary: String,
+) -> CellResult {
     CellResult {
         schema: SCHEMA.into(),
         scenario: scenario.scenario.name.clone(),
         scenario_hash: scenario.hash.clone(),
         scenario_path: scenario.path.clone(),
-        scheduler: scheduler.def.name.clone(),
-        scheduler_version: scheduler.version.clone(),
+        scheduler: scheduler.to_string(),
+        scheduler_version: version.to_string(),
         scheduler_args: Vec::new(),
         kernel: String::new(),
         kernel_id: String::new(),
+        kernel_name: String::new(),
         accel: String::new(),
         cpus: scenario.scenario.vm.cpus,
         memory: scenario.scenario.vm.memory.clone(),
@@ -184,8 +226,8 @@ pub fn not_run(
         started_at: 0,
         elapsed_s: 0.0,
         vm_outcome: "not started".into(),
-        verdict: CellVerdict::NotRun,
-        summary: format!("not run: {why}"),
+        verdict,
+        summary,
         checks: Vec::new(),
         agent: None,
         console_log: dir.join("console.log"),

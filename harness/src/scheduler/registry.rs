@@ -454,10 +454,12 @@ impl Registry {
                 }
                 return Ok(());
             }
-            (_, None) => return bad(format!(
+            (_, None) => {
+                return bad(format!(
                 "{}: kind {:?} needs a source (workspace, kernel_example, crate, bpf_c or path)",
                 d.name, d.kind
-            )),
+            ))
+            }
             (Kind::Binary, Some(Source::BpfC(_))) => {
                 return bad(format!(
                     "{}: a bpf_c source builds a BPF object: use kind bpf_object",
