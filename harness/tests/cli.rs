@@ -274,3 +274,86 @@ fn missing_qemu_names_the_setup_command() {
     assert!(err.contains("qemu-system-x86_64 is not installed"), "{err}");
     assert!(err.contains("cargo ci setup"), "{err}");
 }
+
+#[test]
+fn an_unknown_kernel_name_lists_the_named_kernels() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["kernel", "build", "sttable"][..],
+        &["vm", "--kernel", "sttable", "--", "true"][..],
+    ] {
+        let (code, _, err) = run(harness(dir.path()).args(args));
+        assert_eq!(code, BAD_INPUT, "{args:?}: {err}");
+        assert!(err.contains("sttable"), "{err}");
+        assert!(err.contains("lts, stable, debian"), "{err}");
+        assert_eq!(err.matches("error:").count(), 1, "{err}");
+    }
+}
+
+#[test]
+fn a_command_that_boots_one_kernel_refuses_two() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = run(
+        harness(dir.path()).args(["vm", "--kernel", "lts", "--kernel", "stable", "--", "true"])
+    );
+    assert_eq!(code, BAD_INPUT, "{err}");
+    assert!(
+        err.contains("boots one kernel") && err.contains("run"),
+        "{err}"
+    );
+}
+
+#[test]
+fn kernel_list_names_every_kernel_of_the_catalog_even_in_an_empty_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = run(harness(dir.path()).args(["kernel", "list"]));
+    assert_eq!(code, Some(0), "{err}");
+    for name in ["lts", "stable", "debian"] {
+        assert!(
+            out.lines()
+                .any(|l| l.trim_start().starts_with(name) && l.contains("not here")),
+            "{name}:\n{out}"
+        );
+    }
+    assert!(out.contains("(default)"), "{out}");
+}
+
+#[test]
+fn a_prebuilt_kernel_takes_no_fragments() {
+    let dir = tempfile::tempdir().unwrap();
+    let frag = dir.path().join("x.config");
+    std::fs::write(&frag, "CONFIG_X=y\n").unwrap();
+    let (code, _, err) = run(harness(dir.path())
+        .args(["kernel", "build", "debian", "--config"])
+        .arg(&frag));
+    assert_eq!(code, BAD_INPUT, "{err}");
+    assert!(
+        err.contains("prebuilt") && err.contains("lts, stable"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_package_that_cannot_be_fetched_is_named_with_the_retry_command_and_leaves_nothing() {
+    // Nothing listens on the discard port of the loopback address: apt
+    // fails at once, as with an unreachable archive.
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = run(harness(dir.path())
+        .env("SCX_HARNESS_DEBIAN_MIRROR", "http://127.0.0.1:9/debian")
+        .args(["kernel", "build", "debian"]));
+    assert_eq!(code, Some(69), "{err}");
+    assert!(
+        err.contains("cannot fetch Debian package linux-binary-7.3.4+deb13-amd64")
+            && err.contains("`scx-harness kernel build debian`"),
+        "{err}"
+    );
+    assert_eq!(err.matches("error:").count(), 1, "{err}");
+    assert!(
+        cache_entries(dir.path()).is_empty(),
+        "a kernel was installed"
+    );
+    let debs: Vec<_> = std::fs::read_dir(dir.path().join("debian/debs"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(debs.is_empty(), "something half-fetched was kept: {debs:?}");
+}

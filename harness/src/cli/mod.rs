@@ -79,9 +79,10 @@ enum BuildTarget {
 pub struct VmOpts {
     /// A kernel name of kernel-config/kernels.yaml (lts, stable, debian:
     /// fetched and built on first use), a cache key, a bzImage or a kernel
-    /// tree (default: the catalog's default, lts).
+    /// tree (default: the catalog's default, lts). `run` takes it more
+    /// than once: the cells on each kernel, one after the other.
     #[arg(long, value_name = "NAME|PATH|KEY")]
-    pub kernel: Option<String>,
+    pub kernel: Vec<String>,
     /// Accelerator: auto tries KVM once per host boot and falls back to TCG.
     #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
     pub accel: AccelChoice,
@@ -104,6 +105,24 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 impl VmOpts {
     pub fn timeout(&self) -> Duration {
         self.timeout.unwrap_or(DEFAULT_TIMEOUT)
+    }
+
+    /// The one `--kernel` of a command that boots one kernel (`None`: the
+    /// default); more than one is bad input.
+    pub fn kernel_arg(&self) -> Result<Option<&str>> {
+        match &self.kernel[..] {
+            [] => Ok(None),
+            [k] => Ok(Some(k)),
+            ks => Err(fail(
+                Failure::BadInput,
+                format!(
+                    "--kernel is given {} times ({}); this command boots one kernel\n  \
+                     fix: pass one --kernel (`scx-harness run` takes several)",
+                    ks.len(),
+                    ks.join(", ")
+                ),
+            )),
+        }
     }
 }
 
@@ -309,7 +328,7 @@ pub fn kernel_rm(keys: Vec<String>) -> Result<i32> {
 /// `--kernel` if given, else the default kernel, built if missing.
 pub fn kernel_for(opts: &VmOpts) -> Result<Kernel> {
     let cache = Cache::user();
-    match &opts.kernel {
+    match opts.kernel_arg()? {
         Some(arg) => kernel::resolve(arg, &cache),
         None => {
             let mut progress = Progress::new("default kernel");

@@ -107,162 +107,62 @@ fn plan(args: &RunArgs, registry: &Registry) -> Result<Vec<(String, scenario::Lo
 }
 
 pub fn run(args: RunArgs) -> Result<i32> {
-    let registry = args.registry.load_for(args.vm.kernel.as_deref())?;
-    let pairs = plan(&args, &registry)?;
-    let rundir = crate::rundir::RunDir::create(
-        args.out.clone(),
-        &timestamp(),
-        pairs.len() * args.repeat as usize,
-    )?;
+    // Every kernel's cells are planned (and bad input refused) before
+    // anything is built or booted.
+    let kernels: Vec<Option<&str>> = if args.vm.kernel.is_empty() {
+        vec![None]
+    } else {
+        args.vm.kernel.iter().map(|k| Some(k.as_str())).collect()
+    };
+    let mut plans = Vec::new();
+    for k in &kernels {
+        let registry = args.registry.load_for(*k)?;
+        let pairs = plan(&args, &registry)?;
+        plans.push((*k, registry, pairs));
+    }
+    // Then every kernel is fetched or built (a cold one takes minutes),
+    // before any cell runs.
+    let kernels: Vec<crate::kernel::Kernel> = kernels
+        .iter()
+        .map(|k| {
+            let mut opts = args.vm.clone();
+            opts.kernel = k.iter().map(|k| k.to_string()).collect();
+            kernel_for(&opts)
+        })
+        .collect::<Result<_>>()?;
+    let total: usize = plans.iter().map(|(_, _, p)| p.len()).sum::<usize>() * args.repeat as usize;
+    let rundir = crate::rundir::RunDir::create(args.out.clone(), &timestamp(), total)?;
     let dir = rundir.path().to_path_buf();
     if let Some(db) = &args.record {
         // A database that cannot be opened is reported before any VM boots.
         crate::history::Db::open(db)?;
     }
-    let kernel = kernel_for(&args.vm)?;
-    let cache = Cache::user();
-    let ctx = BuildCtx {
-        cache: &cache,
-        kernel: kernel.entry.as_ref(),
-        registry: &registry,
-    };
-    // Build every scheduler once, before any VM boots. One that does not
-    // build for this kernel fails its own cells (with the build's error
-    // lines); the others run.
-    let mut progress = Progress::new("schedulers");
-    let mut built: std::collections::BTreeMap<String, Built> = Default::default();
-    let mut unbuilt: std::collections::BTreeMap<String, String> = Default::default();
-    for (name, sc) in &pairs {
-        let swap_targets = sc
-            .scenario
-            .swaps
-            .iter()
-            .filter(|sw| sw.to != "cell")
-            .map(|sw| &sw.to);
-        for n in std::iter::once(name).chain(swap_targets) {
-            if !built.contains_key(n) && !unbuilt.contains_key(n) {
-                let def = registry.get(n).map_err(|e| {
-                    e.context(format!("{}: a swap names a scheduler", sc.path.display()))
-                })?;
-                match build::build(def, &ctx, &mut progress)
-                    .and_then(|b| super::schedulers::check_artifact(&b).map(|()| b))
-                {
-                    Ok(b) => {
-                        built.insert(n.clone(), b);
-                    }
-                    Err(e) if crate::error::classify(&e) == Some(Failure::Interrupted) => {
-                        return Err(e)
-                    }
-                    Err(e) => {
-                        eprintln!("scx-harness: {n} did not build; its cells fail: {e:#}");
-                        unbuilt.insert(n.clone(), format!("{e:#}"));
-                    }
+    let ui = Ui::new(total);
+    let mut results: Vec<CellResult> = Vec::new();
+    for ((k, registry, pairs), kernel) in plans.iter().zip(&kernels) {
+        let sub = match k {
+            // With several kernels each has its own part of the run
+            // directory: KERNEL/SCHEDULER/SCENARIO.
+            Some(name) if plans.len() > 1 => dir.join(name.replace('/', "_")),
+            _ => dir.clone(),
+        };
+        if crate::process::interrupted() {
+            for (name, sc) in pairs {
+                for i in 0..args.repeat as usize {
+                    let mut r = crate::report::not_run_named(
+                        sc,
+                        name,
+                        &cell_dir(&sub, name, sc, args.repeat as usize, i),
+                        "interrupted before its kernel's VMs started",
+                    );
+                    r.kernel_name = kernel.name().unwrap_or_default().to_string();
+                    ui.cell(&r);
+                    results.push(r);
                 }
             }
+            continue;
         }
-    }
-    drop(progress);
-    let harness = std::env::current_exe()?;
-    let repeat = args.repeat as usize;
-    let cell_dir = |name: &str, sc: &scenario::Loaded, i: usize| {
-        if repeat > 1 {
-            dir.join(name)
-                .join(&sc.scenario.name)
-                .join(format!("{i:03}"))
-        } else {
-            dir.join(name).join(&sc.scenario.name)
-        }
-    };
-    // A cell whose scheduler, or a scheduler its scenario swaps to, did
-    // not build.
-    let not_built = |name: &str, sc: &scenario::Loaded| {
-        std::iter::once(name)
-            .chain(sc.scenario.swaps.iter().map(|sw| sw.to.as_str()))
-            .find_map(|n| unbuilt.get(n).map(|why| format!("{n}: {why}")))
-    };
-    let mut results: Vec<CellResult> = Vec::new();
-    for (name, sc) in &pairs {
-        if let Some(why) = not_built(name, sc) {
-            for i in 0..repeat {
-                let r = crate::report::not_built(sc, name, &cell_dir(name, sc, i), &why);
-                crate::cell::write_result(&r)?;
-                results.push(r);
-            }
-        }
-    }
-    let planned: Vec<Planned> = pairs
-        .iter()
-        .filter(|(name, sc)| not_built(name, sc).is_none())
-        .flat_map(|p| std::iter::repeat_n(p, repeat).enumerate())
-        .map(|(i, (name, sc))| Planned {
-            scenario: sc,
-            scheduler: &built[name],
-            args: Vec::new(),
-            swap_to: sc
-                .scenario
-                .swaps
-                .iter()
-                .map(|sw| {
-                    if sw.to == "cell" {
-                        &built[name]
-                    } else {
-                        &built[&sw.to]
-                    }
-                })
-                .collect(),
-            dir: cell_dir(name, sc, i),
-        })
-        .collect();
-    // One VM per VM shape (hot-swap), or one per cell.
-    let mut vms: Vec<Vec<&Planned>> = Vec::new();
-    for p in &planned {
-        let shape = &p.scenario.scenario.vm;
-        match vms
-            .iter_mut()
-            .find(|v| !args.vm_per_cell && &v[0].scenario.scenario.vm == shape)
-        {
-            Some(v) => v.push(p),
-            None => vms.push(vec![p]),
-        }
-    }
-    eprintln!(
-        "running {} cell(s) in {} VM(s) on {}; results in {}",
-        planned.len(),
-        vms.len(),
-        kernel.bzimage.display(),
-        dir.display()
-    );
-    let ui = Ui::new(planned.len() + results.len());
-    for r in &results {
-        ui.cell(r);
-    }
-    let unbuilt_cells = results.len();
-    for (n, cells) in vms.iter().enumerate() {
-        if crate::process::interrupted() {
-            break;
-        }
-        let batch: Vec<Planned> = cells.iter().map(|p| (*p).clone()).collect();
-        let vmp = VmPlan {
-            kernel: &kernel.bzimage,
-            harness: &harness,
-            dir: dir.join("vms").join(n.to_string()),
-            accel: args.vm.accel,
-            timeout: args.vm.timeout,
-        };
-        ui.vm(n + 1, vms.len(), &batch[0].id());
-        let rs = cell::run_batch(&batch, &vmp, |r| ui.cell(r))?;
-        results.extend(rs);
-    }
-    // Cells of VMs never started (interrupted).
-    for p in planned.iter().skip(results.len() - unbuilt_cells) {
-        let r = crate::report::not_run(
-            p.scenario,
-            p.scheduler,
-            &p.dir,
-            "interrupted before its VM started",
-        );
-        ui.cell(&r);
-        results.push(r);
+        results.extend(run_on_kernel(&args, kernel, registry, pairs, &sub, &ui)?);
     }
     ui.finish();
     // The table first: what was measured is seen even if nothing more can
@@ -317,6 +217,179 @@ pub fn run(args: RunArgs) -> Result<i32> {
             ))
         }
     }
+}
+
+/// The directory of one cell: DIR/SCHEDULER/SCENARIO, and /NNN per sample
+/// when cells repeat.
+fn cell_dir(
+    dir: &std::path::Path,
+    name: &str,
+    sc: &scenario::Loaded,
+    repeat: usize,
+    i: usize,
+) -> PathBuf {
+    let d = dir.join(name).join(&sc.scenario.name);
+    if repeat > 1 {
+        d.join(format!("{i:03}"))
+    } else {
+        d
+    }
+}
+
+/// The cells of one kernel: its schedulers built (one that does not build
+/// fails its own cells), then one VM per VM shape (or per cell), each
+/// verdict shown as it comes. Cells of VMs never started (interrupted) are
+/// `not run`.
+fn run_on_kernel(
+    args: &RunArgs,
+    kernel: &crate::kernel::Kernel,
+    registry: &Registry,
+    pairs: &[(String, scenario::Loaded)],
+    dir: &std::path::Path,
+    ui: &Ui,
+) -> Result<Vec<CellResult>> {
+    let cache = Cache::user();
+    let ctx = BuildCtx {
+        cache: &cache,
+        kernel: kernel.entry.as_ref(),
+        registry,
+    };
+    // Build every scheduler once, before any VM boots. One that does not
+    // build for this kernel fails its own cells (with the build's error
+    // lines); the others run.
+    let mut progress = Progress::new("schedulers");
+    let mut built: std::collections::BTreeMap<String, Built> = Default::default();
+    let mut unbuilt: std::collections::BTreeMap<String, String> = Default::default();
+    for (name, sc) in pairs {
+        let swap_targets = sc
+            .scenario
+            .swaps
+            .iter()
+            .filter(|sw| sw.to != "cell")
+            .map(|sw| &sw.to);
+        for n in std::iter::once(name).chain(swap_targets) {
+            if !built.contains_key(n) && !unbuilt.contains_key(n) {
+                let def = registry.get(n).map_err(|e| {
+                    e.context(format!("{}: a swap names a scheduler", sc.path.display()))
+                })?;
+                match build::build(def, &ctx, &mut progress)
+                    .and_then(|b| super::schedulers::check_artifact(&b).map(|()| b))
+                {
+                    Ok(b) => {
+                        built.insert(n.to_string(), b);
+                    }
+                    Err(e) if crate::error::classify(&e) == Some(Failure::Interrupted) => {
+                        return Err(e)
+                    }
+                    Err(e) => {
+                        eprintln!("scx-harness: {n} did not build; its cells fail: {e:#}");
+                        unbuilt.insert(n.to_string(), format!("{e:#}"));
+                    }
+                }
+            }
+        }
+    }
+    drop(progress);
+    let harness = std::env::current_exe()?;
+    let repeat = args.repeat as usize;
+    let cell_dir = |name: &str, sc: &scenario::Loaded, i: usize| cell_dir(dir, name, sc, repeat, i);
+    // A cell whose scheduler, or a scheduler its scenario swaps to, did
+    // not build.
+    let not_built = |name: &str, sc: &scenario::Loaded| {
+        std::iter::once(name)
+            .chain(sc.scenario.swaps.iter().map(|sw| sw.to.as_str()))
+            .find_map(|n| unbuilt.get(n).map(|why| format!("{n}: {why}")))
+    };
+    let mut results: Vec<CellResult> = Vec::new();
+    for (name, sc) in pairs {
+        if let Some(why) = not_built(name, sc) {
+            for i in 0..repeat {
+                let mut r = crate::report::not_built(sc, name, &cell_dir(name, sc, i), &why);
+                r.kernel = kernel.release().unwrap_or_default().to_string();
+                r.kernel_name = kernel.name().unwrap_or_default().to_string();
+                crate::cell::write_result(&r)?;
+                results.push(r);
+            }
+        }
+    }
+    let planned: Vec<Planned> = pairs
+        .iter()
+        .filter(|(name, sc)| not_built(name, sc).is_none())
+        .flat_map(|p| std::iter::repeat_n(p, repeat).enumerate())
+        .map(|(i, (name, sc))| Planned {
+            scenario: sc,
+            scheduler: &built[name],
+            args: Vec::new(),
+            swap_to: sc
+                .scenario
+                .swaps
+                .iter()
+                .map(|sw| {
+                    if sw.to == "cell" {
+                        &built[name]
+                    } else {
+                        &built[&sw.to]
+                    }
+                })
+                .collect(),
+            dir: cell_dir(name, sc, i),
+        })
+        .collect();
+    // One VM per VM shape (hot-swap), or one per cell.
+    let mut vms: Vec<Vec<&Planned>> = Vec::new();
+    for p in &planned {
+        let shape = &p.scenario.scenario.vm;
+        match vms
+            .iter_mut()
+            .find(|v| !args.vm_per_cell && &v[0].scenario.scenario.vm == shape)
+        {
+            Some(v) => v.push(p),
+            None => vms.push(vec![p]),
+        }
+    }
+    ui.say(format!(
+        "running {} cell(s) in {} VM(s) on {}{}; results in {}",
+        planned.len(),
+        vms.len(),
+        kernel
+            .name()
+            .map(|n| format!("kernel {n}, "))
+            .unwrap_or_default(),
+        kernel.bzimage.display(),
+        dir.display()
+    ));
+    for r in &results {
+        ui.cell(r);
+    }
+    let unbuilt_cells = results.len();
+    for (n, cells) in vms.iter().enumerate() {
+        if crate::process::interrupted() {
+            break;
+        }
+        let batch: Vec<Planned> = cells.iter().map(|p| (*p).clone()).collect();
+        let vmp = VmPlan {
+            kernel: &kernel.bzimage,
+            harness: &harness,
+            dir: dir.join("vms").join(n.to_string()),
+            accel: args.vm.accel,
+            timeout: args.vm.timeout,
+        };
+        ui.vm(n + 1, vms.len(), &batch[0].id());
+        let rs = cell::run_batch(&batch, &vmp, |r| ui.cell(r))?;
+        results.extend(rs);
+    }
+    // Cells of VMs never started (interrupted).
+    for p in planned.iter().skip(results.len() - unbuilt_cells) {
+        let r = crate::report::not_run(
+            p.scenario,
+            p.scheduler,
+            &p.dir,
+            "interrupted before its VM started",
+        );
+        ui.cell(&r);
+        results.push(r);
+    }
+    Ok(results)
 }
 
 /// What people see while cells run: on a terminal, a bar over all cells

@@ -202,7 +202,7 @@ fn first_line(s: &str, max: usize) -> String {
 }
 
 pub fn build(args: BuildArgs) -> Result<i32> {
-    let registry = args.registry.load_for(args.vm.kernel.as_deref())?;
+    let registry = args.registry.load_for(args.vm.kernel_arg()?)?;
     let defs: Vec<&Def> = if args.names.is_empty() {
         registry.schedulers.iter().collect()
     } else {
@@ -253,7 +253,7 @@ pub fn check_artifact(built: &Built) -> Result<()> {
 }
 
 pub fn run(args: RunArgs) -> Result<i32> {
-    let registry = args.registry.load_for(args.vm.kernel.as_deref())?;
+    let registry = args.registry.load_for(args.vm.kernel_arg()?)?;
     let def = registry.get(&args.name)?.clone();
     if !args.args.is_empty() && def.kind != crate::scheduler::registry::Kind::Binary {
         return Err(fail(

@@ -181,6 +181,24 @@ pub fn not_run(
     )
 }
 
+/// The result of a cell that never ran, its scheduler known by name only
+/// (not built yet: its kernel was never reached).
+pub fn not_run_named(
+    scenario: &crate::scenario::Loaded,
+    scheduler: &str,
+    dir: &std::path::Path,
+    why: &str,
+) -> CellResult {
+    without_vm(
+        scenario,
+        scheduler,
+        "",
+        dir,
+        CellVerdict::NotRun,
+        format!("not run: {why}"),
+    )
+}
+
 /// The result of a cell whose scheduler did not build for the kernel: a
 /// failure of what is tested (its source or its registry entry), with the
 /// build's own error lines.
@@ -238,9 +256,24 @@ fn without_vm(
 /// The final table: scheduler x scenario, verdict, and the key numbers
 /// (worst p99 run delay and longest runnable wait of the scheduler pass).
 pub fn table(results: &[CellResult]) -> String {
+    // A KERNEL column when the cells ran on more than one kernel.
+    let kernels: std::collections::BTreeSet<&str> =
+        results.iter().map(|r| r.kernel_name.as_str()).collect();
+    let kernel_col = |k: &str| {
+        if kernels.len() > 1 {
+            format!("{k:<8} ")
+        } else {
+            String::new()
+        }
+    };
     let mut t = format!(
-        "{:<14} {:<22} {:<8} {:>9} {:>9} SUMMARY\n",
-        "SCHEDULER", "SCENARIO", "VERDICT", "p99 max", "stall"
+        "{}{:<14} {:<22} {:<8} {:>9} {:>9} SUMMARY\n",
+        kernel_col("KERNEL"),
+        "SCHEDULER",
+        "SCENARIO",
+        "VERDICT",
+        "p99 max",
+        "stall"
     );
     for r in results {
         let pass = r.agent.as_ref().and_then(|a| a.pass("scheduler"));
@@ -262,7 +295,12 @@ pub fn table(results: &[CellResult]) -> String {
             })
             .map_or("-".into(), |ns| short(Duration::from_nanos(ns)));
         t.push_str(&format!(
-            "{:<14} {:<22} {:<8} {:>9} {:>9} {}\n",
+            "{}{:<14} {:<22} {:<8} {:>9} {:>9} {}\n",
+            kernel_col(if r.kernel_name.is_empty() {
+                "-"
+            } else {
+                &r.kernel_name
+            }),
             r.scheduler,
             r.scenario,
             r.verdict.label(),
