@@ -607,6 +607,7 @@ mod tests {
             payload_status: None,
             loader_log: vec![],
             kernel_log: vec![],
+            events: Default::default(),
             stdout: String::new(),
             stderr: String::new(),
         }

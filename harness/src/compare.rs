@@ -33,6 +33,8 @@ pub enum Unit {
     Nanos,
     Fraction,
     PerSecond,
+    /// A number of events.
+    Count,
 }
 
 impl Unit {
@@ -44,6 +46,7 @@ impl Unit {
             Unit::Nanos => short(Duration::from_nanos(v.max(0.0) as u64)),
             Unit::Fraction => format!("{:.1}%", v * 100.0),
             Unit::PerSecond => format!("{v:.0}/s"),
+            Unit::Count => format!("{v:.0}"),
         }
     }
 }
@@ -61,6 +64,11 @@ pub fn kind(name: &str) -> (Better, bool, Unit) {
         (Better::Lower, false, Unit::Nanos)
     } else if name.starts_with("cpu_share.") {
         (Better::Neither, false, Unit::Fraction)
+    } else if name.starts_with("sched_ext_event.") {
+        // The kernel's counts of fallbacks and anomalies (a CPU the
+        // scheduler picked that the task could not use, a dispatch to an
+        // offline CPU, time in bypass mode, ...): fewer is better.
+        (Better::Lower, false, Unit::Count)
     } else {
         (Better::Higher, true, Unit::PerSecond)
     }
@@ -69,7 +77,9 @@ pub fn kind(name: &str) -> (Better, bool, Unit) {
 /// The metrics of one measured run (its scheduler pass), by name:
 /// `run_delay.GROUP.p50|p99|max` (ns), `stall_max` (ns, longest wait of
 /// any task over the whole pass), `cpu_share.GROUP` (fraction of the VM),
-/// `throughput.GROUP` (iterations per second, for groups that count them).
+/// `throughput.GROUP` (iterations per second, for groups that count them),
+/// `sched_ext_event.NAME` (the kernel's own sched_ext event counters over
+/// the scheduler's attachment, on kernels that have them: 7.3).
 /// Empty when the run was not measured.
 pub fn metrics(r: &CellResult) -> BTreeMap<String, f64> {
     let mut m = BTreeMap::new();
@@ -99,6 +109,11 @@ pub fn metrics(r: &CellResult) -> BTreeMap<String, f64> {
         }
     }
     m.insert("stall_max".into(), stall as f64);
+    if let Some(report) = r.agent.as_ref().and_then(|a| a.scheduler.as_ref()) {
+        for (name, count) in &report.events {
+            m.insert(format!("sched_ext_event.{name}"), *count as f64);
+        }
+    }
     m
 }
 

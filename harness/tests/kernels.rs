@@ -32,6 +32,29 @@ fn trials() -> Vec<Trial> {
             ));
         }
     }
+    // sched_ext's own event counters: 7.3 has them
+    // (/sys/kernel/sched_ext/root/events), 6.12 does not; a scheduler's
+    // report carries them as the kernel counted them.
+    for (kernel, has) in [("stable", true), ("lts", false)] {
+        out.push(Trial::test(format!("events::{kernel}"), move || {
+            let entry = common::named_kernel(kernel);
+            let run = common::run_scheduler_on(&entry, "scx_local", &[], Some(cpu_load(4, 2.0)));
+            let r = run
+                .report
+                .as_ref()
+                .ok_or_else(|| format!("no report\n{}", common::explain_vm(&run.vm)))?;
+            if has {
+                for name in ["SCX_EV_SELECT_CPU_FALLBACK", "SCX_EV_BYPASS_DURATION"] {
+                    if !r.events.contains_key(name) {
+                        return Err(format!("{name} missing from {:?}", r.events).into());
+                    }
+                }
+            } else if !r.events.is_empty() {
+                return Err(format!("6.12 has no event counters, yet: {:?}", r.events).into());
+            }
+            Ok(())
+        }));
+    }
     out
 }
 

@@ -187,6 +187,19 @@ fn cell(r: &CellResult, plots: &mut usize) -> String {
             s.push_str(&cdf_plot(p, fair, plots));
             s.push_str(&share_plot(p, r.cpus, plots));
         }
+        if let Some(rep) = a.scheduler.as_ref().filter(|rep| !rep.events.is_empty()) {
+            s.push_str(
+                "<table class=\"events\"><tr><th>sched_ext event (the kernel's counter over the attachment)</th><th>count</th></tr>\n",
+            );
+            for (name, count) in &rep.events {
+                let _ = writeln!(
+                    s,
+                    "<tr><td>{}</td><td class=\"num\">{count}</td></tr>",
+                    esc(name)
+                );
+            }
+            s.push_str("</table>\n");
+        }
     }
     s.push_str("</section>\n");
     s

@@ -92,6 +92,21 @@ pub struct Counters {
     pub switch_all: u64,
 }
 
+/// `root/events` of the attached scheduler ("NAME COUNT" lines), empty
+/// where the kernel has no such file.
+fn read_events() -> std::collections::BTreeMap<String, u64> {
+    parse_events(&read_sysfs("root/events").unwrap_or_default())
+}
+
+fn parse_events(text: &str) -> std::collections::BTreeMap<String, u64> {
+    text.lines()
+        .filter_map(|l| {
+            let (name, count) = l.trim().split_once(char::is_whitespace)?;
+            Some((name.to_string(), count.trim().parse().ok()?))
+        })
+        .collect()
+}
+
 fn read_sysfs(name: &str) -> Option<String> {
     std::fs::read_to_string(Path::new(SYSFS).join(name))
         .ok()
@@ -191,6 +206,13 @@ pub struct Report {
     pub loader_log: Vec<String>,
     /// The kernel's sched_ext lines printed during the run.
     pub kernel_log: Vec<String>,
+    /// sched_ext's own event counters for this scheduler
+    /// (`/sys/kernel/sched_ext/root/events`, "NAME COUNT" lines; 7.3 has
+    /// them, 6.12 does not: `SCX_ATTR(events)` in kernel/sched/ext/ext.c),
+    /// read just before it was stopped: counts since it attached. Empty
+    /// where the kernel has none or the scheduler was not attached then.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub events: std::collections::BTreeMap<String, u64>,
     pub stdout: String,
     pub stderr: String,
 }
@@ -533,6 +555,11 @@ impl Session {
     /// Stops it, waits for the kernel to finish disabling it, and
     /// classifies the run.
     pub fn finish(mut self, payload_status: Option<i32>) -> Report {
+        // The counters go with the scheduler: read them while it is there.
+        let events = match (&self.spec.ops, counters()) {
+            (Some(_), c) if c.state == "enabled" => read_events(),
+            _ => Default::default(),
+        };
         self.stop();
         let detach_deadline = Instant::now() + DETACH_TIMEOUT;
         while self.spec.ops.is_some()
@@ -675,6 +702,7 @@ impl Session {
             payload_status,
             loader_log,
             kernel_log,
+            events,
             stdout,
             stderr,
         }
@@ -958,6 +986,16 @@ Error: Failed to load BPF program"
             "R0 invalid mem access 'scalar' (at main.bpf.c:187)"
         );
         assert_eq!(verifier_says(&log[..3]), None);
+    }
+
+    #[test]
+    fn event_counters_are_read_as_7_3_writes_them() {
+        // scx_attr_events_show: "%s %llu\n" per SCX_EVENTS_LIST entry.
+        let e =
+            parse_events("SCX_EV_SELECT_CPU_FALLBACK 12\nSCX_EV_BYPASS_DURATION 0\nnot a line\n");
+        assert_eq!(e.len(), 2);
+        assert_eq!(e["SCX_EV_SELECT_CPU_FALLBACK"], 12);
+        assert!(parse_events("").is_empty());
     }
 
     #[test]
