@@ -69,6 +69,10 @@ const PACKAGES: &[(&str, &str)] = &[
         "depmod indexes the modules of Debian's prebuilt kernel (`debian` in kernel-config/kernels.yaml); the guest's modprobe",
     ),
     (
+        "libzstd-dev",
+        "links the runner of each kernel's sched_ext selftests (tools/testing/selftests/sched_ext)",
+    ),
+    (
         "debian-archive-keyring",
         "apt checks the packages the harness fetches for the `stable` and `debian` kernels",
     ),

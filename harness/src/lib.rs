@@ -26,6 +26,7 @@ pub mod report;
 pub mod rundir;
 pub mod scenario;
 pub mod scheduler;
+pub mod selftests;
 pub mod stats;
 pub mod units;
 pub mod vm;

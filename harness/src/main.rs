@@ -27,6 +27,8 @@ enum Command {
     },
     /// Boot a kernel and run a command in the guest (a shell without one).
     Vm(cli::VmArgs),
+    /// Build and run the kernel's own sched_ext selftests in a VM of it.
+    Selftests(cli::SelftestsArgs),
     /// The schedulers the harness knows: list, build, try one in a VM.
     Schedulers {
         #[command(subcommand)]
@@ -137,6 +139,7 @@ fn main() -> ProcessExit {
             KernelCommand::Rm { keys } => cli::kernel_rm(keys),
         },
         Command::Vm(a) => cli::vm(a),
+        Command::Selftests(a) => cli::selftests(a),
         Command::Schedulers { command } => match command {
             SchedulersCommand::List(a) => cli::schedulers::list(a),
             SchedulersCommand::Build(a) => cli::schedulers::build(a),

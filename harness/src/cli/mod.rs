@@ -139,6 +139,15 @@ pub struct VmArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct SelftestsArgs {
+    #[command(flatten)]
+    pub opts: VmOpts,
+    /// Keep the run directory (console log) even when every test passed.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct BenchBootArgs {
     #[command(flatten)]
     pub opts: VmOpts,
@@ -299,6 +308,90 @@ pub fn kernel_path(key: Option<String>) -> Result<i32> {
         })?,
     };
     println!("{}", entry.bzimage().display());
+    Ok(0)
+}
+
+/// `scx-harness selftests`: the kernel's own sched_ext selftests, built in
+/// its tree and run as one suite in a VM of it; a line per test.
+pub fn selftests(args: SelftestsArgs) -> Result<i32> {
+    let kernel = kernel_for(&args.opts)?;
+    let entry = kernel.entry.as_ref().ok_or_else(|| {
+        fail(
+            Failure::BadInput,
+            "the selftests are built in a cached kernel's tree; this kernel is a bare bzImage\n  \
+             fix: pass a kernel name (`--kernel stable`) or a cache key",
+        )
+    })?;
+    let cache = Cache::user();
+    let tree = kernel::source_tree(entry, &cache)?;
+    let names = crate::selftests::names(&tree)?;
+    let mut progress = Progress::new("selftests");
+    let runner = crate::selftests::build(&cache, entry, &mut progress)?;
+    progress.finish(&format!(
+        "{} test(s), runner {}",
+        names.len(),
+        runner.display()
+    ));
+    let work = new_run_dir("scx-harness-selftests-")?;
+    let suite = crate::selftests::run_suite(
+        entry,
+        &runner,
+        &work,
+        args.opts.timeout.unwrap_or(Duration::from_secs(600)),
+    )?;
+    let known = crate::selftests::Known::load()?;
+    let kname = kernel.name().unwrap_or("");
+    let mut unexpected = 0;
+    for n in &names {
+        let (label, why) = match suite.outcomes.get(n) {
+            Some(o) => match o.status {
+                crate::selftests::Status::Pass => ("pass", String::new()),
+                crate::selftests::Status::Skip => {
+                    ("skip", o.output.last().cloned().unwrap_or_default())
+                }
+                crate::selftests::Status::Fail => match known.get(kname, n) {
+                    Some(k) => ("known", k.reason.clone()),
+                    None => {
+                        unexpected += 1;
+                        (
+                            "FAIL",
+                            o.output
+                                .iter()
+                                .rev()
+                                .take(3)
+                                .cloned()
+                                .collect::<Vec<_>>()
+                                .join(" | "),
+                        )
+                    }
+                },
+            },
+            None => {
+                unexpected += 1;
+                (
+                    "NOT RUN",
+                    format!("the suite ended before it ({})", suite.vm_outcome),
+                )
+            }
+        };
+        println!("{label:<8} {n:<32} {why}");
+    }
+    if unexpected == 0 && !args.keep {
+        let _ = std::fs::remove_dir_all(&work);
+    } else {
+        eprintln!("scx-harness: run directory kept: {}", work.display());
+    }
+    if unexpected > 0 {
+        return Err(fail(
+            Failure::UnderTest,
+            format!(
+                "{unexpected} of {} selftest(s) of kernel {} failed or did not run; console: {}",
+                names.len(),
+                kernel.name().unwrap_or(&entry.meta.key),
+                suite.console_log.display()
+            ),
+        ));
+    }
     Ok(0)
 }
 
