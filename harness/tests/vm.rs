@@ -66,7 +66,7 @@ fn boots_named_kernel(name: &str) {
         work.path().to_path_buf(),
         sh("cat /sys/kernel/sched_ext/state; uname -r; \
             if [ -e /proc/config.gz ]; then zcat /proc/config.gz; else cat /boot/config-$(uname -r); fi | grep -c '^CONFIG_SCHED_CLASS_EXT=y'; \
-            grep -c '^9p ' /proc/modules || echo builtin"),
+            if grep -q '^9p ' /proc/modules; then echo module; else echo builtin; fi"),
     );
     s.timeout = Some(Duration::from_secs(120));
     let r = vm::run(&s).unwrap();
@@ -78,7 +78,7 @@ fn boots_named_kernel(name: &str) {
     );
     let lines: Vec<&str> = r.stdout.lines().collect();
     let nine_p = if entry.modules().is_dir() {
-        "1"
+        "module"
     } else {
         "builtin"
     };

@@ -10,9 +10,9 @@
 use std::path::Path;
 
 use anyhow::Result;
-use libbpf_rs::btf::types::{Array, Composite, DataSec, Int, MemberAttr, Var};
+use libbpf_rs::btf::types::{Array, Composite, DataSec, Enum, Enum64, Int, MemberAttr, Var};
 use libbpf_rs::btf::{Btf, HasSize, ReferencesType};
-use libbpf_rs::{AsRawLibbpf, Link, MapCore, MapFlags, MapType, Object, ObjectBuilder};
+use libbpf_rs::{AsRawLibbpf, Link, MapCore, MapFlags, MapType, Object, ObjectBuilder, OpenObject};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{fail, Failure};
@@ -77,9 +77,10 @@ pub fn load_and_attach(path: &Path) -> std::result::Result<Attached, LoadFailure
 
 fn try_load_and_attach(path: &Path) -> std::result::Result<Attached, String> {
     let name = check(path).map_err(|e| format!("{e:#}"))?;
-    let open = ObjectBuilder::default()
+    let mut open = ObjectBuilder::default()
         .open_file(path)
         .map_err(|e| format!("opening {}: {e}", path.display()))?;
+    init_enums(&mut open)?;
     let mut object = open
         .load()
         .map_err(|e| format!("loading {}: {e}", path.display()))?;
@@ -94,6 +95,74 @@ fn try_load_and_attach(path: &Path) -> std::result::Result<Attached, String> {
         object,
         link: Some(link),
     })
+}
+
+/// What a scheduler's own loader does with `SCX_ENUM_INIT` before load:
+/// since 6.13 the scx headers (`enums.autogen.bpf.h`) turn constants such
+/// as `SCX_DSQ_LOCAL` into `.rodata` variables (`__SCX_DSQ_LOCAL`) that user
+/// space fills from the kernel's BTF, so that one object runs on kernels
+/// whose enum values differ. Left at 0, `SCX_DSQ_LOCAL` is DSQ 0 and the
+/// kernel ejects the scheduler ("non-existent DSQ 0x0", seen on 7.3). Every
+/// `.rodata` variable named `__NAME` whose NAME is an enumerator of the
+/// running kernel's BTF gets that enumerator's value; an object built
+/// against 6.12's headers has none and is left as it is.
+fn init_enums(open: &mut OpenObject) -> std::result::Result<(), String> {
+    let wanted: Vec<(String, usize, usize)> = {
+        let Some(btf) = Btf::from_bpf_object(unsafe { open.as_libbpf_object().as_ref() })
+            .ok()
+            .flatten()
+        else {
+            return Ok(());
+        };
+        let Some(sec) = btf.type_by_name::<DataSec>(".rodata") else {
+            return Ok(());
+        };
+        sec.iter()
+            .filter_map(|info| {
+                let var: Var = btf.type_by_id(info.ty)?;
+                let name = var.name()?.to_str()?.strip_prefix("__")?.to_string();
+                Some((name, info.offset as usize, info.size))
+            })
+            .collect()
+    };
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let kernel = Btf::from_vmlinux().map_err(|e| format!("reading the kernel's BTF: {e}"))?;
+    let mut values: std::collections::HashMap<String, i128> = Default::default();
+    for e in kernel.type_by_kind::<Enum>() {
+        for m in e.iter() {
+            if let Some(n) = m.name.and_then(|n| n.to_str()) {
+                values.insert(n.to_string(), m.value.into());
+            }
+        }
+    }
+    for e in kernel.type_by_kind::<Enum64>() {
+        for m in e.iter() {
+            if let Some(n) = m.name.and_then(|n| n.to_str()) {
+                values.insert(n.to_string(), m.value);
+            }
+        }
+    }
+    let Some(mut rodata) = open.maps_mut().find(|m| {
+        let n = m.name().to_string_lossy();
+        n == ".rodata" || n.ends_with(".rodata")
+    }) else {
+        return Ok(());
+    };
+    let Some(bytes) = rodata.initial_value_mut() else {
+        return Ok(());
+    };
+    for (name, offset, size) in wanted {
+        let Some(v) = values.get(&name) else { continue };
+        let le = (*v as u64).to_le_bytes();
+        if size <= 8 {
+            if let Some(slot) = bytes.get_mut(offset..offset + size) {
+                slot.copy_from_slice(&le[..size]);
+            }
+        }
+    }
+    Ok(())
 }
 
 impl Attached {

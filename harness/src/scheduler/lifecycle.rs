@@ -326,12 +326,26 @@ fn self_exited(child: &mut Child, status: &mut Option<ExitStatus>) -> bool {
     status.is_some()
 }
 
-fn tail_lines(text: &str, n: usize) -> Vec<String> {
+/// What a report keeps of a loader's output: its last 25 lines, and where
+/// the verifier explains itself at length (7.3's "Verification failed"
+/// block can run to a hundred lines) also the verifier's own error line and
+/// the source line above it, which the tail would lose.
+fn loader_excerpt(text: &str) -> Vec<String> {
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines.len().saturating_sub(n)..]
+    let tail_from = lines.len().saturating_sub(25);
+    let mut keep: Vec<usize> = Vec::new();
+    if let Some(h) = lines[..tail_from]
         .iter()
-        .map(|s| s.to_string())
-        .collect()
+        .position(|l| l.starts_with("Verification failed"))
+    {
+        let from = lines[..h]
+            .iter()
+            .rposition(|l| l.starts_with("; "))
+            .unwrap_or(h.saturating_sub(2));
+        keep.extend(from..=h);
+    }
+    keep.extend(tail_from..lines.len());
+    keep.iter().map(|&i| lines[i].to_string()).collect()
 }
 
 /// The line of a loader's output that says why: the last one that speaks of
@@ -454,7 +468,7 @@ impl Session {
                     uei: None,
                 },
                 Err(f) => {
-                    loader_log = tail_lines(&f.log.join("\n"), 25);
+                    loader_log = loader_excerpt(&f.log.join("\n"));
                     failed_start = Some(f.message);
                     Running::Object {
                         attached: None,
@@ -619,7 +633,7 @@ impl Session {
                 .next_back(),
         };
         if !attached && loader_log.is_empty() {
-            loader_log = tail_lines(&stderr, 25);
+            loader_log = loader_excerpt(&stderr);
         }
 
         let exit_text =
@@ -986,6 +1000,32 @@ Error: Failed to load BPF program"
             "R0 invalid mem access 'scalar' (at main.bpf.c:187)"
         );
         assert_eq!(verifier_says(&log[..3]), None);
+    }
+
+    #[test]
+    fn a_long_explanation_keeps_the_verifiers_own_line_in_the_excerpt() {
+        let mut text = String::from(
+            "libbpf: prog 'qmap_dequeue': -- BEGIN PROG LOAD LOG --\n\
+             ; taskc->q_prev = NULL; @ scx_qmap.bpf.c:336\n\
+             97: (7b) *(u64 *)(r7 +16) = r1\n\
+             R7 invalid mem access 'scalar'\n\n\
+             Verification failed: Register Type Safety: Invalid dereference\n",
+        );
+        for i in 0..100 {
+            text.push_str(&format!("  context line {i} @ scx_qmap.bpf.c:{i}\n"));
+        }
+        text.push_str(
+            "processed 71 insns (limit 1000000)\n-- END PROG LOAD LOG --\nFailed to load skel\n",
+        );
+        let excerpt = loader_excerpt(&text);
+        assert!(excerpt.len() <= 25 + 4, "{excerpt:#?}");
+        assert_eq!(
+            verifier_says(&excerpt).unwrap(),
+            "R7 invalid mem access 'scalar' (at scx_qmap.bpf.c:336) \
+             [Verification failed: Register Type Safety: Invalid dereference]"
+        );
+        // A short log is its tail, as before.
+        assert_eq!(loader_excerpt("a\n\nb\n"), ["a", "b"]);
     }
 
     #[test]
