@@ -225,6 +225,10 @@ fn vng_args(spec: &VmSpec, accel: Accel, shared: &Path) -> Vec<String> {
     ];
     if accel == Accel::Tcg {
         args.push("--disable-kvm".into());
+        if patches_text_at_run_time(&spec.kernel) {
+            // One host thread runs every vCPU: see patches_text_at_run_time.
+            args.push("--qemu-opts=-accel tcg,thread=single".into());
+        }
     }
     // Without a Rust virtiofsd on the host (Debian 12 has none), vng tries
     // the C one for the root and each shared directory, waiting 3.1 s each
@@ -253,6 +257,23 @@ fn vng_args(spec: &VmSpec, accel: Accel, shared: &Path) -> Vec<String> {
         args.push(format!("--append={karg}"));
     }
     args
+}
+
+/// Whether the kernel patches its own text when static keys flip
+/// (`CONFIG_JUMP_LABEL=y` in the `config` beside its bzImage: Debian's
+/// prebuilt kernel; ours are built without it, kernel-config/sched-ext.config).
+/// Under QEMU's multi-threaded TCG a vCPU can run a stale translation of
+/// the int3 that text_poke_bp() plants while another vCPU patches, and the
+/// guest dies with "Oops: int3" (Debian's 7.3.4 kernel: 2 of about 30 boots
+/// on 2026-11-30, 1.5 s into boot, when the boot-time trace events flip
+/// their keys; every sched_ext attach and detach flips more). With one host
+/// thread running all vCPUs (`-accel tcg,thread=single`) no vCPU runs while
+/// another patches; the guest's vCPUs then share that one host thread.
+fn patches_text_at_run_time(bzimage: &Path) -> bool {
+    bzimage
+        .parent()
+        .and_then(|d| std::fs::read_to_string(d.join("config")).ok())
+        .is_some_and(|c| c.lines().any(|l| l.trim() == "CONFIG_JUMP_LABEL=y"))
 }
 
 /// Kernel arguments of every guest. `loglevel=7`: every kernel line on the
@@ -672,6 +693,34 @@ mod tests {
         assert!(args.contains(&"--rwdir".to_string()));
         let kvm = vng_args(&spec, Accel::Kvm, Path::new("/w/shared"));
         assert!(!kvm.contains(&"--disable-kvm".to_string()));
+    }
+
+    #[test]
+    fn a_kernel_that_patches_its_text_runs_its_vcpus_on_one_host_thread_under_tcg() {
+        let dir = tempfile::tempdir().unwrap();
+        let bz = dir.path().join("bzImage");
+        let single = "--qemu-opts=-accel tcg,thread=single".to_string();
+        let args = |accel| {
+            let spec = VmSpec::new(bz.clone(), dir.path().into(), GuestCommand::Exec(vec![]));
+            vng_args(&spec, accel, Path::new("/w/shared"))
+        };
+        // Ours: no JUMP_LABEL (or no config at all): multi-threaded TCG.
+        assert!(!args(Accel::Tcg).contains(&single));
+        std::fs::write(
+            dir.path().join("config"),
+            "# CONFIG_JUMP_LABEL is not set\n",
+        )
+        .unwrap();
+        assert!(!args(Accel::Tcg).contains(&single));
+        // Debian's: JUMP_LABEL=y.
+        std::fs::write(
+            dir.path().join("config"),
+            "CONFIG_A=y\nCONFIG_JUMP_LABEL=y\n",
+        )
+        .unwrap();
+        assert!(args(Accel::Tcg).contains(&single));
+        // KVM has no such race.
+        assert!(!args(Accel::Kvm).contains(&single));
     }
 
     #[test]
