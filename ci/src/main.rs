@@ -123,6 +123,15 @@ fn main() -> Result<()> {
             }
             step("test: build or reuse every scheduler in the registry (crates: minutes, once)");
             cmd!(sh, "{harness} schedulers build").run()?;
+            // Each kernel's own examples and our BPF objects, and the crate
+            // versions the registry names there (scx_lavd's newest on 7.3),
+            // before the tests: not inside a test's deadline.
+            for name in ["stable", "debian"] {
+                step(&format!(
+                    "test: build or reuse the schedulers of kernel {name}"
+                ));
+                cmd!(sh, "{harness} schedulers build --kernel {name}").run()?;
+            }
             test(&sh, &args[1..])?;
             step("test: fuzz smoke (30 s per target; `cargo ci fuzz` runs longer)");
             fuzz(&sh, &root, &["30".to_string()])

@@ -141,14 +141,18 @@ pub fn build(cache: &Cache, entry: &Entry, progress: &mut Progress) -> Result<Pa
         return Err(fail(
             Failure::BadInput,
             format!(
-                "kernel {} has no {DIR} in its tree {}\n  fix: rebuild it (`scx-harness kernel rm {} && scx-harness kernel build`)",
+                "kernel {} has no {DIR} in its tree {}\n  fix: {}",
                 entry.meta.key,
                 tree.display(),
-                entry.meta.key
+                crate::kernel::rebuild_hint(entry)
             ),
         ));
     }
-    let _lock = crate::kernel::lock(&cache.locks_dir(), &format!("selftests-{}", entry.meta.key))?;
+    // Per tree: a prebuilt kernel builds in its `tree_from` kernel's tree.
+    let _lock = crate::kernel::lock(
+        &cache.locks_dir(),
+        &crate::kernel::tree_lock_name("selftests", &tree),
+    )?;
     if runner.is_file() {
         return Ok(runner);
     }
@@ -253,12 +257,28 @@ pub struct SuiteRun {
 /// outcome read from the output. A test missing from the result was not
 /// reached (the VM crashed or ran out of time before it): `SuiteRun` says
 /// how the VM ended.
-pub fn run_suite(entry: &Entry, runner: &Path, work: &Path, timeout: Duration) -> Result<SuiteRun> {
-    let mut spec = VmSpec::new(
-        entry.bzimage(),
-        work.to_path_buf(),
-        GuestCommand::Exec(vec![runner.display().to_string(), "-q".into()]),
-    );
+///
+/// `shape` sets the VM's accelerator, vCPUs and memory (`VmSpec::new`'s
+/// defaults otherwise); its kernel, work directory, command and timeout are
+/// replaced.
+pub fn run_suite(
+    entry: &Entry,
+    runner: &Path,
+    work: &Path,
+    timeout: Duration,
+    shape: Option<&VmSpec>,
+) -> Result<SuiteRun> {
+    let command = GuestCommand::Exec(vec![runner.display().to_string(), "-q".into()]);
+    let mut spec = match shape {
+        Some(s) => {
+            let mut s = s.clone();
+            s.kernel = entry.bzimage();
+            s.work_dir = work.to_path_buf();
+            s.command = command;
+            s
+        }
+        None => VmSpec::new(entry.bzimage(), work.to_path_buf(), command),
+    };
     spec.timeout = Some(timeout);
     let r: VmResult = vm::run(&spec)?;
     let outcomes = parse(&r.stdout);

@@ -301,6 +301,19 @@ fn a_command_that_boots_one_kernel_refuses_two() {
         err.contains("boots one kernel") && err.contains("run"),
         "{err}"
     );
+    // `run` takes several, each once.
+    let (code, _, err) = run(harness(dir.path()).args([
+        "run",
+        "--kernel",
+        "lts",
+        "--kernel",
+        "lts",
+        "-s",
+        "default",
+        "idle-baseline",
+    ]));
+    assert_eq!(code, BAD_INPUT, "{err}");
+    assert!(err.contains("--kernel lts is given twice"), "{err}");
 }
 
 #[test]

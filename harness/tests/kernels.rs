@@ -134,7 +134,9 @@ fn suite(kernel: &str) -> Result<scx_harness::selftests::SuiteRun, String> {
         &entry,
         &runner,
         &work,
-        std::time::Duration::from_secs(900),
+        // Within nextest's kill for this binary (.config/nextest.toml).
+        std::time::Duration::from_secs(600),
+        None,
     )
     .map_err(|e| format!("{e:#}"))?;
     scx_harness::kernel::cache::write_atomic(&file, &serde_json::to_vec(&suite).unwrap())

@@ -333,11 +333,18 @@ pub fn selftests(args: SelftestsArgs) -> Result<i32> {
         runner.display()
     ));
     let work = new_run_dir("scx-harness-selftests-")?;
+    let shape = spec_for(
+        &args.opts,
+        &kernel,
+        work.clone(),
+        GuestCommand::Exec(vec![]),
+    );
     let suite = crate::selftests::run_suite(
         entry,
         &runner,
         &work,
         args.opts.timeout.unwrap_or(Duration::from_secs(600)),
+        Some(&shape),
     )?;
     let known = crate::selftests::Known::load()?;
     let kname = kernel.name().unwrap_or("");

@@ -114,6 +114,18 @@ pub fn run(args: RunArgs) -> Result<i32> {
     } else {
         args.vm.kernel.iter().map(|k| Some(k.as_str())).collect()
     };
+    if let Some(k) = args
+        .vm
+        .kernel
+        .iter()
+        .enumerate()
+        .find_map(|(i, k)| args.vm.kernel[..i].contains(k).then_some(k))
+    {
+        return Err(fail(
+            Failure::BadInput,
+            format!("--kernel {k} is given twice\n  fix: name each kernel once"),
+        ));
+    }
     let mut plans = Vec::new();
     for k in &kernels {
         let registry = args.registry.load_for(*k)?;
@@ -155,14 +167,45 @@ pub fn run(args: RunArgs) -> Result<i32> {
                         &cell_dir(&sub, name, sc, args.repeat as usize, i),
                         "interrupted before its kernel's VMs started",
                     );
-                    r.kernel_name = kernel.name().unwrap_or_default().to_string();
+                    set_kernel(&mut r, kernel);
                     ui.cell(&r);
                     results.push(r);
                 }
             }
             continue;
         }
-        results.extend(run_on_kernel(&args, kernel, registry, pairs, &sub, &ui)?);
+        match run_on_kernel(&args, kernel, registry, pairs, &sub, &ui) {
+            Ok(rs) => results.extend(rs),
+            // With one kernel its error is the run's, as before; with
+            // several, the kernels that ran keep their results and this
+            // one's cells say what stopped them.
+            Err(e)
+                if plans.len() == 1 || crate::error::classify(&e) == Some(Failure::Interrupted) =>
+            {
+                if results.is_empty() {
+                    return Err(e);
+                }
+                eprintln!("scx-harness: {e:#}");
+            }
+            Err(e) => {
+                let why = format!("{e:#}");
+                for (name, sc) in pairs {
+                    for i in 0..args.repeat as usize {
+                        let mut r = crate::report::not_run_named(
+                            sc,
+                            name,
+                            &cell_dir(&sub, name, sc, args.repeat as usize, i),
+                            &why,
+                        );
+                        r.verdict = CellVerdict::Error;
+                        r.summary = format!("not measured: {why}");
+                        set_kernel(&mut r, kernel);
+                        ui.cell(&r);
+                        results.push(r);
+                    }
+                }
+            }
+        }
     }
     ui.finish();
     // The table first: what was measured is seen even if nothing more can
@@ -217,6 +260,12 @@ pub fn run(args: RunArgs) -> Result<i32> {
             ))
         }
     }
+}
+
+/// A cell that never reached a VM still says which kernel it was for.
+fn set_kernel(r: &mut CellResult, kernel: &crate::kernel::Kernel) {
+    r.kernel = kernel.release().unwrap_or_default().to_string();
+    r.kernel_name = kernel.name().unwrap_or_default().to_string();
 }
 
 /// The directory of one cell: DIR/SCHEDULER/SCENARIO, and /NNN per sample
@@ -305,8 +354,7 @@ fn run_on_kernel(
         if let Some(why) = not_built(name, sc) {
             for i in 0..repeat {
                 let mut r = crate::report::not_built(sc, name, &cell_dir(name, sc, i), &why);
-                r.kernel = kernel.release().unwrap_or_default().to_string();
-                r.kernel_name = kernel.name().unwrap_or_default().to_string();
+                set_kernel(&mut r, kernel);
                 crate::cell::write_result(&r)?;
                 results.push(r);
             }
@@ -380,12 +428,13 @@ fn run_on_kernel(
     }
     // Cells of VMs never started (interrupted).
     for p in planned.iter().skip(results.len() - unbuilt_cells) {
-        let r = crate::report::not_run(
+        let mut r = crate::report::not_run(
             p.scenario,
             p.scheduler,
             &p.dir,
             "interrupted before its VM started",
         );
+        set_kernel(&mut r, kernel);
         ui.cell(&r);
         results.push(r);
     }

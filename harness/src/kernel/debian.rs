@@ -81,7 +81,8 @@ impl Archive {
         }
         let mut updated = false;
         if !self.has_suite(suite) {
-            self.update(suite, progress, retry)?;
+            self.update(suite, progress, retry)
+                .map_err(|e| self.cannot_fetch(package, suite, retry, e))?;
             updated = true;
         }
         progress.stage(&format!("downloading {package} ({suite})"));
@@ -89,7 +90,8 @@ impl Archive {
         match first {
             Ok(deb) => Ok(deb),
             Err(_) if !updated => {
-                self.update(suite, progress, retry)?;
+                self.update(suite, progress, retry)
+                    .map_err(|e| self.cannot_fetch(package, suite, retry, e))?;
                 progress.stage(&format!("downloading {package} ({suite}), again"));
                 self.download(suite, package, progress)
                     .map_err(|e| self.cannot_fetch(package, suite, retry, e))
@@ -251,7 +253,7 @@ pub fn extract(deb: &Path, dir: &Path) -> Result<()> {
         return Err(fail(
             Failure::HostTool,
             format!(
-                "dpkg-deb -x {} failed: {}\n  fix: remove it and fetch it again (`scx-harness kernel rm` then build)",
+                "dpkg-deb -x {} failed: {}\n  fix: delete that file (it is fetched again by the next `scx-harness kernel build NAME`)",
                 deb.display(),
                 String::from_utf8_lossy(&out.stderr).trim()
             ),

@@ -136,7 +136,15 @@ pub fn name_of_arg(arg: Option<&str>, cache: &Cache) -> Option<String> {
     match arg {
         None => Some(catalog.default.clone()),
         Some(a) if catalog.get(a).is_some() => Some(a.to_string()),
-        Some(a) => cache.get(a).and_then(|e| e.meta.name),
+        Some(a) => cache.get(a).and_then(|e| e.meta.name).or_else(|| {
+            // A cache entry's bzImage or directory, given by path.
+            let p = Path::new(a);
+            name_of_bzimage(&if p.is_dir() {
+                p.join("bzImage")
+            } else {
+                p.to_path_buf()
+            })
+        }),
     }
 }
 
@@ -847,6 +855,40 @@ fn install_prebuilt(
         tracing::info!("installed {} in {:?}", def.name, started.elapsed());
         Ok(())
     })
+}
+
+/// A lock name for work done in a source tree (`PREFIX-HASH` of its path),
+/// so that two kernels sharing a tree (`tree_from`) never run make in it
+/// at once.
+pub fn tree_lock_name(prefix: &str, tree: &Path) -> String {
+    let canonical = std::fs::canonicalize(tree).unwrap_or_else(|_| tree.to_path_buf());
+    format!(
+        "{prefix}-{}",
+        &sha256_hex(canonical.as_os_str().as_encoded_bytes())[..16]
+    )
+}
+
+/// The command that gets a cached kernel built again: its catalog name's
+/// build (after removing the entry), or for a prebuilt kernel its
+/// `tree_from` kernel's.
+pub fn rebuild_hint(entry: &Entry) -> String {
+    let catalog = Catalog::embedded();
+    match entry.meta.name.as_deref().and_then(|n| catalog.get(n)) {
+        Some(KernelDef {
+            how: catalog::How::Prebuilt(catalog::Prebuilt {
+                tree_from: Some(t), ..
+            }),
+            ..
+        }) => format!("build kernel {t}, whose tree it uses: `scx-harness kernel build {t}`"),
+        Some(def) => format!(
+            "`scx-harness kernel rm {}`, then `scx-harness kernel build {}`",
+            entry.meta.key, def.name
+        ),
+        None => format!(
+            "`scx-harness kernel rm {}`, then build it again (`scx-harness kernel build --source DIR` for a tree)",
+            entry.meta.key
+        ),
+    }
 }
 
 /// The built source tree of a cached kernel: where it was built, or for a

@@ -70,15 +70,19 @@ pub fn build(cache: &Cache, entry: &Entry, progress: &mut Progress) -> Result<Ke
         return Err(fail(
             Failure::BadInput,
             format!(
-                "kernel {} has no built tree with tools/sched_ext at {}\n  \
-                 fix: rebuild it (`scx-harness kernel rm {} && scx-harness kernel build`)",
+                "kernel {} has no built tree with tools/sched_ext at {}\n  fix: {}",
                 entry.meta.key,
                 tree.display(),
-                entry.meta.key
+                crate::kernel::rebuild_hint(entry)
             ),
         ));
     }
-    let _lock = crate::kernel::lock(&cache.locks_dir(), &format!("examples-{}", entry.meta.key))?;
+    // Per tree, not per kernel: a prebuilt kernel builds in its
+    // `tree_from` kernel's tree.
+    let _lock = crate::kernel::lock(
+        &cache.locks_dir(),
+        &crate::kernel::tree_lock_name("examples", tree),
+    )?;
     if let Some(found) = cached(cache, entry) {
         return Ok(found);
     }
@@ -116,6 +120,11 @@ pub fn build(cache: &Cache, entry: &Entry, progress: &mut Progress) -> Result<Ke
         .copied()
         .filter(|n| src.join("build/bin").join(n).is_file())
         .collect();
+    // An interrupted make says nothing about what compiles: nothing is kept.
+    let made = match made {
+        Err(e) if crate::error::classify(&e) == Some(Failure::Interrupted) => return Err(e),
+        m => m,
+    };
     if built.is_empty() {
         made?;
         return Err(fail(

@@ -406,6 +406,22 @@ impl Registry {
                     ),
                 ));
             }
+            if let Some(list) = &d.kernels {
+                let off = d.on.keys().find(|k| !list.contains(k));
+                if list.is_empty() || off.is_some() {
+                    return Err(self.error(
+                        text,
+                        Some(&d.name),
+                        &match off {
+                            Some(k) => format!(
+                                "{}: on: {k} describes a kernel its `kernels:` leaves out",
+                                d.name
+                            ),
+                            None => format!("{}: `kernels: []` leaves it on no kernel", d.name),
+                        },
+                    ));
+                }
+            }
             if d.kind == Kind::Default && (d.kernels.is_some() || !d.on.is_empty()) {
                 return Err(self.error(
                     text,
@@ -768,6 +784,13 @@ schedulers:
         );
         let e = err(&PER_KERNEL.replace("      stable:\n", "      newest:\n"));
         assert!(e.contains("no kernel is named \"newest\""), "{e}");
+        let e = err(&PER_KERNEL.replace("kernels: [stable, debian]", "kernels: []"));
+        assert!(e.contains("leaves it on no kernel"), "{e}");
+        let e = err(&PER_KERNEL.replace(
+            "kernels: [stable, debian]",
+            "kernels: [debian]\n    on: { stable: { note: x } }",
+        ));
+        assert!(e.contains("on: stable describes a kernel"), "{e}");
         // A field given under `on:` is checked as the top-level one is.
         let e = err(&PER_KERNEL.replace("loader_says: invalid", "loader_says: \" \""));
         assert!(e.contains("unsupported needs a reason"), "{e}");

@@ -270,9 +270,18 @@ fn vng_args(spec: &VmSpec, accel: Accel, shared: &Path) -> Vec<String> {
 /// thread running all vCPUs (`-accel tcg,thread=single`) no vCPU runs while
 /// another patches; the guest's vCPUs then share that one host thread.
 fn patches_text_at_run_time(bzimage: &Path) -> bool {
-    bzimage
-        .parent()
-        .and_then(|d| std::fs::read_to_string(d.join("config")).ok())
+    // A cache entry keeps `config` beside its bzImage; a tree's
+    // arch/x86/boot/bzImage has the tree's `.config` three levels up.
+    let dir = bzimage.parent();
+    let candidates = [
+        dir.map(|d| d.join("config")),
+        dir.and_then(|d| d.ancestors().nth(3))
+            .map(|t| t.join(".config")),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find_map(|p| std::fs::read_to_string(p).ok())
         .is_some_and(|c| c.lines().any(|l| l.trim() == "CONFIG_JUMP_LABEL=y"))
 }
 
