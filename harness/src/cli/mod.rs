@@ -271,11 +271,13 @@ pub fn kernel_list() -> Result<i32> {
                     .map(|n| format!("[{n}, older inputs] "))
                     .unwrap_or_default(),
                 e.meta.source,
-                if e.meta.fragments.len() > 1 {
-                    format!(" + {}", e.meta.fragments[1..].join(" + "))
-                } else {
-                    String::new()
-                }
+                // Fragments beyond the embedded ones (`--config FILE`).
+                e.meta
+                    .fragments
+                    .iter()
+                    .filter(|f| !f.starts_with("<embedded"))
+                    .map(|f| format!(" + {f}"))
+                    .collect::<String>()
             );
         }
     }

@@ -984,10 +984,24 @@ pub fn resolve(arg: &str, cache: &Cache) -> Result<Kernel> {
         ));
     };
     check_bzimage(&file)?;
+    // A cache entry's own bzImage, given by path, is that entry (its tree
+    // builds the kernel's schedulers, its name picks the registry's fields).
+    let entry = file
+        .parent()
+        .and_then(|d| d.file_name())
+        .and_then(|key| cache.get(&key.to_string_lossy()))
+        .filter(|e| same_file(&e.bzimage(), &file));
     Ok(Kernel {
         bzimage: file,
-        entry: None,
+        entry,
     })
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
 }
 
 /// A bzImage carries the x86 boot protocol magic "HdrS" at offset 0x202.
