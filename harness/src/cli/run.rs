@@ -158,20 +158,27 @@ pub fn run(args: RunArgs) -> Result<i32> {
             Some(name) if plans.len() > 1 => dir.join(name.replace('/', "_")),
             _ => dir.clone(),
         };
-        if crate::process::interrupted() {
+        // Every cell of this kernel, unmeasured, with one verdict and why.
+        let unmeasured = |verdict: CellVerdict, summary: &str| -> Vec<CellResult> {
+            let repeat = args.repeat as usize;
+            let mut out = Vec::new();
             for (name, sc) in pairs {
-                for i in 0..args.repeat as usize {
-                    let mut r = crate::report::not_run_named(
-                        sc,
-                        name,
-                        &cell_dir(&sub, name, sc, args.repeat as usize, i),
-                        "interrupted before its kernel's VMs started",
-                    );
+                for i in 0..repeat {
+                    let dir = cell_dir(&sub, name, sc, repeat, i);
+                    let mut r =
+                        crate::report::without_vm(sc, name, "", &dir, verdict, summary.to_string());
                     set_kernel(&mut r, kernel);
                     ui.cell(&r);
-                    results.push(r);
+                    out.push(r);
                 }
             }
+            out
+        };
+        if crate::process::interrupted() {
+            results.extend(unmeasured(
+                CellVerdict::NotRun,
+                "not run: interrupted before its kernel's VMs started",
+            ));
             continue;
         }
         match run_on_kernel(&args, kernel, registry, pairs, &sub, &ui) {
@@ -188,22 +195,10 @@ pub fn run(args: RunArgs) -> Result<i32> {
                 eprintln!("scx-harness: {e:#}");
             }
             Err(e) => {
-                let why = format!("{e:#}");
-                for (name, sc) in pairs {
-                    for i in 0..args.repeat as usize {
-                        let mut r = crate::report::not_run_named(
-                            sc,
-                            name,
-                            &cell_dir(&sub, name, sc, args.repeat as usize, i),
-                            &why,
-                        );
-                        r.verdict = CellVerdict::Error;
-                        r.summary = format!("not measured: {why}");
-                        set_kernel(&mut r, kernel);
-                        ui.cell(&r);
-                        results.push(r);
-                    }
-                }
+                results.extend(unmeasured(
+                    CellVerdict::Error,
+                    &format!("not measured: {e:#}"),
+                ));
             }
         }
     }

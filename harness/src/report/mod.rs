@@ -181,24 +181,6 @@ pub fn not_run(
     )
 }
 
-/// The result of a cell that never ran, its scheduler known by name only
-/// (not built yet: its kernel was never reached).
-pub fn not_run_named(
-    scenario: &crate::scenario::Loaded,
-    scheduler: &str,
-    dir: &std::path::Path,
-    why: &str,
-) -> CellResult {
-    without_vm(
-        scenario,
-        scheduler,
-        "",
-        dir,
-        CellVerdict::NotRun,
-        format!("not run: {why}"),
-    )
-}
-
 /// The result of a cell whose scheduler did not build for the kernel: a
 /// failure of what is tested (its source or its registry entry), with the
 /// build's own error lines.
@@ -218,7 +200,9 @@ pub fn not_built(
     )
 }
 
-fn without_vm(
+/// The result of a cell that no VM measured: its verdict (not run, or
+/// error, or a scheduler that did not build) and why.
+pub fn without_vm(
     scenario: &crate::scenario::Loaded,
     scheduler: &str,
     version: &str,
