@@ -112,26 +112,16 @@ fn main() -> Result<()> {
                 .map(std::path::PathBuf::from)
                 .unwrap_or_else(|| root.join("target"));
             let harness = target.join("debug/scx-harness");
-            step("test: build or reuse the default sched_ext kernel");
-            cmd!(sh, "{harness} kernel build").run()?;
-            // The other kernels of the axis (kernel-config/kernels.yaml):
-            // the newest stable built (about 9 minutes cold), Debian's own
+            // Every kernel of kernel-config/kernels.yaml: the LTS and the
+            // newest stable built (about 9 minutes each cold), Debian's own
             // prebuilt kernel fetched (seconds).
-            for name in ["stable", "debian"] {
-                step(&format!("test: build or fetch kernel {name}"));
-                cmd!(sh, "{harness} kernel build {name}").run()?;
-            }
-            step("test: build or reuse every scheduler in the registry (crates: minutes, once)");
-            cmd!(sh, "{harness} schedulers build").run()?;
-            // Each kernel's own examples and our BPF objects, and the crate
-            // versions the registry names there (scx_lavd's newest on 7.3),
-            // before the tests: not inside a test's deadline.
-            for name in ["stable", "debian"] {
-                step(&format!(
-                    "test: build or reuse the schedulers of kernel {name}"
-                ));
-                cmd!(sh, "{harness} schedulers build --kernel {name}").run()?;
-            }
+            step("test: build or fetch every kernel (kernel-config/kernels.yaml)");
+            cmd!(sh, "{harness} kernel build all").run()?;
+            // Every kernel's schedulers (its own examples, our BPF objects,
+            // the crate versions the registry names there) before the
+            // tests, not inside a test's deadline: crates take minutes, once.
+            step("test: build or reuse every scheduler on every kernel");
+            cmd!(sh, "{harness} schedulers build --kernel all").run()?;
             test(&sh, &args[1..])?;
             step("test: fuzz smoke (30 s per target; `cargo ci fuzz` runs longer)");
             fuzz(&sh, &root, &["30".to_string()])

@@ -103,7 +103,8 @@ enum KernelCommand {
 enum SchedulersCommand {
     /// Every scheduler in the registry: source, version, built, last run.
     List(cli::schedulers::ListArgs),
-    /// Build schedulers for a kernel (default: all).
+    /// Build schedulers (default: all) for a kernel (--kernel is repeatable;
+    /// `--kernel all`: every kernel of kernel-config/kernels.yaml).
     Build(cli::schedulers::BuildArgs),
     /// Boot a VM, attach one scheduler, run a load under it, detach, report.
     Run(cli::schedulers::RunArgs),

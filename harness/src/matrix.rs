@@ -1,13 +1,14 @@
-//! The matrix: which schedulers run which scenarios, as data
-//! (`scenarios/matrix.yaml`), in named suites. `default` is what
+//! The matrix: which schedulers run which scenarios on which kernels, as
+//! data (`scenarios/matrix.yaml`), in named suites. `default` is what
 //! `cargo nextest run` and `.ci/run` run; `nightly` is everything.
 //!
-//! Resolving a suite needs the registry and the bundled scenarios' names,
-//! and nothing else: listing the matrix (`--list`) never builds or boots
-//! anything. Environment variables override the file for one run:
+//! Resolving a suite needs the registry (as it is on each kernel), the
+//! kernel catalog's names and the bundled scenarios' names, and nothing
+//! else: listing the matrix (`--list`) never builds or boots anything.
+//! Environment variables override the file for one run:
 //! `SCX_HARNESS_MATRIX` (another file), `SCX_HARNESS_SUITE` (a suite name),
-//! `SCX_HARNESS_SCHEDULERS` and `SCX_HARNESS_SCENARIOS` (comma-separated
-//! lists, or `all`).
+//! `SCX_HARNESS_KERNELS`, `SCX_HARNESS_SCHEDULERS` and
+//! `SCX_HARNESS_SCENARIOS` (comma-separated lists, or `all`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::datafile::{line_of, parse_yaml, read_text};
 use crate::error::{fail, Failure};
+use crate::kernel::Catalog;
 use crate::scheduler::registry::Registry;
 
 const HINT: &str = "see scenarios/README.md (\"The matrix\") for the matrix format";
@@ -58,10 +60,16 @@ pub struct Suite {
     /// What the suite is for, for people.
     #[serde(default)]
     pub description: String,
+    /// The kernels (names of kernel-config/kernels.yaml, or `all`) the
+    /// suite's cells run on under nextest; absent: the default kernel.
+    /// `scx-harness run` runs on the kernels its `--kernel` names instead.
+    #[serde(default)]
+    pub kernels: Option<Selection>,
     pub schedulers: Selection,
     pub scenarios: Selection,
-    /// Cells left out of the suite, as `scheduler/scenario`, each with the
-    /// reason (a known failure is written down here, not hidden).
+    /// Cells left out of the suite, as `scheduler/scenario` (on every
+    /// kernel) or `scheduler/scenario@kernel` (on that kernel only), each
+    /// with the reason (a known failure is written down here, not hidden).
     #[serde(default)]
     pub skip: BTreeMap<String, String>,
 }
@@ -83,15 +91,20 @@ pub struct Matrix {
 /// One cell of a suite.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Cell {
+    /// The catalog name of the kernel it runs on; `None` for a kernel
+    /// without one (a bzImage or tree given by path).
+    pub kernel: Option<String>,
     pub scheduler: String,
     pub scenario: String,
 }
 
 impl Cell {
-    /// The nextest name: `matrix::SCHEDULER::SCENARIO`, with `-` as `_`.
+    /// The nextest name: `matrix::KERNEL::SCHEDULER::SCENARIO`, with `-`
+    /// as `_` (`custom` for a kernel without a name).
     pub fn test_name(&self) -> String {
         format!(
-            "matrix::{}::{}",
+            "matrix::{}::{}::{}",
+            self.kernel.as_deref().unwrap_or("custom").replace('-', "_"),
             self.scheduler.replace('-', "_"),
             self.scenario.replace('-', "_")
         )
@@ -137,16 +150,8 @@ impl Matrix {
         crate::datafile::error_at(&place, &msg, HINT)
     }
 
-    /// The cells of suite `name`, checked against the registry and the
-    /// scenarios: an unknown name is an error naming the known ones.
-    pub fn cells(
-        &self,
-        name: &str,
-        registry: &Registry,
-        scenarios: &[String],
-        overrides: &Overrides,
-    ) -> Result<Vec<Cell>> {
-        let suite = self.suites.get(name).ok_or_else(|| {
+    fn suite(&self, name: &str) -> Result<&Suite> {
+        self.suites.get(name).ok_or_else(|| {
             fail(
                 Failure::BadInput,
                 format!(
@@ -155,7 +160,52 @@ impl Matrix {
                     self.suites.keys().cloned().collect::<Vec<_>>().join(", ")
                 ),
             )
-        })?;
+        })
+    }
+
+    /// The kernels suite `name` runs on under nextest (its `kernels:`, or
+    /// `SCX_HARNESS_KERNELS`), checked against `catalog`; without either,
+    /// the catalog's default kernel.
+    pub fn kernels(
+        &self,
+        name: &str,
+        catalog: &Catalog,
+        overrides: &Overrides,
+    ) -> Result<Vec<String>> {
+        let suite = self.suite(name)?;
+        let names: Vec<String> = match overrides.kernels.as_ref().or(suite.kernels.as_ref()) {
+            None => vec![catalog.default.clone()],
+            Some(Selection::All) => catalog.names().iter().map(|n| n.to_string()).collect(),
+            Some(Selection::Names(n)) => n.clone(),
+        };
+        for k in &names {
+            if catalog.get(k).is_none() {
+                return Err(self.error(
+                    name,
+                    format!(
+                        "suite {name}: unknown kernel {k:?}; kernel-config/kernels.yaml names {}",
+                        catalog.names().join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(names)
+    }
+
+    /// The cells of suite `name` on `kernel` (a catalog name; `None` for a
+    /// kernel without one), checked against the registry as it is on that
+    /// kernel and the scenarios: an unknown name is an error naming the
+    /// known ones.
+    pub fn cells(
+        &self,
+        name: &str,
+        kernel: Option<&str>,
+        registry: &Registry,
+        scenarios: &[String],
+        overrides: &Overrides,
+    ) -> Result<Vec<Cell>> {
+        let suite = self.suite(name)?;
+        let catalog = Catalog::embedded();
         let scheds = overrides.schedulers.as_ref().unwrap_or(&suite.schedulers);
         let scens = overrides.scenarios.as_ref().unwrap_or(&suite.scenarios);
         let sched_names: Vec<String> = match scheds {
@@ -198,23 +248,35 @@ impl Matrix {
             // the registry) may be skipped too: the entry is for them.
             let known =
                 |a: &str| registry.get(a).is_ok() || registry.absent.iter().any(|d| d.name == a);
-            let ok = key
+            let (cell, on) = match key.split_once('@') {
+                Some((c, k)) => (c, Some(k)),
+                None => (key.as_str(), None),
+            };
+            let ok = cell
                 .split_once('/')
-                .is_some_and(|(a, b)| known(a) && scenarios.iter().any(|s| s == b));
+                .is_some_and(|(a, b)| known(a) && scenarios.iter().any(|s| s == b))
+                && on.is_none_or(|k| catalog.get(k).is_some());
             if !ok {
                 return Err(self.error(
                     name,
                     format!(
-                        "suite {name}: skip entry {key:?} is not SCHEDULER/SCENARIO of known names"
+                        "suite {name}: skip entry {key:?} is not SCHEDULER/SCENARIO or \
+                         SCHEDULER/SCENARIO@KERNEL of known names (kernels: {})",
+                        catalog.names().join(", ")
                     ),
                 ));
             }
         }
+        let skipped = |sc: &str, sn: &str| {
+            suite.skip.contains_key(&format!("{sc}/{sn}"))
+                || kernel.is_some_and(|k| suite.skip.contains_key(&format!("{sc}/{sn}@{k}")))
+        };
         let mut cells = Vec::new();
         for sc in &sched_names {
             for sn in &scen_names {
-                if !suite.skip.contains_key(&format!("{sc}/{sn}")) {
+                if !skipped(sc, sn) {
                     cells.push(Cell {
+                        kernel: kernel.map(str::to_string),
                         scheduler: sc.clone(),
                         scenario: sn.clone(),
                     });
@@ -229,6 +291,7 @@ impl Matrix {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Overrides {
     pub suite: Option<String>,
+    pub kernels: Option<Selection>,
     pub schedulers: Option<Selection>,
     pub scenarios: Option<Selection>,
 }
@@ -247,12 +310,13 @@ fn selection(v: &str) -> Selection {
 }
 
 impl Overrides {
-    /// From `SCX_HARNESS_SUITE`, `SCX_HARNESS_SCHEDULERS`,
-    /// `SCX_HARNESS_SCENARIOS`.
+    /// From `SCX_HARNESS_SUITE`, `SCX_HARNESS_KERNELS`,
+    /// `SCX_HARNESS_SCHEDULERS`, `SCX_HARNESS_SCENARIOS`.
     pub fn from_env() -> Overrides {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
         Overrides {
             suite: var("SCX_HARNESS_SUITE"),
+            kernels: var("SCX_HARNESS_KERNELS").map(|v| selection(&v)),
             schedulers: var("SCX_HARNESS_SCHEDULERS").map(|v| selection(&v)),
             scenarios: var("SCX_HARNESS_SCENARIOS").map(|v| selection(&v)),
         }
@@ -288,15 +352,21 @@ mod tests {
             "suites:\n  small:\n    schedulers: [scx_simple, default]\n    scenarios: all\n    skip:\n      default/idle-baseline: just because\n",
         );
         let cells = m
-            .cells("small", &registry(), &scenarios(), &Overrides::default())
+            .cells(
+                "small",
+                Some("lts"),
+                &registry(),
+                &scenarios(),
+                &Overrides::default(),
+            )
             .unwrap();
         let names: Vec<String> = cells.iter().map(Cell::test_name).collect();
         assert_eq!(
             names,
             [
-                "matrix::scx_simple::idle_baseline",
-                "matrix::scx_simple::wake_pingpong",
-                "matrix::default::wake_pingpong"
+                "matrix::lts::scx_simple::idle_baseline",
+                "matrix::lts::scx_simple::wake_pingpong",
+                "matrix::lts::default::wake_pingpong"
             ]
         );
     }
@@ -305,7 +375,13 @@ mod tests {
     fn all_means_every_scheduler_under_test_that_is_supported() {
         let m = matrix("suites:\n  n:\n    schedulers: all\n    scenarios: [idle-baseline]\n");
         let cells = m
-            .cells("n", &registry(), &scenarios(), &Overrides::default())
+            .cells(
+                "n",
+                Some("lts"),
+                &registry(),
+                &scenarios(),
+                &Overrides::default(),
+            )
             .unwrap();
         let names: Vec<&str> = cells.iter().map(|c| c.scheduler.as_str()).collect();
         assert!(
@@ -323,7 +399,13 @@ mod tests {
                 .unwrap()
                 .for_kernel(Some("stable"));
         let cells = m
-            .cells("n", &stable, &scenarios(), &Overrides::default())
+            .cells(
+                "n",
+                Some("stable"),
+                &stable,
+                &scenarios(),
+                &Overrides::default(),
+            )
             .unwrap();
         assert!(cells.iter().any(|c| c.scheduler == "scx_central"));
     }
@@ -333,8 +415,14 @@ mod tests {
         let m = matrix("suites:\n  s:\n    schedulers: [scx_nope]\n    scenarios: all\n");
         let e = format!(
             "{:#}",
-            m.cells("s", &registry(), &scenarios(), &Overrides::default())
-                .unwrap_err()
+            m.cells(
+                "s",
+                Some("lts"),
+                &registry(),
+                &scenarios(),
+                &Overrides::default()
+            )
+            .unwrap_err()
         );
         assert!(
             e.contains("m.yaml:2: suite s: unknown scheduler \"scx_nope\""),
@@ -344,8 +432,14 @@ mod tests {
         let m = matrix("suites:\n  s:\n    schedulers: all\n    scenarios: [nope]\n");
         let e = format!(
             "{:#}",
-            m.cells("s", &registry(), &scenarios(), &Overrides::default())
-                .unwrap_err()
+            m.cells(
+                "s",
+                Some("lts"),
+                &registry(),
+                &scenarios(),
+                &Overrides::default()
+            )
+            .unwrap_err()
         );
         assert!(
             e.contains(
@@ -355,8 +449,14 @@ mod tests {
         );
         let e = format!(
             "{:#}",
-            m.cells("other", &registry(), &scenarios(), &Overrides::default())
-                .unwrap_err()
+            m.cells(
+                "other",
+                Some("lts"),
+                &registry(),
+                &scenarios(),
+                &Overrides::default()
+            )
+            .unwrap_err()
         );
         assert!(e.contains("no suite \"other\"; the suites are s"), "{e}");
     }
@@ -366,10 +466,13 @@ mod tests {
         let m = matrix("suites:\n  s:\n    schedulers: all\n    scenarios: all\n");
         let o = Overrides {
             suite: None,
+            kernels: None,
             schedulers: Some(selection("scx_fifo, default")),
             scenarios: Some(selection("wake-pingpong")),
         };
-        let cells = m.cells("s", &registry(), &scenarios(), &o).unwrap();
+        let cells = m
+            .cells("s", Some("lts"), &registry(), &scenarios(), &o)
+            .unwrap();
         assert_eq!(cells.len(), 2);
         assert_eq!(selection("all"), Selection::All);
     }
@@ -380,10 +483,77 @@ mod tests {
         let names = crate::scenario::bundled_names();
         for suite in m.suites.keys() {
             let cells = m
-                .cells(suite, &registry(), &names, &Overrides::default())
+                .cells(
+                    suite,
+                    Some("lts"),
+                    &registry(),
+                    &names,
+                    &Overrides::default(),
+                )
                 .unwrap();
             assert!(!cells.is_empty(), "{suite}");
         }
         assert!(m.suites.contains_key("default") && m.suites.contains_key("nightly"));
+        let catalog = Catalog::embedded();
+        for suite in m.suites.keys() {
+            m.kernels(suite, &catalog, &Overrides::default()).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_suite_names_its_kernels_and_skips_cells_on_one_of_them() {
+        let catalog = Catalog::embedded();
+        let m = matrix(
+            "suites:\n  s:\n    kernels: [lts, stable]\n    schedulers: [scx_simple]\n    scenarios: all\n    skip:\n      scx_simple/idle-baseline@lts: slow there\n",
+        );
+        let o = Overrides::default();
+        assert_eq!(m.kernels("s", &catalog, &o).unwrap(), ["lts", "stable"]);
+        let names = |k: &str| -> Vec<String> {
+            m.cells("s", Some(k), &registry(), &scenarios(), &o)
+                .unwrap()
+                .iter()
+                .map(Cell::test_name)
+                .collect()
+        };
+        assert_eq!(names("lts"), ["matrix::lts::scx_simple::wake_pingpong"]);
+        assert_eq!(
+            names("stable"),
+            [
+                "matrix::stable::scx_simple::idle_baseline",
+                "matrix::stable::scx_simple::wake_pingpong"
+            ]
+        );
+        // Without `kernels:`, the default kernel; `all` is every one; the
+        // environment overrides the file.
+        let d = matrix("suites:\n  s:\n    schedulers: all\n    scenarios: all\n");
+        assert_eq!(
+            d.kernels("s", &catalog, &o).unwrap(),
+            vec![Catalog::embedded().default]
+        );
+        let all = Overrides {
+            kernels: Some(Selection::All),
+            ..Overrides::default()
+        };
+        let n = Catalog::embedded().names().len();
+        assert_eq!(d.kernels("s", &catalog, &all).unwrap().len(), n);
+        // Unknown kernels, in `kernels:` or a skip entry, name the known ones.
+        let bad = matrix(
+            "suites:\n  s:\n    kernels: [lts, nope]\n    schedulers: all\n    scenarios: all\n",
+        );
+        let e = format!("{:#}", bad.kernels("s", &catalog, &o).unwrap_err());
+        assert!(
+            e.contains("m.yaml:2: suite s: unknown kernel \"nope\"") && e.contains("stable"),
+            "{e}"
+        );
+        let bad = matrix("suites:\n  s:\n    schedulers: all\n    scenarios: all\n    skip:\n      scx_simple/idle-baseline@nope: why\n");
+        let e = format!(
+            "{:#}",
+            bad.cells("s", Some("lts"), &registry(), &scenarios(), &o)
+                .unwrap_err()
+        );
+        assert!(
+            e.contains("SCHEDULER/SCENARIO@KERNEL") && e.contains("lts"),
+            "{e}"
+        );
     }
 }

@@ -1,57 +1,78 @@
 //! The matrix under cargo nextest: one test per cell of the suite
-//! (`scenarios/matrix.yaml`), named `matrix::SCHEDULER::SCENARIO`. Listing
-//! reads the matrix, the registry and the scenario names and nothing else
-//! (no build, no VM); running one test builds its scheduler if needed and
-//! boots one VM.
+//! (`scenarios/matrix.yaml`) on each of its kernels, named
+//! `matrix::KERNEL::SCHEDULER::SCENARIO`. Listing reads the matrix, the
+//! registry, the kernel catalog and the scenario names and nothing else
+//! (no build, no VM); running one test builds its scheduler for its kernel
+//! if needed and boots one VM of that kernel (which `cargo ci test` has
+//! built or fetched; a missing one fails the test with the command that
+//! gets it).
 //!
 //! The suite is `default` unless `SCX_HARNESS_SUITE` names another;
-//! `SCX_HARNESS_SCHEDULERS` and `SCX_HARNESS_SCENARIOS` narrow it. A
-//! matrix that names an unknown scheduler or scenario fails the listing
+//! `SCX_HARNESS_KERNELS`, `SCX_HARNESS_SCHEDULERS` and
+//! `SCX_HARNESS_SCENARIOS` narrow it. `SCX_HARNESS_TEST_KERNEL` (a cached
+//! kernel's bzImage) runs the suite's cells on that kernel alone. A matrix
+//! that names an unknown kernel, scheduler or scenario fails the listing
 //! with the file, the line and the known names.
 //!
 //! For the nightly job: `SCX_HARNESS_REPEAT=N` runs each cell N times (a
 //! VM each), and `SCX_HARNESS_RESULTS=DIR` keeps every cell's directory
-//! under DIR/SCHEDULER/SCENARIO/NNN, a tree `scx-harness history record`
-//! reads.
+//! under DIR/KERNEL/SCHEDULER/SCENARIO/NNN, a tree `scx-harness history
+//! record` reads.
 
 mod common;
 
 use std::process::ExitCode;
 
 use libtest_mimic::{Arguments, Failed, Trial};
-use scx_harness::matrix::{Matrix, Overrides};
+use scx_harness::matrix::{Cell, Matrix, Overrides};
 use scx_harness::report::CellVerdict;
 
 fn trials() -> anyhow::Result<Vec<Trial>> {
     let overrides = Overrides::from_env();
     let matrix = Matrix::load(&Matrix::default_path())?;
-    // The registry as it is on the kernel the cells boot: the default one
-    // (kernel-config/kernels.yaml), or none for $SCX_HARNESS_TEST_KERNEL.
-    let kernel = match std::env::var_os("SCX_HARNESS_TEST_KERNEL") {
-        Some(_) => None,
-        None => Some(scx_harness::kernel::Catalog::embedded().default),
-    };
     let registry = scx_harness::scheduler::registry::Registry::load(
         &scx_harness::scheduler::registry::Registry::default_path(),
-    )?
-    .for_kernel(kernel.as_deref());
-    let suite = overrides.suite.clone().unwrap_or_else(|| "default".into());
-    let cells = matrix.cells(
-        &suite,
-        &registry,
-        &scx_harness::scenario::bundled_names(),
-        &overrides,
     )?;
-    Ok(cells
-        .into_iter()
-        .map(|cell| {
+    let suite = overrides.suite.clone().unwrap_or_else(|| "default".into());
+    // The suite's kernels, or the one $SCX_HARNESS_TEST_KERNEL boots (its
+    // catalog name when it is a named kernel's cache entry).
+    let kernels: Vec<Option<String>> = match std::env::var_os("SCX_HARNESS_TEST_KERNEL") {
+        Some(p) => vec![scx_harness::kernel::name_of_bzimage(std::path::Path::new(
+            &p,
+        ))],
+        None => matrix
+            .kernels(
+                &suite,
+                &scx_harness::kernel::Catalog::embedded(),
+                &overrides,
+            )?
+            .into_iter()
+            .map(Some)
+            .collect(),
+    };
+    let mut trials = Vec::new();
+    for kernel in kernels {
+        let cells = matrix.cells(
+            &suite,
+            kernel.as_deref(),
+            &registry.for_kernel(kernel.as_deref()),
+            &scx_harness::scenario::bundled_names(),
+            &overrides,
+        )?;
+        trials.extend(cells.into_iter().map(|cell| {
             let name = cell.test_name();
-            Trial::test(name, move || run(&cell.scheduler, &cell.scenario))
-        })
-        .collect())
+            Trial::test(name, move || run(&cell))
+        }));
+    }
+    Ok(trials)
 }
 
-fn run(scheduler: &str, scenario: &str) -> Result<(), Failed> {
+fn run(cell: &Cell) -> Result<(), Failed> {
+    let (scheduler, scenario) = (&cell.scheduler, &cell.scenario);
+    let entry = match (&cell.kernel, std::env::var_os("SCX_HARNESS_TEST_KERNEL")) {
+        (Some(name), None) => common::named_kernel(name),
+        _ => common::test_kernel_entry(),
+    };
     let repeat: usize = match std::env::var("SCX_HARNESS_REPEAT") {
         Ok(v) => v
             .parse()
@@ -63,11 +84,16 @@ fn run(scheduler: &str, scenario: &str) -> Result<(), Failed> {
     let results = std::env::var_os("SCX_HARNESS_RESULTS").map(std::path::PathBuf::from);
     let mut failures = Vec::new();
     for i in 0..repeat {
-        let r = common::run_bundled_cell(scheduler, scenario);
+        let r = common::run_bundled_cell_on(&entry, scheduler, scenario);
         if let Some(root) = &results {
+            let kernel = cell.kernel.as_deref().unwrap_or("custom");
             keep_result(
                 &r.result,
-                &root.join(scheduler).join(scenario).join(format!("{i:03}")),
+                &root
+                    .join(kernel)
+                    .join(scheduler)
+                    .join(scenario)
+                    .join(format!("{i:03}")),
             )?;
         }
         if r.verdict != CellVerdict::Pass {

@@ -121,8 +121,8 @@ fn vm_partitions_of_an_archive_cover_the_matrix_once() {
     assert_eq!(
         ran,
         [
-            "matrix::default::idle_baseline",
-            "matrix::scx_simple::idle_baseline"
+            "matrix::lts::default::idle_baseline",
+            "matrix::lts::scx_simple::idle_baseline"
         ]
         .iter()
         .map(|s| s.to_string())

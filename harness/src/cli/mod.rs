@@ -21,10 +21,10 @@ use crate::vm::{self, AccelChoice, GuestCommand, VmSpec};
 
 #[derive(Debug, clap::Args)]
 pub struct BuildArgs {
-    /// A kernel of kernel-config/kernels.yaml (lts, stable, debian);
-    /// default: the catalog's default (lts).
+    /// Kernels of kernel-config/kernels.yaml (lts, stable, debian), or
+    /// `all` for every one; default: the catalog's default (lts).
     #[arg(value_name = "NAME", conflicts_with = "source")]
-    pub name: Option<String>,
+    pub names: Vec<String>,
     /// Build this kernel tree in place (incrementally) instead of a named
     /// kernel's Debian source.
     #[arg(long, value_name = "DIR")]
@@ -46,7 +46,7 @@ impl BuildArgs {
             Some(dir) => BuildSpec::for_tree(dir)?,
             None => {
                 let catalog = kernel::Catalog::embedded();
-                let def = match &self.name {
+                let def = match self.names.first() {
                     Some(n) => catalog.require(n)?,
                     None => catalog.default_kernel(),
                 };
@@ -170,8 +170,36 @@ pub struct GuestRunSchedulerArgs {
 }
 
 pub fn kernel_build(args: BuildArgs) -> Result<i32> {
+    // Several names (or `all`): each in turn, one error stopping the rest.
+    let catalog = kernel::Catalog::embedded();
+    let names: Vec<String> = match &args.names[..] {
+        [all] if all == "all" => catalog.names().iter().map(|n| n.to_string()).collect(),
+        names => names.to_vec(),
+    };
+    if names.len() > 1 {
+        if !args.configs.is_empty() {
+            return Err(fail(
+                Failure::BadInput,
+                "--config applies to one kernel\n  fix: build the kernels one at a time"
+                    .to_string(),
+            ));
+        }
+        for n in &names {
+            catalog.require(n)?;
+        }
+        for n in names {
+            kernel_build(BuildArgs {
+                names: vec![n],
+                source: None,
+                configs: Vec::new(),
+                jobs: args.jobs,
+            })?;
+        }
+        return Ok(0);
+    }
+    let args = BuildArgs { names, ..args };
     let cache = Cache::user();
-    let what = match (&args.source, &args.name) {
+    let what = match (&args.source, args.names.first()) {
         (Some(d), _) => format!("kernel build {}", d.display()),
         (None, Some(n)) => format!("kernel {n}"),
         (None, None) => "kernel (default)".to_string(),

@@ -27,7 +27,9 @@ pub struct RunArgs {
     #[arg(long = "scheduler", short = 's', value_name = "NAME")]
     pub schedulers: Vec<String>,
     /// A suite of scenarios/matrix.yaml (default: $SCX_HARNESS_SUITE, else
-    /// `default`); used when no scheduler and no scenario is named.
+    /// `default`); used when no scheduler and no scenario is named. It
+    /// runs on the suite's kernels (its `kernels:`) unless --kernel names
+    /// others.
     #[arg(long)]
     pub suite: Option<String>,
     /// Where the run directory goes (default: ./scx-runs/TIMESTAMP). It
@@ -60,16 +62,32 @@ pub(crate) fn timestamp() -> String {
 
 /// The (scheduler, scenario) pairs to run, from the arguments or the
 /// matrix, checked before anything is built or booted.
-fn plan(args: &RunArgs, registry: &Registry) -> Result<Vec<(String, scenario::Loaded)>> {
-    if args.schedulers.is_empty() && args.scenarios.is_empty() {
+/// The suite a run without schedulers and scenarios runs: `--suite`, else
+/// `SCX_HARNESS_SUITE`, else `default`; `None` when cells are named.
+fn suite_of(args: &RunArgs) -> Option<String> {
+    (args.schedulers.is_empty() && args.scenarios.is_empty()).then(|| {
+        args.suite
+            .clone()
+            .or(Overrides::from_env().suite)
+            .unwrap_or_else(|| "default".into())
+    })
+}
+
+fn plan(
+    args: &RunArgs,
+    kernel: Option<&str>,
+    registry: &Registry,
+) -> Result<Vec<(String, scenario::Loaded)>> {
+    if let Some(suite) = suite_of(args) {
         let matrix = Matrix::load(&Matrix::default_path())?;
         let overrides = Overrides::from_env();
-        let suite = args
-            .suite
-            .clone()
-            .or(overrides.suite.clone())
-            .unwrap_or_else(|| "default".into());
-        let cells = matrix.cells(&suite, registry, &scenario::bundled_names(), &overrides)?;
+        let cells = matrix.cells(
+            &suite,
+            kernel,
+            registry,
+            &scenario::bundled_names(),
+            &overrides,
+        )?;
         let mut loaded: std::collections::BTreeMap<String, scenario::Loaded> = Default::default();
         let mut out = Vec::new();
         for c in cells {
@@ -109,10 +127,20 @@ fn plan(args: &RunArgs, registry: &Registry) -> Result<Vec<(String, scenario::Lo
 pub fn run(args: RunArgs) -> Result<i32> {
     // Every kernel's cells are planned (and bad input refused) before
     // anything is built or booted.
-    let kernels: Vec<Option<&str>> = if args.vm.kernel.is_empty() {
-        vec![None]
-    } else {
-        args.vm.kernel.iter().map(|k| Some(k.as_str())).collect()
+    // The kernels: those --kernel names, else a suite's own `kernels:`
+    // (scenarios/matrix.yaml), else the default kernel.
+    let suite_kernels = match (args.vm.kernel.is_empty(), suite_of(&args)) {
+        (true, Some(suite)) => Matrix::load(&Matrix::default_path())?.kernels(
+            &suite,
+            &crate::kernel::Catalog::embedded(),
+            &Overrides::from_env(),
+        )?,
+        _ => Vec::new(),
+    };
+    let kernels: Vec<Option<&str>> = match (&args.vm.kernel[..], &suite_kernels[..]) {
+        ([], []) => vec![None],
+        ([], named) => named.iter().map(|k| Some(k.as_str())).collect(),
+        (given, _) => given.iter().map(|k| Some(k.as_str())).collect(),
     };
     if let Some(k) = args
         .vm
@@ -129,7 +157,8 @@ pub fn run(args: RunArgs) -> Result<i32> {
     let mut plans = Vec::new();
     for k in &kernels {
         let registry = args.registry.load_for(*k)?;
-        let pairs = plan(&args, &registry)?;
+        let name = crate::kernel::name_of_arg(*k, &crate::kernel::Cache::user());
+        let pairs = plan(&args, name.as_deref(), &registry)?;
         plans.push((*k, registry, pairs));
     }
     // Then every kernel is fetched or built (a cold one takes minutes),

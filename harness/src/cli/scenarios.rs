@@ -74,11 +74,19 @@ fn check_matrix(path: &Path) -> Result<String> {
     let registry = crate::scheduler::registry::Registry::load(
         &crate::scheduler::registry::Registry::default_path(),
     )?;
+    let catalog = crate::kernel::Catalog::embedded();
     let names = scenario::bundled_names();
     let mut parts = Vec::new();
     for suite in matrix.suites.keys() {
-        let cells = matrix.cells(suite, &registry, &names, &Default::default())?;
-        parts.push(format!("{suite} {} cells", cells.len()));
+        let kernels = matrix.kernels(suite, &catalog, &Default::default())?;
+        let mut n = 0;
+        for k in &kernels {
+            let on = registry.for_kernel(Some(k));
+            n += matrix
+                .cells(suite, Some(k), &on, &names, &Default::default())?
+                .len();
+        }
+        parts.push(format!("{suite} {n} cells on {}", kernels.join(", ")));
     }
     Ok(parts.join(", "))
 }

@@ -16,7 +16,7 @@ use crate::scheduler::registry::{Def, Registry, Source};
 use crate::scheduler::{bpf_object, status};
 use crate::units::parse_positive_duration;
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct RegistryOpt {
     /// The scheduler registry (default: $SCX_HARNESS_REGISTRY, else the
     /// checkout's schedulers/registry.yaml).
@@ -202,6 +202,32 @@ fn first_line(s: &str, max: usize) -> String {
 }
 
 pub fn build(args: BuildArgs) -> Result<i32> {
+    // Several --kernel (or `all`): the registry's schedulers of each kernel.
+    let catalog = crate::kernel::Catalog::embedded();
+    let kernels: Vec<String> = match &args.vm.kernel[..] {
+        [all] if all == "all" => catalog.names().iter().map(|n| n.to_string()).collect(),
+        ks => ks.to_vec(),
+    };
+    if kernels.len() > 1 {
+        for k in kernels {
+            let mut vm = args.vm.clone();
+            vm.kernel = vec![k.clone()];
+            println!("kernel {k}:");
+            build(BuildArgs {
+                registry: args.registry.clone(),
+                vm,
+                names: args.names.clone(),
+            })?;
+        }
+        return Ok(0);
+    }
+    let args = BuildArgs {
+        vm: crate::cli::VmOpts {
+            kernel: kernels,
+            ..args.vm
+        },
+        ..args
+    };
     let registry = args.registry.load_for(args.vm.kernel_arg()?)?;
     let defs: Vec<&Def> = if args.names.is_empty() {
         registry.schedulers.iter().collect()

@@ -363,32 +363,42 @@ pub fn run_cell(name: &str, args: &[&str], yaml: &str) -> TestCell {
     let file = dir.path().join("scenario.yaml");
     std::fs::write(&file, yaml).unwrap();
     let scenario = scx_harness::scenario::load(&file).unwrap_or_else(|e| panic!("{e:#}"));
-    run_loaded_cell(name, args, &scenario, dir)
+    run_loaded_cell(&test_kernel_entry(), name, args, &scenario, dir)
 }
 
-/// Runs a bundled scenario under scheduler `name`.
+/// Runs a bundled scenario under scheduler `name` on the test kernel.
 pub fn run_bundled_cell(name: &str, scenario: &str) -> TestCell {
+    run_bundled_cell_on(&test_kernel_entry(), name, scenario)
+}
+
+/// Runs a bundled scenario under scheduler `name` on the cached kernel
+/// `entry`, with the registry as it is on that kernel.
+pub fn run_bundled_cell_on(
+    entry: &scx_harness::kernel::Entry,
+    name: &str,
+    scenario: &str,
+) -> TestCell {
     let dir = tempfile::Builder::new()
         .prefix(&format!("scx-harness-cell-{name}-{scenario}-"))
         .tempdir()
         .unwrap();
     let scenario = scx_harness::scenario::resolve(scenario).unwrap_or_else(|e| panic!("{e:#}"));
-    run_loaded_cell(name, &[], &scenario, dir)
+    run_loaded_cell(entry, name, &[], &scenario, dir)
 }
 
 fn run_loaded_cell(
+    entry: &scx_harness::kernel::Entry,
     name: &str,
     args: &[&str],
     scenario: &scx_harness::scenario::Loaded,
     dir: tempfile::TempDir,
 ) -> TestCell {
     use scx_harness::scheduler::build;
-    let entry = test_kernel_entry();
     let cache = scx_harness::kernel::Cache::user();
-    let registry = registry();
+    let registry = registry().for_kernel(entry.meta.name.as_deref());
     let ctx = build::BuildCtx {
         cache: &cache,
-        kernel: Some(&entry),
+        kernel: Some(entry),
         registry: &registry,
     };
     let mut progress = scx_harness::progress::Progress::new(name);
