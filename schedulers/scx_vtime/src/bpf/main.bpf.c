@@ -20,7 +20,10 @@
  * selection finds one; otherwise it is queued on the CPU it was placed on
  * and an idle CPU, if any, is kicked. A CPU that needs work takes the head
  * with the lowest vtime among all queues, its own queue first on ties, so
- * fairness holds across CPUs and no CPU idles while a task it may run waits.
+ * fairness holds across CPUs and no CPU idles while a task it may run waits;
+ * the task whose slice just ended is weighed against those heads and keeps
+ * the CPU while its vtime is the lowest (the kernel asks for the next task
+ * before it queues the previous one again).
  */
 #include <scx/common.bpf.h>
 
@@ -117,9 +120,33 @@ void BPF_STRUCT_OPS(vtime_enqueue, struct task_struct *p, u64 enq_flags)
 		scx_bpf_kick_cpu(idle, SCX_KICK_IDLE);
 }
 
+/*
+ * Charges @p for the CPU time it used since it last started running, or
+ * since it was last charged, in virtual time: used / effective weight.
+ */
+static void charge(struct task_struct *p, struct task_ctx *tctx, u64 now)
+{
+	struct cgrp_ctx *cgc = NULL;
+	u64 used, weight = p->scx.weight ?: 1, num = WEIGHT_ONE, den = weight;
+
+	if (!tctx->started_at)
+		return;
+	used = now - tctx->started_at;
+	tctx->started_at = now;
+	if (tctx->charged_weight)
+		cgc = cgrp_ctx_of(tctx->cgid);
+	if (cgc && cgc->weight && cgc->load) {
+		/* effective weight = cgroup weight * task weight / cgroup load */
+		num = WEIGHT_ONE * cgc->load;
+		den = weight * cgc->weight;
+	}
+	p->scx.dsq_vtime += used * num / den;
+}
+
 void BPF_STRUCT_OPS(vtime_dispatch, s32 cpu, struct task_struct *prev)
 {
 	struct task_struct *p;
+	struct task_ctx *tctx;
 	u64 best_vtime = 0;
 	s32 best = -1;
 	u32 i;
@@ -135,6 +162,24 @@ void BPF_STRUCT_OPS(vtime_dispatch, s32 cpu, struct task_struct *prev)
 				best_vtime = p->scx.dsq_vtime;
 			}
 			break;
+		}
+	}
+	/*
+	 * @prev, whose slice ended, is in no DSQ while this runs (the kernel
+	 * asks for the next task before it puts @prev back), so the heads
+	 * alone would hand the CPU to the next task whatever its vtime: two
+	 * busy tasks on one CPU would alternate slices (50/50) whatever their
+	 * weights. Charge @prev for the slice it used and keep it running
+	 * while it is still the most entitled.
+	 */
+	if (prev && (prev->scx.flags & SCX_TASK_QUEUED) &&
+	    (tctx = task_ctx(prev))) {
+		charge(prev, tctx, bpf_ktime_get_ns());
+		if (best < 0 || !vtime_before(best_vtime, prev->scx.dsq_vtime)) {
+			prev->scx.slice = slice_ns;
+			if (vtime_before(vtime_now, prev->scx.dsq_vtime))
+				vtime_now = prev->scx.dsq_vtime;
+			return;
 		}
 	}
 	if (best >= 0 && scx_bpf_dsq_move_to_local(best, 0))
@@ -212,20 +257,9 @@ void BPF_STRUCT_OPS(vtime_running, struct task_struct *p)
 void BPF_STRUCT_OPS(vtime_stopping, struct task_struct *p, bool runnable)
 {
 	struct task_ctx *tctx = task_ctx(p);
-	struct cgrp_ctx *cgc = NULL;
-	u64 used, weight = p->scx.weight ?: 1, num = WEIGHT_ONE, den = weight;
 
-	if (!tctx || !tctx->started_at)
-		return;
-	used = bpf_ktime_get_ns() - tctx->started_at;
-	if (tctx->charged_weight)
-		cgc = cgrp_ctx_of(tctx->cgid);
-	if (cgc && cgc->weight && cgc->load) {
-		/* effective weight = cgroup weight * task weight / cgroup load */
-		num = WEIGHT_ONE * cgc->load;
-		den = weight * cgc->weight;
-	}
-	p->scx.dsq_vtime += used * num / den;
+	if (tctx)
+		charge(p, tctx, bpf_ktime_get_ns());
 }
 
 void BPF_STRUCT_OPS(vtime_enable, struct task_struct *p)
