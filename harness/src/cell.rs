@@ -301,8 +301,9 @@ fn judge(
                 scenario: s,
                 agent: a,
                 crashes: &crashes,
+                claims: c.scheduler.def.claims.as_deref(),
             });
-            let failed: Vec<&checks::Outcome> = outcomes.iter().filter(|o| !o.pass).collect();
+            let failed: Vec<&checks::Outcome> = outcomes.iter().filter(|o| o.fails()).collect();
             let pass_errors: Vec<String> = a.passes.iter().flat_map(|p| p.errors.clone()).collect();
             if let Some(e) = &a.error {
                 (
@@ -317,11 +318,28 @@ fn judge(
                     outcomes,
                 )
             } else if failed.is_empty() {
-                (
-                    CellVerdict::Pass,
-                    format!("{} check(s) passed", outcomes.len()),
-                    outcomes,
-                )
+                // What the scheduler does not claim is said, with its
+                // numbers, even though it does not fail the cell.
+                let unclaimed: Vec<&checks::Outcome> =
+                    outcomes.iter().filter(|o| o.unclaimed.is_some()).collect();
+                let held = outcomes.len() - unclaimed.len();
+                let summary = match unclaimed.is_empty() {
+                    true => format!("{held} check(s) passed"),
+                    false => {
+                        let mut props: Vec<String> = unclaimed.iter().map(|o| o.status()).collect();
+                        props.dedup();
+                        format!(
+                            "{held} check(s) passed; {}\n{}",
+                            props.join(", "),
+                            unclaimed
+                                .iter()
+                                .map(|o| o.line())
+                                .collect::<Vec<_>>()
+                                .join("\n")
+                        )
+                    }
+                };
+                (CellVerdict::Pass, summary, outcomes)
             } else {
                 (
                     CellVerdict::Fail,

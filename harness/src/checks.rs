@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::agent::{AgentOutput, Pass};
-use crate::scenario::{Check, Scenario, Work};
+use crate::scenario::{Check, Property, Scenario, Work};
 use crate::scheduler::lifecycle::Verdict;
 use crate::units::format_duration;
 use crate::vm::console::CrashLine;
@@ -28,17 +28,39 @@ pub struct Outcome {
     pub bound_value: f64,
     /// Why it failed, or what else a reader needs.
     pub detail: String,
+    /// The property the check guards when the scheduler does not claim it
+    /// (registry `claims:`): the outcome is shown and recorded, and does
+    /// not fail the cell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unclaimed: Option<Property>,
 }
 
 impl Outcome {
-    /// "run_delay interactive p99: 12.3ms <= 20ms (pass)"
+    /// Whether it fails the cell: it failed, and guards nothing the
+    /// scheduler disclaims.
+    pub fn fails(&self) -> bool {
+        !self.pass && self.unclaimed.is_none()
+    }
+
+    /// "pass", "FAIL", or for a property the scheduler does not claim
+    /// "not claimed: holds" / "not claimed: does not hold".
+    pub fn status(&self) -> String {
+        match (self.unclaimed, self.pass) {
+            (None, true) => "pass".into(),
+            (None, false) => "FAIL".into(),
+            (Some(p), true) => format!("{} not claimed; holds", p.name()),
+            (Some(p), false) => format!("{} not claimed; does not hold", p.name()),
+        }
+    }
+
+    /// "run_delay interactive p99: observed 12.3ms against <= 20ms (pass)"
     pub fn line(&self) -> String {
         format!(
             "{}: observed {} against {} ({}){}",
             self.name,
             self.observed,
             self.bound,
-            if self.pass { "pass" } else { "FAIL" },
+            self.status(),
             if self.detail.is_empty() {
                 String::new()
             } else {
@@ -54,6 +76,10 @@ pub struct Evidence<'a> {
     pub agent: &'a AgentOutput,
     /// Kernel trouble seen in the console.
     pub crashes: &'a [CrashLine],
+    /// The properties the scheduler claims (registry `claims:`); `None`:
+    /// every property (a scheduler is held to every bound unless it says
+    /// otherwise).
+    pub claims: Option<&'a [Property]>,
 }
 
 fn ms(d: Duration) -> String {
@@ -94,6 +120,7 @@ pub fn evaluate(ev: &Evidence) -> Vec<Outcome> {
         observed_value: None,
         bound_value,
         detail: why.to_string(),
+        unclaimed: None,
     };
     let no_pass_why = || -> String {
         if let Some(e) = &ev.agent.error {
@@ -108,6 +135,32 @@ pub fn evaluate(ev: &Evidence) -> Vec<Outcome> {
     };
     let mut out = Vec::new();
     for c in &s.checks {
+        let first = out.len();
+        evaluate_one(ev, c, main, fair, &missing, &no_pass_why, &mut out);
+        if let Some(p) = c
+            .property()
+            .filter(|p| ev.claims.is_some_and(|cl| !cl.contains(p)))
+        {
+            for o in &mut out[first..] {
+                o.unclaimed = Some(p);
+            }
+        }
+    }
+    out
+}
+
+/// The outcomes of one check, appended to `out`.
+fn evaluate_one(
+    ev: &Evidence,
+    c: &Check,
+    main: Option<&Pass>,
+    fair: Option<&Pass>,
+    missing: &dyn Fn(String, String, f64, &str) -> Outcome,
+    no_pass_why: &dyn Fn() -> String,
+    out: &mut Vec<Outcome>,
+) {
+    let s = ev.scenario;
+    {
         match c {
             Check::RunDelay(rd) => {
                 for (label, q, bound) in rd.bounds() {
@@ -134,7 +187,7 @@ pub fn evaluate(ev: &Evidence) -> Vec<Outcome> {
                         bound.as_nanos() as f64,
                         &no_pass_why(),
                     ));
-                    continue;
+                    return;
                 };
                 out.push(stall(p, bound, name));
             }
@@ -160,7 +213,7 @@ pub fn evaluate(ev: &Evidence) -> Vec<Outcome> {
                 let name = format!("throughput {}", t.group);
                 let Some(m) = main else {
                     out.push(missing(name, "a floor".into(), 0.0, &no_pass_why()));
-                    continue;
+                    return;
                 };
                 // Iterations come from the group's own report, which a
                 // group stopped early (by the stall check) never writes:
@@ -217,7 +270,7 @@ pub fn evaluate(ev: &Evidence) -> Vec<Outcome> {
                         bound.as_nanos() as f64,
                         &no_pass_why(),
                     ));
-                    continue;
+                    return;
                 };
                 if p.swaps.len() < s.swaps.len() {
                     out.push(missing(
@@ -249,12 +302,12 @@ pub fn evaluate(ev: &Evidence) -> Vec<Outcome> {
                             Some(a) => format!("attached {a} ms after the swap began"),
                             None => format!("{} did not attach: {}", e.to, e.why),
                         },
+                        unclaimed: None,
                     });
                 }
             }
         }
     }
-    out
 }
 
 fn run_delay(
@@ -283,6 +336,7 @@ fn run_delay(
     let samples = g.map_or(0, |g| g.probe.run_delay.count());
     match observed {
         Some(v) => Outcome {
+            unclaimed: None,
             pass: v <= bound,
             observed: ms(v),
             bound: format!("<= {}", ms(bound)),
@@ -302,6 +356,7 @@ fn run_delay(
             name,
         },
         None => Outcome {
+            unclaimed: None,
             pass: false,
             observed: "no wakeups".into(),
             bound: format!("<= {}", ms(bound)),
@@ -344,6 +399,7 @@ fn stall(p: &Pass, bound: Duration, name: String) -> Outcome {
     }
     let v = Duration::from_nanos(observed);
     Outcome {
+        unclaimed: None,
         name,
         pass: p.stall.is_none() && v <= bound,
         observed: ms(v),
@@ -424,6 +480,7 @@ fn share_by_weight(
         ));
     }
     Outcome {
+        unclaimed: None,
         name,
         pass: total_cpu > 0.0 && worst <= tol,
         observed: format!("{:.0}% off at worst", worst * 100.0),
@@ -442,6 +499,7 @@ fn at_least(
     detail: String,
 ) -> Outcome {
     Outcome {
+        unclaimed: None,
         pass: observed.is_some_and(|o| o >= min),
         observed: observed.map_or("not measured".into(), &show),
         bound: format!(">= {}", show(min)),
@@ -496,6 +554,7 @@ fn healthy(ev: &Evidence) -> Outcome {
         problems.push(format!("the guest agent failed: {e}"));
     }
     Outcome {
+        unclaimed: None,
         name: "scheduler_healthy".into(),
         pass: problems.is_empty(),
         observed: if problems.is_empty() {
@@ -624,6 +683,7 @@ mod tests {
             scenario: s,
             agent: &agent,
             crashes: &[],
+            claims: None,
         })
     }
 
@@ -763,6 +823,51 @@ mod tests {
     }
 
     #[test]
+    fn a_bound_on_a_property_the_scheduler_does_not_claim_is_reported_not_failed() {
+        let s = scenario(
+            "  - share: { by_weight: [a, b], tolerance: 0.25, property: cgroup_weights }\n  - stall: { max_runnable: 1s }\n",
+        );
+        let blind = || {
+            vec![pass(
+                "scheduler",
+                vec![group("a", &[1], 1800, 1), group("b", &[1], 1800, 1)],
+            )]
+        };
+        let agent = AgentOutput {
+            passes: blind(),
+            scheduler: Some(report(Verdict::Clean)),
+            swapped_out: vec![],
+            error: None,
+        };
+        let judge = |claims: Option<&[Property]>| {
+            evaluate(&Evidence {
+                scenario: &s,
+                agent: &agent,
+                crashes: &[],
+                claims,
+            })
+        };
+        // Claimed (explicitly, or by saying nothing): a weight-blind split fails.
+        for claims in [None, Some(&[Property::CgroupWeights][..])] {
+            let out = judge(claims);
+            assert!(out[0].fails() && out[0].status() == "FAIL", "{out:#?}");
+        }
+        // Not claimed: the same numbers, reported, not a failure; the
+        // property-free stall check is held as before.
+        let out = judge(Some(&[Property::NiceWeights]));
+        assert_eq!(out[0].unclaimed, Some(Property::CgroupWeights));
+        assert!(!out[0].pass && !out[0].fails(), "{out:#?}");
+        assert!(
+            out[0]
+                .line()
+                .contains("(cgroup_weights not claimed; does not hold)"),
+            "{}",
+            out[0].line()
+        );
+        assert_eq!(out[1].unclaimed, None);
+    }
+
+    #[test]
     fn throughput_floors_and_fair_ratio() {
         let s = scenario("  - throughput: { group: a, min_per_sec: 100, min_of_fair: 0.5 }\n");
         let fair = pass(
@@ -835,6 +940,7 @@ mod tests {
             scenario: &s,
             agent: &agent,
             crashes: &[crash],
+            claims: None,
         });
         assert!(
             !out[0].pass && out[0].detail.contains("kernel/sched/ext.c"),

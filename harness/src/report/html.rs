@@ -160,7 +160,7 @@ fn cell(r: &CellResult, plots: &mut usize) -> String {
         r.elapsed_s,
         esc(&r.dir.display().to_string())
     );
-    if r.verdict != CellVerdict::Pass {
+    if r.verdict != CellVerdict::Pass || r.checks.iter().any(|c| c.unclaimed.is_some()) {
         let _ = writeln!(s, "<pre>{}</pre>", esc(&r.summary));
     }
     if !r.checks.is_empty() {
@@ -172,8 +172,12 @@ fn cell(r: &CellResult, plots: &mut usize) -> String {
                 esc(&c.name),
                 esc(&c.observed),
                 esc(&c.bound),
-                if c.pass { "pass" } else { "fail" },
-                if c.pass { "pass" } else { "FAIL" },
+                match (c.unclaimed, c.pass) {
+                    (Some(_), _) => "notrun",
+                    (None, true) => "pass",
+                    (None, false) => "fail",
+                },
+                esc(&c.status()),
                 esc(&c.detail)
             );
         }

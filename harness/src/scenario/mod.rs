@@ -295,6 +295,32 @@ fn scalars_as_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>
         .collect()
 }
 
+/// A scheduling property: what a scenario's bound guards and what a
+/// scheduler may claim to have (schedulers/registry.yaml `claims:`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Property {
+    /// Busy tasks of different nice levels share a CPU in proportion to
+    /// the fair class's weights (kernel/sched/core.c sched_prio_to_weight:
+    /// about 1.25x per nice step).
+    NiceWeights,
+    /// Busy cgroups share the CPUs in proportion to their cgroup v2
+    /// `cpu.weight`.
+    CgroupWeights,
+}
+
+impl Property {
+    /// Its name in YAML: `nice_weights`, `cgroup_weights`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Property::NiceWeights => "nice_weights",
+            Property::CgroupWeights => "cgroup_weights",
+        }
+    }
+}
+
 /// A check on the result. Written as a map with one key, the check's kind:
 /// `- run_delay: { group: g, p99: 20ms }`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -333,6 +359,17 @@ impl Check {
         "swap",
     ];
 
+    /// The property it guards, if any (stall and health checks guard
+    /// what every scheduler owes).
+    pub fn property(&self) -> Option<Property> {
+        match self {
+            Check::RunDelay(c) => c.property,
+            Check::Share(c) => c.property,
+            Check::Throughput(c) => c.property,
+            Check::Stall(_) | Check::SchedulerHealthy(_) | Check::Swap(_) => None,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Check::RunDelay(_) => "run_delay",
@@ -358,6 +395,12 @@ impl Check {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunDelayCheck {
+    /// The scheduling property this bound guards (see [`Property`]): a
+    /// scheduler that does not claim it (schedulers/registry.yaml
+    /// `claims:`) gets this check reported as "not claimed", not failed.
+    /// Absent: every scheduler is held to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub property: Option<Property>,
     pub group: String,
     #[serde(default, with = "duration_str::option")]
     #[schemars(with = "Option<DurationText>")]
@@ -404,6 +447,12 @@ pub struct StallCheck {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShareCheck {
+    /// The scheduling property this bound guards (see [`Property`]): a
+    /// scheduler that does not claim it (schedulers/registry.yaml
+    /// `claims:`) gets this check reported as "not claimed", not failed.
+    /// Absent: every scheduler is held to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub property: Option<Property>,
     /// With `min_of_fair`: the group whose CPU time is compared with what it
     /// got under the fair class.
     #[serde(default)]
@@ -426,6 +475,12 @@ pub struct ShareCheck {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ThroughputCheck {
+    /// The scheduling property this bound guards (see [`Property`]): a
+    /// scheduler that does not claim it (schedulers/registry.yaml
+    /// `claims:`) gets this check reported as "not claimed", not failed.
+    /// Absent: every scheduler is held to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub property: Option<Property>,
     pub group: String,
     /// Iterations per second of the whole group, at least.
     #[serde(default)]

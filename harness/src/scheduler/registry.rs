@@ -176,6 +176,13 @@ pub struct Def {
     /// test accepts exactly this failure and no other.
     #[serde(default)]
     pub known_issue: Option<KnownIssue>,
+    /// The scheduling properties it claims to have (`nice_weights`,
+    /// `cgroup_weights`; scenario::Property). A scenario's
+    /// bound on a property it does not claim is reported "not claimed"
+    /// rather than failed. Absent: it claims every property, so it is held
+    /// to every bound (an honest narrowing names what it lacks, in `note`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claims: Option<Vec<crate::scenario::Property>>,
     /// The kernels (names of kernel-config/kernels.yaml) it exists for, e.g.
     /// a kernel example only the 7.3 tree has. Default: every kernel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -632,6 +639,35 @@ schedulers:
         assert!(!b.ops_matches("lavd_1.0"));
         assert_eq!(r.under_test().count(), 4);
         assert_eq!(r.dir(), Path::new(""));
+    }
+
+    #[test]
+    fn claims_are_properties_and_absent_claims_claim_everything() {
+        use crate::scenario::Property;
+        let r = parse(
+            "schedulers:\n  - name: default\n    kind: default\n  - name: a\n    kind: default\n    claims: [cgroup_weights]\n  - name: b\n    kind: default\n    claims: []\n",
+        )
+        .unwrap();
+        assert_eq!(r.get("default").unwrap().claims, None);
+        assert_eq!(
+            r.get("a").unwrap().claims,
+            Some(vec![Property::CgroupWeights])
+        );
+        assert_eq!(r.get("b").unwrap().claims, Some(vec![]));
+        let e = err("schedulers:\n  - name: a\n    kind: default\n    claims: [speed]\n");
+        assert!(
+            e.contains("unknown variant `speed`, expected `nice_weights` or `cgroup_weights`"),
+            "{e}"
+        );
+        // Every bundled scheduler states its claims.
+        let bundled = Registry::load(&Registry::default_path()).unwrap();
+        for d in bundled
+            .schedulers
+            .iter()
+            .filter(|d| !d.fixture && d.name != "default")
+        {
+            assert!(d.claims.is_some(), "{} states no claims", d.name);
+        }
     }
 
     #[test]
