@@ -63,6 +63,18 @@ const REGISTRY: &str = "schedulers:
     source: { workspace: scx_fault }
     ops: \"fault_*\"
     fixture: true
+  - name: fifo_claiming_weights
+    kind: binary
+    source: { workspace: scx_fault }
+    ops: \"fault_*\"
+    fixture: true
+    claims: [nice_weights, cgroup_weights]
+  - name: fifo_claiming_nothing
+    kind: binary
+    source: { workspace: scx_fault }
+    ops: \"fault_*\"
+    fixture: true
+    claims: []
   - name: does_not_build
     kind: bpf_object
     source: { bpf_c: broken.bpf.c }
@@ -583,5 +595,61 @@ fn vm_fault_11_a_scheduler_that_does_not_build_fails_only_its_own_cells() {
         .find(|r| r.scheduler == "default")
         .unwrap_or_else(|| panic!("the default cell did not run\n{}", f.explain()));
     assert_eq!(fair.verdict, CellVerdict::Pass, "{}", f.explain());
+    f.assert_evidence_kept();
+}
+
+// 12. A weight-blind scheduler (scx_fault's plain FIFO) on the bundled
+// scenarios that bound the weight properties: where it claims the
+// properties, each bound fails it with the measured split; where it claims
+// none, the same measurement is reported "not claimed; does not hold" and
+// the cell passes on what every scheduler owes (no stall, a clean
+// lifecycle).
+#[test]
+fn vm_fault_12_a_weight_blind_scheduler_fails_the_weight_bounds_only_where_it_claims_them() {
+    let (tmp, _) = setup(&[]);
+    let bundled = scx_harness::scenario::bundled_dir();
+    let began = Instant::now();
+    let mut cmd = command(
+        tmp.path(),
+        "fifo_claiming_weights",
+        &[
+            bundled.join("nice-pinned.yaml"),
+            bundled.join("cgroup-weights.yaml"),
+        ],
+        "5m",
+    );
+    cmd.args(["-s", "fifo_claiming_nothing"]);
+    let f = finish(tmp, cmd.spawn().unwrap(), began);
+    assert_eq!(f.code, Some(1), "{}", f.explain());
+    assert_eq!(f.results.len(), 4, "{}", f.explain());
+    for r in &f.results {
+        let share = check(r, "share");
+        // FIFO on one CPU alternates slices: about 50/50, far outside the
+        // weights' 90/10 and 91/9.
+        assert!(
+            !share.pass && share.observed_value.unwrap() > 1.0,
+            "{}: {share:#?}",
+            r.scheduler
+        );
+        match r.scheduler.as_str() {
+            "fifo_claiming_weights" => {
+                assert_eq!(r.verdict, CellVerdict::Fail, "{}", f.explain());
+                assert!(
+                    share.fails() && r.summary.contains("share"),
+                    "{}",
+                    r.summary
+                );
+            }
+            _ => {
+                assert_eq!(r.verdict, CellVerdict::Pass, "{}", f.explain());
+                assert!(!share.fails() && share.unclaimed.is_some(), "{share:#?}");
+                assert!(
+                    r.summary.contains("weights not claimed; does not hold"),
+                    "{}",
+                    r.summary
+                );
+            }
+        }
+    }
     f.assert_evidence_kept();
 }
