@@ -165,6 +165,40 @@ fn the_html_report_renders_its_plots_in_chromium() {
     );
 }
 
+/// A run over two kernels gets a row per kernel and scheduler, each cell
+/// with its own anchor; a pass whose unclaimed property did not hold is
+/// marked `pass*` with what did not hold.
+#[test]
+fn the_matrix_has_a_row_per_kernel_and_marks_unheld_unclaimed_bounds() {
+    let lts = result("scx_fifo", "nice-pinned", CellVerdict::Pass);
+    let mut stable = lts.clone();
+    stable.kernel_name = "stable".into();
+    stable.kernel = "7.3.4".into();
+    stable.checks[0].pass = false;
+    stable.checks[0].unclaimed = Some(scx_harness::scenario::Property::NiceWeights);
+    let page = scx_harness::report::html::page(&[lts, stable], None);
+    let matrix = &page[page.find("id=\"matrix\"").unwrap()..page.find("</table>").unwrap()];
+    assert!(matrix.contains("<th>kernel</th>"), "{matrix}");
+    assert!(matrix.contains("<th>lts</th><th>scx_fifo</th>"), "{matrix}");
+    assert!(
+        matrix.contains("<th>stable</th><th>scx_fifo</th>"),
+        "{matrix}"
+    );
+    assert!(
+        matrix.contains("href=\"#cell-stable-scx-fifo-nice-pinned\">pass*</a>"),
+        "{matrix}"
+    );
+    assert!(
+        matrix.contains("title=\"nice_weights not claimed; does not hold\""),
+        "{matrix}"
+    );
+    assert!(page.contains("id=\"cell-lts-scx-fifo-nice-pinned\""));
+    assert!(
+        page.contains("kernel lts 6.12.117 (k); stable 7.3.4 (k)"),
+        "{page}"
+    );
+}
+
 #[test]
 fn report_writes_every_format_from_a_run_directory() {
     let dir = tempfile::tempdir().unwrap();

@@ -30,8 +30,23 @@ pub fn esc(s: &str) -> String {
 }
 
 fn anchor(r: &CellResult) -> String {
-    format!("cell-{}-{}", r.scheduler, r.scenario)
+    format!("cell-{}-{}-{}", r.kernel_name, r.scheduler, r.scenario)
         .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "-")
+}
+
+/// The cell's verdict as the matrix shows it: `pass*` when a bound of a
+/// property the scheduler does not claim did not hold (its title says which).
+fn verdict_mark(r: &CellResult) -> (String, String) {
+    let unheld: Vec<String> = r
+        .checks
+        .iter()
+        .filter(|c| c.unclaimed.is_some() && !c.pass)
+        .map(|c| c.status())
+        .collect();
+    match unheld.is_empty() {
+        true => (r.verdict.label().to_string(), String::new()),
+        false => (format!("{}*", r.verdict.label()), unheld.join(", ")),
+    }
 }
 
 fn verdict_class(v: CellVerdict) -> &'static str {
@@ -59,15 +74,23 @@ pub fn page(results: &[CellResult], compare: Option<&CompareReport>) -> String {
         count(CellVerdict::Fail),
         count(CellVerdict::Error),
         count(CellVerdict::NotRun),
-        results
-            .first()
-            .map(|r| format!(
-                "; kernel {} ({}), {}",
-                esc(&r.kernel),
-                esc(&r.kernel_id),
-                esc(&r.accel)
-            ))
-            .unwrap_or_default()
+        {
+            // Every kernel of the run, in order of appearance.
+            let mut kernels: Vec<String> = Vec::new();
+            for r in results {
+                let k = match r.kernel_name.as_str() {
+                    "" => format!("{} ({})", esc(&r.kernel), esc(&r.kernel_id)),
+                    n => format!("{} {} ({})", esc(n), esc(&r.kernel), esc(&r.kernel_id)),
+                };
+                if !kernels.contains(&k) {
+                    kernels.push(k);
+                }
+            }
+            results
+                .first()
+                .map(|r| format!("; kernel {}, {}", kernels.join("; "), esc(&r.accel)))
+                .unwrap_or_default()
+        }
     );
     let mut plots = 0;
     if let Some(c) = compare {
@@ -106,31 +129,44 @@ pre{background:#f6f6f6;padding:.5em;white-space:pre-wrap}";
 
 fn matrix(results: &[CellResult]) -> String {
     let scenarios: BTreeSet<&str> = results.iter().map(|r| r.scenario.as_str()).collect();
-    let mut schedulers: Vec<&str> = Vec::new();
+    // One row per scheduler, per kernel when the run had several.
+    let mut rows: Vec<(&str, &str)> = Vec::new();
     for r in results {
-        if !schedulers.contains(&r.scheduler.as_str()) {
-            schedulers.push(&r.scheduler);
+        if !rows.contains(&(r.kernel_name.as_str(), r.scheduler.as_str())) {
+            rows.push((&r.kernel_name, &r.scheduler));
         }
     }
-    let mut t = String::from("<h2>Matrix</h2>\n<table id=\"matrix\"><tr><th>scheduler</th>");
+    let kernels: BTreeSet<&str> = rows.iter().map(|(k, _)| *k).collect();
+    let several = kernels.len() > 1;
+    let mut t = String::from("<h2>Matrix</h2>\n<table id=\"matrix\"><tr>");
+    if several {
+        t.push_str("<th>kernel</th>");
+    }
+    t.push_str("<th>scheduler</th>");
     for s in &scenarios {
         let _ = write!(t, "<th>{}</th>", esc(s));
     }
     t.push_str("</tr>\n");
-    for sched in &schedulers {
-        let _ = write!(t, "<tr><th>{}</th>", esc(sched));
+    for (kernel, sched) in &rows {
+        t.push_str("<tr>");
+        if several {
+            let _ = write!(t, "<th>{}</th>", esc(kernel));
+        }
+        let _ = write!(t, "<th>{}</th>", esc(sched));
         for s in &scenarios {
             match results
                 .iter()
-                .find(|r| r.scheduler == *sched && r.scenario == *s)
+                .find(|r| r.kernel_name == *kernel && r.scheduler == *sched && r.scenario == *s)
             {
                 Some(r) => {
+                    let (label, title) = verdict_mark(r);
                     let _ = write!(
                         t,
-                        "<td class=\"{}\"><a href=\"#{}\">{}</a></td>",
+                        "<td class=\"{}\" title=\"{}\"><a href=\"#{}\">{}</a></td>",
                         verdict_class(r.verdict),
+                        esc(&title),
                         anchor(r),
-                        r.verdict.label()
+                        esc(&label)
                     );
                 }
                 None => t.push_str("<td></td>"),
@@ -139,14 +175,27 @@ fn matrix(results: &[CellResult]) -> String {
         t.push_str("</tr>\n");
     }
     t.push_str("</table>\n");
+    if results
+        .iter()
+        .any(|r| r.checks.iter().any(|c| c.unclaimed.is_some() && !c.pass))
+    {
+        t.push_str(
+            "<p>* a bound on a property the scheduler does not claim did not hold \
+             (schedulers/registry.yaml <code>claims:</code>); not a failure.</p>\n",
+        );
+    }
     t
 }
 
 fn cell(r: &CellResult, plots: &mut usize) -> String {
     let mut s = format!(
-        "<section id=\"{}\"><h2>{} / {}: <span class=\"{}\">{}</span></h2>\n\
+        "<section id=\"{}\"><h2>{}{} / {}: <span class=\"{}\">{}</span></h2>\n\
          <p>scheduler version {}; scenario hash {}; {:.1} s; files: <code>{}</code></p>\n",
         anchor(r),
+        match r.kernel_name.as_str() {
+            "" => String::new(),
+            k => format!("{} / ", esc(k)),
+        },
         esc(&r.scheduler),
         esc(&r.scenario),
         verdict_class(r.verdict),
