@@ -16,6 +16,9 @@ pub enum CrashKind {
     HungTask,
     SoftLockup,
     Ubsan,
+    /// "NOHZ tick-stop error": a CPU stopped its tick with softirq work
+    /// pending (kernel/time/tick-sched.c), which strands timers there.
+    TickStop,
 }
 
 impl CrashKind {
@@ -39,6 +42,7 @@ const PATTERNS: &[(&str, CrashKind)] = &[
     ),
     ("invalid opcode:", CrashKind::InvalidOpcode),
     ("UBSAN:", CrashKind::Ubsan),
+    ("NOHZ tick-stop error", CrashKind::TickStop),
     ("WARNING:", CrashKind::Warning),
 ];
 
@@ -146,6 +150,10 @@ mod tests {
         check(
             "[    1.0] UBSAN: array-index-out-of-bounds in kernel/x.c:1:2",
             Some(CrashKind::Ubsan),
+        );
+        check(
+            "[    9.0] NOHZ tick-stop error: local softirq work is pending, handler #08!!!",
+            Some(CrashKind::TickStop),
         );
     }
 
