@@ -342,6 +342,16 @@ mod tests {
         }
     }
 
+    /// The error of resolving suite `name` on lts, as text.
+    fn cells_err(m: &Matrix, name: &str) -> String {
+        let o = Overrides::default();
+        format!(
+            "{:#}",
+            m.cells(name, Some("lts"), &registry(), &scenarios(), &o)
+                .unwrap_err()
+        )
+    }
+
     fn scenarios() -> Vec<String> {
         vec!["idle-baseline".into(), "wake-pingpong".into()]
     }
@@ -413,51 +423,21 @@ mod tests {
     #[test]
     fn unknown_names_are_errors_that_list_the_known_ones() {
         let m = matrix("suites:\n  s:\n    schedulers: [scx_nope]\n    scenarios: all\n");
-        let e = format!(
-            "{:#}",
-            m.cells(
-                "s",
-                Some("lts"),
-                &registry(),
-                &scenarios(),
-                &Overrides::default()
-            )
-            .unwrap_err()
-        );
+        let e = cells_err(&m, "s");
         assert!(
             e.contains("m.yaml:2: suite s: unknown scheduler \"scx_nope\""),
             "{e}"
         );
         assert!(e.contains("scx_vtime"), "{e}");
         let m = matrix("suites:\n  s:\n    schedulers: all\n    scenarios: [nope]\n");
-        let e = format!(
-            "{:#}",
-            m.cells(
-                "s",
-                Some("lts"),
-                &registry(),
-                &scenarios(),
-                &Overrides::default()
-            )
-            .unwrap_err()
-        );
+        let e = cells_err(&m, "s");
         assert!(
             e.contains(
                 "unknown scenario \"nope\"; the bundled ones are idle-baseline, wake-pingpong"
             ),
             "{e}"
         );
-        let e = format!(
-            "{:#}",
-            m.cells(
-                "other",
-                Some("lts"),
-                &registry(),
-                &scenarios(),
-                &Overrides::default()
-            )
-            .unwrap_err()
-        );
+        let e = cells_err(&m, "other");
         assert!(e.contains("no suite \"other\"; the suites are s"), "{e}");
     }
 
