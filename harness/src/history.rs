@@ -329,6 +329,10 @@ pub struct Point {
 /// What the nightly check found for one cell.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CellCheck {
+    /// The kernel's catalog name (empty for a kernel without one): a run
+    /// over several kernels is checked per kernel.
+    #[serde(default)]
+    pub kernel_name: String,
     pub scheduler: String,
     pub scenario: String,
     /// This run's samples of the cell, and the history's.
@@ -362,16 +366,23 @@ pub fn check_run(
     alpha: f64,
     noise: f64,
 ) -> Result<Vec<CellCheck>> {
-    // The run's samples, grouped by cell (a run may repeat cells).
-    let mut cells: BTreeMap<(String, String), Vec<&CellResult>> = BTreeMap::new();
+    // The run's samples, grouped by cell and kernel (a run may repeat
+    // cells, and run them on several kernels: each kernel's samples are
+    // judged against that kernel's history alone).
+    let mut cells: BTreeMap<(String, String, String, String), Vec<&CellResult>> = BTreeMap::new();
     for r in results {
         cells
-            .entry((r.scheduler.clone(), r.scenario.clone()))
+            .entry((
+                r.kernel_name.clone(),
+                r.kernel_id.clone(),
+                r.scheduler.clone(),
+                r.scenario.clone(),
+            ))
             .or_default()
             .push(r);
     }
     let mut out = Vec::new();
-    for ((scheduler, scenario), runs) in cells {
+    for ((kernel_name, _, scheduler, scenario), runs) in cells {
         let failed = runs.iter().find_map(|r| {
             compare::failure(r)
                 .or_else(|| (r.verdict == CellVerdict::Fail).then(|| r.summary.clone()))
@@ -397,6 +408,7 @@ pub fn check_run(
             }
         }
         out.push(CellCheck {
+            kernel_name,
             scheduler,
             scenario,
             runs: runs.len(),
@@ -414,7 +426,11 @@ pub fn check_run(
 pub fn check_table(checks: &[CellCheck]) -> String {
     let mut t = String::new();
     for c in checks.iter().filter(|c| c.bad()) {
-        t.push_str(&format!("REGRESSED {} / {}", c.scheduler, c.scenario));
+        let on = match c.kernel_name.as_str() {
+            "" => String::new(),
+            k => format!(" on {k}"),
+        };
+        t.push_str(&format!("REGRESSED {} / {}{on}", c.scheduler, c.scenario));
         match &c.failed {
             Some(why) => t.push_str(&format!(": failed: {}\n", why.lines().next().unwrap_or(""))),
             None => {
@@ -552,9 +568,32 @@ mod tests {
             "{failed:?}"
         );
 
+        // A night over two kernels is judged per kernel: the other
+        // kernel's cells have no history of their own yet, and the slow
+        // samples there do not count against this kernel's history.
+        let mut two: Vec<CellResult> = (0..3).map(|i| at(4 + i % 3, 4000 + i)).collect();
+        for i in 0..3 {
+            let mut r = at(10 + i % 3, 4100 + i);
+            r.kernel_name = "stable".into();
+            r.kernel_id = "other".into();
+            two.push(r);
+        }
+        let per_kernel = check(&mut db, "two-kernels", two);
+        assert_eq!(per_kernel.len(), 2, "{per_kernel:?}");
+        assert!(
+            per_kernel.iter().all(|c| !c.bad()),
+            "{}",
+            check_table(&per_kernel)
+        );
+        let stable = per_kernel
+            .iter()
+            .find(|c| c.kernel_name == "stable")
+            .unwrap();
+        assert_eq!((stable.runs, stable.history), (3, 0));
+
         // The series shows every recorded point, oldest first.
         let pts = db.series("x", "s", "run_delay.g.p99", 100).unwrap();
-        assert_eq!(pts.len(), 6 * 3 + 3 + 3 + 3);
+        assert_eq!(pts.len(), 6 * 3 + 3 + 3 + 3 + 6);
         assert!(pts.windows(2).all(|w| w[0].started_at <= w[1].started_at));
         // Recording a run directory twice records it once.
         let n = db.series("x", "s", "stall_max", 100).unwrap().len();
