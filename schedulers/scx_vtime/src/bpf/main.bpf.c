@@ -156,7 +156,11 @@ void BPF_STRUCT_OPS(vtime_dispatch, s32 cpu, struct task_struct *prev)
 
 		if (i >= MAX_CPUS)
 			break;
+		/* The first task of the queue that may run here: the one
+		 * scx_bpf_dsq_move_to_local() would take. */
 		bpf_for_each(scx_dsq, p, dsq, 0) {
+			if (!bpf_cpumask_test_cpu(cpu, p->cpus_ptr))
+				continue;
 			if (best < 0 || vtime_before(p->scx.dsq_vtime, best_vtime)) {
 				best = dsq;
 				best_vtime = p->scx.dsq_vtime;
@@ -172,18 +176,20 @@ void BPF_STRUCT_OPS(vtime_dispatch, s32 cpu, struct task_struct *prev)
 	 * weights. Charge @prev for the slice it used and keep it running
 	 * while it is still the most entitled.
 	 */
-	if (prev && (prev->scx.flags & SCX_TASK_QUEUED) &&
-	    (tctx = task_ctx(prev))) {
+	bool keep = prev && (prev->scx.flags & SCX_TASK_QUEUED) &&
+		    bpf_cpumask_test_cpu(cpu, prev->cpus_ptr) && (tctx = task_ctx(prev));
+
+	if (keep) {
 		charge(prev, tctx, bpf_ktime_get_ns());
-		if (best < 0 || !vtime_before(best_vtime, prev->scx.dsq_vtime)) {
-			prev->scx.slice = slice_ns;
-			if (vtime_before(vtime_now, prev->scx.dsq_vtime))
-				vtime_now = prev->scx.dsq_vtime;
-			return;
-		}
+		if (best < 0 || !vtime_before(best_vtime, prev->scx.dsq_vtime))
+			goto keep_prev;
 	}
 	if (best >= 0 && scx_bpf_dsq_move_to_local(best, 0))
 		return;
+	/* The head was taken meanwhile by another CPU: @prev, if it may go on,
+	 * is the most entitled of what is left here. */
+	if (keep)
+		goto keep_prev;
 	/* The head could not run here (affinity) or was taken meanwhile: take
 	 * anything this CPU may run, own queue first. */
 	bpf_for(i, 0, nr_cpus) {
@@ -192,6 +198,11 @@ void BPF_STRUCT_OPS(vtime_dispatch, s32 cpu, struct task_struct *prev)
 		if (scx_bpf_dsq_move_to_local((cpu + i) % nr_cpus, 0))
 			return;
 	}
+	return;
+keep_prev:
+	prev->scx.slice = slice_ns;
+	if (vtime_before(vtime_now, prev->scx.dsq_vtime))
+		vtime_now = prev->scx.dsq_vtime;
 }
 
 void BPF_STRUCT_OPS(vtime_runnable, struct task_struct *p, u64 enq_flags)
