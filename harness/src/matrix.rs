@@ -61,8 +61,8 @@ pub struct Suite {
     #[serde(default)]
     pub description: String,
     /// The kernels (names of kernel-config/kernels.yaml, or `all`) the
-    /// suite's cells run on under nextest; absent: the default kernel.
-    /// `scx-harness run` runs on the kernels its `--kernel` names instead.
+    /// suite's cells run on, under nextest and `scx-harness run --suite`
+    /// (unless `--kernel` names others); absent: the default kernel.
     #[serde(default)]
     pub kernels: Option<Selection>,
     pub schedulers: Selection,
@@ -163,9 +163,10 @@ impl Matrix {
         })
     }
 
-    /// The kernels suite `name` runs on under nextest (its `kernels:`, or
-    /// `SCX_HARNESS_KERNELS`), checked against `catalog`; without either,
-    /// the catalog's default kernel.
+    /// The kernels suite `name` runs on, under nextest and `run --suite`
+    /// (its `kernels:`, or `SCX_HARNESS_KERNELS`), checked against
+    /// `catalog` (unknown, repeated or no names are errors); without
+    /// either, the catalog's default kernel.
     pub fn kernels(
         &self,
         name: &str,
@@ -178,7 +179,19 @@ impl Matrix {
             Some(Selection::All) => catalog.names().iter().map(|n| n.to_string()).collect(),
             Some(Selection::Names(n)) => n.clone(),
         };
-        for k in &names {
+        if names.is_empty() {
+            return Err(self.error(
+                name,
+                format!(
+                    "suite {name}: no kernels; name at least one of {} (or `all`)",
+                    catalog.names().join(", ")
+                ),
+            ));
+        }
+        for (i, k) in names.iter().enumerate() {
+            if names[..i].contains(k) {
+                return Err(self.error(name, format!("suite {name}: kernel {k:?} is named twice")));
+            }
             if catalog.get(k).is_none() {
                 return Err(self.error(
                     name,
@@ -521,6 +534,13 @@ mod tests {
             "suites:\n  s:\n    kernels: [lts, nope]\n    schedulers: all\n    scenarios: all\n",
         );
         let e = format!("{:#}", bad.kernels("s", &catalog, &o).unwrap_err());
+        for (list, says) in [("[]", "no kernels"), ("[lts, lts]", "named twice")] {
+            let m = matrix(&format!(
+                "suites:\n  s:\n    kernels: {list}\n    schedulers: all\n    scenarios: all\n"
+            ));
+            let e = format!("{:#}", m.kernels("s", &catalog, &o).unwrap_err());
+            assert!(e.contains(says), "{e}");
+        }
         assert!(
             e.contains("m.yaml:2: suite s: unknown kernel \"nope\"") && e.contains("stable"),
             "{e}"

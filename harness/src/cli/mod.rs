@@ -79,8 +79,10 @@ enum BuildTarget {
 pub struct VmOpts {
     /// A kernel name of kernel-config/kernels.yaml (lts, stable, debian:
     /// fetched and built on first use), a cache key, a bzImage or a kernel
-    /// tree (default: the catalog's default, lts). `run` takes it more
-    /// than once: the cells on each kernel, one after the other.
+    /// tree (default: the catalog's default, lts; for `run --suite`, the
+    /// suite's own kernels). `run` and `schedulers build` take it more
+    /// than once (`schedulers build --kernel all`: every named kernel):
+    /// the cells on each kernel, one after the other.
     #[arg(long, value_name = "NAME|PATH|KEY")]
     pub kernel: Vec<String>,
     /// Accelerator: auto tries KVM once per host boot and falls back to TCG.
@@ -177,10 +179,10 @@ pub fn kernel_build(args: BuildArgs) -> Result<i32> {
         names => names.to_vec(),
     };
     if names.len() > 1 {
-        if !args.configs.is_empty() {
+        if !args.configs.is_empty() || args.jobs.is_some() {
             return Err(fail(
                 Failure::BadInput,
-                "--config applies to one kernel\n  fix: build the kernels one at a time"
+                "--config and --jobs apply to one kernel\n  fix: build the kernels one at a time"
                     .to_string(),
             ));
         }
@@ -192,7 +194,7 @@ pub fn kernel_build(args: BuildArgs) -> Result<i32> {
                 names: vec![n],
                 source: None,
                 configs: Vec::new(),
-                jobs: args.jobs,
+                jobs: None,
             })?;
         }
         return Ok(0);
