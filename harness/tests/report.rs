@@ -176,7 +176,20 @@ fn the_matrix_has_a_row_per_kernel_and_marks_unheld_unclaimed_bounds() {
     stable.kernel = "7.3.4".into();
     stable.checks[0].pass = false;
     stable.checks[0].unclaimed = Some(scx_harness::scenario::Property::NiceWeights);
-    let page = scx_harness::report::html::page(&[lts, stable], None);
+    let cells = [lts, stable];
+    let page = scx_harness::report::html::page(&cells, None);
+    // JUnit and Markdown name each cell with its kernel too.
+    let junit = scx_harness::report::junit(&cells);
+    assert!(
+        junit.contains("classname=\"lts/scx_fifo\"")
+            && junit.contains("classname=\"stable/scx_fifo\""),
+        "{junit}"
+    );
+    let md = scx_harness::report::markdown(&cells);
+    assert!(
+        md.starts_with("| kernel | scheduler |") && md.contains("| stable | scx_fifo |"),
+        "{md}"
+    );
     let matrix = &page[page.find("id=\"matrix\"").unwrap()..page.find("</table>").unwrap()];
     assert!(matrix.contains("<th>kernel</th>"), "{matrix}");
     assert!(matrix.contains("<th>lts</th><th>scx_fifo</th>"), "{matrix}");

@@ -354,10 +354,20 @@ pub fn load_run(dir: &std::path::Path) -> anyhow::Result<Vec<CellResult>> {
     Ok(found)
 }
 
-/// JUnit XML: a test case per cell (`SCHEDULER.SCENARIO`), failures and
+/// Whether the cells ran on more than one kernel (their names then carry
+/// the kernel).
+fn several_kernels(results: &[CellResult]) -> bool {
+    results
+        .iter()
+        .any(|r| r.kernel_name != results[0].kernel_name)
+}
+
+/// JUnit XML: a test case per cell (`SCHEDULER.SCENARIO`, or
+/// `KERNEL/SCHEDULER.SCENARIO` in a run over several kernels), failures and
 /// errors with their summary.
 pub fn junit(results: &[CellResult]) -> String {
     let esc = html::esc;
+    let several = several_kernels(results);
     let count = |v| results.iter().filter(|r| r.verdict == v).count();
     let mut x = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites>\n<testsuite name=\"scx-harness\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\">\n",
@@ -369,7 +379,10 @@ pub fn junit(results: &[CellResult]) -> String {
     for r in results {
         x.push_str(&format!(
             "  <testcase classname=\"{}\" name=\"{}\" time=\"{:.1}\">",
-            esc(&r.scheduler),
+            esc(&match several {
+                true => format!("{}/{}", r.kernel_name, r.scheduler),
+                false => r.scheduler.clone(),
+            }),
             esc(&r.scenario),
             r.elapsed_s
         ));
@@ -395,8 +408,15 @@ pub fn junit(results: &[CellResult]) -> String {
 
 /// A Markdown table of the matrix and the failed checks.
 pub fn markdown(results: &[CellResult]) -> String {
-    let mut m = String::from("| scheduler | scenario | verdict | summary |\n|---|---|---|---|\n");
+    let several = several_kernels(results);
+    let mut m = String::from(match several {
+        true => "| kernel | scheduler | scenario | verdict | summary |\n|---|---|---|---|---|\n",
+        false => "| scheduler | scenario | verdict | summary |\n|---|---|---|---|\n",
+    });
     for r in results {
+        if several {
+            m.push_str(&format!("| {} ", r.kernel_name));
+        }
         m.push_str(&format!(
             "| {} | {} | {} | {} |\n",
             r.scheduler,
