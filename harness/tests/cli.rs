@@ -290,6 +290,30 @@ fn an_unknown_kernel_name_lists_the_named_kernels() {
     }
 }
 
+/// Several kernels (or `all`) are checked before any is built: one unknown
+/// name, or an option that applies to one kernel, stops the command at
+/// once with nothing built.
+#[test]
+fn kernel_build_of_several_kernels_refuses_bad_input_before_building_any() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, says) in [
+        (&["kernel", "build", "lts", "sttable"][..], "sttable"),
+        (
+            &["kernel", "build", "all", "--jobs", "2"][..],
+            "--jobs apply to one kernel",
+        ),
+        (
+            &["kernel", "build", "lts", "stable", "--config", "x.config"][..],
+            "--config and --jobs apply to one kernel",
+        ),
+    ] {
+        let (code, _, err) = run(harness(dir.path()).args(args));
+        assert_eq!(code, BAD_INPUT, "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    assert!(cache_entries(dir.path()).is_empty());
+}
+
 #[test]
 fn a_command_that_boots_one_kernel_refuses_two() {
     let dir = tempfile::tempdir().unwrap();

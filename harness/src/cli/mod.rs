@@ -174,10 +174,7 @@ pub struct GuestRunSchedulerArgs {
 pub fn kernel_build(args: BuildArgs) -> Result<i32> {
     // Several names (or `all`): each in turn, one error stopping the rest.
     let catalog = kernel::Catalog::embedded();
-    let names: Vec<String> = match &args.names[..] {
-        [all] if all == "all" => catalog.names().iter().map(|n| n.to_string()).collect(),
-        names => names.to_vec(),
-    };
+    let names = catalog.expand_all(&args.names);
     if names.len() > 1 {
         if !args.configs.is_empty() || args.jobs.is_some() {
             return Err(fail(

@@ -203,11 +203,7 @@ fn first_line(s: &str, max: usize) -> String {
 
 pub fn build(args: BuildArgs) -> Result<i32> {
     // Several --kernel (or `all`): the registry's schedulers of each kernel.
-    let catalog = crate::kernel::Catalog::embedded();
-    let kernels: Vec<String> = match &args.vm.kernel[..] {
-        [all] if all == "all" => catalog.names().iter().map(|n| n.to_string()).collect(),
-        ks => ks.to_vec(),
-    };
+    let kernels = crate::kernel::Catalog::embedded().expand_all(&args.vm.kernel);
     if kernels.len() > 1 {
         for k in kernels {
             let mut vm = args.vm.clone();

@@ -260,11 +260,30 @@ impl Catalog {
     pub fn names(&self) -> Vec<&str> {
         self.kernels.iter().map(|k| k.name.as_str()).collect()
     }
+
+    /// Kernel arguments as given, except that a lone `all` stands for every
+    /// kernel of the catalog (`kernel build all`, `schedulers build
+    /// --kernel all`).
+    pub fn expand_all(&self, args: &[String]) -> Vec<String> {
+        match args {
+            [all] if all == "all" => self.names().iter().map(|n| n.to_string()).collect(),
+            given => given.to_vec(),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn all_stands_for_every_kernel_alone() {
+        let c = Catalog::embedded();
+        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(c.expand_all(&v(&["all"])), v(&c.names()));
+        assert_eq!(c.expand_all(&v(&["lts", "all"])), v(&["lts", "all"]));
+        assert!(c.expand_all(&[]).is_empty());
+    }
 
     #[test]
     fn the_embedded_catalog_names_the_three_kernels_of_the_axis() {
