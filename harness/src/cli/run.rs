@@ -63,30 +63,43 @@ pub(crate) fn timestamp() -> String {
 /// The (scheduler, scenario) pairs to run, from the arguments or the
 /// matrix, checked before anything is built or booted.
 /// The suite a run without schedulers and scenarios runs: `--suite`, else
-/// `SCX_HARNESS_SUITE`, else `default`; `None` when cells are named.
-fn suite_of(args: &RunArgs) -> Option<String> {
-    (args.schedulers.is_empty() && args.scenarios.is_empty()).then(|| {
-        args.suite
+/// `SCX_HARNESS_SUITE`, else `default`, with the matrix and the
+/// environment's overrides; `None` when cells are named.
+struct SuiteRun {
+    name: String,
+    matrix: Matrix,
+    overrides: Overrides,
+}
+
+fn suite_of(args: &RunArgs) -> Result<Option<SuiteRun>> {
+    if !(args.schedulers.is_empty() && args.scenarios.is_empty()) {
+        return Ok(None);
+    }
+    let overrides = Overrides::from_env();
+    Ok(Some(SuiteRun {
+        name: args
+            .suite
             .clone()
-            .or(Overrides::from_env().suite)
-            .unwrap_or_else(|| "default".into())
-    })
+            .or(overrides.suite.clone())
+            .unwrap_or_else(|| "default".into()),
+        matrix: Matrix::load(&Matrix::default_path())?,
+        overrides,
+    }))
 }
 
 fn plan(
     args: &RunArgs,
+    suite: Option<&SuiteRun>,
     kernel: Option<&str>,
     registry: &Registry,
 ) -> Result<Vec<(String, scenario::Loaded)>> {
-    if let Some(suite) = suite_of(args) {
-        let matrix = Matrix::load(&Matrix::default_path())?;
-        let overrides = Overrides::from_env();
-        let cells = matrix.cells(
-            &suite,
+    if let Some(suite) = suite {
+        let cells = suite.matrix.cells(
+            &suite.name,
             kernel,
             registry,
             &scenario::bundled_names(),
-            &overrides,
+            &suite.overrides,
         )?;
         let mut loaded: std::collections::BTreeMap<String, scenario::Loaded> = Default::default();
         let mut out = Vec::new();
@@ -129,12 +142,12 @@ pub fn run(args: RunArgs) -> Result<i32> {
     // anything is built or booted.
     // The kernels: those --kernel names, else a suite's own `kernels:`
     // (scenarios/matrix.yaml), else the default kernel.
-    let suite_kernels = match (args.vm.kernel.is_empty(), suite_of(&args)) {
-        (true, Some(suite)) => Matrix::load(&Matrix::default_path())?.kernels(
-            &suite,
-            &crate::kernel::Catalog::embedded(),
-            &Overrides::from_env(),
-        )?,
+    let suite = suite_of(&args)?;
+    let suite_kernels = match (args.vm.kernel.is_empty(), &suite) {
+        (true, Some(s)) => {
+            s.matrix
+                .kernels(&s.name, &crate::kernel::Catalog::embedded(), &s.overrides)?
+        }
         _ => Vec::new(),
     };
     let kernels: Vec<Option<&str>> = match (&args.vm.kernel[..], &suite_kernels[..]) {
@@ -158,7 +171,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
     for k in &kernels {
         let registry = args.registry.load_for(*k)?;
         let name = crate::kernel::name_of_arg(*k, &crate::kernel::Cache::user());
-        let pairs = plan(&args, name.as_deref(), &registry)?;
+        let pairs = plan(&args, suite.as_ref(), name.as_deref(), &registry)?;
         plans.push((*k, registry, pairs));
     }
     // Then every kernel is fetched or built (a cold one takes minutes),
