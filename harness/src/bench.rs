@@ -340,6 +340,7 @@ pub fn probe(
     seconds: u64,
     pairs: u32,
     cost_rounds: usize,
+    stall_watch: Option<crate::scenario::StallTasks>,
 ) -> Result<i32> {
     use crate::agent::{AgentSpec, BenchOutput};
     use crate::scenario::{Group, Scenario, VmShape, Work};
@@ -365,7 +366,18 @@ pub fn probe(
             stop: None,
         }],
         swaps: vec![],
-        checks: vec![],
+        // A bound no round reaches: the watch runs, nothing stops.
+        checks: stall_watch
+            .map(|tasks| {
+                crate::scenario::Check::Stall(crate::scenario::StallCheck {
+                    max_runnable: Duration::from_secs(60),
+                    group: None,
+                    tasks,
+                    excluding: None,
+                })
+            })
+            .into_iter()
+            .collect(),
     };
     let spec = AgentSpec {
         scenario,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::agent::{AgentOutput, Pass};
-use crate::scenario::{Check, Property, Scenario, Work};
+use crate::scenario::{Check, Property, Scenario, StallCheck, StallTasks, Work};
 use crate::scheduler::lifecycle::Verdict;
 use crate::units::format_duration;
 use crate::vm::console::CrashLine;
@@ -163,8 +163,10 @@ fn evaluate_one(
     {
         match c {
             Check::RunDelay(rd) => {
+                let own = rd.excluding.is_some();
+                let excl = if own { " excluding higher_class" } else { "" };
                 for (label, q, bound) in rd.bounds() {
-                    let name = format!("run_delay {} {label}", rd.group);
+                    let name = format!("run_delay {} {label}{excl}", rd.group);
                     let Some(p) = main else {
                         out.push(missing(
                             name,
@@ -174,12 +176,49 @@ fn evaluate_one(
                         ));
                         continue;
                     };
-                    out.push(run_delay(p, &rd.group, label, q, bound, name));
+                    let mut o = run_delay(p, &rd.group, (label, q, own), bound, name);
+                    o.detail = format!("{}; {}", o.detail, why_waited(p, &rd.group));
+                    out.push(o);
+                }
+                for (label, q, factor) in rd.fair_bounds() {
+                    let name = format!("run_delay {} {label} of fair{excl}", rd.group);
+                    let shown = format!("<= {factor:.2} x fair");
+                    match (main, fair) {
+                        (Some(m), Some(f)) => out.push(run_delay_of_fair(
+                            m,
+                            f,
+                            &rd.group,
+                            (label, q, factor, own),
+                            rd.floor,
+                            name,
+                        )),
+                        (Some(_), None) => out.push(missing(
+                            name,
+                            shown,
+                            factor,
+                            &format!(
+                                "the scenario's pass under the fair class is missing: {}",
+                                ev.agent
+                                    .error
+                                    .as_deref()
+                                    .unwrap_or("the agent did not run it")
+                            ),
+                        )),
+                        (None, _) => out.push(missing(name, shown, factor, &no_pass_why())),
+                    }
                 }
             }
             Check::Stall(st) => {
                 let bound = st.max_runnable;
-                let name = "stall max_runnable".to_string();
+                let name = match (&st.group, st.tasks) {
+                    (Some(g), _) => format!("stall {g} max_runnable"),
+                    (None, StallTasks::Guest) => "stall guest max_runnable".to_string(),
+                    (None, StallTasks::Scenario) => "stall max_runnable".to_string(),
+                } + if st.excluding.is_some() {
+                    " excluding higher_class"
+                } else {
+                    ""
+                };
                 let Some(p) = main else {
                     out.push(missing(
                         name,
@@ -189,7 +228,7 @@ fn evaluate_one(
                     ));
                     return;
                 };
-                out.push(stall(p, bound, name));
+                out.push(stall(p, st, name));
             }
             Check::Share(sh) => {
                 if let (Some(g), Some(f)) = (&sh.group, sh.min_of_fair) {
@@ -313,25 +352,30 @@ fn evaluate_one(
 fn run_delay(
     p: &Pass,
     group: &str,
-    label: &str,
-    q: Option<f64>,
+    (label, q, own): (&str, Option<f64>, bool),
     bound: Duration,
     name: String,
 ) -> Outcome {
     let g = p.group(group);
-    // A task still waiting at the end waited at least this long: a task
+    // A task still waiting at the stop waited at least this long: a task
     // that never ran must not be missed.
     let still = p
         .still_waiting
         .iter()
-        .filter(|w| w.group == group)
-        .map(|w| w.waited_ns)
+        .filter(|w| w.group.as_deref() == Some(group))
+        .map(|w| if own { w.own_ns } else { w.waited_ns })
         .max()
         .unwrap_or(0);
     let observed: Option<Duration> = g.and_then(|g| match q {
+        Some(q) if own => g.probe.run_delay_own.quantile(q),
         Some(q) => g.probe.run_delay.quantile(q),
-        None => (g.probe.nr_waits > 0 || still > 0)
-            .then(|| Duration::from_nanos(g.probe.max_wait_ns.max(still))),
+        None => (g.probe.nr_waits > 0 || still > 0).then(|| {
+            Duration::from_nanos(if own {
+                p.max_run_delay_own(g)
+            } else {
+                p.max_run_delay(g)
+            })
+        }),
     });
     let samples = g.map_or(0, |g| g.probe.run_delay.count());
     match observed {
@@ -346,7 +390,7 @@ fn run_delay(
                 "{samples} wakeups measured{}",
                 if still > 0 && label == "max" {
                     format!(
-                        "; a task was still waiting at the end ({})",
+                        "; a task was still waiting at the stop ({})",
                         ms(Duration::from_nanos(still))
                     )
                 } else {
@@ -368,40 +412,135 @@ fn run_delay(
     }
 }
 
-fn stall(p: &Pass, bound: Duration, name: String) -> Outcome {
-    let worst_done = p
-        .groups
-        .iter()
-        .map(|g| g.probe.max_wait_all_ns)
-        .max()
-        .unwrap_or(0);
-    let worst_still = p.still_waiting.iter().max_by_key(|w| w.waited_ns);
-    let mut observed = worst_done;
-    let mut detail = String::new();
-    if let Some(w) = worst_still.filter(|w| w.waited_ns > observed) {
-        observed = w.waited_ns;
-        detail = format!(
-            "still waiting at the end: {} (tid {}, group {})",
-            w.comm, w.tid, w.group
-        );
+/// A group's statistic `q` (a quantile, or None for the max) in a pass,
+/// of whole waits or of their own parts.
+fn delay_stat(p: &Pass, group: &str, q: Option<f64>, own: bool) -> Option<Duration> {
+    let g = p.group(group)?;
+    let max = if own {
+        p.max_run_delay_own(g)
+    } else {
+        p.max_run_delay(g)
+    };
+    match (q, own) {
+        (Some(q), false) => g.probe.run_delay.quantile(q),
+        (Some(q), true) => g.probe.run_delay_own.quantile(q),
+        (None, _) => Some(Duration::from_nanos(max)).filter(|d| !d.is_zero()),
     }
-    if let Some(st) = &p.stall {
-        observed = observed.max(st.waited_ns);
-        detail = format!(
-            "task {} (pid {}, tid {}, group {}) was runnable for {} without running, found {} into the run; the run was stopped",
-            st.comm,
-            st.pid,
-            st.tid,
-            st.group,
-            ms(Duration::from_nanos(st.waited_ns)),
-            format_duration(Duration::from_millis(st.found_at_ns / 1_000_000))
-        );
+}
+
+/// "its waits: 62% behind a higher class, 30% while its CPU idled, 8%
+/// behind fair or sched_ext tasks": why a group's waits in the window
+/// lasted (on the CPU each waited on).
+pub fn why_waited(p: &Pass, group: &str) -> String {
+    let Some(g) = p.group(group).filter(|g| g.probe.wait_ns > 0) else {
+        return "no wait to explain".into();
+    };
+    let total = g.probe.wait_ns as f64;
+    let higher = g.probe.wait_higher_ns as f64 / total;
+    let idle = g.probe.wait_idle_ns as f64 / total;
+    format!(
+        "its waits: {:.0}% behind a higher class (RT, deadline, stop), {:.0}% while its CPU idled, {:.0}% behind fair or sched_ext tasks",
+        higher * 100.0,
+        idle * 100.0,
+        (1.0 - higher - idle).max(0.0) * 100.0
+    )
+}
+
+/// A run delay bounded by `factor` times the same statistic under the
+/// fair class in the same VM, never below `floor`.
+fn run_delay_of_fair(
+    main: &Pass,
+    fair: &Pass,
+    group: &str,
+    (label, q, factor, own): (&str, Option<f64>, f64, bool),
+    floor: Option<Duration>,
+    name: String,
+) -> Outcome {
+    let Some(fv) = delay_stat(fair, group, q, own).filter(|v| !v.is_zero() || floor.is_some())
+    else {
+        return Outcome {
+            unclaimed: None,
+            pass: false,
+            observed: "not measured".into(),
+            bound: format!("<= {factor:.2} x fair"),
+            observed_value: None,
+            bound_value: factor,
+            detail: format!(
+                "no wakeup of group {group} ended inside the fair class's window (or its {label} was 0 and no floor is set)"
+            ),
+            name,
+        };
+    };
+    let relative = fv.mul_f64(factor);
+    let bound = floor.map_or(relative, |f| relative.max(f));
+    let bound_text = match floor {
+        Some(f) if f > relative => format!(
+            "<= {} (the floor; {factor:.2} x fair is {})",
+            ms(f),
+            ms(relative)
+        ),
+        _ => format!("<= {} ({factor:.2} x fair)", ms(bound)),
+    };
+    let mut o = run_delay(main, group, (label, q, own), bound, name);
+    o.bound = bound_text;
+    o.detail = format!("the fair class's {label}: {}; {}", ms(fv), o.detail);
+    if let Some(v) = o.observed_value {
+        if !fv.is_zero() {
+            o.observed = format!("{} ({:.2} x fair)", o.observed, v / fv.as_nanos() as f64);
+        }
     }
+    o
+}
+
+fn stall(p: &Pass, st: &StallCheck, name: String) -> Outcome {
+    let bound = st.max_runnable;
+    let applies = |g: Option<&str>| st.applies_to(g);
+    let own = st.excluding.is_some();
+    let longest = if own {
+        p.longest_runnable_own(applies)
+    } else {
+        p.longest_runnable(applies)
+    };
+    let observed = longest.as_ref().map_or(0, |l| l.ns);
+    // The stall that stopped the pass fails this check if it is one of its
+    // tasks and past its bound by its own measure.
+    let stopped = p.stall.as_ref().filter(|e| {
+        applies(e.group.as_deref())
+            && Duration::from_nanos(if own { e.own_ns } else { e.waited_ns }) > bound
+    });
+    let detail = match (stopped, &longest) {
+        (Some(e), _) => format!(
+            "{}, pid {}, was runnable for {} without running{}, found {} into the run; the run was stopped{}",
+            e.who(),
+            e.pid,
+            ms(Duration::from_nanos(e.waited_ns)),
+            if own {
+                format!(
+                    " ({} of it the scheduler's own, less what a higher class ran on its CPU)",
+                    ms(Duration::from_nanos(e.own_ns))
+                )
+            } else {
+                String::new()
+            },
+            format_duration(Duration::from_millis(e.found_at_ns / 1_000_000)),
+            // Another task of this check may have waited longer (a looser
+            // bound of its own let it): the observed value is its.
+            match &longest {
+                Some(l) if l.ns > if own { e.own_ns } else { e.waited_ns } => {
+                    format!("; longest: {}, {}", l.who(), ms(Duration::from_nanos(l.ns)))
+                }
+                _ => String::new(),
+            }
+        ),
+        (None, Some(l)) if l.at_stop => format!("{}, still waiting at the stop", l.who()),
+        (None, Some(l)) => l.who(),
+        (None, None) => "no task waited".into(),
+    };
     let v = Duration::from_nanos(observed);
     Outcome {
         unclaimed: None,
         name,
-        pass: p.stall.is_none() && v <= bound,
+        pass: stopped.is_none() && v <= bound,
         observed: ms(v),
         bound: format!("<= {}", ms(bound)),
         observed_value: Some(observed as f64),
@@ -595,6 +734,14 @@ mod tests {
             .scenario
     }
 
+    fn hist(ns: &[u64]) -> Histogram {
+        let mut h = Histogram::default();
+        for v in ns {
+            h.record(*v);
+        }
+        h
+    }
+
     fn group(name: &str, waits_ms: &[u64], cpu_ms: u64, iterations: u64) -> GroupResult {
         let mut h = Histogram::default();
         for w in waits_ms {
@@ -607,10 +754,11 @@ mod tests {
                 nr_waits: waits_ms.len() as u64,
                 wait_ns: waits_ms.iter().sum::<u64>() * MS,
                 max_wait_ns: waits_ms.iter().max().copied().unwrap_or(0) * MS,
-                max_wait_all_ns: waits_ms.iter().max().copied().unwrap_or(0) * MS,
+                max_runnable_ns: waits_ms.iter().max().copied().unwrap_or(0) * MS,
                 run_ns: cpu_ms * MS,
                 run_ns_window: cpu_ms * MS,
                 nr_tasks: 2,
+                ..Default::default()
             },
             outcome: Some(GroupOutcome {
                 name: name.into(),
@@ -638,6 +786,7 @@ mod tests {
             groups,
             stall: None,
             still_waiting: vec![],
+            other_worst: None,
             probe_events: 1,
             probe_dropped: 0,
             swaps: vec![],
@@ -743,16 +892,172 @@ mod tests {
         );
         p.still_waiting = vec![StillWaiting {
             tid: 7,
-            group: "a".into(),
+            group: Some("a".into()),
             comm: "a".into(),
+            cpu: 1,
             waited_ns: 1_500 * MS,
+            own_ns: 1_500 * MS,
         }];
         let out = eval(&s, vec![p], Verdict::Clean);
         assert!(!out[0].pass && !out[1].pass, "{out:#?}");
         assert!(
-            out[1].detail.contains("still waiting at the end"),
+            out[1].detail.contains("still waiting at the stop"),
             "{}",
             out[1].detail
+        );
+    }
+
+    /// The one-wait example of issue 16: a pass stopped by a stall shows
+    /// one number for that wait in the check, its detail, the report's
+    /// stall columns and `compare`'s stall_max; later waits (ended after
+    /// the stop) are in none of them.
+    #[test]
+    fn a_stopped_pass_shows_one_number_for_the_stalled_wait() {
+        let s = scenario("  - stall: { max_runnable: 2s }\n");
+        let mut p = pass(
+            "scheduler",
+            vec![group("a", &[23], 1, 1), group("b", &[4], 1, 1)],
+        );
+        p.stall = Some(StallEvent {
+            tid: 59,
+            pid: 54,
+            comm: "sleeper".into(),
+            group: Some("b".into()),
+            cpu: 0,
+            waited_ns: 2_098_600_000,
+            own_ns: 2_098_600_000,
+            found_at_ns: 2_453 * MS,
+        });
+        // The same wait, read at the stop by the end-of-pass scan.
+        p.still_waiting = vec![StillWaiting {
+            tid: 59,
+            group: Some("b".into()),
+            comm: "sleeper".into(),
+            cpu: 0,
+            waited_ns: 2_098_600_000,
+            own_ns: 2_098_600_000,
+        }];
+        let out = eval(&s, vec![p.clone()], Verdict::Clean);
+        assert!(!out[0].pass);
+        assert_eq!(out[0].observed, "2098.6ms");
+        assert!(
+            out[0].detail.contains("runnable for 2098.6ms"),
+            "{}",
+            out[0].detail
+        );
+        let table = crate::report::metrics_table(&p, 1);
+        let b = table
+            .lines()
+            .find(|l| l.trim_start().starts_with("b "))
+            .unwrap();
+        assert_eq!(b.split_whitespace().nth(7), Some("2.10s"), "{table}");
+        assert_eq!(
+            p.longest_runnable(|_| true).map(|l| l.ns),
+            Some(2_098_600_000)
+        );
+    }
+
+    #[test]
+    fn a_stall_bound_per_group_and_one_over_the_guest() {
+        let s = scenario(
+            "  - stall: { max_runnable: 10ms, group: a }\n  - stall: { max_runnable: 1s }\n  - stall: { max_runnable: 1s, tasks: guest }\n",
+        );
+        let mut p = pass(
+            "scheduler",
+            vec![group("a", &[5], 1, 1), group("b", &[300], 1, 1)],
+        );
+        p.other_worst = Some(crate::probe::OtherWait {
+            tid: 12,
+            comm: "kworker/0:1".into(),
+            cpu: 0,
+            runnable_ns: 1_500 * MS,
+        });
+        let out = eval(&s, vec![p.clone()], Verdict::Clean);
+        assert_eq!(out[0].name, "stall a max_runnable");
+        assert!(out[0].pass && out[0].observed == "5.00ms", "{:?}", out[0]);
+        // The scenario's tasks only: b's 300 ms, not the kworker.
+        assert!(out[1].pass && out[1].observed == "300.0ms", "{:?}", out[1]);
+        assert_eq!(out[2].name, "stall guest max_runnable");
+        assert!(!out[2].pass, "{:?}", out[2]);
+        for w in ["kworker/0:1", "tid 12", "outside the scenario", "CPU 0"] {
+            assert!(out[2].detail.contains(w), "{w}: {}", out[2].detail);
+        }
+        // A stall that stopped the pass fails the checks whose tasks it
+        // concerns and whose bound it passed, and only those: a's 11 ms
+        // fails a's 10 ms bound, not the scenario's or the guest's 1 s.
+        p.other_worst = None;
+        p.stall = Some(StallEvent {
+            tid: 3,
+            pid: 3,
+            comm: "a".into(),
+            group: Some("a".into()),
+            cpu: 1,
+            waited_ns: 11 * MS,
+            own_ns: 11 * MS,
+            found_at_ns: 2_000 * MS,
+        });
+        let out = eval(&s, vec![p], Verdict::Clean);
+        assert!(!out[0].pass && out[0].observed == "11.0ms", "{:?}", out[0]);
+        assert!(out[1].pass, "{:?}", out[1]);
+        assert!(out[2].pass, "{:?}", out[2]);
+    }
+
+    #[test]
+    fn run_delay_relative_to_the_fair_class_with_a_floor() {
+        let s = scenario(
+            "  - run_delay: { group: a, p99_of_fair: 2, property: interactive }\n  - run_delay: { group: b, p99_of_fair: 2, floor: 3ms }\n",
+        );
+        // Fair: a's waits 4 ms (p99 4 ms), b's 0.5 ms.
+        let fair = pass(
+            "fair",
+            vec![group("a", &[4, 4, 4], 1, 1), group("b", &[0, 0, 0], 1, 1)],
+        );
+        let mut fair = fair;
+        fair.groups[1].probe.run_delay = hist(&[500_000, 500_000]);
+        // Ours: a 9 ms (2.25 x fair: fails), b 2 ms (4 x fair, under the floor).
+        let mut ours = pass(
+            "scheduler",
+            vec![group("a", &[9, 9, 9], 1, 1), group("b", &[2, 2, 2], 1, 1)],
+        );
+        ours.groups[1].probe.run_delay = hist(&[2_000_000, 2_000_000]);
+        let out = eval(&s, vec![fair.clone(), ours.clone()], Verdict::Clean);
+        assert_eq!(out[0].name, "run_delay a p99 of fair");
+        assert!(!out[0].pass && out[0].fails(), "{:?}", out[0]);
+        assert!(out[0].observed.contains("2.2"), "{}", out[0].observed);
+        assert!(
+            out[0].detail.contains("the fair class's p99: 4"),
+            "{}",
+            out[0].detail
+        );
+        assert!(out[1].pass, "{:?}", out[1]);
+        assert!(out[1].bound.contains("the floor"), "{}", out[1].bound);
+        // Not claimed: shown, not failed.
+        let claims: &[Property] = &[];
+        let out = evaluate(&Evidence {
+            scenario: &s,
+            agent: &AgentOutput {
+                passes: vec![fair, ours],
+                scheduler: Some(report(Verdict::Clean)),
+                swapped_out: vec![],
+                error: None,
+            },
+            crashes: &[],
+            claims: Some(claims),
+        });
+        assert!(!out[0].pass && !out[0].fails(), "{:?}", out[0]);
+        // Without a fair pass the relative bound is not measured, and fails.
+        let out = eval(
+            &s,
+            vec![pass(
+                "scheduler",
+                vec![group("a", &[1], 1, 1), group("b", &[1], 1, 1)],
+            )],
+            Verdict::Clean,
+        );
+        assert!(
+            !out[0].pass && out[0].observed == "not measured",
+            "{:?}",
+            out[0]
         );
     }
 
@@ -767,8 +1072,10 @@ mod tests {
             tid: 42,
             pid: 40,
             comm: "victim".into(),
-            group: "a".into(),
+            group: Some("a".into()),
+            cpu: 0,
             waited_ns: 1_020 * MS,
+            own_ns: 1_020 * MS,
             found_at_ns: 3_000 * MS,
         });
         let out = eval(&s, vec![p], Verdict::Clean);

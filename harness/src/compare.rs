@@ -87,7 +87,6 @@ pub fn metrics(r: &CellResult) -> BTreeMap<String, f64> {
         return m;
     };
     let window = p.window().as_secs_f64().max(1e-9);
-    let mut stall = 0u64;
     for g in &p.groups {
         let h = &g.probe.run_delay;
         if h.count() > 0 {
@@ -98,17 +97,21 @@ pub fn metrics(r: &CellResult) -> BTreeMap<String, f64> {
             }
             m.insert(
                 format!("run_delay.{}.max", g.name),
-                g.probe.max_wait_ns as f64,
+                p.max_run_delay(g) as f64,
             );
         }
-        stall = stall.max(g.probe.max_wait_all_ns);
         m.insert(format!("cpu_share.{}", g.name), p.cpu_share(g, r.cpus));
         let it = g.iterations_window();
         if it > 0 {
             m.insert(format!("throughput.{}", g.name), it as f64 / window);
         }
     }
+    // The scenario's own tasks; a guest-wide watch's other tasks apart.
+    let stall = p.longest_runnable(|g| g.is_some()).map_or(0, |l| l.ns);
     m.insert("stall_max".into(), stall as f64);
+    if let Some(l) = p.longest_runnable(|g| g.is_none()) {
+        m.insert("stall_max.guest".into(), l.ns as f64);
+    }
     if let Some(report) = r.agent.as_ref().and_then(|a| a.scheduler.as_ref()) {
         for (name, count) in &report.events {
             m.insert(format!("sched_ext_event.{name}"), *count as f64);
@@ -135,10 +138,8 @@ pub fn failure(r: &CellResult) -> Option<String> {
     let pass = r.agent.as_ref().and_then(|a| a.pass("scheduler"));
     if let Some(st) = pass.and_then(|p| p.stall.as_ref()) {
         return Some(format!(
-            "stall: {} (tid {}, group {}) runnable for {} without running",
-            st.comm,
-            st.tid,
-            st.group,
+            "stall: {} runnable for {} without running",
+            st.who(),
             short(Duration::from_nanos(st.waited_ns))
         ));
     }
@@ -414,7 +415,7 @@ pub fn sample_result(delay_ms: u64, verdict: CellVerdict) -> CellResult {
             probe: GroupData {
                 run_delay: h,
                 max_wait_ns: delay_ms * MS + 99_000,
-                max_wait_all_ns: delay_ms * MS + 99_000,
+                max_runnable_ns: delay_ms * MS + 99_000,
                 run_ns_window: 500 * MS,
                 ..Default::default()
             },
@@ -429,6 +430,7 @@ pub fn sample_result(delay_ms: u64, verdict: CellVerdict) -> CellResult {
             groups: vec![group],
             stall: None,
             still_waiting: vec![],
+            other_worst: None,
             probe_events: 0,
             probe_dropped: 0,
             swaps: vec![],

@@ -535,6 +535,18 @@ pub struct BenchProbeArgs {
     /// each run of its programs: where its cost goes (0: none).
     #[arg(long, default_value_t = 5)]
     pub cost_rounds: usize,
+    /// Rounds with the probe also watch for stalls, as a scenario with a
+    /// stall check does: the scenario's tasks, or every task of the guest
+    /// (`tasks: guest`). Default: no stall check.
+    #[arg(long, value_enum)]
+    pub stall_watch: Option<StallWatchArg>,
+}
+
+/// `bench probe --stall-watch`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum StallWatchArg {
+    Scenario,
+    Guest,
 }
 
 pub fn bench_probe(args: BenchProbeArgs) -> Result<i32> {
@@ -546,6 +558,10 @@ pub fn bench_probe(args: BenchProbeArgs) -> Result<i32> {
         args.seconds,
         args.pairs,
         args.cost_rounds,
+        args.stall_watch.map(|w| match w {
+            StallWatchArg::Scenario => crate::scenario::StallTasks::Scenario,
+            StallWatchArg::Guest => crate::scenario::StallTasks::Guest,
+        }),
     )
 }
 

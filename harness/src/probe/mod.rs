@@ -34,6 +34,8 @@ use skel::{ProbeSkel, ProbeSkelBuilder};
 pub const MAX_GROUPS: usize = 32;
 /// A slot of a task the probe does not track.
 const UNTRACKED: u32 = u32::MAX;
+/// A slot of a task outside the scenario, watched with `watch_all`.
+const WATCHED: u32 = u32::MAX - 1;
 
 /// CLOCK_MONOTONIC now, in ns: the probe's clock.
 pub fn now_ns() -> u64 {
@@ -91,9 +93,28 @@ pub struct Probe {
 pub struct Waiting {
     pub tid: u32,
     pub tgid: u32,
-    pub group: u32,
-    /// How long it had been waiting when scanned.
+    /// Its group; `None`: a task outside the scenario (`watch_all`).
+    pub group: Option<u32>,
+    /// The CPU whose runqueue it waits on (where it was woken or
+    /// preempted).
+    pub cpu: u32,
+    /// How long it had been runnable inside the watch when scanned (see
+    /// `set_watch`).
     pub waited_ns: u64,
+    /// Of that, the part that is the scheduler's own: less the time its
+    /// CPU ran a task of a higher class (RT, deadline, stop) meanwhile.
+    pub own_ns: u64,
+}
+
+/// The longest wait, inside the watch, of a task outside the scenario
+/// (`watch_all`) that ended: kernel threads, the agent, anything.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OtherWait {
+    pub tid: u32,
+    pub comm: String,
+    /// The CPU whose runqueue it waited on.
+    pub cpu: u32,
+    pub runnable_ns: u64,
 }
 
 /// What the probe measured for one task still alive at the end.
@@ -107,8 +128,8 @@ pub struct TaskData {
     /// Waits that ended inside the measurement window, and their total.
     pub nr_waits: u64,
     pub wait_ns: u64,
-    /// The longest wait that ended, whole run.
-    pub max_wait_ns: u64,
+    /// Its longest runnable time inside the watch (see `set_watch`).
+    pub max_runnable_ns: u64,
 }
 
 /// What the probe measured for one group.
@@ -118,9 +139,32 @@ pub struct GroupData {
     pub run_delay: Histogram,
     pub nr_waits: u64,
     pub wait_ns: u64,
-    /// Longest wait in the window, and over the whole run.
+    /// Longest wait that ended in the measurement window.
     pub max_wait_ns: u64,
-    pub max_wait_all_ns: u64,
+    /// Longest time one of its tasks stayed runnable without running
+    /// inside the watch, a wait still open when read counted up to the
+    /// watch's end (see `set_watch`); waits still open at a read before
+    /// the end are in `Probe::waiting`, not here.
+    #[serde(alias = "max_wait_all_ns")]
+    pub max_runnable_ns: u64,
+    /// Why its waits (those that ended in the window) lasted: the time
+    /// the CPU each waited on ran a task of a higher class (RT, deadline,
+    /// stop: the kernel allows that), and the time it idled (the
+    /// scheduler left the task queued beside an idle CPU); the rest of
+    /// `wait_ns` it ran other fair or sched_ext tasks.
+    #[serde(default)]
+    pub wait_higher_ns: u64,
+    #[serde(default)]
+    pub wait_idle_ns: u64,
+    /// The same waits less their higher-class part (the scheduler's own):
+    /// histogram, longest in the window, and longest runnable time inside
+    /// the watch.
+    #[serde(default)]
+    pub run_delay_own: Histogram,
+    #[serde(default)]
+    pub max_own_ns: u64,
+    #[serde(default)]
+    pub max_runnable_own_ns: u64,
     /// CPU time of its tasks, exited ones included: whole run, and the part
     /// inside the measurement window.
     pub run_ns: u64,
@@ -234,12 +278,75 @@ impl Probe {
     }
 
     /// Tracks process `tgid` (and its threads and children) as `group`.
-    pub fn track(&self, tgid: u32, group: u32) -> Result<()> {
+    ///
+    /// Its threads that the BPF side has seen already (the fork that made
+    /// the process, threads it started before this call) have their slots
+    /// marked untracked or watched: those are forgotten after the map is
+    /// updated, so that their next event looks the process up again and
+    /// finds it. Without this the group's main thread was never tracked.
+    pub fn track(&mut self, tgid: u32, group: u32) -> Result<()> {
         self.skel
             .maps
             .tracked
             .update(&tgid.to_ne_bytes(), &group.to_ne_bytes(), MapFlags::ANY)
-            .with_context(|| format!("tracking process {tgid}"))
+            .with_context(|| format!("tracking process {tgid}"))?;
+        let bss = self.bss_mut();
+        for tid in tids_of(tgid) {
+            let Some(slot) = bss.slots.get_mut(tid as usize) else {
+                continue;
+            };
+            // SAFETY: reads and a store of the shared mapping. The BPF side
+            // may write the slot at the same moment: it then either sees
+            // tid 0 and looks the task up (tracked), or has just cached it
+            // untracked before the map held it, which this store undoes.
+            unsafe {
+                let t = std::ptr::read_volatile(slot);
+                if t.tid == tid && (t.group == UNTRACKED || t.group == WATCHED) {
+                    std::ptr::write_volatile(&mut slot.tid, 0);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets the watch, CLOCK_MONOTONIC ns: how long a task stayed runnable
+    /// counts only inside `[start, end)`; a wait open at `end` counts up to
+    /// `end` however late it is read. `end` is `u64::MAX` while a pass
+    /// runs and its stop once it stopped.
+    pub fn set_watch(&mut self, start: u64, end: u64) {
+        let bss = self.bss_mut();
+        // SAFETY: plain stores into the shared mapping.
+        unsafe {
+            std::ptr::write_volatile(&mut bss.pass_end, end);
+            std::ptr::write_volatile(&mut bss.pass_start, start);
+        }
+    }
+
+    /// Watches every task of the guest (kernel threads included), not only
+    /// the tracked ones, from each task's next event on.
+    pub fn watch_all(&mut self, on: bool) {
+        let bss = self.bss_mut();
+        // SAFETY: a plain store into the shared mapping.
+        unsafe { std::ptr::write_volatile(&mut bss.watch_all, on as u32) };
+    }
+
+    /// The longest wait inside the watch of a task outside the scenario
+    /// that ended, over every CPU (`watch_all`).
+    pub fn other_worst(&self) -> Option<OtherWait> {
+        let bss = self.bss();
+        bss.other_worst
+            .iter()
+            // SAFETY: reads of the shared mapping; a torn read shows a
+            // neighbour's comm at worst.
+            .map(|w| unsafe { std::ptr::read_volatile(w) })
+            .filter(|w| w.runnable_ns > 0)
+            .max_by_key(|w| w.runnable_ns)
+            .map(|w| OtherWait {
+                tid: w.tid,
+                comm: comm_str(&w.comm),
+                cpu: w.cpu,
+                runnable_ns: w.runnable_ns,
+            })
     }
 
     /// Waits that end in `[start, end)` (CLOCK_MONOTONIC ns) are counted in
@@ -287,6 +394,10 @@ impl Probe {
     /// Forgets every tracked process, task and measurement: the state of a
     /// freshly loaded probe, for the next pass of a scenario.
     pub fn reset(&mut self) {
+        // First, so that no slot is made WATCHED while the slots are
+        // cleared (a stale one would show a wait from long ago).
+        self.watch_all(false);
+        self.set_watch(0, 0);
         let map = &self.skel.maps.tracked;
         let keys: Vec<Vec<u8>> = map.keys().collect();
         for k in keys {
@@ -295,7 +406,8 @@ impl Probe {
         self.set_window(0, 0);
         let bss = self.bss_mut();
         // SAFETY: plain stores into the shared mapping; the BPF side only
-        // adds to these, and no tracked task is left to do so.
+        // adds to these. A task with an event meanwhile finds its slot
+        // cleared or not: either way it starts over untracked.
         unsafe {
             for t in bss.slots.iter_mut() {
                 std::ptr::write_volatile(t, std::mem::zeroed());
@@ -306,11 +418,17 @@ impl Probe {
             for h in bss.hist.iter_mut() {
                 std::ptr::write_volatile(h, 0);
             }
+            for h in bss.hist_own.iter_mut() {
+                std::ptr::write_volatile(h, 0);
+            }
+            for w in bss.other_worst.iter_mut() {
+                std::ptr::write_volatile(w, std::mem::zeroed());
+            }
             std::ptr::write_volatile(&mut bss.nr_dropped, 0);
         }
     }
 
-    /// The slot of a tracked, live task.
+    /// The slot of a tracked or watched, live task.
     fn slot(&self, tid: u32) -> Option<skel::types::task_stat> {
         let bss = self.bss();
         let t = bss.slots.get(tid as usize)?;
@@ -318,6 +436,39 @@ impl Probe {
         // written shows a wait a moment early or late, never a wrong task.
         let t = unsafe { std::ptr::read_volatile(t) };
         (t.tid == tid && t.group != UNTRACKED && t.exited == 0).then_some(t)
+    }
+
+    /// How long CPU `cpu` has run tasks of a higher class than fair and
+    /// sched_ext (RT, deadline, stop) up to `now`, by the BPF side's
+    /// per-CPU record (the same sum the waits' marks are taken from). Keep
+    /// in step with ran_ns() in probe.bpf.c.
+    fn ran_higher_ns(&self, cpu: u32, now: u64) -> u64 {
+        const RAN_HIGHER: usize = 1;
+        let Some(r) = self.bss().cpu_ran.get(cpu as usize) else {
+            return 0;
+        };
+        // SAFETY: a read of the shared mapping; its own CPU writes it.
+        let r = unsafe { std::ptr::read_volatile(r) };
+        let running = if r.what as usize == RAN_HIGHER && r.since != 0 && r.since <= now {
+            now - r.since
+        } else {
+            0
+        };
+        r.ns[RAN_HIGHER] + running
+    }
+
+    /// The part of `[since, now)` inside the watch. Keep in step with
+    /// in_watch() in probe.bpf.c.
+    fn in_watch(&self, since: u64, now: u64) -> u64 {
+        let bss = self.bss();
+        // SAFETY: reads of the shared mapping.
+        let (start, end) = unsafe {
+            (
+                std::ptr::read_volatile(&bss.pass_start),
+                std::ptr::read_volatile(&bss.pass_end),
+            )
+        };
+        now.min(end).saturating_sub(since.max(start))
     }
 
     /// Every tracked task, live or exited, whose sums are in its slot
@@ -329,23 +480,34 @@ impl Probe {
             .enumerate()
             .filter_map(|(i, t)| {
                 let t = unsafe { std::ptr::read_volatile(t) };
-                (t.tid == i as u32 && t.tid != 0 && t.group != UNTRACKED).then_some((t.tid, t))
+                (t.tid == i as u32 && t.tid != 0 && (t.group as usize) < MAX_GROUPS)
+                    .then_some((t.tid, t))
             })
             .collect()
     }
 
     /// Which of `tids` are runnable and not running at `now`
-    /// (CLOCK_MONOTONIC ns), and for how long.
+    /// (CLOCK_MONOTONIC ns), and for how long inside the watch.
     pub fn waiting(&self, now: u64, tids: &[u32]) -> Vec<Waiting> {
         tids.iter()
             .filter_map(|tid| self.slot(*tid))
             .filter(|t| t.runnable_since != 0 && t.runnable_since <= now)
-            .map(|t| Waiting {
-                tid: t.tid,
-                tgid: t.tgid,
-                group: t.group,
-                waited_ns: now - t.runnable_since,
+            .map(|t| {
+                let waited_ns = self.in_watch(t.runnable_since, now);
+                let higher = self
+                    .ran_higher_ns(t.cpu, now)
+                    .saturating_sub(t.higher_mark)
+                    .min(waited_ns);
+                Waiting {
+                    tid: t.tid,
+                    tgid: t.tgid,
+                    group: ((t.group as usize) < MAX_GROUPS).then_some(t.group),
+                    cpu: t.cpu,
+                    waited_ns,
+                    own_ns: waited_ns - higher,
+                }
             })
+            .filter(|w| w.waited_ns > 0)
             .collect()
     }
 
@@ -372,13 +534,19 @@ impl Probe {
     }
 
     /// Every tracked task waiting at `now` (a full scan, for the end of a
-    /// pass).
+    /// pass), watched ones outside the scenario included.
     pub fn all_waiting(&self, now: u64) -> Vec<Waiting> {
-        let tids: Vec<u32> = self
-            .task_stats()
-            .into_iter()
-            .filter(|(_, t)| t.exited == 0)
-            .map(|(tid, _)| tid)
+        let bss = self.bss();
+        let tids: Vec<u32> = bss
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| {
+                // SAFETY: a read of the shared mapping.
+                let t = unsafe { std::ptr::read_volatile(t) };
+                (t.tid == i as u32 && t.tid != 0 && t.group != UNTRACKED && t.runnable_since != 0)
+                    .then_some(t.tid)
+            })
             .collect();
         self.waiting(now, &tids)
     }
@@ -398,12 +566,20 @@ impl Probe {
                 let counts: Vec<u64> = (0..NR_BUCKETS)
                     .map(|b| unsafe { std::ptr::read_volatile(&bss.hist[g * NR_BUCKETS + b]) })
                     .collect();
+                let own: Vec<u64> = (0..NR_BUCKETS)
+                    .map(|b| unsafe { std::ptr::read_volatile(&bss.hist_own[g * NR_BUCKETS + b]) })
+                    .collect();
                 let mut d = GroupData {
                     run_delay: Histogram::from_counts(&counts),
                     nr_waits: gs.nr_waits,
                     wait_ns: gs.wait_ns,
                     max_wait_ns: gs.max_wait,
-                    max_wait_all_ns: gs.max_wait_all,
+                    max_runnable_ns: gs.max_runnable,
+                    wait_higher_ns: gs.wait_higher_ns,
+                    wait_idle_ns: gs.wait_idle_ns,
+                    run_delay_own: Histogram::from_counts(&own),
+                    max_own_ns: gs.max_own,
+                    max_runnable_own_ns: gs.max_runnable_own,
                     run_ns: gs.run_ns,
                     run_ns_window: gs.run_ns_window,
                     nr_tasks: gs.nr_tasks,
@@ -413,7 +589,11 @@ impl Probe {
                     d.nr_waits += t.nr_waits;
                     d.wait_ns += t.wait_ns;
                     d.max_wait_ns = d.max_wait_ns.max(t.max_wait_window);
-                    d.max_wait_all_ns = d.max_wait_all_ns.max(t.max_wait);
+                    d.max_runnable_ns = d.max_runnable_ns.max(t.max_runnable);
+                    d.wait_higher_ns += t.wait_higher_ns;
+                    d.wait_idle_ns += t.wait_idle_ns;
+                    d.max_own_ns = d.max_own_ns.max(t.max_own);
+                    d.max_runnable_own_ns = d.max_runnable_own_ns.max(t.max_runnable_own);
                     d.run_ns += t.run_ns;
                     d.run_ns_window += t.run_ns_window;
                     nr_events += t.nr_events;
@@ -432,7 +612,7 @@ impl Probe {
                 run_ns_window: t.run_ns_window,
                 nr_waits: t.nr_waits,
                 wait_ns: t.wait_ns,
-                max_wait_ns: t.max_wait,
+                max_runnable_ns: t.max_runnable,
             })
             .collect();
         Snapshot {
@@ -442,6 +622,39 @@ impl Probe {
             nr_dropped: unsafe { std::ptr::read_volatile(&bss.nr_dropped) },
         }
     }
+}
+
+/// The thread ids of process `pid` (none if it is gone), from /proc.
+pub fn tids_of(pid: u32) -> Vec<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Every process id of the guest, from one listing of /proc (a kernel
+/// thread is a process of one thread: its pid is its tid).
+pub fn pids_of_guest() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A kernel comm (NUL-padded) as text.
+fn comm_str(raw: &[std::ffi::c_char]) -> String {
+    let bytes: Vec<u8> = raw
+        .iter()
+        .map(|c| *c as u8)
+        .take_while(|c| *c != 0)
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// A duration in ns as a `Duration`.

@@ -39,6 +39,33 @@
  * histogram per group: 128 sub-buckets per power of two, so a bucket's
  * midpoint is within 0.4% of any value in it. No helper here prints or
  * attaches to kernel text.
+ *
+ * Two windows, one meaning each (user space sets both):
+ *  [window_start, window_end)  the measurement window: a wait that ENDS
+ *                              inside it is a run delay (histogram, sums,
+ *                              max_wait_window); the stop of a pass cut
+ *                              short moves window_end to the stop.
+ *  [pass_start, pass_end)      the watch: how long a task stayed runnable
+ *                              without running, counting only the part of
+ *                              each wait inside it (max_runnable), so a
+ *                              wait open at the stop counts up to the stop
+ *                              whenever it is read, and a wait that ends
+ *                              later adds nothing beyond it.
+ *
+ * Why a task waited: every CPU keeps, in cpu_ran[cpu] (written only by
+ * its own sched_switch), how long it has run the idle task, a task of a
+ * higher class (RT, deadline, stop: prio < 100) and any other task (fair
+ * or sched_ext: the scheduler's own domain). A wait remembers those sums
+ * of the CPU it waits on when it starts; when it ends, the higher-class
+ * part of it is what that CPU ran above the fair and sched_ext classes
+ * meanwhile (the kernel allows that), and the idle part what it idled
+ * (the scheduler left the task queued beside an idle CPU). The rest, the
+ * scheduler's own part, goes into a second histogram ("own").
+ *
+ * With watch_all set, every other task of the guest (kernel threads
+ * included) has a slot too, in group WATCHED: its runnable time is kept
+ * (never a histogram), and the longest wait of such a task that ended on
+ * each CPU goes into other_worst[cpu], written only by that CPU.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -54,12 +81,19 @@ char LICENSE[] SEC("license") = "GPL";
 /* pid_max is 32768 up to 32 CPUs and 1024 per CPU beyond: 64 vCPUs. */
 #define NR_SLOTS	65536
 #define UNTRACKED	0xffffffff
+#define WATCHED		0xfffffffe	/* not the scenario's: watch_all */
+#define MAX_CPUS	512
 #define TASK_DEAD	0x80	/* include/linux/sched.h; not in BTF */
 
 /* The measurement window, CLOCK_MONOTONIC ns; set by user space. Waits
  * that end inside it go into the histograms. 0/0 = nothing measured. */
 u64 window_start;
 u64 window_end;
+/* The watch, CLOCK_MONOTONIC ns (see above). */
+u64 pass_start;
+u64 pass_end;
+/* Give every task of the guest a slot (group WATCHED). */
+u32 watch_all;
 /* Tasks whose pid did not fit a slot: user space reports them rather
  * than trusting a partial result. */
 u64 nr_dropped;
@@ -69,11 +103,27 @@ u64 spike_start;
 u64 spike_end;
 u64 spike_max[MAX_GROUPS];
 
+/* What a CPU ran: cpu_ran[].ns indices. */
+#define RAN_IDLE	0
+#define RAN_HIGHER	1	/* RT, deadline, stop */
+#define RAN_OTHER	2	/* fair or sched_ext */
+
+struct cpu_ran {
+	u64 since;		/* its last switch, 0: none seen yet */
+	u32 what;		/* what it has run since */
+	u32 pad;
+	u64 ns[3];		/* time per RAN_* */
+	u64 pad_line[3];	/* one cache line per CPU */
+};
+struct cpu_ran cpu_ran[MAX_CPUS];
+
 struct task_stat {
 	u32 tid;		/* 0: never used */
 	u32 group;		/* UNTRACKED, or the group */
 	u32 tgid;
 	u32 exited;		/* its sums stay here after it exits */
+	u32 cpu;		/* the CPU whose runqueue it waits on */
+	u32 pad;
 	u64 start_time;		/* with tid, which task holds the slot */
 	u64 runnable_since;	/* 0 unless waiting to run */
 	u64 running_since;	/* 0 unless running */
@@ -82,8 +132,14 @@ struct task_stat {
 	u64 nr_waits;		/* waits that ended in the window */
 	u64 wait_ns;		/* their total */
 	u64 max_wait_window;	/* the longest of them */
-	u64 max_wait;		/* longest wait that ended, whole run */
+	u64 max_runnable;	/* longest runnable time inside the watch */
 	u64 nr_events;		/* tracepoint hits for this task */
+	u64 higher_mark;	/* cpu_ran[cpu].ns[RAN_HIGHER] at the wait's start */
+	u64 idle_mark;		/* cpu_ran[cpu].ns[RAN_IDLE] at the wait's start */
+	u64 wait_higher_ns;	/* of wait_ns: behind a higher class */
+	u64 wait_idle_ns;	/* of wait_ns: while its CPU idled */
+	u64 max_own;		/* longest wait in the window minus its higher part */
+	u64 max_runnable_own;	/* max_runnable minus the higher part */
 };
 
 /* The sums of a group's tasks whose slots were taken over by later tasks
@@ -92,12 +148,16 @@ struct group_stat {
 	u64 nr_waits;		/* in the window */
 	u64 wait_ns;		/* in the window */
 	u64 max_wait;		/* in the window */
-	u64 max_wait_all;	/* whole run */
+	u64 max_runnable;	/* inside the watch */
 	u64 run_ns;		/* whole run */
 	u64 run_ns_window;	/* the part of it inside the window */
 	u64 nr_events;
 	u64 nr_tasks;		/* tasks ever tracked */
 	u64 exited_run_ns;	/* CPU time of its exited tasks (timelines) */
+	u64 wait_higher_ns;
+	u64 wait_idle_ns;
+	u64 max_own;
+	u64 max_runnable_own;
 };
 
 struct {
@@ -109,8 +169,21 @@ struct {
 
 /* Globals live in .bss, which user space reads through its mmap. */
 struct task_stat slots[NR_SLOTS];
+
+/* The longest wait inside the watch of a WATCHED task, per CPU where it
+ * ended (each entry written by its own CPU's sched_switch only). */
+struct other_wait {
+	u32 tid;
+	u32 cpu;		/* the CPU it waited on */
+	u64 runnable_ns;
+	char comm[16];
+	u64 pad_line[4];	/* one cache line per CPU */
+};
+struct other_wait other_worst[MAX_CPUS];
 struct group_stat groups[MAX_GROUPS];
 u64 hist[MAX_GROUPS * NR_BUCKETS];
+/* The same waits less their higher-class part: the scheduler's own. */
+u64 hist_own[MAX_GROUPS * NR_BUCKETS];
 
 /* Indexing after a barrier: clang must not compute the address before
  * the bounds check, or the verifier sees an unbounded access. */
@@ -165,6 +238,15 @@ static __always_inline u64 in_window(u64 from, u64 to)
 	return hi > lo ? hi - lo : 0;
 }
 
+/* How much of a wait from `since` to `to` lies inside the watch. */
+static __always_inline u64 in_watch(u64 since, u64 to)
+{
+	u64 lo = since > pass_start ? since : pass_start;
+	u64 hi = to < pass_end ? to : pass_end;
+
+	return hi > lo ? hi - lo : 0;
+}
+
 /* Charges the CPU time of a run that ends now. */
 static __always_inline void charge_run(struct task_stat *ts, u64 now)
 {
@@ -209,11 +291,30 @@ static __always_inline struct task_stat *lookup(struct task_struct *p)
 		__sync_fetch_and_add(&nr_dropped, 1);
 		return NULL;
 	}
-	if (ts->tid == tid && ts->start_time == p->start_time)
-		return (ts->group == UNTRACKED || ts->exited) ? NULL : ts;
+	if (ts->tid == tid && ts->start_time == p->start_time) {
+		if (ts->exited)
+			return NULL;
+		if (ts->group == UNTRACKED && watch_all) {
+			/* Watched from now on; nothing of it is known yet. */
+			ts->group = WATCHED;
+			ts->runnable_since = 0;
+			ts->running_since = 0;
+			ts->max_runnable = 0;
+			return ts;
+		}
+		if (ts->group == WATCHED && !watch_all) {
+			/* Unwatched now: turning the watch on again goes through
+			 * the branch above, which forgets its stale state. */
+			ts->group = UNTRACKED;
+			return NULL;
+		}
+		if (ts->group == UNTRACKED)
+			return NULL;
+		return ts;
+	}
 	/* A new task in this slot (a pid is reused only by a later task): the
 	 * old one's sums go to its group first. */
-	if (ts->tid && ts->group != UNTRACKED) {
+	if (ts->tid && ts->group < MAX_GROUPS) {
 		gs = group_of(ts->group);
 		if (gs) {
 			__sync_fetch_and_add(&gs->nr_waits, ts->nr_waits);
@@ -222,7 +323,11 @@ static __always_inline struct task_stat *lookup(struct task_struct *p)
 			__sync_fetch_and_add(&gs->run_ns_window, ts->run_ns_window);
 			__sync_fetch_and_add(&gs->nr_events, ts->nr_events);
 			atomic_max(&gs->max_wait, ts->max_wait_window);
-			atomic_max(&gs->max_wait_all, ts->max_wait);
+			atomic_max(&gs->max_runnable, ts->max_runnable);
+			__sync_fetch_and_add(&gs->wait_higher_ns, ts->wait_higher_ns);
+			__sync_fetch_and_add(&gs->wait_idle_ns, ts->wait_idle_ns);
+			atomic_max(&gs->max_own, ts->max_own);
+			atomic_max(&gs->max_runnable_own, ts->max_runnable_own);
 		}
 	}
 	tgid = p->tgid;
@@ -232,14 +337,65 @@ static __always_inline struct task_stat *lookup(struct task_struct *p)
 	ts->tgid = tgid;
 	ts->start_time = p->start_time;
 	if (!group) {
-		ts->group = UNTRACKED;
-		return NULL;
+		ts->group = watch_all ? WATCHED : UNTRACKED;
+		return watch_all ? ts : NULL;
 	}
 	ts->group = *group;
 	gs = group_of(ts->group);
 	if (gs)
 		__sync_fetch_and_add(&gs->nr_tasks, 1);
 	return ts;
+}
+
+static __always_inline struct cpu_ran *ran_of(u32 cpu)
+{
+	if (cpu >= MAX_CPUS)
+		return NULL;
+	barrier_var(cpu);
+	return &cpu_ran[cpu];
+}
+
+/* CPU `cpu`'s time of kind `what` up to `now`, the current stretch
+ * included. */
+static __always_inline u64 ran_ns(u32 cpu, u32 what, u64 now)
+{
+	struct cpu_ran *r = ran_of(cpu);
+	u64 v, since;
+
+	if (!r || what > RAN_OTHER)
+		return 0;
+	barrier_var(what);
+	v = r->ns[what];
+	since = r->since;
+	if (r->what == what && since && since <= now)
+		v += now - since;
+	return v;
+}
+
+/* A wait starts now on `cpu`: remember what that CPU has run so far. */
+static __always_inline void mark_wait(struct task_stat *ts, u32 cpu, u64 now)
+{
+	ts->cpu = cpu;
+	ts->higher_mark = ran_ns(cpu, RAN_HIGHER, now);
+	ts->idle_mark = ran_ns(cpu, RAN_IDLE, now);
+}
+
+/* What CPU `cpu` runs from now on: `next`. Only that CPU calls this. */
+static __always_inline void cpu_switch(u32 cpu, struct task_struct *next, u64 now)
+{
+	struct cpu_ran *r = ran_of(cpu);
+	u32 what;
+
+	if (!r)
+		return;
+	if (r->since && r->since <= now && r->what <= RAN_OTHER) {
+		what = r->what;
+		barrier_var(what);
+		if (what <= RAN_OTHER)
+			r->ns[what] += now - r->since;
+	}
+	r->since = now;
+	r->what = !next->pid ? RAN_IDLE : next->prio < 100 ? RAN_HIGHER : RAN_OTHER;
 }
 
 static __always_inline void became_runnable(struct task_struct *p)
@@ -251,8 +407,13 @@ static __always_inline void became_runnable(struct task_struct *p)
 	ts->nr_events++;
 	/* A wakeup of a task that has not switched out yet (it was woken
 	 * before it got to sleep) does not start a wait: it is running. */
-	if (!ts->runnable_since && !ts->running_since)
-		ts->runnable_since = bpf_ktime_get_ns();
+	if (!ts->runnable_since && !ts->running_since) {
+		u64 now = bpf_ktime_get_ns();
+
+		ts->runnable_since = now;
+		/* Enqueued by now: the runqueue it waits on. */
+		mark_wait(ts, p->thread_info.cpu, now);
+	}
 }
 
 SEC("tp_btf/sched_wakeup")
@@ -295,8 +456,27 @@ static __always_inline void exited(struct task_struct *p, struct task_stat *ts)
 	if (gs)
 		__sync_fetch_and_add(&gs->exited_run_ns, ts->run_ns);
 	ts->exited = 1;
-	if (ts->tid == tgid)
+	if (gs && ts->tid == tgid)
 		bpf_map_delete_elem(&tracked, &tgid);
+}
+
+/* A WATCHED task's wait of `inside` ns ended on this CPU. */
+static __always_inline void other_worst_at(struct task_struct *p,
+					   struct task_stat *ts, u64 inside)
+{
+	u32 cpu = bpf_get_smp_processor_id();
+	struct other_wait *w;
+
+	if (cpu >= MAX_CPUS)
+		return;
+	barrier_var(cpu);
+	w = &other_worst[cpu];
+	if (inside <= w->runnable_ns)
+		return;
+	w->runnable_ns = inside;
+	w->tid = ts->tid;
+	w->cpu = ts->cpu;
+	__builtin_memcpy(w->comm, p->comm, sizeof(w->comm));
 }
 
 SEC("tp_btf/sched_switch")
@@ -304,34 +484,59 @@ int BPF_PROG(on_switch, bool preempt, struct task_struct *prev,
 	     struct task_struct *next, unsigned int prev_state)
 {
 	struct task_stat *ps = lookup(prev), *ns = lookup(next);
-	u64 now = 0;
+	u32 cpu = bpf_get_smp_processor_id();
+	/* Every switch: what this CPU runs is kept for every wait's why. */
+	u64 now = bpf_ktime_get_ns();
 
-	/* The clock is read only for tracked tasks (and no test combines the
-	 * two pointers: the verifier refuses arithmetic on them). */
+	cpu_switch(cpu, next, now);
+	/* (No test combines the two pointers: the verifier refuses
+	 * arithmetic on them.) */
 	if (ps) {
-		now = bpf_ktime_get_ns();
 		ps->nr_events++;
 		charge_run(ps, now);
 		/* Preempted, or yielding: still on the runqueue, waiting from
 		 * now. Otherwise it sleeps, and no wait is open. */
-		ps->runnable_since = (preempt || prev_state == 0) ? now : 0;
+		if (preempt || prev_state == 0) {
+			ps->runnable_since = now;
+			mark_wait(ps, cpu, now);
+		} else {
+			ps->runnable_since = 0;
+		}
 		if (prev_state & TASK_DEAD)
 			exited(prev, ps);
 	}
 	if (ns) {
 		u64 since = ns->runnable_since;
 
-		if (!now)
-			now = bpf_ktime_get_ns();
 		ns->nr_events++;
 		ns->running_since = now;
 		ns->runnable_since = 0;
 		if (since && since <= now) {
-			u64 wait = now - since;
+			u64 wait = now - since, inside = in_watch(since, now);
 			u32 g = ns->group;
+			u64 h = ran_ns(ns->cpu, RAN_HIGHER, now);
+			u64 i = ran_ns(ns->cpu, RAN_IDLE, now);
+			u64 higher = h > ns->higher_mark ? h - ns->higher_mark : 0;
+			u64 idle = i > ns->idle_mark ? i - ns->idle_mark : 0;
+			u64 own;
 
-			if (wait > ns->max_wait)
-				ns->max_wait = wait;
+			/* Marks read from another CPU's record (a stale read)
+			 * must not make more than the wait itself. */
+			if (higher > wait)
+				higher = wait;
+			if (idle > wait - higher)
+				idle = wait - higher;
+			own = wait - higher;
+			if (inside > ns->max_runnable) {
+				ns->max_runnable = inside;
+				if (g == WATCHED)
+					other_worst_at(next, ns, inside);
+			}
+			/* The higher part is of the whole wait, some of which
+			 * may lie outside the watch: the own part here is a
+			 * lower bound of the truth. */
+			if (inside - (higher < inside ? higher : inside) > ns->max_runnable_own)
+				ns->max_runnable_own = inside - (higher < inside ? higher : inside);
 			if (now >= spike_start && now < spike_end && g < MAX_GROUPS) {
 				barrier_var(g);
 				atomic_max(&spike_max[g], wait);
@@ -343,10 +548,19 @@ int BPF_PROG(on_switch, bool preempt, struct task_struct *prev,
 					barrier_var(idx);
 					__sync_fetch_and_add(&hist[idx], 1);
 				}
+				idx = g * NR_BUCKETS + bucket_of(own);
+				if (idx < MAX_GROUPS * NR_BUCKETS) {
+					barrier_var(idx);
+					__sync_fetch_and_add(&hist_own[idx], 1);
+				}
 				ns->nr_waits++;
 				ns->wait_ns += wait;
+				ns->wait_higher_ns += higher;
+				ns->wait_idle_ns += idle;
 				if (wait > ns->max_wait_window)
 					ns->max_wait_window = wait;
+				if (own > ns->max_own)
+					ns->max_own = own;
 			}
 		}
 	}

@@ -277,7 +277,7 @@ fn metrics(p: &Pass, cpus: u32) -> String {
             q(0.9),
             q(0.99),
             q(0.999),
-            short(Duration::from_nanos(g.probe.max_wait_ns)),
+            short(Duration::from_nanos(p.max_run_delay(g))),
             g.iterations_window() as f64 / window.as_secs_f64().max(1e-9)
         );
     }

@@ -109,8 +109,9 @@ pub fn metrics_table(p: &Pass, cpus: u32) -> String {
             q(0.5),
             q(0.9),
             q(0.99),
-            short(Duration::from_nanos(g.probe.max_wait_ns)),
-            short(Duration::from_nanos(g.probe.max_wait_all_ns)),
+            short(Duration::from_nanos(p.max_run_delay(g))),
+            p.longest_runnable(|x| x == Some(g.name.as_str()))
+                .map_or("-".into(), |l| short(Duration::from_nanos(l.ns))),
             g.iterations_window() as f64 / window.as_secs_f64().max(1e-9),
         ));
     }
@@ -141,14 +142,32 @@ pub fn describe(r: &CellResult) -> String {
                 short(p.window())
             ));
             s.push_str(&metrics_table(p, r.cpus));
+            // Why they waited, where something else than the scheduler's
+            // own tasks held the CPUs.
+            for g in p
+                .groups
+                .iter()
+                .filter(|g| g.probe.wait_higher_ns + g.probe.wait_idle_ns > g.probe.wait_ns / 100)
+            {
+                s.push_str(&format!(
+                    "  {}: {}\n",
+                    g.name,
+                    crate::checks::why_waited(p, &g.name)
+                ));
+            }
             if let Some(st) = &p.stall {
                 s.push_str(&format!(
-                    "  stall: {} (pid {}, tid {}, group {}) runnable for {} without running\n",
-                    st.comm,
+                    "  stall: {}, pid {}, runnable for {} without running; stopped the pass {} into it\n",
+                    st.who(),
                     st.pid,
-                    st.tid,
-                    st.group,
-                    short(Duration::from_nanos(st.waited_ns))
+                    short(Duration::from_nanos(st.waited_ns)),
+                    short(Duration::from_nanos(st.found_at_ns))
+                ));
+            } else if let Some(l) = p.longest_runnable(|g| g.is_none()) {
+                s.push_str(&format!(
+                    "  longest wait outside the scenario: {} runnable for {}\n",
+                    l.who(),
+                    short(Duration::from_nanos(l.ns))
                 ));
             }
             for e in &p.errors {
@@ -270,13 +289,7 @@ pub fn table(results: &[CellResult]) -> String {
             })
             .map_or("-".into(), short);
         let stall = pass
-            .map(|p| {
-                p.groups
-                    .iter()
-                    .map(|g| g.probe.max_wait_all_ns)
-                    .max()
-                    .unwrap_or(0)
-            })
+            .map(|p| p.longest_runnable(|g| g.is_some()).map_or(0, |l| l.ns))
             .map_or("-".into(), |ns| short(Duration::from_nanos(ns)));
         t.push_str(&format!(
             "{}{:<14} {:<22} {:<8} {:>9} {:>9} {}\n",

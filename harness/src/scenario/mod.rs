@@ -309,6 +309,10 @@ pub enum Property {
     /// Busy cgroups share the CPUs in proportion to their cgroup v2
     /// `cpu.weight`.
     CgroupWeights,
+    /// A task that sleeps most of the time (waiting for a timer or another
+    /// task) runs soon after it wakes while every CPU is busy: its wakeup
+    /// latency stays near what the fair class gives it.
+    Interactive,
 }
 
 impl Property {
@@ -317,6 +321,7 @@ impl Property {
         match self {
             Property::NiceWeights => "nice_weights",
             Property::CgroupWeights => "cgroup_weights",
+            Property::Interactive => "interactive",
         }
     }
 }
@@ -327,11 +332,16 @@ impl Property {
 #[serde(rename_all = "snake_case")]
 pub enum Check {
     /// Wakeup-to-run delay of a group's tasks (after warm-up): percentiles
-    /// and maximum, each an upper bound.
+    /// and maximum, each an upper bound, absolute or a multiple of what the
+    /// same group got under the fair class in the same VM.
     RunDelay(RunDelayCheck),
-    /// The longest time any task of the scenario stayed runnable without
-    /// running (from the start, warm-up included). The run is stopped as
-    /// soon as a task exceeds it.
+    /// The longest time a task stayed runnable without running, from the
+    /// start (warm-up included) until every group process has exited or
+    /// the run was stopped; a wait still open then counts up to that
+    /// moment. Every task of the scenario (group processes' own threads
+    /// and their children included), or of one group, or with
+    /// `tasks: guest` every task of the guest, kernel threads included.
+    /// The run is stopped as soon as a task exceeds it.
     Stall(StallCheck),
     /// CPU time of groups: against their weights, or against what the
     /// group got under the kernel's fair class in the same VM.
@@ -385,6 +395,7 @@ impl Check {
     /// in the same VM.
     pub fn needs_fair_baseline(&self) -> bool {
         match self {
+            Check::RunDelay(r) => !r.fair_bounds().is_empty(),
             Check::Share(s) => s.min_of_fair.is_some(),
             Check::Throughput(t) => t.min_of_fair.is_some(),
             _ => false,
@@ -417,9 +428,54 @@ pub struct RunDelayCheck {
     #[serde(default, with = "duration_str::option")]
     #[schemars(with = "Option<DurationText>")]
     pub max: Option<Duration>,
+    /// Bounds relative to the fair class: the same statistic of the same
+    /// group under the kernel's fair class in the same VM (the scenario
+    /// runs under it first), times this factor. A bound that holds on a
+    /// faster or slower host alike.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p50_of_fair: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p90_of_fair: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p99_of_fair: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p999_of_fair: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_of_fair: Option<f64>,
+    /// Bound only the scheduler's own part of each wait (`higher_class`:
+    /// less the time the task's CPU ran RT, deadline or stop tasks
+    /// meanwhile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub excluding: Option<Excluding>,
+    /// The relative bounds are never below this: a sub-millisecond
+    /// percentile of the fair class moves several-fold between two runs of
+    /// the same scheduler, and a bound a few microseconds wide would catch
+    /// that noise, not the property.
+    #[serde(
+        default,
+        with = "duration_str::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<DurationText>")]
+    pub floor: Option<Duration>,
 }
 
 impl RunDelayCheck {
+    /// The bounds relative to the fair class, as (label, quantile or None
+    /// for max, factor).
+    pub fn fair_bounds(&self) -> Vec<(&'static str, Option<f64>, f64)> {
+        [
+            ("p50", Some(0.50), self.p50_of_fair),
+            ("p90", Some(0.90), self.p90_of_fair),
+            ("p99", Some(0.99), self.p99_of_fair),
+            ("p99.9", Some(0.999), self.p999_of_fair),
+            ("max", None, self.max_of_fair),
+        ]
+        .into_iter()
+        .filter_map(|(l, q, f)| f.map(|f| (l, q, f)))
+        .collect()
+    }
+
     /// The bounds set, as (label, quantile or None for max, bound).
     pub fn bounds(&self) -> Vec<(&'static str, Option<f64>, Duration)> {
         [
@@ -442,6 +498,60 @@ pub struct StallCheck {
     #[serde(with = "duration_str")]
     #[schemars(with = "DurationText")]
     pub max_runnable: Duration,
+    /// Only this group's tasks (default: every task of the scenario).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Which tasks are watched: `scenario` (default) or `guest` (every
+    /// task of the guest: kernel threads such as kworkers, the harness's
+    /// own agent, anything; a task outside the scenario is named with its
+    /// CPU).
+    #[serde(default, skip_serializing_if = "StallTasks::is_scenario")]
+    pub tasks: StallTasks,
+    /// Bound only the scheduler's own part of each wait (`higher_class`:
+    /// less the time the task's CPU ran RT, deadline or stop tasks). Not
+    /// with `tasks: guest` (a task outside the scenario has no such split).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub excluding: Option<Excluding>,
+}
+
+/// A part of each wait a bound leaves out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Excluding {
+    /// The time the CPU the task waited on ran a task of a higher class
+    /// than fair and sched_ext (RT, deadline, stop): the kernel runs those
+    /// first, whatever the scheduler does. What is left is the
+    /// scheduler's own part.
+    HigherClass,
+}
+
+/// The tasks a stall check watches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StallTasks {
+    /// The scenario's own tasks.
+    #[default]
+    Scenario,
+    /// Every task of the guest.
+    Guest,
+}
+
+impl StallTasks {
+    fn is_scenario(&self) -> bool {
+        *self == StallTasks::Scenario
+    }
+}
+
+impl StallCheck {
+    /// Whether it bounds a task of group `group` (`None`: a task outside
+    /// the scenario).
+    pub fn applies_to(&self, group: Option<&str>) -> bool {
+        match (group, &self.group) {
+            (None, _) => self.tasks == StallTasks::Guest,
+            (Some(_), None) => true,
+            (Some(g), Some(only)) => g == only,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -764,6 +874,26 @@ checks:
                 "max_runnable: 2s",
                 "max_runnable: 10us",
                 "stall: max_runnable must be at least 1ms",
+            ),
+            (
+                "max_runnable: 2s",
+                "max_runnable: 2s, group: nobody",
+                "stall: no group \"nobody\"",
+            ),
+            (
+                "max_runnable: 2s",
+                "max_runnable: 2s, group: batch, tasks: guest",
+                "stall: group and tasks: guest do not go together",
+            ),
+            (
+                "p99: 20ms, max: 200ms",
+                "p99_of_fair: 0",
+                "run_delay: p99_of_fair 0 must be above 0",
+            ),
+            (
+                "p99: 20ms, max: 200ms",
+                "p99: 20ms, floor: 1ms",
+                "run_delay: floor bounds the relative bounds from below",
             ),
             ("memory: 2G", "memory: 2 gallons", "vm.memory \"2 gallons\""),
             ("cpus: 2,", "cpus: 0,", "vm.cpus 0"),

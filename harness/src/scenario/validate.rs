@@ -426,10 +426,21 @@ fn check(cx: &Ctx, s: &Scenario, i: usize, c: &Check) -> Result<()> {
             let g = known(&rd.group)?;
             measured(g)?;
             let bounds = rd.bounds();
-            if bounds.is_empty() {
+            let relative = rd.fair_bounds();
+            if bounds.is_empty() && relative.is_empty() {
                 return Err(cx.err(
                     at(),
-                    "run_delay: give at least one of p50, p90, p99, p999, max",
+                    "run_delay: give at least one of p50, p90, p99, p999, max (absolute) or p50_of_fair ... max_of_fair (times the fair class's)",
+                ));
+            }
+            for (label, _, f) in &relative {
+                fraction(&format!("{}_of_fair", label.replace('.', "")), *f, 1000.0)?;
+            }
+            if rd.floor.is_some() && relative.is_empty() {
+                return Err(cx.err(
+                    at(),
+                    "run_delay: floor bounds the relative bounds from below; there is no *_of_fair bound\n  \
+                     fix: add one (p99_of_fair: 2) or drop floor",
                 ));
             }
             for w in bounds.windows(2) {
@@ -450,6 +461,23 @@ fn check(cx: &Ctx, s: &Scenario, i: usize, c: &Check) -> Result<()> {
         Check::Stall(st) => {
             if st.max_runnable < Duration::from_millis(1) {
                 return Err(cx.err(at(), "stall: max_runnable must be at least 1ms"));
+            }
+            if st.excluding.is_some() && st.tasks == crate::scenario::StallTasks::Guest {
+                return Err(cx.err(
+                    at(),
+                    "stall: excluding and tasks: guest do not go together (a task outside the scenario has no split of its waits)\n  \
+                     fix: one stall check with excluding for the scenario's tasks, and one with tasks: guest",
+                ));
+            }
+            if let Some(g) = &st.group {
+                known(g)?;
+                if st.tasks == crate::scenario::StallTasks::Guest {
+                    return Err(cx.err(
+                        at(),
+                        "stall: group and tasks: guest do not go together (a group is the scenario's; the guest's tasks are every task)\n  \
+                         fix: one stall check per group, and one with tasks: guest",
+                    ));
+                }
             }
         }
         Check::Share(sh) => {

@@ -656,7 +656,7 @@ schedulers:
         assert_eq!(r.get("b").unwrap().claims, Some(vec![]));
         let e = err("schedulers:\n  - name: a\n    kind: default\n    claims: [speed]\n");
         assert!(
-            e.contains("unknown variant `speed`, expected `nice_weights` or `cgroup_weights`"),
+            e.contains("unknown variant `speed`, expected one of `nice_weights`, `cgroup_weights`, `interactive`"),
             "{e}"
         );
         // Every bundled scheduler states its claims.

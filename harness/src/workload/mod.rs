@@ -11,7 +11,7 @@
 
 mod work;
 
-use std::io::BufRead;
+use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
@@ -220,6 +220,13 @@ pub fn run_group(spec: &GroupSpec) -> Result<()> {
         handles.push(h);
     }
     ready.wait();
+    // Every thread is set up: the agent picks t0 once every group says so.
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "ready")
+            .and_then(|_| out.flush())
+            .context("telling the agent the group is ready")?;
+    }
     let line = std::io::stdin()
         .lock()
         .lines()

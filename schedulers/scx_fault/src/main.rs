@@ -19,9 +19,14 @@ use scx_utils::{scx_ops_attach, scx_ops_load, scx_ops_open, uei_exited, uei_repo
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Opts {
-    /// Never dispatch tasks whose comm is NAME (a stall).
+    /// Never dispatch tasks whose comm is NAME (a stall); a trailing '*'
+    /// matches every comm that begins with the rest ("kworker/0:*").
     #[arg(long, value_name = "NAME", value_parser = comm)]
     stall_comm: Option<String>,
+    /// Start jailing --stall-comm tasks only this many milliseconds after
+    /// loading (a task sets itself up first).
+    #[arg(long, value_name = "MS", requires = "stall_comm")]
+    stall_after: Option<u64>,
     /// Call scx_bpf_error() this many milliseconds after loading.
     #[arg(long, value_name = "MS")]
     error_after: Option<u64>,
@@ -81,6 +86,7 @@ fn main() -> Result<()> {
             ro.delay_ns = ms * 1_000_000;
         }
         ro.error_after_ns = opts.error_after.unwrap_or(0) * 1_000_000;
+        ro.stall_after_ns = opts.stall_after.unwrap_or(0) * 1_000_000;
         ro.reject = opts.reject_verifier;
     }
     if let Some(ms) = opts.timeout_ms {

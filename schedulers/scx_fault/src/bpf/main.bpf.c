@@ -6,7 +6,10 @@
  *
  *  stall_comm:     tasks with this comm are queued where nothing ever takes
  *                  them (a stall the kernel watchdog finds only after
- *                  timeout_ms, 30 s by default).
+ *                  timeout_ms, 30 s by default); a trailing '*' matches
+ *                  every comm that begins with the rest ("kworker/0:*").
+ *  stall_after_ns: ... but only from that long after load on, so that a
+ *                  task can set itself up (and go to sleep) first.
  *  error_after_ns: scx_bpf_error() that long after load (ERROR_BPF).
  *  delay_comm +    every enqueue of a task with this comm is held for
  *  delay_ns:       exactly delay_ns before it may run: a known scheduling
@@ -25,6 +28,7 @@ const volatile char stall_comm[16];
 const volatile char delay_comm[16];
 const volatile u64 delay_ns;
 const volatile u64 error_after_ns;
+const volatile u64 stall_after_ns;
 const volatile bool reject;
 
 #define SHARED_DSQ 0
@@ -46,6 +50,7 @@ struct {
 } timers SEC(".maps");
 
 static u32 nr_cpus = 1;
+static u64 loaded_at;
 /* Absolute time the release timer is armed for, 0 when it is not. */
 static u64 release_armed_at;
 /* Counters user space prints when it exits. */
@@ -65,6 +70,8 @@ static bool comm_is(const struct task_struct *p, const volatile char *name)
 	for (i = 0; i < 16; i++) {
 		char c = p->comm[i];
 
+		if (name[i] == '*' && (i == 15 || !name[i + 1]))
+			return true;
 		if (c != name[i])
 			return false;
 		if (!c)
@@ -137,7 +144,8 @@ s32 BPF_STRUCT_OPS(fault_select_cpu, struct task_struct *p, s32 prev_cpu, u64 wa
 
 void BPF_STRUCT_OPS(fault_enqueue, struct task_struct *p, u64 enq_flags)
 {
-	if (comm_is(p, stall_comm)) {
+	if (comm_is(p, stall_comm) &&
+	    bpf_ktime_get_ns() >= loaded_at + stall_after_ns) {
 		__sync_fetch_and_add(&nr_jailed, 1);
 		scx_bpf_dsq_insert(p, JAIL_DSQ, SCX_SLICE_DFL, enq_flags);
 		return;
@@ -194,6 +202,7 @@ s32 BPF_STRUCT_OPS_SLEEPABLE(fault_init)
 	s32 ret;
 
 	nr_cpus = scx_bpf_nr_cpu_ids();
+	loaded_at = bpf_ktime_get_ns();
 	if ((ret = scx_bpf_create_dsq(SHARED_DSQ, -1)) ||
 	    (ret = scx_bpf_create_dsq(JAIL_DSQ, -1)) ||
 	    (ret = scx_bpf_create_dsq(HELD_DSQ, -1)))
