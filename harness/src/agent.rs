@@ -249,11 +249,37 @@ impl GroupResult {
     }
 }
 
+/// Which pass of a cell it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PassKind {
+    /// The scenario under the kernel's fair class: the baseline of the
+    /// checks relative to it.
+    Fair,
+    /// The scenario under the cell's scheduler: what the checks judge.
+    Scheduler,
+    /// A round of `bench probe`.
+    Bench,
+}
+
+impl PassKind {
+    /// "fair", "scheduler", "bench": as in the result JSON and the names of
+    /// the groups' files in the cell's directory.
+    pub fn name(self) -> &'static str {
+        match self {
+            PassKind::Fair => "fair",
+            PassKind::Scheduler => "scheduler",
+            PassKind::Bench => "bench",
+        }
+    }
+}
+
 /// One pass of the scenario.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pass {
-    /// "fair" or "scheduler".
-    pub label: String,
+    /// Which pass (JSON: `label`, as result documents have always had it).
+    #[serde(rename = "label")]
+    pub kind: PassKind,
     /// The start, and the measurement window, CLOCK_MONOTONIC ns.
     pub t0_ns: u64,
     pub window_start_ns: u64,
@@ -442,8 +468,8 @@ pub struct AgentOutput {
 }
 
 impl AgentOutput {
-    pub fn pass(&self, label: &str) -> Option<&Pass> {
-        self.passes.iter().find(|p| p.label == label)
+    pub fn pass(&self, kind: PassKind) -> Option<&Pass> {
+        self.passes.iter().find(|p| p.kind == kind)
     }
 }
 
@@ -501,7 +527,7 @@ fn run_into(
         let pass = match fair.0.get(&key) {
             Some(p) => p.clone(),
             None => {
-                let p = run_pass(spec, "fair", Some(&mut *probe), &cgroups, None, dir)?;
+                let p = run_pass(spec, PassKind::Fair, Some(&mut *probe), &cgroups, None, dir)?;
                 probe.reset();
                 fair.0.insert(key, p.clone());
                 p
@@ -518,7 +544,7 @@ fn run_into(
     if swapping.current.as_ref().is_some_and(Session::attached) {
         let pass = run_pass(
             spec,
-            "scheduler",
+            PassKind::Scheduler,
             Some(&mut *probe),
             &cgroups,
             Some(&mut swapping),
@@ -764,7 +790,7 @@ fn comm_of(tid: u32) -> String {
 
 fn run_pass(
     spec: &AgentSpec,
-    label: &str,
+    kind: PassKind,
     mut probe: Option<&mut Probe>,
     cgroups: &Cgroups,
     mut swapping: Option<&mut Swapping>,
@@ -789,10 +815,10 @@ fn run_pass(
             stop_ns: g.stop(s.duration).as_nanos() as u64,
             window_start_ns: warmup,
             window_end_ns: duration,
-            out: dir.join(format!("{label}-{}.json", g.name)),
+            out: dir.join(format!("{}-{}.json", kind.name(), g.name)),
             output_dir: dir.to_path_buf(),
         };
-        let stderr = std::fs::File::create(dir.join(format!("{label}-{}.stderr", g.name)))?;
+        let stderr = std::fs::File::create(dir.join(format!("{}-{}.stderr", kind.name(), g.name)))?;
         let child = Command::new(&exe)
             .args(["guest", "workload-group", "--spec-json"])
             .arg(serde_json::to_string(&gspec)?)
@@ -1073,7 +1099,7 @@ fn run_pass(
         ));
     }
     Ok(Pass {
-        label: label.to_string(),
+        kind,
         t0_ns: t0,
         window_start_ns: window_start,
         window_end_ns: window_end.min(stop.max(window_start)),
@@ -1215,7 +1241,7 @@ pub fn bench_probe(
         }
         let pass = run_pass(
             spec,
-            "bench",
+            PassKind::Bench,
             with.then_some(&mut probe),
             &cgroups,
             None,
@@ -1270,7 +1296,7 @@ fn cost_rounds_into(
     for i in 0..n {
         let before = probe.prog_runs()?;
         let start = now_ns();
-        let pass = run_pass(spec, "bench", Some(&mut *probe), cgroups, None, dir)?;
+        let pass = run_pass(spec, PassKind::Bench, Some(&mut *probe), cgroups, None, dir)?;
         let wall_ns = now_ns() - start;
         let after = probe.prog_runs()?;
         probe.reset();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::agent::{AgentOutput, Pass};
+use crate::agent::{AgentOutput, Pass, PassKind};
 use crate::scenario::{Check, Property, Scenario, StallCheck, StallTasks, Work};
 use crate::scheduler::lifecycle::Verdict;
 use crate::units::format_duration;
@@ -110,8 +110,8 @@ pub fn nice_weight(nice: i32) -> f64 {
 /// it, with the reason: never an empty pass.
 pub fn evaluate(ev: &Evidence) -> Vec<Outcome> {
     let s = ev.scenario;
-    let main = ev.agent.pass("scheduler");
-    let fair = ev.agent.pass("fair");
+    let main = ev.agent.pass(PassKind::Scheduler);
+    let fair = ev.agent.pass(PassKind::Fair);
     let missing = |name: String, bound: String, bound_value: f64, why: &str| Outcome {
         name,
         pass: false,
@@ -776,9 +776,9 @@ mod tests {
         }
     }
 
-    fn pass(label: &str, groups: Vec<GroupResult>) -> Pass {
+    fn pass(kind: PassKind, groups: Vec<GroupResult>) -> Pass {
         Pass {
-            label: label.into(),
+            kind,
             t0_ns: 0,
             window_start_ns: 1_000 * MS,
             window_end_ns: 6_000 * MS,
@@ -843,7 +843,7 @@ mod tests {
         let out = eval(
             &s,
             vec![pass(
-                "scheduler",
+                PassKind::Scheduler,
                 vec![group("a", &waits, 1, 1), group("b", &[], 1, 1)],
             )],
             Verdict::Clean,
@@ -861,7 +861,7 @@ mod tests {
         let out = eval(
             &s,
             vec![pass(
-                "scheduler",
+                PassKind::Scheduler,
                 vec![group("a", &ok, 1, 1), group("b", &[], 1, 1)],
             )],
             Verdict::Clean,
@@ -871,7 +871,7 @@ mod tests {
         let out = eval(
             &s,
             vec![pass(
-                "scheduler",
+                PassKind::Scheduler,
                 vec![group("a", &[], 1, 1), group("b", &[], 1, 1)],
             )],
             Verdict::Clean,
@@ -887,7 +887,7 @@ mod tests {
         let s =
             scenario("  - run_delay: { group: a, max: 30ms }\n  - stall: { max_runnable: 1s }\n");
         let mut p = pass(
-            "scheduler",
+            PassKind::Scheduler,
             vec![group("a", &[1, 2], 1, 1), group("b", &[], 1, 1)],
         );
         p.still_waiting = vec![StillWaiting {
@@ -915,7 +915,7 @@ mod tests {
     fn a_stopped_pass_shows_one_number_for_the_stalled_wait() {
         let s = scenario("  - stall: { max_runnable: 2s }\n");
         let mut p = pass(
-            "scheduler",
+            PassKind::Scheduler,
             vec![group("a", &[23], 1, 1), group("b", &[4], 1, 1)],
         );
         p.stall = Some(StallEvent {
@@ -963,7 +963,7 @@ mod tests {
             "  - stall: { max_runnable: 10ms, group: a }\n  - stall: { max_runnable: 1s }\n  - stall: { max_runnable: 1s, tasks: guest }\n",
         );
         let mut p = pass(
-            "scheduler",
+            PassKind::Scheduler,
             vec![group("a", &[5], 1, 1), group("b", &[300], 1, 1)],
         );
         p.other_worst = Some(crate::probe::OtherWait {
@@ -1009,14 +1009,14 @@ mod tests {
         );
         // Fair: a's waits 4 ms (p99 4 ms), b's 0.5 ms.
         let fair = pass(
-            "fair",
+            PassKind::Fair,
             vec![group("a", &[4, 4, 4], 1, 1), group("b", &[0, 0, 0], 1, 1)],
         );
         let mut fair = fair;
         fair.groups[1].probe.run_delay = hist(&[500_000, 500_000]);
         // Ours: a 9 ms (2.25 x fair: fails), b 2 ms (4 x fair, under the floor).
         let mut ours = pass(
-            "scheduler",
+            PassKind::Scheduler,
             vec![group("a", &[9, 9, 9], 1, 1), group("b", &[2, 2, 2], 1, 1)],
         );
         ours.groups[1].probe.run_delay = hist(&[2_000_000, 2_000_000]);
@@ -1049,7 +1049,7 @@ mod tests {
         let out = eval(
             &s,
             vec![pass(
-                "scheduler",
+                PassKind::Scheduler,
                 vec![group("a", &[1], 1, 1), group("b", &[1], 1, 1)],
             )],
             Verdict::Clean,
@@ -1065,7 +1065,7 @@ mod tests {
     fn a_live_stall_fails_and_names_the_task() {
         let s = scenario("  - stall: { max_runnable: 1s }\n");
         let mut p = pass(
-            "scheduler",
+            PassKind::Scheduler,
             vec![group("a", &[1], 1, 1), group("b", &[], 1, 1)],
         );
         p.stall = Some(StallEvent {
@@ -1092,13 +1092,13 @@ mod tests {
         );
         // Fair: a gets 3 CPU-s of 10 (30%); ours: 2.7 CPU-s (27%): 0.9 x.
         let fair = pass(
-            "fair",
+            PassKind::Fair,
             vec![group("a", &[1], 3000, 1), group("b", &[1], 3000, 1)],
         );
         // By weight: a is 2 x nice 0 (2048), b 2 x nice 5 (670): a should
         // get 75.3%; it gets 2700 / (2700 + 900) = 75%.
         let ours = pass(
-            "scheduler",
+            PassKind::Scheduler,
             vec![group("a", &[1], 2700, 1), group("b", &[1], 900, 1)],
         );
         let out = eval(&s, vec![fair.clone(), ours], Verdict::Clean);
@@ -1109,7 +1109,7 @@ mod tests {
         assert!(out[1].pass, "{out:#?}");
         // A weight-blind split (50/50) is 34% off for a: outside 25%.
         let blind = pass(
-            "scheduler",
+            PassKind::Scheduler,
             vec![group("a", &[1], 1800, 1), group("b", &[1], 1800, 1)],
         );
         let out = eval(&s, vec![fair, blind], Verdict::Clean);
@@ -1118,7 +1118,7 @@ mod tests {
         let out = eval(
             &s,
             vec![pass(
-                "scheduler",
+                PassKind::Scheduler,
                 vec![group("a", &[1], 1, 1), group("b", &[1], 1, 1)],
             )],
             Verdict::Clean,
@@ -1136,7 +1136,7 @@ mod tests {
         );
         let blind = || {
             vec![pass(
-                "scheduler",
+                PassKind::Scheduler,
                 vec![group("a", &[1], 1800, 1), group("b", &[1], 1800, 1)],
             )]
         };
@@ -1178,11 +1178,11 @@ mod tests {
     fn throughput_floors_and_fair_ratio() {
         let s = scenario("  - throughput: { group: a, min_per_sec: 100, min_of_fair: 0.5 }\n");
         let fair = pass(
-            "fair",
+            PassKind::Fair,
             vec![group("a", &[1], 1, 1000), group("b", &[1], 1, 1)],
         );
         let ours = pass(
-            "scheduler",
+            PassKind::Scheduler,
             vec![group("a", &[1], 1, 400), group("b", &[1], 1, 1)],
         );
         let out = eval(&s, vec![fair, ours], Verdict::Clean);
@@ -1201,12 +1201,12 @@ mod tests {
     fn throughput_of_a_group_stopped_early_is_not_measured_rather_than_zero() {
         let s = scenario("  - throughput: { group: a, min_of_fair: 0.5 }\n");
         let fair = pass(
-            "fair",
+            PassKind::Fair,
             vec![group("a", &[1], 1, 1000), group("b", &[1], 1, 1)],
         );
         let mut stopped = group("a", &[1], 1, 0);
         stopped.outcome = None;
-        let ours = pass("scheduler", vec![stopped, group("b", &[1], 1, 1)]);
+        let ours = pass(PassKind::Scheduler, vec![stopped, group("b", &[1], 1, 1)]);
         let out = eval(&s, vec![fair, ours], Verdict::Clean);
         assert!(!out[0].pass, "{out:#?}");
         assert_eq!(out[0].observed, "not measured");
@@ -1219,7 +1219,7 @@ mod tests {
         let s = scenario("  - scheduler_healthy: {}\n");
         let p = || {
             vec![pass(
-                "scheduler",
+                PassKind::Scheduler,
                 vec![group("a", &[1], 1, 1), group("b", &[1], 1, 1)],
             )]
         };

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::agent::PassKind;
 use crate::probe::hist::Histogram;
 use crate::report::{short, CellResult, CellVerdict};
 use crate::stats::{self, Better, Comparison, Verdict};
@@ -83,7 +84,7 @@ pub fn kind(name: &str) -> (Better, bool, Unit) {
 /// Empty when the run was not measured.
 pub fn metrics(r: &CellResult) -> BTreeMap<String, f64> {
     let mut m = BTreeMap::new();
-    let Some(p) = r.agent.as_ref().and_then(|a| a.pass("scheduler")) else {
+    let Some(p) = r.agent.as_ref().and_then(|a| a.pass(PassKind::Scheduler)) else {
         return m;
     };
     let window = p.window().as_secs_f64().max(1e-9);
@@ -135,7 +136,7 @@ pub fn failure(r: &CellResult) -> Option<String> {
     {
         return Some(o.line());
     }
-    let pass = r.agent.as_ref().and_then(|a| a.pass("scheduler"));
+    let pass = r.agent.as_ref().and_then(|a| a.pass(PassKind::Scheduler));
     if let Some(st) = pass.and_then(|p| p.stall.as_ref()) {
         return Some(format!(
             "stall: {} runnable for {} without running",
@@ -273,7 +274,7 @@ pub fn compare_scenario(
     let mut run_delay: Vec<(String, Histogram, Histogram)> = Vec::new();
     for (side, runs) in [baseline, candidate].iter().enumerate() {
         for r in runs.iter() {
-            let Some(p) = r.agent.as_ref().and_then(|a| a.pass("scheduler")) else {
+            let Some(p) = r.agent.as_ref().and_then(|a| a.pass(PassKind::Scheduler)) else {
                 continue;
             };
             for g in &p.groups {
@@ -422,7 +423,7 @@ pub fn sample_result(delay_ms: u64, verdict: CellVerdict) -> CellResult {
             ..Default::default()
         };
         let pass = Pass {
-            label: "scheduler".into(),
+            kind: PassKind::Scheduler,
             t0_ns: 0,
             window_start_ns: 0,
             window_end_ns: 1000 * MS,

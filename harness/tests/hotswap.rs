@@ -7,6 +7,7 @@ mod common;
 
 use std::path::Path;
 
+use scx_harness::agent::PassKind;
 use scx_harness::cell::{self, Planned, VmPlan};
 use scx_harness::report::CellVerdict;
 use scx_harness::scheduler::build::{self, Built};
@@ -161,7 +162,7 @@ fn vm_a_kernel_crash_ends_the_vm_and_the_rest_is_not_run() {
 #[test]
 fn vm_swapping_schedulers_while_tasks_run_is_measured() {
     let r = common::run_bundled_cell("scx_vtime", "hot-swap");
-    let pass = r.agent.as_ref().unwrap().pass("scheduler").unwrap();
+    let pass = r.agent.as_ref().unwrap().pass(PassKind::Scheduler).unwrap();
     assert_eq!(pass.swaps.len(), 2, "{:#?}", pass.swaps);
     assert_eq!(pass.swaps[0].to, "scx_simple");
     assert_eq!(pass.swaps[1].to, "scx_vtime");

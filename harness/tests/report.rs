@@ -44,7 +44,7 @@ fn result(scheduler: &str, scenario: &str, verdict: CellVerdict) -> CellResult {
         .map(|i| (i * 250 * MS, vec![i * 200 * MS, i * 300 * MS]))
         .collect();
     let pass = Pass {
-        label: "scheduler".into(),
+        kind: scx_harness::agent::PassKind::Scheduler,
         t0_ns: 0,
         window_start_ns: 1_000 * MS,
         window_end_ns: 6_000 * MS,

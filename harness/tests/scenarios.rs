@@ -6,6 +6,7 @@ mod common;
 
 use std::time::Duration;
 
+use scx_harness::agent::PassKind;
 use scx_harness::report::CellVerdict;
 
 fn check<'a>(
@@ -77,7 +78,7 @@ fn vm_stalled_task_fails_the_stall_check_within_bound_plus_one_second() {
         "{}",
         c.detail
     );
-    let pass = r.agent.as_ref().unwrap().pass("scheduler").unwrap();
+    let pass = r.agent.as_ref().unwrap().pass(PassKind::Scheduler).unwrap();
     let st = pass
         .stall
         .as_ref()
@@ -115,7 +116,7 @@ fn vm_a_stopped_cell_shows_one_number_for_its_stall() {
     );
     eprintln!("{}", scx_harness::report::describe(&r));
     assert_eq!(r.verdict, CellVerdict::Fail, "{}", r.summary);
-    let pass = r.agent.as_ref().unwrap().pass("scheduler").unwrap();
+    let pass = r.agent.as_ref().unwrap().pass(PassKind::Scheduler).unwrap();
     let st = pass
         .stall
         .as_ref()
@@ -181,7 +182,7 @@ fn vm_a_group_main_thread_starved_after_the_window_is_found() {
     );
     eprintln!("{}", scx_harness::report::describe(&r));
     assert_eq!(r.verdict, CellVerdict::Fail, "{}", r.summary);
-    let pass = r.agent.as_ref().unwrap().pass("scheduler").unwrap();
+    let pass = r.agent.as_ref().unwrap().pass(PassKind::Scheduler).unwrap();
     let st = pass.stall.as_ref().expect("the stall was found");
     assert_eq!(st.comm, "wl:victim");
     assert_eq!(st.group.as_deref(), Some("victim"));
@@ -223,7 +224,7 @@ fn vm_a_kworker_kept_waiting_is_found_by_the_guest_wide_watch() {
     );
     eprintln!("{}", scx_harness::report::describe(&r));
     assert_eq!(r.verdict, CellVerdict::Fail, "{}", r.summary);
-    let pass = r.agent.as_ref().unwrap().pass("scheduler").unwrap();
+    let pass = r.agent.as_ref().unwrap().pass(PassKind::Scheduler).unwrap();
     let st = pass.stall.as_ref().expect("the stall was found");
     assert!(st.comm.starts_with("kworker/0:"), "{st:?}");
     assert_eq!(st.group, None);
@@ -282,7 +283,7 @@ fn vm_a_wait_behind_an_rt_task_is_the_higher_classs() {
     );
     let stall = check(&r, "stall victim max_runnable excluding higher_class");
     assert!(stall.pass, "{stall:?}");
-    let pass = r.agent.as_ref().unwrap().pass("scheduler").unwrap();
+    let pass = r.agent.as_ref().unwrap().pass(PassKind::Scheduler).unwrap();
     let g = pass.group("victim").unwrap();
     assert!(
         g.probe.wait_higher_ns as f64 > 0.8 * g.probe.wait_ns as f64,
@@ -333,7 +334,7 @@ fn vm_probe_agrees_with_the_kernels_schedstat() {
          \x20 - { name: naps, threads: 2, work: { kind: sleepy, run: 500us, min_sleep: 1ms, max_sleep: 5ms } }\n",
     );
     assert_eq!(r.verdict, CellVerdict::Pass, "{}", r.summary);
-    let pass = r.agent.as_ref().unwrap().pass("scheduler").unwrap();
+    let pass = r.agent.as_ref().unwrap().pass(PassKind::Scheduler).unwrap();
     for g in &pass.groups {
         let threads = &g.outcome.as_ref().unwrap().threads;
         let kernel: u64 = threads.iter().map(|t| t.schedstat_wait_ns).sum();

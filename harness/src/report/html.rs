@@ -10,7 +10,7 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use super::{short, CellResult, CellVerdict};
-use crate::agent::Pass;
+use crate::agent::{Pass, PassKind};
 use crate::compare::{CompareReport, MetricComparison};
 use crate::probe::hist::Histogram;
 use crate::stats::Verdict;
@@ -233,8 +233,8 @@ fn cell(r: &CellResult, plots: &mut usize) -> String {
         s.push_str("</table>\n");
     }
     if let Some(a) = &r.agent {
-        let main = a.pass("scheduler");
-        let fair = a.pass("fair");
+        let main = a.pass(PassKind::Scheduler);
+        let fair = a.pass(PassKind::Fair);
         if let Some(p) = main {
             s.push_str(&metrics(p, r.cpus));
             s.push_str(&cdf_plot(p, fair, plots));

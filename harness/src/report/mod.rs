@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::agent::{AgentOutput, Pass};
+use crate::agent::{AgentOutput, Pass, PassKind};
 use crate::checks::Outcome;
 
 /// Bump on any change that an older reader would misread.
@@ -138,7 +138,7 @@ pub fn describe(r: &CellResult) -> String {
         for p in &a.passes {
             s.push_str(&format!(
                 "  pass {} (window {}):\n",
-                p.label,
+                p.kind.name(),
                 short(p.window())
             ));
             s.push_str(&metrics_table(p, r.cpus));
@@ -279,7 +279,7 @@ pub fn table(results: &[CellResult]) -> String {
         "stall"
     );
     for r in results {
-        let pass = r.agent.as_ref().and_then(|a| a.pass("scheduler"));
+        let pass = r.agent.as_ref().and_then(|a| a.pass(PassKind::Scheduler));
         let p99 = pass
             .and_then(|p| {
                 p.groups
