@@ -861,10 +861,11 @@ fn run_pass(
     }
     let t0 = now_ns() + START_DELAY.as_nanos() as u64;
     let (window_start, window_end) = (t0 + warmup, t0 + duration);
+    let watch_guest = spec.watches_guest();
     if let Some(p) = probe.as_deref_mut() {
         p.set_window(window_start, window_end);
         p.set_watch(t0, u64::MAX);
-        p.watch_all(spec.watches_guest());
+        p.watch_all(watch_guest);
     }
     for r in &mut running {
         let stdin = r.child.stdin.as_mut().expect("piped stdin");
@@ -886,8 +887,7 @@ fn run_pass(
         Some(g) => bounds.get(g as usize).copied().unwrap_or_default(),
         None => other_bound,
     };
-    let watching =
-        probe.is_some() && (bounds.iter().any(|b| !b.is_none()) || !other_bound.is_none());
+    let watching = probe.is_some() && (bounds.iter().any(|b| !b.is_none()) || watch_guest);
     // Group processes get their grace to exit after the window, and a
     // stall bound's worth more: a task kept waiting then is found too.
     let exit_deadline = window_end
@@ -905,7 +905,6 @@ fn run_pass(
     let mut open_swap: Option<OpenSwap> = None;
     let mut next_sample = t0;
     let mut guest_pids: Vec<u32> = Vec::new();
-    let watch_guest = spec.watches_guest();
     let mut next_tid_list = t0;
     let mut now = now_ns();
     // Until every group process has exited: the run, then its exit, when a

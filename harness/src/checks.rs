@@ -357,26 +357,8 @@ fn run_delay(
     name: String,
 ) -> Outcome {
     let g = p.group(group);
-    // A task still waiting at the stop waited at least this long: a task
-    // that never ran must not be missed.
-    let still = p
-        .still_waiting
-        .iter()
-        .filter(|w| w.group.as_deref() == Some(group))
-        .map(|w| if own { w.own_ns } else { w.waited_ns })
-        .max()
-        .unwrap_or(0);
-    let observed: Option<Duration> = g.and_then(|g| match q {
-        Some(q) if own => g.probe.run_delay_own.quantile(q),
-        Some(q) => g.probe.run_delay.quantile(q),
-        None => (g.probe.nr_waits > 0 || still > 0).then(|| {
-            Duration::from_nanos(if own {
-                p.max_run_delay_own(g)
-            } else {
-                p.max_run_delay(g)
-            })
-        }),
-    });
+    let still = still_waiting_max(p, group, own);
+    let observed = delay_stat(p, group, q, own);
     let samples = g.map_or(0, |g| g.probe.run_delay.count());
     match observed {
         Some(v) => Outcome {
@@ -412,19 +394,33 @@ fn run_delay(
     }
 }
 
+/// The longest wait (or its own part) of a task of `group` still waiting
+/// at the stop, ns; 0 if none was.
+fn still_waiting_max(p: &Pass, group: &str, own: bool) -> u64 {
+    p.still_waiting
+        .iter()
+        .filter(|w| w.group.as_deref() == Some(group))
+        .map(|w| if own { w.own_ns } else { w.waited_ns })
+        .max()
+        .unwrap_or(0)
+}
+
 /// A group's statistic `q` (a quantile, or None for the max) in a pass,
-/// of whole waits or of their own parts.
+/// of whole waits or of their own parts; `None` when it has none. A task
+/// still waiting at the stop waited at least its time: one that never ran
+/// is not missed.
 fn delay_stat(p: &Pass, group: &str, q: Option<f64>, own: bool) -> Option<Duration> {
     let g = p.group(group)?;
-    let max = if own {
-        p.max_run_delay_own(g)
-    } else {
-        p.max_run_delay(g)
-    };
-    match (q, own) {
-        (Some(q), false) => g.probe.run_delay.quantile(q),
-        (Some(q), true) => g.probe.run_delay_own.quantile(q),
-        (None, _) => Some(Duration::from_nanos(max)).filter(|d| !d.is_zero()),
+    match q {
+        Some(q) if own => g.probe.run_delay_own.quantile(q),
+        Some(q) => g.probe.run_delay.quantile(q),
+        None => (g.probe.nr_waits > 0 || still_waiting_max(p, group, own) > 0).then(|| {
+            Duration::from_nanos(if own {
+                p.max_run_delay_own(g)
+            } else {
+                p.max_run_delay(g)
+            })
+        }),
     }
 }
 
@@ -734,6 +730,29 @@ mod tests {
             .scenario
     }
 
+    /// A stall that stopped the pass: the task, its group and CPU, how
+    /// long it waited (all of it the scheduler's) and when it was found.
+    fn stalled(
+        tid: u32,
+        pid: u32,
+        comm: &str,
+        group: &str,
+        cpu: u32,
+        waited_ns: u64,
+        found_at_ns: u64,
+    ) -> StallEvent {
+        StallEvent {
+            tid,
+            pid,
+            comm: comm.into(),
+            group: Some(group.into()),
+            cpu,
+            waited_ns,
+            own_ns: waited_ns,
+            found_at_ns,
+        }
+    }
+
     fn hist(ns: &[u64]) -> Histogram {
         let mut h = Histogram::default();
         for v in ns {
@@ -918,16 +937,15 @@ mod tests {
             PassKind::Scheduler,
             vec![group("a", &[23], 1, 1), group("b", &[4], 1, 1)],
         );
-        p.stall = Some(StallEvent {
-            tid: 59,
-            pid: 54,
-            comm: "sleeper".into(),
-            group: Some("b".into()),
-            cpu: 0,
-            waited_ns: 2_098_600_000,
-            own_ns: 2_098_600_000,
-            found_at_ns: 2_453 * MS,
-        });
+        p.stall = Some(stalled(
+            59,
+            54,
+            "sleeper",
+            "b",
+            0,
+            2_098_600_000,
+            2_453 * MS,
+        ));
         // The same wait, read at the stop by the end-of-pass scan.
         p.still_waiting = vec![StillWaiting {
             tid: 59,
@@ -986,16 +1004,7 @@ mod tests {
         // concerns and whose bound it passed, and only those: a's 11 ms
         // fails a's 10 ms bound, not the scenario's or the guest's 1 s.
         p.other_worst = None;
-        p.stall = Some(StallEvent {
-            tid: 3,
-            pid: 3,
-            comm: "a".into(),
-            group: Some("a".into()),
-            cpu: 1,
-            waited_ns: 11 * MS,
-            own_ns: 11 * MS,
-            found_at_ns: 2_000 * MS,
-        });
+        p.stall = Some(stalled(3, 3, "a", "a", 1, 11 * MS, 2_000 * MS));
         let out = eval(&s, vec![p], Verdict::Clean);
         assert!(!out[0].pass && out[0].observed == "11.0ms", "{:?}", out[0]);
         assert!(out[1].pass, "{:?}", out[1]);
@@ -1068,16 +1077,7 @@ mod tests {
             PassKind::Scheduler,
             vec![group("a", &[1], 1, 1), group("b", &[], 1, 1)],
         );
-        p.stall = Some(StallEvent {
-            tid: 42,
-            pid: 40,
-            comm: "victim".into(),
-            group: Some("a".into()),
-            cpu: 0,
-            waited_ns: 1_020 * MS,
-            own_ns: 1_020 * MS,
-            found_at_ns: 3_000 * MS,
-        });
+        p.stall = Some(stalled(42, 40, "victim", "a", 0, 1_020 * MS, 3_000 * MS));
         let out = eval(&s, vec![p], Verdict::Clean);
         assert!(!out[0].pass);
         for w in ["victim", "pid 40", "tid 42", "group a", "1020.0ms"] {

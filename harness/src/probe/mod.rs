@@ -474,14 +474,23 @@ impl Probe {
     /// Every tracked task, live or exited, whose sums are in its slot
     /// (reads the whole slot array: for the end of a pass, not for a scan).
     fn task_stats(&self) -> Vec<(u32, skel::types::task_stat)> {
-        let bss = self.bss();
-        bss.slots
+        self.slots_where(|t| (t.group as usize) < MAX_GROUPS)
+    }
+
+    /// Every slot that holds a task (its own pid's), and of which `keep`
+    /// holds: a scan of the whole array, for the end of a pass.
+    fn slots_where(
+        &self,
+        keep: impl Fn(&skel::types::task_stat) -> bool,
+    ) -> Vec<(u32, skel::types::task_stat)> {
+        self.bss()
+            .slots
             .iter()
             .enumerate()
             .filter_map(|(i, t)| {
+                // SAFETY: a read of the shared mapping.
                 let t = unsafe { std::ptr::read_volatile(t) };
-                (t.tid == i as u32 && t.tid != 0 && (t.group as usize) < MAX_GROUPS)
-                    .then_some((t.tid, t))
+                (t.tid == i as u32 && t.tid != 0 && keep(&t)).then_some((t.tid, t))
             })
             .collect()
     }
@@ -536,17 +545,10 @@ impl Probe {
     /// Every tracked task waiting at `now` (a full scan, for the end of a
     /// pass), watched ones outside the scenario included.
     pub fn all_waiting(&self, now: u64) -> Vec<Waiting> {
-        let bss = self.bss();
-        let tids: Vec<u32> = bss
-            .slots
-            .iter()
-            .enumerate()
-            .filter_map(|(i, t)| {
-                // SAFETY: a read of the shared mapping.
-                let t = unsafe { std::ptr::read_volatile(t) };
-                (t.tid == i as u32 && t.tid != 0 && t.group != UNTRACKED && t.runnable_since != 0)
-                    .then_some(t.tid)
-            })
+        let tids: Vec<u32> = self
+            .slots_where(|t| t.group != UNTRACKED && t.runnable_since != 0)
+            .into_iter()
+            .map(|(tid, _)| tid)
             .collect();
         self.waiting(now, &tids)
     }
@@ -626,19 +628,18 @@ impl Probe {
 
 /// The thread ids of process `pid` (none if it is gone), from /proc.
 pub fn tids_of(pid: u32) -> Vec<u32> {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
+    numbered_entries(&format!("/proc/{pid}/task"))
 }
 
 /// Every process id of the guest, from one listing of /proc (a kernel
 /// thread is a process of one thread: its pid is its tid).
 pub fn pids_of_guest() -> Vec<u32> {
-    std::fs::read_dir("/proc")
+    numbered_entries("/proc")
+}
+
+/// The entries of `dir` whose names are numbers (none if it is gone).
+fn numbered_entries(dir: &str) -> Vec<u32> {
+    std::fs::read_dir(dir)
         .map(|d| {
             d.flatten()
                 .filter_map(|e| e.file_name().to_str()?.parse().ok())

@@ -464,31 +464,38 @@ impl RunDelayCheck {
     /// The bounds relative to the fair class, as (label, quantile or None
     /// for max, factor).
     pub fn fair_bounds(&self) -> Vec<(&'static str, Option<f64>, f64)> {
-        [
-            ("p50", Some(0.50), self.p50_of_fair),
-            ("p90", Some(0.90), self.p90_of_fair),
-            ("p99", Some(0.99), self.p99_of_fair),
-            ("p99.9", Some(0.999), self.p999_of_fair),
-            ("max", None, self.max_of_fair),
-        ]
-        .into_iter()
-        .filter_map(|(l, q, f)| f.map(|f| (l, q, f)))
-        .collect()
+        given([
+            self.p50_of_fair,
+            self.p90_of_fair,
+            self.p99_of_fair,
+            self.p999_of_fair,
+            self.max_of_fair,
+        ])
     }
 
     /// The bounds set, as (label, quantile or None for max, bound).
     pub fn bounds(&self) -> Vec<(&'static str, Option<f64>, Duration)> {
-        [
-            ("p50", Some(0.50), self.p50),
-            ("p90", Some(0.90), self.p90),
-            ("p99", Some(0.99), self.p99),
-            ("p99.9", Some(0.999), self.p999),
-            ("max", None, self.max),
-        ]
-        .into_iter()
-        .filter_map(|(l, q, b)| b.map(|b| (l, q, b)))
-        .collect()
+        given([self.p50, self.p90, self.p99, self.p999, self.max])
     }
+}
+
+/// The statistics a run_delay bound names, in the order of its fields:
+/// (label, quantile, or None for the maximum).
+const STATISTICS: [(&str, Option<f64>); 5] = [
+    ("p50", Some(0.50)),
+    ("p90", Some(0.90)),
+    ("p99", Some(0.99)),
+    ("p99.9", Some(0.999)),
+    ("max", None),
+];
+
+/// The statistics whose value is given, with it.
+fn given<T>(values: [Option<T>; 5]) -> Vec<(&'static str, Option<f64>, T)> {
+    STATISTICS
+        .into_iter()
+        .zip(values)
+        .filter_map(|((label, q), v)| v.map(|v| (label, q, v)))
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
