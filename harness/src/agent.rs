@@ -843,20 +843,48 @@ fn run_pass(
     // t0 once every group has its threads set up: a group still starting
     // when others already run would start late (a nice 0 process starting
     // beside nice -20 spinners may take seconds).
+    // A group kept from getting ready by the scheduler is a stall too:
+    // while waiting, the watch (from now) scans the groups' threads, and a
+    // task past its bound ends the wait; the watch from t0 then finds it
+    // past its bound again and names it.
     let ready_by = now_ns() + READY_TIMEOUT.as_nanos() as u64;
+    if let Some(p) = probe.as_deref_mut() {
+        p.set_watch(now_ns(), u64::MAX);
+    }
+    let pids: Vec<u32> = running.iter().map(|r| r.child.id()).collect();
+    let stalled = || {
+        let Some(p) = probe.as_deref() else {
+            return false;
+        };
+        let tids: Vec<u32> = pids
+            .iter()
+            .flat_map(|pid| crate::probe::tids_of(*pid))
+            .collect();
+        p.waiting(now_ns(), &tids).iter().any(|w| {
+            let group = w
+                .group
+                .and_then(|g| s.groups.get(g as usize))
+                .map(|g| g.name.as_str());
+            spec.stall_bounds_for(group).exceeded(w.waited_ns, w.own_ns)
+        })
+    };
     for i in 0..running.len() {
         let stdout = running[i].child.stdout.take().expect("piped stdout");
-        if let Err(e) = wait_ready(stdout, ready_by) {
-            let why = format!(
-                "group {} did not get ready (see {})",
-                s.groups[i].name,
-                running[i].out.with_extension("stderr").display()
-            );
-            for r in &mut running {
-                let _ = r.child.kill();
-                let _ = r.child.wait();
+        match wait_ready(stdout, ready_by, &stalled) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                let why = format!(
+                    "group {} did not get ready (see {})",
+                    s.groups[i].name,
+                    running[i].out.with_extension("stderr").display()
+                );
+                for r in &mut running {
+                    let _ = r.child.kill();
+                    let _ = r.child.wait();
+                }
+                return Err(e.context(why));
             }
-            return Err(e.context(why));
         }
     }
     let t0 = now_ns() + START_DELAY.as_nanos() as u64;
@@ -1116,8 +1144,13 @@ fn run_pass(
 }
 
 /// Waits for a group process's "ready" line on its stdout, until `by`
-/// (CLOCK_MONOTONIC ns).
-fn wait_ready(stdout: std::process::ChildStdout, by: u64) -> Result<()> {
+/// (CLOCK_MONOTONIC ns): true once it came, false as soon as `stalled`
+/// (asked every SCAN) says a task is past its stall bound.
+fn wait_ready(
+    stdout: std::process::ChildStdout,
+    by: u64,
+    stalled: &dyn Fn() -> bool,
+) -> Result<bool> {
     use std::io::Read;
     use std::os::fd::AsRawFd;
     let mut line = Vec::new();
@@ -1129,7 +1162,7 @@ fn wait_ready(stdout: std::process::ChildStdout, by: u64) -> Result<()> {
                 "it said {:?} instead of \"ready\"",
                 String::from_utf8_lossy(&line)
             );
-            return Ok(());
+            return Ok(true);
         }
         let left_ms = by.saturating_sub(now_ns()) / 1_000_000;
         anyhow::ensure!(
@@ -1143,7 +1176,8 @@ fn wait_ready(stdout: std::process::ChildStdout, by: u64) -> Result<()> {
             revents: 0,
         };
         // SAFETY: one valid pollfd.
-        let n = unsafe { libc::poll(&mut pfd, 1, left_ms.min(i32::MAX as u64) as i32) };
+        let wait_ms = left_ms.min(SCAN.as_millis() as u64);
+        let n = unsafe { libc::poll(&mut pfd, 1, wait_ms as i32) };
         if n < 0 {
             let e = std::io::Error::last_os_error();
             if e.kind() == std::io::ErrorKind::Interrupted {
@@ -1152,6 +1186,9 @@ fn wait_ready(stdout: std::process::ChildStdout, by: u64) -> Result<()> {
             return Err(e).context("waiting for the group's \"ready\"");
         }
         if n == 0 {
+            if stalled() {
+                return Ok(false);
+            }
             continue;
         }
         let mut b = [0u8; 1];

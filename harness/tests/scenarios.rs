@@ -201,6 +201,33 @@ fn vm_a_group_main_thread_starved_after_the_window_is_found() {
     assert!(r.elapsed_s < 30.0, "{} s", r.elapsed_s);
 }
 
+/// A group kept from getting ready (its main thread jailed from the
+/// scheduler's load on, before it says "ready") is a stall found by the
+/// harness, not a 60 s wait for "ready" after the kernel's 30 s watchdog.
+#[test]
+fn vm_a_group_starved_before_it_is_ready_is_found() {
+    let r = common::run_cell(
+        "scx_fault",
+        &["--stall-comm", "wl:victim"],
+        "name: ready-stall\n\
+         description: the group process's own thread is starved before it is ready\n\
+         duration: 4s\n\
+         warmup: 1s\n\
+         groups:\n\
+         \x20 - { name: victim, threads: 1, work: { kind: periodic, run: 1ms, period: 20ms } }\n\
+         \x20 - { name: bystander, threads: 1, work: { kind: spin } }\n\
+         checks:\n\
+         \x20 - stall: { max_runnable: 1s }\n",
+    );
+    eprintln!("{}", scx_harness::report::describe(&r));
+    assert_eq!(r.verdict, CellVerdict::Fail, "{}", r.summary);
+    let pass = r.agent.as_ref().unwrap().pass(PassKind::Scheduler).unwrap();
+    let st = pass.stall.as_ref().expect("the stall was found");
+    assert_eq!(st.comm, "wl:victim");
+    assert_eq!(st.group.as_deref(), Some("victim"));
+    assert!(r.elapsed_s < 30.0, "{} s", r.elapsed_s);
+}
+
 /// With `tasks: guest`, a kernel thread kept waiting is found and named
 /// with its CPU: scx_fault jails CPU 0's kworkers, and a group asks every
 /// CPU's kworker for work (writing /proc/sys/vm/stat_refresh runs

@@ -369,7 +369,9 @@ fn vm_tracepoint_registrations_do_not_patch_kernel_text_under_load() {
 /// (every round counted ping-pong round trips), and the verdict is
 /// printed from the upper quartiles with its interval; a cost round then
 /// has the kernel time each of the probe's programs, and both of the
-/// busy ones ran and took time.
+/// busy ones ran and took time. The "with" rounds also run the
+/// guest-wide stall watch (`--stall-watch guest`), as its cost is measured
+/// in BENCHMARKS.md.
 #[test]
 fn vm_bench_probe_measures_both_sides_and_judges_them() {
     let dir = tempfile::tempdir().unwrap();
@@ -384,6 +386,8 @@ fn vm_bench_probe_measures_both_sides_and_judges_them() {
                 "1",
                 "--cost-rounds",
                 "1",
+                "--stall-watch",
+                "guest",
                 "--kernel",
             ])
             .arg(common::test_kernel()),
