@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::kernel::cache::write_atomic;
 use crate::probe::{now_ns, GroupData, Probe, Snapshot, Waiting};
+use crate::protocol::{self, Mark};
 use crate::scenario::{Check, Scenario};
 use crate::scheduler::lifecycle::{GuestSpec, Report, Session};
 use crate::units::format_duration;
@@ -56,6 +57,13 @@ pub struct AgentSpec {
     /// The scenario's scheduler swaps, resolved to what to start.
     #[serde(default)]
     pub swaps: Vec<SwapPlan>,
+    /// On a stall, detach the scheduler through the kernel at once
+    /// (sysrq-S: `scx_disable` runs from the kernel's own RT worker, so it
+    /// works even when the scheduler's loader is one of the starved tasks)
+    /// instead of asking the loader to leave. Set by the host target, where
+    /// the starved tasks are the machine's own.
+    #[serde(default)]
+    pub sysrq_on_stall: bool,
 }
 
 /// One scheduler swap of the scheduler pass.
@@ -159,6 +167,11 @@ pub struct StallEvent {
     pub own_ns: u64,
     /// When it was found, from the start of the pass (t0).
     pub found_at_ns: u64,
+    /// From when it was found until the kernel said sched_ext was
+    /// `disabled` (the scheduler detached, every task back on the fair
+    /// class); `None`: not seen within 5 s, or no scheduler was attached.
+    #[serde(default)]
+    pub detached_after_ns: Option<u64>,
 }
 
 /// A task, as a stall names it.
@@ -478,7 +491,7 @@ impl AgentOutput {
 pub fn run(spec: &AgentSpec, out: &Path) -> Result<AgentOutput> {
     let dir = out.parent().unwrap_or(Path::new("/tmp")).to_path_buf();
     let mut probe = None;
-    let output = run_cell(spec, &dir, &mut probe, &mut FairPasses::default());
+    let output = run_cell(spec, &dir, None, &mut probe, &mut FairPasses::default());
     write_atomic(out, &serde_json::to_vec(&output)?)?;
     Ok(output)
 }
@@ -494,6 +507,7 @@ pub struct FairPasses(std::collections::HashMap<String, Pass>);
 fn run_cell(
     spec: &AgentSpec,
     dir: &Path,
+    host: Option<&HostPlacement>,
     probe: &mut Option<Probe>,
     fair: &mut FairPasses,
 ) -> AgentOutput {
@@ -503,7 +517,7 @@ fn run_cell(
         swapped_out: Vec::new(),
         error: None,
     };
-    if let Err(e) = run_into(spec, dir, probe, fair, &mut output) {
+    if let Err(e) = run_into(spec, dir, host, probe, fair, &mut output) {
         output.error = Some(format!("{e:#}"));
     }
     output
@@ -512,11 +526,12 @@ fn run_cell(
 fn run_into(
     spec: &AgentSpec,
     dir: &Path,
+    host: Option<&HostPlacement>,
     probe: &mut Option<Probe>,
     fair: &mut FairPasses,
     output: &mut AgentOutput,
 ) -> Result<()> {
-    let cgroups = Cgroups::create(&spec.scenario)?;
+    let cgroups = Cgroups::create(&spec.scenario, host.map(|h| h.cgroup.as_path()))?;
     if probe.is_none() {
         *probe = Some(Probe::load()?);
     }
@@ -625,6 +640,38 @@ impl Swapping {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BatchSpec {
     pub cells: Vec<BatchCell>,
+    /// Set when the agent runs on the machine itself (`--target host`).
+    #[serde(default)]
+    pub host: Option<HostPlacement>,
+}
+
+/// Where the agent puts what it starts on a host: every group process in a
+/// cgroup under `cgroup` (the harness's own subtree, which it removes and
+/// kills afterwards), and everything on `cpus` (as many as the scenario's
+/// `vm.cpus`, numbered 0.. so a group's `cpus:` means the same as in a VM).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HostPlacement {
+    pub cgroup: PathBuf,
+    pub cpus: Vec<u32>,
+}
+
+impl HostPlacement {
+    /// Pins the calling process (and what it starts later) to `cpus`.
+    pub fn pin(&self) -> Result<()> {
+        // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET and
+        // sched_setaffinity on our own pid with its size.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            for c in &self.cpus {
+                libc::CPU_SET(*c as usize, &mut set);
+            }
+            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                return Err(std::io::Error::last_os_error())
+                    .with_context(|| format!("pinning the agent to CPUs {:?}", self.cpus));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -632,17 +679,6 @@ pub struct BatchCell {
     /// `scheduler/scenario`, for markers and people.
     pub id: String,
     pub spec: AgentSpec,
-}
-
-/// Where cell `i` of a batch keeps its files in the shared directory.
-pub fn cell_dir(shared: &Path, i: usize) -> PathBuf {
-    shared.join("cells").join(i.to_string())
-}
-
-/// The console marker lines around cell `i` (written to the kernel log, so
-/// the host can cut each cell's part out of the console).
-pub fn marker(i: usize, id: &str, what: &str) -> String {
-    format!("scx-harness: cell {i} {id} {what}")
 }
 
 /// Turns the kernel's trace buffer off: the trace events `vm::BOOT_ARGS`
@@ -675,24 +711,34 @@ fn kmsg(line: &str) {
 /// Runs the batch: each cell's output goes to `cells/I/agent.json` as soon
 /// as the cell ends, so a kernel crash later keeps the finished ones.
 pub fn run_batch(batch: &BatchSpec, shared: &Path) -> Result<()> {
+    if let Some(h) = &batch.host {
+        h.pin()?;
+    }
     let mut probe = None;
     let mut fair = FairPasses::default();
     for (i, cell) in batch.cells.iter().enumerate() {
-        let dir = cell_dir(shared, i);
+        let dir = protocol::cell_dir(shared, i);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        write_atomic(&dir.join("started"), b"")?;
-        kmsg(&marker(i, &cell.id, "begins"));
-        let output = run_cell(&cell.spec, &dir, &mut probe, &mut fair);
-        kmsg(&marker(i, &cell.id, "ends"));
-        write_atomic(&dir.join("agent.json"), &serde_json::to_vec(&output)?)?;
+        write_atomic(&dir.join(protocol::STARTED), b"")?;
+        kmsg(&protocol::marker(i, &cell.id, Mark::Begins));
+        let output = run_cell(&cell.spec, &dir, batch.host.as_ref(), &mut probe, &mut fair);
+        kmsg(&protocol::marker(i, &cell.id, Mark::Ends));
+        write_atomic(
+            &dir.join(protocol::AGENT_OUTPUT),
+            &serde_json::to_vec(&output)?,
+        )?;
     }
     Ok(())
 }
 
-/// The scenario's cgroups, created under `/sys/fs/cgroup/scx-harness`
-/// with the cpu controller enabled, and removed when dropped.
+/// The scenario's cgroups, created under `/sys/fs/cgroup/scx-harness` (in
+/// a VM) or the host target's own subtree, with the cpu controller enabled
+/// where a group has a weight, and removed when dropped. On a host every
+/// group gets a cgroup: a group without `cgroup:` goes to `tasks`, so the
+/// harness can kill whatever the scenario left.
 struct Cgroups {
-    base: Option<PathBuf>,
+    /// The directories made, deepest last (removed in reverse).
+    made: Vec<PathBuf>,
     /// group index -> its cgroup directory
     dirs: Vec<Option<PathBuf>>,
     /// True if the cpu controller was off at the root before: it is turned
@@ -702,51 +748,67 @@ struct Cgroups {
 }
 
 impl Cgroups {
-    fn create(s: &Scenario) -> Result<Cgroups> {
-        if s.groups.iter().all(|g| g.cgroup.is_none()) {
-            return Ok(Cgroups {
-                base: None,
-                dirs: vec![None; s.groups.len()],
-                root_cpu_was_off: false,
-            });
+    fn create(s: &Scenario, host: Option<&Path>) -> Result<Cgroups> {
+        let weighted = s.groups.iter().any(|g| g.cgroup.is_some());
+        let mut cg = Cgroups {
+            made: Vec::new(),
+            dirs: vec![None; s.groups.len()],
+            root_cpu_was_off: false,
+        };
+        if !weighted && host.is_none() {
+            return Ok(cg);
         }
         let root = Path::new(CGROUP_ROOT);
-        let root_cpu_was_off = !std::fs::read_to_string(root.join("cgroup.subtree_control"))
-            .unwrap_or_default()
-            .split_whitespace()
-            .any(|c| c == "cpu");
-        let base = root.join("scx-harness");
-        let enable = |dir: &Path| -> Result<()> {
-            std::fs::write(dir.join("cgroup.subtree_control"), "+cpu").with_context(|| {
-                format!(
-                    "enabling the cpu controller in {} (cgroup v2 with CONFIG_CGROUP_SCHED)",
-                    dir.display()
-                )
-            })
+        let base = match host {
+            Some(h) => h.join("cells"),
+            None => root.join("scx-harness"),
         };
-        enable(root)?;
-        std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
-        enable(&base)?;
-        let mut dirs = Vec::new();
-        for g in &s.groups {
-            dirs.push(match &g.cgroup {
-                None => None,
-                Some(cg) => {
-                    let d = base.join(&cg.name);
-                    std::fs::create_dir_all(&d)
-                        .with_context(|| format!("creating {}", d.display()))?;
-                    std::fs::write(d.join("cpu.weight"), cg.weight.to_string()).with_context(
-                        || format!("setting cpu.weight {} on {}", cg.weight, d.display()),
-                    )?;
-                    Some(d)
-                }
-            });
+        // Every directory from the root down to the base, and the base: the
+        // cpu controller must be on in each parent of a weighted cgroup.
+        let mut chain: Vec<PathBuf> = base
+            .ancestors()
+            .take_while(|a| a.starts_with(root))
+            .map(Path::to_path_buf)
+            .collect();
+        chain.reverse();
+        if weighted {
+            cg.root_cpu_was_off = !std::fs::read_to_string(root.join("cgroup.subtree_control"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .any(|c| c == "cpu");
         }
-        Ok(Cgroups {
-            base: Some(base),
-            dirs,
-            root_cpu_was_off,
-        })
+        for dir in &chain {
+            if !dir.exists() {
+                std::fs::create_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
+                cg.made.push(dir.clone());
+            }
+            if weighted {
+                std::fs::write(dir.join("cgroup.subtree_control"), "+cpu").with_context(|| {
+                    format!(
+                        "enabling the cpu controller in {} (cgroup v2 with CONFIG_CGROUP_SCHED)",
+                        dir.display()
+                    )
+                })?;
+            }
+        }
+        for (i, g) in s.groups.iter().enumerate() {
+            let (name, weight) = match (&g.cgroup, host) {
+                (Some(c), _) => (c.name.as_str(), Some(c.weight)),
+                (None, Some(_)) => ("tasks", None),
+                (None, None) => continue,
+            };
+            let d = base.join(name);
+            if !d.exists() {
+                std::fs::create_dir(&d).with_context(|| format!("creating {}", d.display()))?;
+                cg.made.push(d.clone());
+            }
+            if let Some(w) = weight {
+                std::fs::write(d.join("cpu.weight"), w.to_string())
+                    .with_context(|| format!("setting cpu.weight {w} on {}", d.display()))?;
+            }
+            cg.dirs[i] = Some(d);
+        }
+        Ok(cg)
     }
 
     fn join(&self, group: usize, pid: u32) -> Result<()> {
@@ -760,11 +822,8 @@ impl Cgroups {
 
 impl Drop for Cgroups {
     fn drop(&mut self) {
-        for d in self.dirs.iter().flatten() {
+        for d in self.made.iter().rev() {
             let _ = std::fs::remove_dir(d);
-        }
-        if let Some(b) = &self.base {
-            let _ = std::fs::remove_dir(b);
         }
         if self.root_cpu_was_off {
             let _ = std::fs::write(
@@ -819,7 +878,9 @@ fn run_pass(
             output_dir: dir.to_path_buf(),
         };
         let stderr = std::fs::File::create(dir.join(format!("{}-{}.stderr", kind.name(), g.name)))?;
-        let child = Command::new(&exe)
+        let mut cmd = Command::new(&exe);
+        crate::process::die_with_parent(&mut cmd);
+        let child = cmd
             .args(["guest", "workload-group", "--spec-json"])
             .arg(serde_json::to_string(&gspec)?)
             .stdin(Stdio::piped())
@@ -998,6 +1059,7 @@ fn run_pass(
                     waited_ns: w.waited_ns,
                     own_ns: w.own_ns,
                     found_at_ns: now.saturating_sub(t0),
+                    detached_after_ns: None,
                 });
                 break now;
             }
@@ -1073,9 +1135,14 @@ fn run_pass(
         // The scenario is over: its tasks go now. A stalled task cannot act
         // on SIGKILL until it runs, so the scheduler that holds it goes
         // first.
-        if stall.is_some() {
+        if let Some(st) = stall.as_mut() {
             if let Some(sess) = swapping.and_then(|s| s.current.as_mut()) {
+                if spec.sysrq_on_stall && sess.attached() {
+                    detach_through_sysrq();
+                }
                 sess.stop();
+                st.detached_after_ns = wait_disabled(Duration::from_secs(5))
+                    .map(|at| at.saturating_sub(st.found_at_ns + t0));
             }
         }
         for r in running.iter_mut().filter(|r| r.status.is_none()) {
@@ -1141,6 +1208,32 @@ fn run_pass(
         timeline,
         errors,
     })
+}
+
+/// Asks the kernel to detach the sched_ext scheduler now (sysrq-S,
+/// Documentation/scheduler/sched-ext.rst: "reset to SCHED_NORMAL"); a
+/// failure is logged: the loader is then asked to leave as usual.
+fn detach_through_sysrq() {
+    if let Err(e) = std::fs::write("/proc/sysrq-trigger", "S") {
+        tracing::warn!("sysrq-S failed ({e}); asking the scheduler to leave instead");
+    }
+}
+
+/// Polls `/sys/kernel/sched_ext/state` until it reads `disabled`, for at
+/// most `within`: when (CLOCK_MONOTONIC ns) it did, or `None`.
+fn wait_disabled(within: Duration) -> Option<u64> {
+    let by = now_ns() + within.as_nanos() as u64;
+    loop {
+        let now = now_ns();
+        let state = std::fs::read_to_string("/sys/kernel/sched_ext/state").unwrap_or_default();
+        if state.trim() == "disabled" {
+            return Some(now);
+        }
+        if now >= by {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// Waits for a group process's "ready" line on its stdout, until `by`
@@ -1264,7 +1357,7 @@ pub fn bench_probe(
     // freeing its maps can run on into the next round); rounds with it
     // attach its programs, rounds without detach them, so that none of its
     // code runs. Short rounds, many of them.
-    let cgroups = Cgroups::create(&spec.scenario)?;
+    let cgroups = Cgroups::create(&spec.scenario, None)?;
     let mut probe = Probe::load()?;
     probe.detach();
     let mut out = Vec::new();

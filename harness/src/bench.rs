@@ -380,6 +380,7 @@ pub fn probe(
             .collect(),
     };
     let spec = AgentSpec {
+        sysrq_on_stall: false,
         scenario,
         scheduler: crate::scheduler::lifecycle::GuestSpec {
             name: "default".into(),
@@ -406,7 +407,7 @@ pub fn probe(
         "--cost-rounds".into(),
         cost_rounds.to_string(),
         "--out".into(),
-        "@shared/bench.json".into(),
+        crate::protocol::shared_arg("bench.json"),
     ];
     let mut vm_spec = VmSpec::new(
         kernel.bzimage.clone(),

@@ -750,6 +750,7 @@ mod tests {
             waited_ns,
             own_ns: waited_ns,
             found_at_ns,
+            detached_after_ns: None,
         }
     }
 

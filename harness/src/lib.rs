@@ -5,6 +5,7 @@ pub mod error;
 pub mod paths;
 pub mod probe;
 pub mod process;
+pub mod protocol;
 
 pub use error::{classify, fail, ExitCode, Failure};
 pub mod agent;
@@ -18,12 +19,14 @@ pub mod datafile;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod history;
+pub mod host;
 pub mod kernel;
 pub mod kmsg;
 pub mod matrix;
 pub mod progress;
 pub mod report;
 pub mod rundir;
+pub mod runner;
 pub mod scenario;
 pub mod scheduler;
 pub mod selftests;

@@ -80,6 +80,26 @@ pub enum Terminal {
     Foreground,
 }
 
+/// Makes `cmd`'s process get SIGKILL when the thread that spawns it exits
+/// (`PR_SET_PDEATHSIG`): with the harness, or with the guest-side agent,
+/// by any signal, SIGKILL included. Spawn it from a thread that lives as
+/// long as the child should.
+pub fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: prctl and getppid are async-signal-safe; nothing else runs.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The parent may have died between fork and prctl.
+            if libc::getppid() == 1 {
+                return Err(io::Error::other("parent exited during spawn"));
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Why [`Supervised::wait`] returned.
 #[derive(Debug)]
 pub enum Waited {
@@ -124,7 +144,28 @@ impl std::ops::DerefMut for SupervisedCommand {
 impl SupervisedCommand {
     /// `program` with no arguments yet; add them through `DerefMut`.
     pub fn new(program: impl AsRef<std::ffi::OsStr>, terminal: Terminal) -> Self {
-        let mut cmd = if pid_namespaces_work() {
+        Self::build(program, terminal, pid_namespaces_work())
+    }
+
+    /// Like [`SupervisedCommand::new`], but in the harness's own PID
+    /// namespace, for a child whose process ids must mean to the harness
+    /// what they mean to the kernel (the host target's agent, whose BPF
+    /// probe tracks tasks by pid). Its tree is its process group; the
+    /// parent-death signal still ends the child with the harness, and the
+    /// child must give its own children theirs ([`die_with_parent`]).
+    pub fn new_same_pid_namespace(
+        program: impl AsRef<std::ffi::OsStr>,
+        terminal: Terminal,
+    ) -> Self {
+        Self::build(program, terminal, false)
+    }
+
+    fn build(
+        program: impl AsRef<std::ffi::OsStr>,
+        terminal: Terminal,
+        own_namespace: bool,
+    ) -> Self {
+        let mut cmd = if own_namespace {
             let mut u = Command::new("unshare");
             u.args(["--pid", "--fork", "--kill-child=SIGKILL", "--"]);
             u.arg(program);
@@ -136,19 +177,7 @@ impl SupervisedCommand {
         if terminal == Terminal::Detached {
             cmd.process_group(0);
         }
-        // SAFETY: prctl and getppid are async-signal-safe; nothing else runs.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                // The parent may have died between fork and prctl.
-                if libc::getppid() == 1 {
-                    return Err(io::Error::other("parent exited during spawn"));
-                }
-                Ok(())
-            });
-        }
+        die_with_parent(&mut cmd);
         Self { cmd, terminal }
     }
 

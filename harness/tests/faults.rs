@@ -121,7 +121,7 @@ impl Faulted {
                 continue;
             }
             assert!(r.dir.join("result.json").is_file(), "{}", r.dir.display());
-            if r.vm_outcome == "not started" {
+            if r.agent.is_none() && r.session_end.is_none() {
                 continue; // its scheduler did not build: no VM, no console
             }
             let console = std::fs::read_to_string(&r.console_log).unwrap_or_default();

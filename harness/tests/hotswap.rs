@@ -8,8 +8,9 @@ mod common;
 use std::path::Path;
 
 use scx_harness::agent::PassKind;
-use scx_harness::cell::{self, Planned, VmPlan};
+use scx_harness::cell::Planned;
 use scx_harness::report::CellVerdict;
+use scx_harness::runner::{self, Session, Target};
 use scx_harness::scheduler::build::{self, Built};
 
 fn built(name: &str) -> Built {
@@ -30,13 +31,15 @@ fn built(name: &str) -> Built {
 }
 
 /// One VM on the test kernel, its files under `dir/vm`.
-fn vm_plan(dir: &Path) -> VmPlan<'static> {
+fn vm_plan(dir: &Path) -> Session<'static> {
     static KERNEL: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    VmPlan {
-        kernel: KERNEL.get_or_init(common::test_kernel),
+    Session {
+        target: Target::Vm {
+            kernel: KERNEL.get_or_init(common::test_kernel),
+            accel: scx_harness::vm::AccelChoice::Auto,
+        },
         harness: Path::new(env!("CARGO_BIN_EXE_scx-harness")),
         dir: dir.join("vm"),
-        accel: scx_harness::vm::AccelChoice::Auto,
         timeout: None,
     }
 }
@@ -79,7 +82,7 @@ fn vm_an_ejected_scheduler_is_reported_and_the_vm_goes_on() {
         plan(&sc, &simple, &[], dir.path().join("3")),
     ];
     let mut seen = Vec::new();
-    let results = cell::run_batch(&cells, &vm_plan(dir.path()), |r| {
+    let results = runner::run_session(&cells, &vm_plan(dir.path()), |r| {
         seen.push(r.scheduler.clone())
     })
     .unwrap();
@@ -128,7 +131,7 @@ fn vm_a_kernel_crash_ends_the_vm_and_the_rest_is_not_run() {
             dir: d.clone(),
         })
         .collect();
-    let results = cell::run_batch(&cells, &vm_plan(dir.path()), |_| {}).unwrap();
+    let results = runner::run_session(&cells, &vm_plan(dir.path()), |_| {}).unwrap();
     let verdicts: Vec<CellVerdict> = results.iter().map(|r| r.verdict).collect();
     assert_eq!(
         verdicts,

@@ -79,7 +79,8 @@ fn result(scheduler: &str, scenario: &str, verdict: CellVerdict) -> CellResult {
         host: "h".into(),
         started_at: 0,
         elapsed_s: 1.0,
-        vm_outcome: "Exited".into(),
+        session_end: Some(scx_harness::vm::Outcome::Exited { code: 0 }),
+        target: scx_harness::report::Target::Vm,
         verdict,
         summary: "run_delay interactive p99: observed 40ms against <= 20ms (FAIL)".into(),
         checks: vec![Outcome {

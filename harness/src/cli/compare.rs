@@ -6,15 +6,16 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use super::{kernel_for, VmOpts};
-use crate::cell::{self, Planned, VmPlan};
+use super::{kernel_for, TargetKind, TargetOpts, VmOpts};
+use crate::cell::Planned;
 use crate::compare::{self, CompareReport, Variant};
 use crate::error::{fail, Failure};
 use crate::kernel::{self, Cache, Kernel};
 use crate::progress::Progress;
 use crate::report::CellResult;
+use crate::runner::{self, Session, Target};
 use crate::scenario;
-use crate::scheduler::build::{self, BuildCtx, Built};
+use crate::scheduler::build::{BuildCtx, Built};
 
 /// `--runs`: a count per side, or `auto`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +74,8 @@ pub struct CompareArgs {
     pub record: Option<PathBuf>,
     #[command(flatten)]
     pub vm: VmOpts,
+    #[command(flatten)]
+    pub target: TargetOpts,
     /// Scenario files or bundled scenario names.
     #[arg(required = true)]
     pub scenarios: Vec<String>,
@@ -132,6 +135,14 @@ pub fn run(args: CompareArgs) -> Result<i32> {
             ),
         ));
     }
+    args.target.check()?;
+    let on_host = args.target.target == TargetKind::Host;
+    if on_host && (args.baseline_kernel.is_some() || args.candidate_kernel.is_some()) {
+        return Err(fail(
+            Failure::BadInput,
+            "--target host compares on the running kernel; --baseline-kernel and --candidate-kernel need VMs\n  fix: drop them, or drop --target host",
+        ));
+    }
     let registry = args.registry.load()?;
     let (na, aa) = split_variant(&args.baseline, "--baseline")?;
     let (nb, ab) = split_variant(&args.candidate, "--candidate")?;
@@ -151,6 +162,13 @@ pub fn run(args: CompareArgs) -> Result<i32> {
             ),
         ));
     }
+    let host = match on_host {
+        true => Some(crate::host::preflight(
+            crate::host::Needs::of(&scenarios),
+            args.target.replace,
+        )?),
+        false => None,
+    };
     let rundir = crate::rundir::RunDir::create(
         args.out.clone(),
         &format!("compare-{}", super::run::timestamp()),
@@ -166,9 +184,10 @@ pub fn run(args: CompareArgs) -> Result<i32> {
     }
     let cache = Cache::user();
     let kernel_of = |arg: &Option<String>| -> Result<Kernel> {
-        match arg {
-            Some(a) => kernel::resolve(a, &cache),
-            None => kernel_for(&args.vm),
+        match (arg, on_host) {
+            (_, true) => super::host_build_kernel(&args.vm),
+            (Some(a), false) => kernel::resolve(a, &cache),
+            (None, false) => kernel_for(&args.vm),
         }
     };
     let mut progress = Progress::new("schedulers");
@@ -185,7 +204,9 @@ pub fn run(args: CompareArgs) -> Result<i32> {
             kernel: kernel.entry.as_ref(),
             registry: &registry,
         };
-        let built = build::build(registry.get(&name)?, &ctx, &mut progress)?;
+        let built = args
+            .target
+            .scheduler(registry.get(&name)?, &ctx, &mut progress)?;
         super::schedulers::check_artifact(&built)?;
         sides.push(Side {
             variant: Variant {
@@ -266,15 +287,20 @@ pub fn run(args: CompareArgs) -> Result<i32> {
                 })
                 .collect();
             let kernel = &sides[planned[idx[0]].0].kernel;
-            let vmp = VmPlan {
-                kernel: &kernel.bzimage,
+            let session = Session {
+                target: match &host {
+                    Some(h) => Target::Host(h),
+                    None => Target::Vm {
+                        kernel: &kernel.bzimage,
+                        accel: args.vm.accel,
+                    },
+                },
                 harness: &harness,
-                dir: dir.join("vms").join(vm_n.to_string()),
-                accel: args.vm.accel,
+                dir: dir.join(crate::report::SESSIONS_DIR).join(vm_n.to_string()),
                 timeout: args.vm.timeout,
             };
             vm_n += 1;
-            let rs = cell::run_batch(&batch, &vmp, |r| {
+            let rs = runner::run_session(&batch, &session, |r| {
                 eprintln!(
                     "{:<8} {} / {} ({:.1} s)",
                     r.verdict.label(),
@@ -349,6 +375,9 @@ pub fn run(args: CompareArgs) -> Result<i32> {
             Failure::Interrupted,
             format!("interrupted; the runs so far are in {}", dir.display()),
         ));
+    }
+    if let Some(h) = &host {
+        h.check_left_nothing()?;
     }
     if report.regressed() {
         return Err(fail(

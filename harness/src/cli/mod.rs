@@ -74,6 +74,91 @@ enum BuildTarget {
     Spec(BuildSpec),
 }
 
+/// `--target`: where cells run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum TargetKind {
+    /// A VM booted per session (per VM shape, or per cell).
+    #[default]
+    Vm,
+    /// This machine's running kernel, no VM (root; a kernel with
+    /// sched_ext). See README, "Host mode".
+    Host,
+}
+
+/// Where cells run, and how their schedulers are found.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TargetOpts {
+    /// Where the cells run: in VMs (default), or on this machine's running
+    /// kernel (`host`: checked first, contained in a cgroup of the
+    /// harness's own, a stalling scheduler detached at once; --kernel then
+    /// only names the kernel whose tree builds kernel-example schedulers).
+    #[arg(long, value_enum, default_value_t = TargetKind::Vm)]
+    pub target: TargetKind,
+    /// With --target host: detach a sched_ext scheduler that is already
+    /// attached (sysrq-S) instead of refusing. It is not restarted.
+    #[arg(long)]
+    pub replace: bool,
+    /// Never build a scheduler: use what `scx-harness schedulers build`
+    /// left in the cache (a read-only checkout, a lab machine without the
+    /// toolchain); a scheduler not built is an error naming it.
+    #[arg(long)]
+    pub no_build: bool,
+}
+
+impl TargetOpts {
+    /// `--replace` without `--target host` is refused: it would do nothing.
+    pub fn check(&self) -> Result<()> {
+        if self.replace && self.target != TargetKind::Host {
+            return Err(fail(
+                Failure::BadInput,
+                "--replace only applies to --target host\n  fix: add --target host, or drop --replace",
+            ));
+        }
+        Ok(())
+    }
+
+    /// A scheduler, built for `ctx`'s kernel, or with --no-build the one
+    /// built before.
+    pub fn scheduler(
+        &self,
+        def: &crate::scheduler::registry::Def,
+        ctx: &crate::scheduler::build::BuildCtx,
+        progress: &mut Progress,
+    ) -> Result<crate::scheduler::build::Built> {
+        if !self.no_build {
+            return crate::scheduler::build::build(def, ctx, progress);
+        }
+        crate::scheduler::build::cached(def, ctx).ok_or_else(|| {
+            fail(
+                Failure::BadInput,
+                format!(
+                    "{} is not built for this kernel, and --no-build was given\n  fix: run `scx-harness schedulers build {}` first (with the same --kernel)",
+                    def.name, def.name
+                ),
+            )
+        })
+    }
+}
+
+/// The kernel whose tree a host run's schedulers are built in: --kernel
+/// if given, else the cached kernel of the running release, else none
+/// (workspace, crate and BPF-object schedulers need no tree).
+pub fn host_build_kernel(opts: &VmOpts) -> Result<Kernel> {
+    if opts.kernel_arg()?.is_some() {
+        return kernel_for(opts);
+    }
+    let release = crate::host::release();
+    let entry = Cache::user()
+        .list()
+        .unwrap_or_default()
+        .into_iter()
+        .find(|e| e.meta.release == release);
+    Ok(Kernel {
+        bzimage: entry.as_ref().map(|e| e.bzimage()).unwrap_or_default(),
+        entry,
+    })
+}
+
 /// Options shared by everything that boots a VM.
 #[derive(Debug, Clone, clap::Args)]
 pub struct VmOpts {
@@ -618,7 +703,7 @@ pub fn guest_run_scheduler(args: GuestRunSchedulerArgs) -> Result<i32> {
     crate::agent::quiet_tracing();
     let spec: crate::scheduler::lifecycle::GuestSpec = serde_json::from_str(&args.spec_json)
         .map_err(|e| fail(Failure::BadInput, format!("--spec-json: {e}")))?;
-    let out = crate::scheduler::lifecycle::guest_path(&args.out);
+    let out = crate::protocol::guest_path(&args.out);
     let report = crate::scheduler::lifecycle::run_in_guest(&spec, &out)?;
     println!("{}", serde_json::to_string(&report.verdict)?);
     Ok(0)

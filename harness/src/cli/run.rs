@@ -6,16 +6,17 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use super::{kernel_for, VmOpts};
-use crate::cell::{self, Planned, VmPlan};
+use super::{kernel_for, TargetKind, TargetOpts, VmOpts};
+use crate::cell::Planned;
 use crate::error::{fail, Failure};
 use crate::kernel::Cache;
 use crate::matrix::{Matrix, Overrides};
 use crate::progress::Progress;
 use crate::report::{CellResult, CellVerdict};
+use crate::runner::{self, Event, Target};
 use crate::scenario;
+use crate::scheduler::build::BuildCtx;
 use crate::scheduler::build::Built;
-use crate::scheduler::build::{self, BuildCtx};
 use crate::scheduler::registry::Registry;
 
 #[derive(Debug, clap::Args)]
@@ -48,6 +49,8 @@ pub struct RunArgs {
     pub record: Option<PathBuf>,
     #[command(flatten)]
     pub vm: VmOpts,
+    #[command(flatten)]
+    pub target: TargetOpts,
     /// Scenario files or bundled scenario names (default with -s: every
     /// bundled scenario).
     pub scenarios: Vec<String>,
@@ -142,8 +145,12 @@ pub fn run(args: RunArgs) -> Result<i32> {
     // anything is built or booted.
     // The kernels: those --kernel names, else a suite's own `kernels:`
     // (scenarios/matrix.yaml), else the default kernel.
+    args.target.check()?;
+    let on_host = args.target.target == TargetKind::Host;
     let suite = suite_of(&args)?;
     let suite_kernels = match (args.vm.kernel.is_empty(), &suite) {
+        // On the host the running kernel is the kernel.
+        (true, Some(_)) if on_host => Vec::new(),
         (true, Some(s)) => {
             s.matrix
                 .kernels(&s.name, &crate::kernel::Catalog::embedded(), &s.overrides)?
@@ -167,23 +174,55 @@ pub fn run(args: RunArgs) -> Result<i32> {
             format!("--kernel {k} is given twice\n  fix: name each kernel once"),
         ));
     }
+    if on_host && kernels.len() > 1 {
+        return Err(fail(
+            Failure::BadInput,
+            "--target host runs on the running kernel; --kernel names the one tree schedulers are built in, once\n  fix: give --kernel at most once",
+        ));
+    }
+    // On the host: the kernel schedulers are built for (the running
+    // release's cache entry, if any), found before planning so that the
+    // registry is the one of that kernel.
+    let host_kernel = if on_host {
+        Some(super::host_build_kernel(&args.vm)?)
+    } else {
+        None
+    };
     let mut plans = Vec::new();
     for k in &kernels {
-        let registry = args.registry.load_for(*k)?;
-        let name = crate::kernel::name_of_arg(*k, &crate::kernel::Cache::user());
+        let name = match &host_kernel {
+            Some(hk) => hk.name().map(str::to_string),
+            None => crate::kernel::name_of_arg(*k, &crate::kernel::Cache::user()),
+        };
+        let registry = args.registry.load_for(name.as_deref().or(*k))?;
         let pairs = plan(&args, suite.as_ref(), name.as_deref(), &registry)?;
         plans.push((*k, registry, pairs));
     }
+    // On the host, the machine is checked (and what a killed run left is
+    // removed) before anything is built.
+    let host = match on_host {
+        true => {
+            let scenarios = plans.iter().flat_map(|(_, _, p)| p.iter().map(|(_, s)| s));
+            Some(crate::host::preflight(
+                crate::host::Needs::of(scenarios),
+                args.target.replace,
+            )?)
+        }
+        false => None,
+    };
     // Then every kernel is fetched or built (a cold one takes minutes),
     // before any cell runs.
-    let kernels: Vec<crate::kernel::Kernel> = kernels
-        .iter()
-        .map(|k| {
-            let mut opts = args.vm.clone();
-            opts.kernel = k.iter().map(|k| k.to_string()).collect();
-            kernel_for(&opts)
-        })
-        .collect::<Result<_>>()?;
+    let kernels: Vec<crate::kernel::Kernel> = match host_kernel {
+        Some(hk) => vec![hk],
+        None => kernels
+            .iter()
+            .map(|k| {
+                let mut opts = args.vm.clone();
+                opts.kernel = k.iter().map(|k| k.to_string()).collect();
+                kernel_for(&opts)
+            })
+            .collect::<Result<_>>()?,
+    };
     let total: usize = plans.iter().map(|(_, _, p)| p.len()).sum::<usize>() * args.repeat as usize;
     let rundir = crate::rundir::RunDir::create(args.out.clone(), &timestamp(), total)?;
     let dir = rundir.path().to_path_buf();
@@ -223,7 +262,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
             ));
             continue;
         }
-        match run_on_kernel(&args, kernel, registry, pairs, &sub, &ui) {
+        match run_on_kernel(&args, kernel, host.as_ref(), registry, pairs, &sub, &ui) {
             Ok(rs) => results.extend(rs),
             // With one kernel its error is the run's, as before; with
             // several, the kernels that ran keep their results and this
@@ -260,6 +299,9 @@ pub fn run(args: RunArgs) -> Result<i32> {
             format!("interrupted; finished cells are in {}", dir.display()),
         ));
     }
+    if let Some(h) = &host {
+        h.check_left_nothing()?;
+    }
     let count = |v| results.iter().filter(|r| r.verdict == v).count();
     let unmeasured = count(CellVerdict::Error) + count(CellVerdict::NotRun);
     match (unmeasured, count(CellVerdict::Fail)) {
@@ -275,9 +317,10 @@ pub fn run(args: RunArgs) -> Result<i32> {
         (e, _) => {
             // A guest kernel crash is told apart from the VM's own trouble
             // (its exit code is the kernel crash's).
-            let crashed = results
-                .iter()
-                .any(|r| r.verdict == CellVerdict::Error && r.vm_outcome == "KernelCrash");
+            let crashed = results.iter().any(|r| {
+                r.verdict == CellVerdict::Error
+                    && r.session_end == Some(crate::vm::Outcome::KernelCrash)
+            });
             Err(fail(
                 if crashed {
                     Failure::KernelCrash
@@ -329,6 +372,7 @@ fn cell_dir(
 fn run_on_kernel(
     args: &RunArgs,
     kernel: &crate::kernel::Kernel,
+    host: Option<&crate::host::Host>,
     registry: &Registry,
     pairs: &[(String, scenario::Loaded)],
     dir: &std::path::Path,
@@ -358,7 +402,9 @@ fn run_on_kernel(
                 let def = registry.get(n).map_err(|e| {
                     e.context(format!("{}: a swap names a scheduler", sc.path.display()))
                 })?;
-                match build::build(def, &ctx, &mut progress)
+                match args
+                    .target
+                    .scheduler(def, &ctx, &mut progress)
                     .and_then(|b| super::schedulers::check_artifact(&b).map(|()| b))
                 {
                     Ok(b) => {
@@ -420,59 +466,67 @@ fn run_on_kernel(
             dir: cell_dir(name, sc, i),
         })
         .collect();
-    // One VM per VM shape (hot-swap), or one per cell.
-    let mut vms: Vec<Vec<&Planned>> = Vec::new();
-    for p in &planned {
-        let shape = &p.scenario.scenario.vm;
-        match vms
-            .iter_mut()
-            .find(|v| !args.vm_per_cell && &v[0].scenario.scenario.vm == shape)
-        {
-            Some(v) => v.push(p),
-            None => vms.push(vec![p]),
-        }
-    }
+    let target = match host {
+        Some(h) => Target::Host(h),
+        None => Target::Vm {
+            kernel: &kernel.bzimage,
+            accel: args.vm.accel,
+        },
+    };
+    let sessions = runner::sessions(&planned, args.vm_per_cell).len();
     ui.say(format!(
-        "running {} cell(s) in {} VM(s) on {}{}; results in {}",
+        "running {} cell(s) in {} {} on {}; results in {}",
         planned.len(),
-        vms.len(),
-        kernel
-            .name()
-            .map(|n| format!("kernel {n}, "))
-            .unwrap_or_default(),
-        kernel.bzimage.display(),
+        sessions,
+        match host {
+            Some(_) => "session(s)",
+            None => "VM(s)",
+        },
+        match host {
+            Some(h) => format!(
+                "this machine ({}, kernel {}, CPUs {})",
+                h.hostname,
+                h.release,
+                crate::host::cpu_list(
+                    &h.cpus(
+                        planned
+                            .iter()
+                            .map(|p| p.scenario.scenario.vm.cpus)
+                            .max()
+                            .unwrap_or(1)
+                    )
+                )
+            ),
+            None => format!(
+                "{}{}",
+                kernel
+                    .name()
+                    .map(|n| format!("kernel {n}, "))
+                    .unwrap_or_default(),
+                kernel.bzimage.display()
+            ),
+        },
         dir.display()
     ));
     for r in &results {
         ui.cell(r);
     }
-    let unbuilt_cells = results.len();
-    for (n, cells) in vms.iter().enumerate() {
-        if crate::process::interrupted() {
-            break;
+    let rs = runner::run_cells(
+        &planned,
+        target,
+        &harness,
+        dir,
+        args.vm_per_cell,
+        args.vm.timeout,
+        |e| match e {
+            Event::Session { n, of, first } => ui.vm(n, of, &first),
+            Event::Cell(r) => ui.cell(r),
+        },
+    )?;
+    for mut r in rs {
+        if r.kernel.is_empty() {
+            set_kernel(&mut r, kernel);
         }
-        let batch: Vec<Planned> = cells.iter().map(|p| (*p).clone()).collect();
-        let vmp = VmPlan {
-            kernel: &kernel.bzimage,
-            harness: &harness,
-            dir: dir.join("vms").join(n.to_string()),
-            accel: args.vm.accel,
-            timeout: args.vm.timeout,
-        };
-        ui.vm(n + 1, vms.len(), &batch[0].id());
-        let rs = cell::run_batch(&batch, &vmp, |r| ui.cell(r))?;
-        results.extend(rs);
-    }
-    // Cells of VMs never started (interrupted).
-    for p in planned.iter().skip(results.len() - unbuilt_cells) {
-        let mut r = crate::report::not_run(
-            p.scenario,
-            p.scheduler,
-            &p.dir,
-            "interrupted before its VM started",
-        );
-        set_kernel(&mut r, kernel);
-        ui.cell(&r);
         results.push(r);
     }
     Ok(results)
@@ -510,8 +564,8 @@ impl Ui {
 
     fn vm(&self, n: usize, of: usize, first: &str) {
         match &self.bar {
-            Some(b) => b.set_message(format!("VM {n}/{of}, from {first}")),
-            None => eprintln!("VM {n}/{of}: booting (first cell {first})"),
+            Some(b) => b.set_message(format!("session {n}/{of}, from {first}")),
+            None => eprintln!("session {n}/{of}: starting (first cell {first})"),
         }
     }
 
@@ -555,7 +609,7 @@ pub fn guest_run_scenario(args: GuestRunScenarioArgs) -> Result<i32> {
     crate::agent::quiet_tracing();
     let spec: crate::agent::AgentSpec = serde_json::from_str(&args.spec_json)
         .map_err(|e| fail(Failure::BadInput, format!("--spec-json: {e}")))?;
-    let out = crate::scheduler::lifecycle::guest_path(&args.out);
+    let out = crate::protocol::guest_path(&args.out);
     let output = crate::agent::run(&spec, &out)?;
     match &output.error {
         Some(e) => Err(anyhow::anyhow!("{e}")),
@@ -594,7 +648,7 @@ pub fn guest_bench_probe(args: GuestBenchProbeArgs) -> Result<i32> {
     crate::agent::quiet_tracing();
     let spec: crate::agent::AgentSpec = serde_json::from_str(&args.spec_json)
         .map_err(|e| fail(Failure::BadInput, format!("--spec-json: {e}")))?;
-    let out = crate::scheduler::lifecycle::guest_path(&args.out);
+    let out = crate::protocol::guest_path(&args.out);
     let dir = out
         .parent()
         .unwrap_or(std::path::Path::new("/tmp"))
@@ -612,7 +666,6 @@ pub struct GuestRunBatchArgs {
 }
 
 pub fn guest_run_batch(args: GuestRunBatchArgs) -> Result<i32> {
-    crate::agent::quiet_tracing();
     let bytes = std::fs::read(&args.spec_file)
         .with_context(|| format!("reading {}", args.spec_file.display()))?;
     let batch: crate::agent::BatchSpec = serde_json::from_slice(&bytes).map_err(|e| {
@@ -621,7 +674,12 @@ pub fn guest_run_batch(args: GuestRunBatchArgs) -> Result<i32> {
             format!("{}: {e}", args.spec_file.display()),
         )
     })?;
-    let shared = crate::scheduler::lifecycle::guest_path("@shared/");
+    // In a VM the trace buffer the boot's trace events fill is turned off;
+    // a host's trace settings are its own.
+    if batch.host.is_none() {
+        crate::agent::quiet_tracing();
+    }
+    let shared = crate::protocol::guest_path(&crate::protocol::shared_arg(""));
     crate::agent::run_batch(&batch, &shared)?;
     Ok(0)
 }

@@ -8,10 +8,102 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::agent::{AgentOutput, Pass, PassKind};
-use crate::checks::Outcome;
+use crate::checks;
+use crate::vm::Outcome;
 
-/// Bump on any change that an older reader would misread.
-pub const SCHEMA: &str = "scx-harness/cell-result/v1";
+/// Bump on any change that an older reader would misread. v2: the
+/// session's end as a typed [`Outcome`] (`session_end`; v1 had the string
+/// `vm_outcome`, still read) and where the cell ran (`target`).
+pub const SCHEMA: &str = "scx-harness/cell-result/v2";
+
+/// The run directory's subdirectory of session directories (console logs,
+/// shared directories), one per VM boot or host agent.
+pub const SESSIONS_DIR: &str = "sessions";
+
+/// Where a cell ran: a VM the harness booted, or the machine the harness
+/// runs on (`--target host`), named so that history never mixes the two.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Target {
+    /// A VM of the cell's shape (`cpus`, `memory`); results of v1 ran
+    /// there.
+    #[default]
+    Vm,
+    /// The running kernel of `hostname`, on the CPUs `cpus` (a cpuset list
+    /// such as "0-3", as many CPUs as the scenario's `vm.cpus`).
+    Host {
+        hostname: String,
+        /// /proc/cpuinfo's `model name`.
+        cpu_model: String,
+        /// `uname -r`.
+        kernel: String,
+        cpus: String,
+    },
+}
+
+impl Target {
+    /// "vm", or "host NAME (CPU MODEL, cpus LIST)".
+    pub fn describe(&self) -> String {
+        match self {
+            Target::Vm => "vm".into(),
+            Target::Host {
+                hostname,
+                cpu_model,
+                cpus,
+                ..
+            } => format!("host {hostname} ({cpu_model}, cpus {cpus})"),
+        }
+    }
+}
+
+/// Reads `session_end` (v2: an [`Outcome`] or null) and v1's `vm_outcome`
+/// (the outcome's debug form, "KernelCrash", "Exited { code: 0 }", or
+/// "running" / "not started" for none).
+fn session_end_any_version<'de, D>(d: D) -> Result<Option<Outcome>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        V2(Option<Outcome>),
+        V1(String),
+    }
+    Ok(match Either::deserialize(d)? {
+        Either::V2(o) => o,
+        Either::V1(s) => outcome_from_v1(&s),
+    })
+}
+
+/// v1's `vm_outcome` string as the typed outcome.
+pub fn outcome_from_v1(s: &str) -> Option<Outcome> {
+    let number = |s: &str| -> Option<i32> {
+        s.trim_matches(|c: char| !c.is_ascii_digit() && c != '-')
+            .parse()
+            .ok()
+    };
+    let s = s.trim();
+    Some(if s.starts_with("Exited") {
+        Outcome::Exited { code: number(s)? }
+    } else if s == "KernelCrash" {
+        Outcome::KernelCrash
+    } else if s.starts_with("TimedOut") {
+        Outcome::TimedOut {
+            reached_guest: s.contains("true"),
+        }
+    } else if let Some(rest) = s.strip_prefix("InfraFailure") {
+        Outcome::InfraFailure {
+            reason: rest
+                .trim_matches(|c: char| " {}\"".contains(c))
+                .trim_start_matches("reason: \"")
+                .to_string(),
+        }
+    } else if s == "Interrupted" {
+        Outcome::Interrupted
+    } else {
+        return None;
+    })
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -66,12 +158,23 @@ pub struct CellResult {
     /// Seconds since the Unix epoch.
     pub started_at: u64,
     pub elapsed_s: f64,
-    pub vm_outcome: String,
+    /// How the cell's session (its VM, or its agent on the host) ended;
+    /// null while it still ran when the cell was judged, or when none
+    /// started. v1: `vm_outcome`, a string.
+    #[serde(
+        default,
+        alias = "vm_outcome",
+        deserialize_with = "session_end_any_version"
+    )]
+    pub session_end: Option<Outcome>,
+    /// Where the cell ran (absent in v1: a VM).
+    #[serde(default)]
+    pub target: Target,
     pub verdict: CellVerdict,
     /// One line for a pass, the failed checks' lines for a failure, the
     /// reason for an error.
     pub summary: String,
-    pub checks: Vec<Outcome>,
+    pub checks: Vec<checks::Outcome>,
     /// Everything the guest measured, as it wrote it.
     pub agent: Option<AgentOutput>,
     pub console_log: PathBuf,
@@ -246,7 +349,8 @@ pub fn without_vm(
         host: String::new(),
         started_at: 0,
         elapsed_s: 0.0,
-        vm_outcome: "not started".into(),
+        session_end: None,
+        target: Target::Vm,
         verdict,
         summary,
         checks: Vec::new(),
@@ -345,7 +449,9 @@ pub fn load_run(dir: &std::path::Path) -> anyhow::Result<Vec<CellResult>> {
             .flatten()
         {
             let p = e.path();
-            if p.is_dir() && p.file_name() != Some("vms".as_ref()) {
+            // Sessions' own files (and v1's `vms/`) hold no results.
+            let skip = [SESSIONS_DIR, "vms"].map(|n| Some(std::ffi::OsStr::new(n)));
+            if p.is_dir() && !skip.contains(&p.file_name()) {
                 stack.push(p);
             } else if p.file_name() == Some("result.json".as_ref()) {
                 if let Ok(r) = serde_json::from_slice::<CellResult>(&std::fs::read(&p)?) {
@@ -439,4 +545,57 @@ pub fn markdown(results: &[CellResult]) -> String {
         ));
     }
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v1_outcome_strings_read_as_the_typed_outcome() {
+        let cases = [
+            ("Exited { code: 3 }", Some(Outcome::Exited { code: 3 })),
+            ("KernelCrash", Some(Outcome::KernelCrash)),
+            (
+                "TimedOut { reached_guest: true }",
+                Some(Outcome::TimedOut {
+                    reached_guest: true,
+                }),
+            ),
+            (
+                "InfraFailure { reason: \"qemu died\" }",
+                Some(Outcome::InfraFailure {
+                    reason: "qemu died".into(),
+                }),
+            ),
+            ("Interrupted", Some(Outcome::Interrupted)),
+            ("running", None),
+            ("not started", None),
+        ];
+        for (v1, want) in cases {
+            assert_eq!(outcome_from_v1(v1), want, "{v1}");
+        }
+    }
+
+    #[test]
+    fn a_v1_document_and_a_v2_document_both_read() {
+        let v1 = r#"{"vm_outcome": "KernelCrash"}"#;
+        let v2 = r#"{"session_end": {"kind": "kernel_crash"}, "target": {"kind": "vm"}}"#;
+        #[derive(Deserialize)]
+        struct Part {
+            #[serde(
+                default,
+                alias = "vm_outcome",
+                deserialize_with = "session_end_any_version"
+            )]
+            session_end: Option<Outcome>,
+            #[serde(default)]
+            target: Target,
+        }
+        for doc in [v1, v2] {
+            let p: Part = serde_json::from_str(doc).unwrap();
+            assert_eq!(p.session_end, Some(Outcome::KernelCrash), "{doc}");
+            assert_eq!(p.target, Target::Vm);
+        }
+    }
 }

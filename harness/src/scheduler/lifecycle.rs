@@ -444,7 +444,12 @@ impl Session {
             Start::Default => Running::Nothing,
             Start::Binary { argv } => {
                 let (program, args) = argv.split_first().context("empty scheduler command")?;
-                match Command::new(program)
+                // The loader holds the scheduler's link: it must end with
+                // the agent, however the agent ends (the kernel detaches a
+                // struct_ops scheduler when its link's last fd closes).
+                let mut cmd = Command::new(program);
+                crate::process::die_with_parent(&mut cmd);
+                match cmd
                     .args(args)
                     .stdin(Stdio::null())
                     .stdout(std::fs::File::create(&out_path)?)
@@ -867,7 +872,7 @@ pub fn run_in_vm(
         "--spec-json".into(),
         serde_json::to_string(spec)?,
         "--out".into(),
-        "@shared/report.json".into(),
+        crate::protocol::shared_arg(crate::protocol::SCHEDULER_REPORT),
     ];
     let mut vm_spec = VmSpec::new(
         kernel.to_path_buf(),
@@ -876,22 +881,10 @@ pub fn run_in_vm(
     );
     vm_spec.timeout = Some(timeout);
     let vm = vm::run(&vm_spec)?;
-    let report = std::fs::read(vm.shared_dir.join("report.json"))
+    let report = std::fs::read(vm.shared_dir.join(crate::protocol::SCHEDULER_REPORT))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
     Ok(Run { vm, report })
-}
-
-/// `@shared/NAME` in a guest-side path argument means the VM's shared
-/// directory, which the wrapper exports as `SCX_HARNESS_SHARED`.
-pub fn guest_path(arg: &str) -> PathBuf {
-    match (
-        arg.strip_prefix("@shared/"),
-        std::env::var_os("SCX_HARNESS_SHARED"),
-    ) {
-        (Some(rest), Some(dir)) => PathBuf::from(dir).join(rest),
-        _ => PathBuf::from(arg),
-    }
 }
 
 #[cfg(test)]

@@ -78,7 +78,7 @@ impl VmSpec {
 }
 
 /// How a VM run ended.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Outcome {
     /// The guest command ran to completion with this exit status.
@@ -192,12 +192,14 @@ fn wrapper_script(shared: &Path, argv: &[String]) -> String {
     let cmd: Vec<String> = argv.iter().map(|a| shell_quote(a)).collect();
     format!(
         "#!/bin/sh\n# written by scx-harness for one VM run\n\
-         SCX_HARNESS_SHARED={d}; export SCX_HARNESS_SHARED\n\
-         : > {d}/started\n\
+         {env}={d}; export {env}\n\
+         : > {d}/{started}\n\
          {{ {{ {{ {}; echo $? > {d}/status.tmp; }} 2>&1 1>&3 3>&- | tee {d}/stderr >&2 3>&-; }} 3>&1 | tee {d}/stdout; }}\n\
          mv {d}/status.tmp {d}/status\n\
          exit $(cat {d}/status)\n",
-        cmd.join(" ")
+        cmd.join(" "),
+        env = crate::protocol::SHARED_ENV,
+        started = crate::protocol::STARTED,
     )
 }
 
@@ -419,7 +421,7 @@ pub fn run(spec: &VmSpec) -> Result<VmResult> {
     let elapsed = started.elapsed();
     let console = std::fs::read_to_string(&console_log).unwrap_or_default();
     let crashes = console::scan(&console);
-    let reached_guest = shared.join("started").exists();
+    let reached_guest = shared.join(crate::protocol::STARTED).exists();
     let status = std::fs::read_to_string(shared.join("status"))
         .ok()
         .and_then(|s| s.trim().parse::<i32>().ok());

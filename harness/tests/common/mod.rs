@@ -420,7 +420,7 @@ fn run_loaded_cell(
         })
         .collect();
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    let result = scx_harness::cell::run(
+    let result = scx_harness::runner::run_one(
         &scx_harness::cell::Planned {
             scenario,
             scheduler: &built,
@@ -428,11 +428,13 @@ fn run_loaded_cell(
             swap_to: swap_built.iter().collect(),
             dir: dir.path().join("cell"),
         },
-        &scx_harness::cell::VmPlan {
-            kernel: &entry.bzimage(),
+        &scx_harness::runner::Session {
+            target: scx_harness::runner::Target::Vm {
+                kernel: &entry.bzimage(),
+                accel: scx_harness::vm::AccelChoice::Auto,
+            },
             harness: Path::new(env!("CARGO_BIN_EXE_scx-harness")),
             dir: dir.path().join("vm"),
-            accel: scx_harness::vm::AccelChoice::Auto,
             timeout: None,
         },
     )

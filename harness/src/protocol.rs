@@ -1,0 +1,89 @@
+//! The protocol between the host side and the guest side of a session:
+//! the shared directory's layout, its file names, the kernel-log markers
+//! around each cell, and how a guest-side path argument names the shared
+//! directory. Both sides use this module and no other spelling of these
+//! names; the guest side is a VM's guest, or the machine itself with
+//! `--target host`, which runs the same guest-side commands.
+//!
+//! Layout of a session's shared directory:
+//! ```text
+//! SHARED/started                 the guest command began (the VM wrapper)
+//! SHARED/cells/I/started         cell I began
+//! SHARED/cells/I/agent.json      cell I's `agent::AgentOutput`, once it ended
+//! SHARED/cells/I/NAME.stdout     a scheduler's output, a group's stderr ...
+//! ```
+//! and beside it (not shared) `batch.json`, the `agent::BatchSpec`.
+
+use std::path::{Path, PathBuf};
+
+/// The environment variable through which the guest side learns where the
+/// shared directory is (set by the VM's wrapper script, or by the host
+/// target for its agent).
+pub const SHARED_ENV: &str = "SCX_HARNESS_SHARED";
+
+/// Written when the guest command (VM) or a cell (agent) begins.
+pub const STARTED: &str = "started";
+
+/// A cell's measurements, written by the agent when the cell ends.
+pub const AGENT_OUTPUT: &str = "agent.json";
+
+/// The batch a session runs, written by the host side for the agent.
+pub const BATCH_SPEC: &str = "batch.json";
+
+/// `schedulers run`'s lifecycle report, written by the guest side.
+pub const SCHEDULER_REPORT: &str = "report.json";
+
+/// Where cell `i` of a batch keeps its files in the shared directory.
+pub fn cell_dir(shared: &Path, i: usize) -> PathBuf {
+    shared.join("cells").join(i.to_string())
+}
+
+/// When a cell marker is written: before the cell or after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mark {
+    Begins,
+    Ends,
+}
+
+/// The kernel-log line around cell `i` (the agent writes it to /dev/kmsg,
+/// so the host can cut each cell's part out of the console or kernel log).
+pub fn marker(i: usize, id: &str, mark: Mark) -> String {
+    let what = match mark {
+        Mark::Begins => "begins",
+        Mark::Ends => "ends",
+    };
+    format!("scx-harness: cell {i} {id} {what}")
+}
+
+/// The argument that names `name` inside the shared directory, for a
+/// guest-side command line (`@shared/NAME`).
+pub fn shared_arg(name: &str) -> String {
+    format!("@shared/{name}")
+}
+
+/// Guest side: `@shared/NAME` in a path argument means the shared
+/// directory ([`SHARED_ENV`]); any other argument is a path as it is.
+pub fn guest_path(arg: &str) -> PathBuf {
+    match (arg.strip_prefix("@shared/"), std::env::var_os(SHARED_ENV)) {
+        (Some(rest), Some(dir)) => PathBuf::from(dir).join(rest),
+        _ => PathBuf::from(arg),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_of_two_cells_never_match_each_other() {
+        let b1 = marker(1, "a/b", Mark::Begins);
+        assert!(!marker(11, "a/b", Mark::Begins).contains(&b1));
+        assert_ne!(b1, marker(1, "a/b", Mark::Ends));
+    }
+
+    #[test]
+    fn a_plain_path_argument_is_left_alone() {
+        assert_eq!(guest_path("/tmp/x.json"), PathBuf::from("/tmp/x.json"));
+        assert_eq!(shared_arg("r.json"), "@shared/r.json");
+    }
+}
