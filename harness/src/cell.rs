@@ -49,7 +49,10 @@ impl Planned<'_> {
         let s = &self.scenario.scenario;
         AgentSpec {
             sysrq_on_stall: host,
-            scenario: s.clone(),
+            scenario: match host {
+                true => crate::host::guarded(s),
+                false => s.clone(),
+            },
             scheduler: GuestSpec::for_built(self.scheduler, &self.args, None),
             baseline: s.needs_fair_baseline(),
             swaps: s
@@ -119,7 +122,10 @@ pub(crate) fn judge(
     ctx: &JudgeCtx,
     end: Option<&SessionEnd>,
 ) -> CellResult {
-    let s = &c.scenario.scenario;
+    // Judged as it ran (on a host, with the machine-wide stall check).
+    let on_host = matches!(ctx.target, crate::report::Target::Host { .. });
+    let ran = c.agent_spec(on_host).scenario;
+    let s = &ran;
     let crashes: Vec<CrashLine> = console::scan(console_part);
     let (verdict, summary, checks) = match &agent {
         None => (

@@ -59,6 +59,28 @@ const SCX_OPS: &str = "/sys/kernel/sched_ext/root/ops";
 /// The harness's own cgroup subtree on a host.
 const HARNESS_CGROUP: &str = "scx-harness";
 
+/// The scenario as it runs on a host: with a stall check on every task of
+/// the machine ([`HOST_STALL_BOUND`]) unless it already has a guest-wide
+/// one, so the machine's own tasks are watched in every cell (and a cell
+/// whose scheduler starves them fails on that check, with the task named).
+pub fn guarded(s: &crate::scenario::Scenario) -> crate::scenario::Scenario {
+    use crate::scenario::{Check, StallCheck, StallTasks};
+    let mut s = s.clone();
+    let watched = s
+        .checks
+        .iter()
+        .any(|c| matches!(c, Check::Stall(st) if st.tasks == StallTasks::Guest));
+    if !watched {
+        s.checks.push(Check::Stall(StallCheck {
+            max_runnable: HOST_STALL_BOUND,
+            group: None,
+            tasks: StallTasks::Guest,
+            excluding: None,
+        }));
+    }
+    s
+}
+
 /// What the cells of a run need from the machine.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Needs {
@@ -423,6 +445,10 @@ pub fn sweep_leftovers() -> Vec<String> {
                 )
             }
         ));
+    }
+    if !said.is_empty() {
+        // The harness's own cgroup too, when no other run uses it.
+        let _ = std::fs::remove_dir(harness_cgroup());
     }
     for s in &said {
         eprintln!("scx-harness: {s}");
