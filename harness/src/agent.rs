@@ -734,8 +734,10 @@ pub fn run_batch(batch: &BatchSpec, shared: &Path) -> Result<()> {
 /// The scenario's cgroups, created under `/sys/fs/cgroup/scx-harness` (in
 /// a VM) or the host target's own subtree, with the cpu controller enabled
 /// where a group has a weight, and removed when dropped. On a host every
-/// group gets a cgroup: a group without `cgroup:` goes to `tasks`, so the
-/// harness can kill whatever the scenario left.
+/// group gets a cgroup: a group without `cgroup:` goes to `harness.ungrouped`, so the
+/// harness can kill whatever the scenario left. (In a VM such a group stays
+/// in the root cgroup: with weighted groups beside it, a host's split
+/// between the two kinds can differ from a VM's.)
 struct Cgroups {
     /// The directories made, deepest last (removed in reverse).
     made: Vec<PathBuf>,
@@ -794,7 +796,9 @@ impl Cgroups {
         for (i, g) in s.groups.iter().enumerate() {
             let (name, weight) = match (&g.cgroup, host) {
                 (Some(c), _) => (c.name.as_str(), Some(c.weight)),
-                (None, Some(_)) => ("tasks", None),
+                // A name the scenario validator never gives a group's
+                // cgroup (it has a dot).
+                (None, Some(_)) => ("harness.ungrouped", None),
                 (None, None) => continue,
             };
             let d = base.join(name);

@@ -18,11 +18,21 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::cli::VmOpts;
 use crate::kernel::Kernel;
 use crate::process::{SupervisedCommand, Terminal};
-use crate::vm::{self, Accel, GuestCommand, Outcome, VmSpec};
+use crate::vm::{self, Accel, AccelChoice, GuestCommand, Outcome, VmSpec};
 use crate::vng::Vng;
+
+/// The VMs a bench boots: its command line's `--accel`, `--cpus`,
+/// `--memory` and `--timeout`.
+#[derive(Debug, Clone)]
+pub struct BenchVm {
+    pub accel: AccelChoice,
+    pub cpus: u32,
+    pub memory: String,
+    /// Each VM's deadline.
+    pub timeout: Duration,
+}
 
 const MARK: &str = "scx-bench-ready";
 
@@ -53,7 +63,7 @@ impl Timing {
 
 pub use crate::stats::median;
 
-pub fn boot(kernel: &Kernel, opts: &VmOpts, samples: usize, study: bool) -> Result<i32> {
+pub fn boot(kernel: &Kernel, opts: &BenchVm, samples: usize, study: bool) -> Result<i32> {
     let vng = Vng::locate()?;
     let probe = vm::accel::resolve(opts.accel, &kernel.bzimage, &crate::paths::cache_dir())?;
     let scratch = tempfile::tempdir().context("creating the benchmark's scratch directory")?;
@@ -182,7 +192,7 @@ fn print_report(timings: &[Timing], accel: Accel, samples: usize) {
     }
 }
 
-fn runner(kernel: &Kernel, opts: &VmOpts, accel: Accel, scratch: &Path) -> Result<f64> {
+fn runner(kernel: &Kernel, opts: &BenchVm, accel: Accel, scratch: &Path) -> Result<f64> {
     let work = scratch.join("runner");
     let mut spec = VmSpec::new(
         kernel.bzimage.clone(),
@@ -195,7 +205,7 @@ fn runner(kernel: &Kernel, opts: &VmOpts, accel: Accel, scratch: &Path) -> Resul
     };
     spec.cpus = opts.cpus;
     spec.memory = opts.memory.clone();
-    spec.timeout = Some(opts.timeout());
+    spec.timeout = Some(opts.timeout);
     let r = vm::run(&spec)?;
     match (&r.outcome, r.first_output) {
         (Outcome::Exited { code: 0 }, Some(t)) if r.stdout.contains(MARK) => Ok(t.as_secs_f64()),
@@ -212,7 +222,7 @@ fn runner(kernel: &Kernel, opts: &VmOpts, accel: Accel, scratch: &Path) -> Resul
 fn bare_vng(
     vng: &Vng,
     kernel: &Path,
-    opts: &VmOpts,
+    opts: &BenchVm,
     accel: Accel,
     extra: &[String],
 ) -> Result<f64> {
@@ -226,10 +236,10 @@ fn bare_vng(
     }
     // Later --cpus/--memory in `extra` override the defaults above.
     cmd.args(extra).arg("--exec").arg(format!("echo {MARK}"));
-    time_to_mark(cmd, "bare vng", opts.timeout())
+    time_to_mark(cmd, "bare vng", opts.timeout)
 }
 
-fn bare_qemu(kernel: &Path, initramfs: &Path, opts: &VmOpts, accel: Accel) -> Result<f64> {
+fn bare_qemu(kernel: &Path, initramfs: &Path, opts: &BenchVm, accel: Accel) -> Result<f64> {
     let mut cmd = SupervisedCommand::new("qemu-system-x86_64", Terminal::Detached);
     cmd.args([
         "-accel",
@@ -253,7 +263,7 @@ fn bare_qemu(kernel: &Path, initramfs: &Path, opts: &VmOpts, accel: Accel) -> Re
     .arg("-initrd")
     .arg(initramfs)
     .args(["-append", "console=ttyS0 panic=-1 quiet"]);
-    time_to_mark(cmd, "bare qemu", opts.timeout())
+    time_to_mark(cmd, "bare qemu", opts.timeout)
 }
 
 /// Starts `cmd` with stdout piped and returns the seconds until a line
@@ -335,7 +345,7 @@ fn busybox_initramfs(dir: &Path) -> Result<PathBuf> {
 /// quartiles of the two sides (`probe_summary`).
 pub fn probe(
     kernel: &Kernel,
-    opts: &VmOpts,
+    opts: &BenchVm,
     rounds: usize,
     seconds: u64,
     pairs: u32,
@@ -569,6 +579,7 @@ pub fn hotswap(
     schedulers: &[String],
     scenarios: &[String],
     rounds: usize,
+    host_in: Option<&Path>,
 ) -> Result<i32> {
     let exe = std::env::current_exe()?;
     let stamp = std::time::SystemTime::now()
@@ -576,13 +587,23 @@ pub fn hotswap(
         .map_or(0, |d| d.as_secs());
     let root = PathBuf::from("scx-runs").join(format!("bench-hotswap-{stamp}"));
     std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
-    let mut times: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
-    let mut verdicts: [Vec<Vec<(String, String, String)>>; 2] = [Vec::new(), Vec::new()];
-    let names = ["vm-per-cell", "hot-swap"];
+    let names = ["vm-per-cell", "hot-swap", "host"];
+    let modes = if host_in.is_some() { 3 } else { 2 };
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); modes];
+    let mut verdicts: Vec<Vec<Vec<(String, String, String)>>> = vec![Vec::new(); modes];
     for round in 0..rounds {
-        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        let mut order: Vec<usize> = (0..modes).collect();
+        order.rotate_left(round % modes);
         for mode in order {
             let out = root.join(format!("{}-{round}", names[mode]));
+            if let (2, Some(kernel)) = (mode, host_in) {
+                eprintln!("round {}/{rounds}: host (in a guest) ...", round + 1);
+                let (secs, results) = host_in_guest(&exe, kernel, schedulers, scenarios, &out)?;
+                eprintln!("  {:.1} s in the guest, {} cells", secs, results.len());
+                times[mode].push(secs);
+                verdicts[mode].push(verdict_list(&results));
+                continue;
+            }
             let mut cmd = std::process::Command::new(&exe);
             cmd.arg("run").arg("--out").arg(&out).args(vm_args);
             if mode == 0 {
@@ -600,18 +621,7 @@ pub fn hotswap(
                 .with_context(|| format!("{} wrote no results (exit {status})", out.display()))?;
             eprintln!("  {:.1} s, {} cells, exit {status}", secs, results.len());
             times[mode].push(secs);
-            verdicts[mode].push(
-                results
-                    .iter()
-                    .map(|r| {
-                        (
-                            r.scheduler.clone(),
-                            r.scenario.clone(),
-                            r.verdict.label().to_string(),
-                        )
-                    })
-                    .collect(),
-            );
+            verdicts[mode].push(verdict_list(&results));
         }
     }
     let (per_cell, hot) = (
@@ -624,12 +634,19 @@ pub fn hotswap(
         scenarios.len(),
         root.display()
     );
-    for (i, n) in names.iter().enumerate() {
+    let cells = schedulers.len() * scenarios.len();
+    let loaded = scenarios
+        .iter()
+        .map(|s| crate::scenario::resolve(s))
+        .collect::<Result<Vec<_>>>()?;
+    for (i, n) in names.iter().enumerate().take(modes) {
         let v: Vec<String> = times[i].iter().map(|t| format!("{t:.1}")).collect();
+        let measured = nominal_seconds(&loaded, schedulers.len(), i == 0);
         println!(
-            "  {n:<12} median {:7.1} s   samples [{}]",
+            "  {n:<12} median {:7.1} s   samples [{}]   beyond the scenarios ({measured:.0} s): {:.1} s per cell",
             crate::stats::median(&times[i]),
-            v.join(", ")
+            v.join(", "),
+            (crate::stats::median(&times[i]) - measured) / cells as f64
         );
     }
     println!(
@@ -637,7 +654,8 @@ pub fn hotswap(
         hot / per_cell
     );
     let mut disagree = 0;
-    for (a, b) in verdicts[0].iter().zip(&verdicts[1]) {
+    let others = verdicts[1..].iter().flatten();
+    for (a, b) in verdicts[0].iter().cycle().zip(others) {
         for x in a {
             let y = b
                 .iter()
@@ -646,7 +664,7 @@ pub fn hotswap(
             if x.2 != y {
                 disagree += 1;
                 println!(
-                    "  verdicts differ: {} / {}: {} per cell, {y} hot-swapped",
+                    "  verdicts differ: {} / {}: {} per cell, {y} in another mode",
                     x.0, x.1, x.2
                 );
             }
@@ -656,6 +674,101 @@ pub fn hotswap(
         println!("  verdicts agree in every cell of every round");
     }
     Ok(0)
+}
+
+fn verdict_list(results: &[crate::report::CellResult]) -> Vec<(String, String, String)> {
+    results
+        .iter()
+        .map(|r| {
+            (
+                r.scheduler.clone(),
+                r.scenario.clone(),
+                r.verdict.label().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The seconds the scenarios themselves take in a run of `schedulers`
+/// schedulers on each: every cell's duration, and a fair-class pass per
+/// scenario that needs one (per cell when each cell has its own VM; once
+/// per session otherwise, where cells of a scenario share it).
+fn nominal_seconds(
+    scenarios: &[crate::scenario::Loaded],
+    schedulers: usize,
+    per_cell: bool,
+) -> f64 {
+    scenarios
+        .iter()
+        .map(|l| {
+            let d = l.scenario.duration.as_secs_f64();
+            let fair = match (l.scenario.needs_fair_baseline(), per_cell) {
+                (false, _) => 0.0,
+                (true, true) => d * schedulers as f64,
+                (true, false) => d,
+            };
+            d * schedulers as f64 + fair
+        })
+        .sum()
+}
+
+/// `run --target host` of the same cells inside a guest booted on
+/// `kernel` (its own sched_ext kernel; the schedulers built here first),
+/// timed inside the guest: the host target's whole run without the boot.
+fn host_in_guest(
+    exe: &Path,
+    kernel: &Path,
+    schedulers: &[String],
+    scenarios: &[String],
+    out: &Path,
+) -> Result<(f64, Vec<crate::report::CellResult>)> {
+    let mut build = std::process::Command::new(exe);
+    build
+        .args(["schedulers", "build", "--kernel"])
+        .arg(kernel)
+        .args(schedulers)
+        .stdout(Stdio::null());
+    let status = build.status().context("building the schedulers")?;
+    if !status.success() {
+        bail!("`scx-harness schedulers build` failed ({status})");
+    }
+    let cells: Vec<String> = schedulers
+        .iter()
+        .flat_map(|s| ["-s".to_string(), s.clone()])
+        .chain(scenarios.iter().cloned())
+        .collect();
+    let script = format!(
+        "cd /tmp; s=$(date +%s.%N); {} run --target host --no-build --out \"$SCX_HARNESS_SHARED/run\" {} >/dev/null 2>&1; c=$?; echo \"WALL $s $(date +%s.%N) $c\"",
+        exe.display(),
+        cells.join(" ")
+    );
+    let mut spec = VmSpec::new(
+        kernel.to_path_buf(),
+        out.to_path_buf(),
+        GuestCommand::Exec(vec!["sh".into(), "-c".into(), script]),
+    );
+    spec.timeout = Some(Duration::from_secs(1800));
+    let r = vm::run(&spec)?;
+    let wall = r
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("WALL "))
+        .and_then(|l| {
+            let v: Vec<f64> = l
+                .split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            (v.len() == 3).then(|| v[1] - v[0])
+        })
+        .with_context(|| {
+            format!(
+                "the guest printed no time ({:?}); see {}",
+                r.outcome,
+                out.display()
+            )
+        })?;
+    let results = crate::report::load_run(&r.shared_dir.join("run"))?;
+    Ok((wall, results))
 }
 
 #[cfg(test)]

@@ -16,11 +16,11 @@ use crate::checks::{self, Evidence};
 use crate::kernel::cache::write_atomic;
 use crate::protocol::{self, Mark};
 use crate::report::{CellResult, CellVerdict, SCHEMA};
-use crate::runner::SessionEnd;
 use crate::scenario::Loaded;
 use crate::scheduler::build::Built;
 use crate::scheduler::lifecycle::{expected_failure, GuestSpec};
 use crate::vm::console::{self, CrashLine};
+use crate::vm::SessionEnd;
 
 /// One cell to run.
 #[derive(Clone)]
@@ -43,15 +43,16 @@ impl Planned<'_> {
         )
     }
 
-    /// What the agent runs for this cell; `host`: on the machine itself,
-    /// where a stall is detached through the kernel at once.
-    pub(crate) fn agent_spec(&self, host: bool) -> AgentSpec {
+    /// What the agent runs for this cell; `host_cpus`: on the machine
+    /// itself, on these CPUs, where the machine's tasks are watched and a
+    /// stall is detached through the kernel at once.
+    pub(crate) fn agent_spec(&self, host_cpus: Option<&[u32]>) -> AgentSpec {
         let s = &self.scenario.scenario;
         AgentSpec {
-            sysrq_on_stall: host,
-            scenario: match host {
-                true => crate::host::guarded(s),
-                false => s.clone(),
+            sysrq_on_stall: host_cpus.is_some(),
+            scenario: match host_cpus {
+                Some(cpus) => crate::host::guarded(s, cpus),
+                None => s.clone(),
             },
             scheduler: GuestSpec::for_built(self.scheduler, &self.args, None),
             baseline: s.needs_fair_baseline(),
@@ -104,6 +105,8 @@ pub(crate) struct JudgeCtx {
     pub kernel_name: String,
     pub accel: String,
     pub target: crate::report::Target,
+    /// On a host: the CPUs its cells run on.
+    pub host_cpus: Option<Vec<u32>>,
 }
 
 fn mtime_secs(p: &Path) -> Option<f64> {
@@ -111,23 +114,15 @@ fn mtime_secs(p: &Path) -> Option<f64> {
     Some(t.duration_since(UNIX_EPOCH).ok()?.as_secs_f64())
 }
 
-/// Judges one cell and writes its directory: result.json, the console part
-/// (console.log), the kernel's lines in it (dmesg.txt), the scheduler's
-/// output, the scenario as run and what the guest measured.
-pub(crate) fn judge(
-    c: &Planned,
-    agent: Option<AgentOutput>,
-    console_part: &str,
-    i: usize,
-    ctx: &JudgeCtx,
-    end: Option<&SessionEnd>,
-) -> CellResult {
-    // Judged as it ran (on a host, with the machine-wide stall check).
-    let on_host = matches!(ctx.target, crate::report::Target::Host { .. });
-    let ran = c.agent_spec(on_host).scenario;
-    let s = &ran;
-    let crashes: Vec<CrashLine> = console::scan(console_part);
-    let (verdict, summary, checks) = match &agent {
+/// The verdict on what the agent measured (none: an error), its summary
+/// line(s) and every check's outcome, for the scenario `s` as it ran.
+fn verdict(
+    s: &crate::scenario::Scenario,
+    agent: Option<&AgentOutput>,
+    crashes: &[CrashLine],
+    claims: Option<&[crate::scenario::Property]>,
+) -> (CellVerdict, String, Vec<checks::Outcome>) {
+    match agent {
         None => (
             CellVerdict::Error,
             "the guest agent wrote no result for this cell".to_string(),
@@ -137,8 +132,8 @@ pub(crate) fn judge(
             let outcomes = checks::evaluate(&Evidence {
                 scenario: s,
                 agent: a,
-                crashes: &crashes,
-                claims: c.scheduler.def.claims.as_deref(),
+                crashes,
+                claims,
             });
             let failed: Vec<&checks::Outcome> = outcomes.iter().filter(|o| o.fails()).collect();
             let pass_errors: Vec<String> = a.passes.iter().flat_map(|p| p.errors.clone()).collect();
@@ -189,9 +184,19 @@ pub(crate) fn judge(
                 )
             }
         }
-    };
-    // Evidence that cannot be saved (a full disk) is named in the summary,
-    // with where the rest is; the run goes on.
+    }
+}
+
+/// Saves the cell's evidence in its directory: its part of the console,
+/// the kernel lines in it, the scenario as run, and the agent's files
+/// (`cdir`: the scheduler's and groups' output, agent.json). Returns what
+/// could not be saved, for the summary (a full disk does not stop a run).
+fn save_evidence(
+    c: &Planned,
+    console_part: &str,
+    s: &crate::scenario::Scenario,
+    cdir: &Path,
+) -> Vec<String> {
     let mut unsaved: Vec<String> = Vec::new();
     let mut save = |name: &str, bytes: &[u8]| {
         if let Err(e) = std::fs::create_dir_all(&c.dir)
@@ -211,10 +216,7 @@ pub(crate) fn judge(
         "scenario.yaml",
         serde_yaml::to_string(s).unwrap_or_default().as_bytes(),
     );
-    let cdir = protocol::cell_dir(&ctx.shared, i);
-    let began = mtime_secs(&cdir.join(protocol::STARTED));
-    let ended = mtime_secs(&cdir.join(protocol::AGENT_OUTPUT));
-    for f in std::fs::read_dir(&cdir).into_iter().flatten().flatten() {
+    for f in std::fs::read_dir(cdir).into_iter().flatten().flatten() {
         let name = f.file_name();
         let name = name.to_string_lossy();
         if name.ends_with(".stdout")
@@ -227,6 +229,34 @@ pub(crate) fn judge(
             }
         }
     }
+    unsaved
+}
+
+/// Judges one cell and writes its directory: result.json, the console part
+/// (console.log), the kernel's lines in it (dmesg.txt), the scheduler's
+/// output, the scenario as run and what the guest measured.
+pub(crate) fn judge(
+    c: &Planned,
+    agent: Option<AgentOutput>,
+    console_part: &str,
+    i: usize,
+    ctx: &JudgeCtx,
+    end: Option<&SessionEnd>,
+) -> CellResult {
+    // Judged as it ran (on a host, with the machine-wide stall check).
+    let ran = c.agent_spec(ctx.host_cpus.as_deref()).scenario;
+    let s = &ran;
+    let crashes: Vec<CrashLine> = console::scan(console_part);
+    let (verdict, summary, checks) = verdict(
+        s,
+        agent.as_ref(),
+        &crashes,
+        c.scheduler.def.claims.as_deref(),
+    );
+    let cdir = protocol::cell_dir(&ctx.shared, i);
+    let unsaved = save_evidence(c, console_part, s, &cdir);
+    let began = mtime_secs(&cdir.join(protocol::STARTED));
+    let ended = mtime_secs(&cdir.join(protocol::AGENT_OUTPUT));
     let mut r = CellResult {
         schema: SCHEMA.into(),
         scenario: s.name.clone(),

@@ -40,8 +40,8 @@ use crate::error::{fail, Failure};
 use crate::process::{SupervisedCommand, Terminal};
 use crate::protocol;
 use crate::report::Target;
-use crate::runner::SessionEnd;
 use crate::vm::Outcome;
+use crate::vm::SessionEnd;
 
 /// The stall bound for every task of the machine when a scenario has no
 /// tighter guest-wide one: well under the kernel's own watchdog (30 s,
@@ -59,24 +59,28 @@ const SCX_OPS: &str = "/sys/kernel/sched_ext/root/ops";
 /// The harness's own cgroup subtree on a host.
 const HARNESS_CGROUP: &str = "scx-harness";
 
-/// The scenario as it runs on a host: with a stall check on every task of
-/// the machine ([`HOST_STALL_BOUND`]) unless it already has a guest-wide
-/// one, so the machine's own tasks are watched in every cell (and a cell
-/// whose scheduler starves them fails on that check, with the task named).
-pub fn guarded(s: &crate::scenario::Scenario) -> crate::scenario::Scenario {
+/// The scenario as it runs on a host, whose CPUs used are `cpus`: with a
+/// stall check on every task of the machine at [`HOST_STALL_BOUND`] (the
+/// watch applies the tightest bound a task has, so a scenario's own
+/// tighter one still rules), so the machine's own tasks are watched in
+/// every cell and a cell whose scheduler starves them fails on that check,
+/// the task named; and each group's `cpus:` (0.. like a VM's vCPUs) as
+/// the machine's CPUs they stand for.
+pub fn guarded(s: &crate::scenario::Scenario, cpus: &[u32]) -> crate::scenario::Scenario {
     use crate::scenario::{Check, StallCheck, StallTasks};
     let mut s = s.clone();
-    let watched = s
-        .checks
-        .iter()
-        .any(|c| matches!(c, Check::Stall(st) if st.tasks == StallTasks::Guest));
-    if !watched {
-        s.checks.push(Check::Stall(StallCheck {
-            max_runnable: HOST_STALL_BOUND,
-            group: None,
-            tasks: StallTasks::Guest,
-            excluding: None,
-        }));
+    s.checks.push(Check::Stall(StallCheck {
+        max_runnable: HOST_STALL_BOUND,
+        group: None,
+        tasks: StallTasks::Guest,
+        excluding: None,
+    }));
+    for g in &mut s.groups {
+        if let Some(list) = &mut g.cpus {
+            for c in list.iter_mut() {
+                *c = cpus.get(*c as usize).copied().unwrap_or(*c);
+            }
+        }
     }
     s
 }
@@ -101,8 +105,11 @@ impl Needs {
     }
 }
 
-/// The machine, as the preflight found it and made it ready.
-#[derive(Debug, Clone)]
+/// The machine, as the preflight found it. Holds the host target's lock
+/// (one run at a time) for as long as it lives; dropping it (the run's
+/// end, or the unwinding of a panic) kills and removes this process's
+/// session cgroup if one is still there.
+#[derive(Debug)]
 pub struct Host {
     pub hostname: String,
     pub cpu_model: String,
@@ -110,10 +117,32 @@ pub struct Host {
     pub release: String,
     /// Online CPUs the harness may use, in order.
     online: Vec<u32>,
-    /// What the preflight cleaned up from a killed run, for people.
-    pub swept: Vec<String>,
+    /// What the first session does before it starts (sweeping a killed
+    /// run's cgroups, `--replace`'s detach); `None` once done.
+    prepare: Arc<Mutex<Option<Prepare>>>,
     /// What sessions left behind (should stay empty), for the run's exit.
     left_behind: Arc<Mutex<Vec<String>>>,
+    /// The lock: released by the kernel when this process ends, however.
+    _lock: std::fs::File,
+}
+
+/// The changes the preflight decided on, made just before the first
+/// session (after every check, build and the run directory).
+#[derive(Debug, Clone, Copy)]
+struct Prepare {
+    /// Detach the scheduler attached now (`--replace`).
+    replace: bool,
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if run_cgroup().exists() {
+            if let Err(e) = kill_and_remove(&run_cgroup()) {
+                eprintln!("scx-harness: {e:#}");
+            }
+            let _ = std::fs::remove_dir(harness_cgroup());
+        }
+    }
 }
 
 impl Host {
@@ -144,13 +173,30 @@ impl Host {
         JudgeCtx {
             shared,
             kernel: self.release.clone(),
-            kernel_id: format!("host:{}", self.release),
+            // Per machine: history compares a cell with the same cell's
+            // earlier runs on this kernel id (and accelerator).
+            kernel_id: self.kernel_id(),
             kernel_name: String::new(),
             // Its own "accelerator", so history never compares a host's
             // numbers with a VM's (history keys on it).
             accel: "host".into(),
             target: self.target(cpus),
+            host_cpus: Some(self.cpus(cpus)),
         }
+    }
+
+    /// The kernel id a host cell's results carry: `host:HOSTNAME:RELEASE`.
+    pub fn kernel_id(&self) -> String {
+        format!("host:{}:{}", self.hostname, self.release)
+    }
+
+    /// Labels a result this machine never measured (not built,
+    /// interrupted before its session) with where it would have run.
+    pub fn label(&self, r: &mut crate::report::CellResult) {
+        r.kernel = self.release.clone();
+        r.kernel_id = self.kernel_id();
+        r.accel = "host".into();
+        r.target = self.target(r.cpus);
     }
 
     /// One session's agent, to run on a thread of its own.
@@ -166,6 +212,7 @@ impl Host {
             shared,
             console_log,
             timeout,
+            prepare: self.prepare.clone(),
             left_behind: self.left_behind.clone(),
         }
     }
@@ -256,18 +303,18 @@ pub fn attached_scheduler() -> Option<String> {
 /// run of the harness left and, with `replace`, detaches the scheduler
 /// attached now. Every refusal is a `BadInput` error with a fix.
 pub fn preflight(needs: Needs, replace: bool) -> Result<Host> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Err(refuse(
-            "the host target needs root: it attaches a scheduler, makes cgroups and loads a BPF probe".into(),
-            "run it as root (sudo), or drop --target host to run in a VM",
-        ));
-    }
     let release = release();
     if !Path::new(SCX_STATE).exists() {
         return Err(refuse(
             format!("the running kernel ({release}) has no sched_ext ({SCX_STATE} is missing)"),
             "boot a kernel built with CONFIG_SCHED_CLASS_EXT=y, or drop --target host to run in a VM",
+        ));
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(refuse(
+            "the host target needs root: it attaches a scheduler, makes cgroups and loads a BPF probe".into(),
+            "run it as root (sudo), or drop --target host to run in a VM",
         ));
     }
     let root = Path::new(CGROUP_ROOT);
@@ -315,14 +362,7 @@ pub fn preflight(needs: Needs, replace: bool) -> Result<Host> {
             "boot a kernel built with CONFIG_MAGIC_SYSRQ=y",
         ));
     }
-    if let Some(pid) = live_run() {
-        return Err(refuse(
-            format!("another scx-harness run (pid {pid}) is using the host target"),
-            "wait for it to finish; two runs would measure each other",
-        ));
-    }
-    // Checks done; from here on the machine changes.
-    let swept = sweep_leftovers();
+    let lock = take_lock()?;
     if let Some(ops) = attached_scheduler() {
         if !replace {
             return Err(refuse(
@@ -330,6 +370,78 @@ pub fn preflight(needs: Needs, replace: bool) -> Result<Host> {
                 "stop it first, or pass --replace to detach it (sysrq-S) for the run; it is not restarted afterwards",
             ));
         }
+    }
+    // Nothing has changed: the sweep and --replace happen just before the
+    // first session (`prepare_once`).
+    Ok(Host {
+        hostname: read_trim("/proc/sys/kernel/hostname").unwrap_or_default(),
+        cpu_model: cpu_model(),
+        release,
+        online,
+        prepare: Arc::new(Mutex::new(Some(Prepare { replace }))),
+        left_behind: Arc::default(),
+        _lock: lock,
+    })
+}
+
+/// Where the host target's lock lives: /run (tmpfs on any systemd
+/// machine), else /dev/shm.
+const LOCKS: [&str; 2] = [
+    "/run/scx-harness-host.lock",
+    "/dev/shm/scx-harness-host.lock",
+];
+
+/// Takes the host target's lock (`flock`, exclusive, not waiting), so two
+/// runs never measure each other, and a `host-PID` cgroup found while it is
+/// held belongs to a run that is gone. The file says the holder's pid.
+fn take_lock() -> Result<std::fs::File> {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let mut last = None;
+    for path in LOCKS {
+        let mut f = match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+        {
+            Ok(f) => f,
+            Err(e) => {
+                last = Some(format!("{path}: {e}"));
+                continue;
+            }
+        };
+        // SAFETY: flock on a file we own.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let holder = read_trim(path).unwrap_or_default();
+            return Err(refuse(
+                format!("another scx-harness run (pid {holder}) is using the host target ({path} is locked)"),
+                "wait for it to finish; two runs would measure each other",
+            ));
+        }
+        let _ = f.set_len(0);
+        let _ = write!(f, "{}", std::process::id());
+        return Ok(f);
+    }
+    Err(refuse(
+        format!(
+            "cannot create the host target's lock ({})",
+            last.unwrap_or_default()
+        ),
+        "make /run or /dev/shm writable for root",
+    ))
+}
+
+/// Does the preflight's changes once, before the first session: removes
+/// what killed runs left, and with `--replace` detaches the scheduler
+/// attached now.
+fn prepare_once(prepare: &Mutex<Option<Prepare>>) -> Result<()> {
+    let Some(p) = prepare.lock().ok().and_then(|mut p| p.take()) else {
+        return Ok(());
+    };
+    sweep_leftovers();
+    if let (true, Some(ops)) = (p.replace, attached_scheduler()) {
         std::fs::write("/proc/sysrq-trigger", "S")
             .context("detaching the attached scheduler (sysrq-S)")?;
         if !wait_state_disabled(Duration::from_secs(5)) {
@@ -340,14 +452,7 @@ pub fn preflight(needs: Needs, replace: bool) -> Result<Host> {
         }
         eprintln!("scx-harness: --replace: detached {ops} (sysrq-S)");
     }
-    Ok(Host {
-        hostname: read_trim("/proc/sys/kernel/hostname").unwrap_or_default(),
-        cpu_model: cpu_model(),
-        release,
-        online,
-        swept,
-        left_behind: Arc::default(),
-    })
+    Ok(())
 }
 
 /// The CPUs online and in the harness's own affinity mask.
@@ -402,24 +507,11 @@ fn owner_of(dir: &Path) -> Option<i32> {
         .ok()
 }
 
-/// Whether `pid` is a live scx-harness process (not a reused pid).
-fn is_harness(pid: i32) -> bool {
-    read_trim(format!("/proc/{pid}/comm")).is_some_and(|c| c.starts_with("scx-harness"))
-}
-
-/// Another live harness's session cgroup's owner, if there is one.
-fn live_run() -> Option<i32> {
-    std::fs::read_dir(harness_cgroup())
-        .ok()?
-        .flatten()
-        .filter_map(|e| owner_of(&e.path()))
-        .find(|pid| *pid != std::process::id() as i32 && is_harness(*pid))
-}
-
 /// Removes the session cgroups of harness runs that are gone (killed by
 /// SIGKILL, or the machine lost power): kills what is still in them and
-/// removes them. Returns one line per run cleaned up, for people.
-pub fn sweep_leftovers() -> Vec<String> {
+/// removes them. Call with the host target's lock held: no other run is
+/// live then. Returns one line per run cleaned up, for people.
+fn sweep_leftovers() -> Vec<String> {
     let mut said = Vec::new();
     let Ok(entries) = std::fs::read_dir(harness_cgroup()) else {
         return said;
@@ -427,7 +519,7 @@ pub fn sweep_leftovers() -> Vec<String> {
     for e in entries.flatten() {
         let dir = e.path();
         let Some(pid) = owner_of(&dir) else { continue };
-        if pid == std::process::id() as i32 || is_harness(pid) {
+        if pid == std::process::id() as i32 {
             continue;
         }
         let procs = procs_in(&dir);
@@ -583,6 +675,7 @@ pub struct AgentRun {
     shared: PathBuf,
     console_log: PathBuf,
     timeout: Duration,
+    prepare: Arc<Mutex<Option<Prepare>>>,
     left_behind: Arc<Mutex<Vec<String>>>,
 }
 
@@ -594,6 +687,7 @@ impl AgentRun {
     pub fn run(self) -> Result<SessionEnd> {
         std::fs::create_dir_all(&self.shared)
             .with_context(|| format!("creating {}", self.shared.display()))?;
+        prepare_once(&self.prepare)?;
         let before = MachineState::capture();
         let mut cgroup = RunCgroup::create()?;
         let mut kmsg = crate::kmsg::Cursor::at_end();
@@ -643,24 +737,20 @@ impl AgentRun {
             }
         };
         drop(child);
-        // The agent is gone: so is anything it started, and the scheduler.
-        let removed = cgroup.remove();
+        // The agent is gone, and with it its children (parent-death
+        // signal): the scheduler's loader too, so the kernel detaches the
+        // scheduler. A loader a stalling scheduler never runs cannot act on
+        // its SIGKILL: then the kernel is asked (the lock and the preflight
+        // say any scheduler attached now is this run's).
         let mut left = Vec::new();
-        if let Err(e) = removed {
-            left.push(format!("{e:#}"));
-        }
-        if !wait_state_disabled(Duration::from_secs(2)) {
-            // Nothing of the run is alive, yet a scheduler is attached:
-            // the preflight found none, so it is the run's.
+        if !wait_state_disabled(Duration::from_secs(1)) {
             let _ = std::fs::write("/proc/sysrq-trigger", "S");
             if !wait_state_disabled(Duration::from_secs(5)) {
                 left.push("a sched_ext scheduler is still attached".into());
-            } else {
-                left.push(
-                    "the scheduler stayed attached after the run and was detached with sysrq-S"
-                        .into(),
-                );
             }
+        }
+        if let Err(e) = cgroup.remove() {
+            left.push(format!("{e:#}"));
         }
         copy_kmsg(&mut console, &mut kmsg);
         left.extend(before.wait_same(FREE_WAIT));
@@ -706,9 +796,13 @@ fn join_cgroup_on_exec(cmd: &mut SupervisedCommand, procs: &Path) -> Result<()> 
     Ok(())
 }
 
+/// The probe's BPF programs (probe.bpf.c), as the kernel names them.
+const PROBE_PROGRAMS: [&str; 3] = ["on_wakeup", "on_wakeup_new", "on_switch"];
+
 /// What of the machine a run could leave behind: the sched_ext state, the
-/// harness's cgroups, BPF programs of the kinds the harness loads
-/// (struct_ops, tracing), pinned BPF objects and the trace buffer switch.
+/// harness's cgroups, BPF programs of the kinds the harness loads (any
+/// struct_ops program, the probe's), pinned BPF objects and the trace
+/// buffer switch.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct MachineState {
     pub scheduler: Option<String>,
@@ -727,13 +821,16 @@ impl MachineState {
             Vec::new()
         };
         let bpf_programs = libbpf_rs::query::ProgInfoIter::default()
-            .filter(|p| {
-                matches!(
-                    p.ty,
-                    libbpf_rs::ProgramType::StructOps
-                        | libbpf_rs::ProgramType::Tracing
-                        | libbpf_rs::ProgramType::RawTracepoint
-                )
+            .filter(|p| match p.ty {
+                // Only sched_ext schedulers (and TCP congestion control,
+                // which nothing starts during a run) load struct_ops.
+                libbpf_rs::ProgramType::StructOps => true,
+                // The probe's programs, by name: other tracing on the
+                // machine is none of the run's doing.
+                libbpf_rs::ProgramType::Tracing => {
+                    PROBE_PROGRAMS.contains(&p.name.to_string_lossy().as_ref())
+                }
+                _ => false,
             })
             .map(|p| {
                 (
@@ -831,6 +928,23 @@ mod tests {
         assert_eq!(left.len(), 3, "{left:?}");
         assert!(left[0].contains("disabled before, simple after"));
         assert!(before.left_behind(&before).is_empty());
+    }
+
+    #[test]
+    fn a_host_scenario_watches_the_machine_and_maps_group_cpus() {
+        let loaded = crate::scenario::resolve("cpu-affinity").unwrap();
+        let g = loaded
+            .scenario
+            .groups
+            .iter()
+            .position(|g| g.cpus.is_some())
+            .expect("cpu-affinity pins a group");
+        let on = guarded(&loaded.scenario, &[4, 5]);
+        let before = loaded.scenario.groups[g].cpus.clone().unwrap();
+        let after = on.groups[g].cpus.clone().unwrap();
+        let want: Vec<u32> = before.iter().map(|c| [4, 5][*c as usize]).collect();
+        assert_eq!(after, want);
+        assert_eq!(on.checks.len(), loaded.scenario.checks.len() + 1);
     }
 
     #[test]

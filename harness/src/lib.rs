@@ -20,6 +20,7 @@ pub mod datafile;
 pub mod fuzz;
 pub mod history;
 pub mod host;
+pub mod html;
 pub mod kernel;
 pub mod kmsg;
 pub mod matrix;

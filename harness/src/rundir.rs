@@ -78,7 +78,7 @@ fn write_results(dir: &Path, results: &[CellResult]) -> Result<()> {
     .with_context(|| saved("results.json"))?;
     write_atomic(
         &dir.join("report.html"),
-        crate::report::html::page(results, None).as_bytes(),
+        crate::html::page(results, None).as_bytes(),
     )
     .with_context(|| saved("report.html"))
 }

@@ -20,8 +20,7 @@ use crate::cell::{self, JudgeCtx, Planned};
 use crate::kernel::cache::write_atomic;
 use crate::protocol;
 use crate::report::{CellResult, CellVerdict};
-use crate::vm::console::CrashLine;
-use crate::vm::{self, GuestCommand, Outcome, VmSpec};
+use crate::vm::{self, GuestCommand, Outcome, SessionEnd, VmSpec};
 
 /// Where a session runs.
 #[derive(Clone, Copy)]
@@ -46,27 +45,6 @@ pub struct Session<'a> {
     /// The session's deadline; default: the sum of its cells' [`deadline`]s
     /// and a minute (a VM's boot).
     pub timeout: Option<Duration>,
-}
-
-/// How a session ended, whatever its target.
-#[derive(Debug, Clone)]
-pub struct SessionEnd {
-    pub outcome: Outcome,
-    /// Kernel trouble found in the session's console (VM) or kernel log
-    /// (host).
-    pub crashes: Vec<CrashLine>,
-    /// The console log (VM) or the kernel log lines of the session (host).
-    pub console_log: PathBuf,
-}
-
-impl From<&vm::VmResult> for SessionEnd {
-    fn from(v: &vm::VmResult) -> SessionEnd {
-        SessionEnd {
-            outcome: v.outcome.clone(),
-            crashes: v.crashes.clone(),
-            console_log: v.console_log.clone(),
-        }
-    }
 }
 
 /// What a run reports as it goes.
@@ -174,7 +152,7 @@ pub fn run_session(
             .iter()
             .map(|c| BatchCell {
                 id: c.id(),
-                spec: c.agent_spec(host.is_some()),
+                spec: c.agent_spec(host.map(|h| h.cpus(shape.cpus)).as_deref()),
             })
             .collect(),
         host: host.map(|h| h.placement(shape.cpus)),
@@ -212,6 +190,7 @@ pub fn run_session(
                 kernel_name: crate::kernel::name_of_bzimage(kernel).unwrap_or_default(),
                 accel: probe.accel.to_string(),
                 target: crate::report::Target::Vm,
+                host_cpus: None,
             }
         }
         Target::Host(h) => h.judge_ctx(shared.clone(), shape.cpus),

@@ -198,6 +198,10 @@ fn vm_host_target_verdicts_match_the_vm_targets_and_a_stall_is_detached_at_once(
         .unwrap();
     let st = pass.stall.as_ref().expect("the stall stopped the pass");
     assert_eq!(st.comm, "victim");
+    // Detached through the kernel (the loader of a stalling scheduler may
+    // be starved itself), not by asking the loader.
+    let dmesg = std::fs::read_to_string(stalled.dir.join("dmesg.txt")).unwrap();
+    assert!(dmesg.contains("sysrq"), "{dmesg}");
     let detached = Duration::from_nanos(st.detached_after_ns.expect("sched_ext disabled"));
     let stuck = Duration::from_nanos(st.waited_ns) + detached;
     assert!(
@@ -271,7 +275,9 @@ echo "CGROUPS-next $(ls -d /sys/fs/cgroup/scx-harness 2>/dev/null | wc -l)"
 }
 
 /// Refused before anything changes: a scheduler someone else attached
-/// (named; `--replace` detaches it and runs), and a run without root.
+/// (named; `--replace` detaches it and runs), and a run without root;
+/// neither touches what a killed run left, which the run that goes ahead
+/// removes.
 #[test]
 fn vm_host_target_refuses_an_attached_scheduler_and_a_non_root_user() {
     let f = Fixture::new();
@@ -294,20 +300,25 @@ fn vm_host_target_refuses_an_attached_scheduler_and_a_non_root_user() {
         }
     };
     let cells = "-s default idle-baseline";
+    // What a killed run left: the runs refused must leave it, the first
+    // run that goes ahead removes it.
     let script = format!(
         r#"cd /tmp
+mkdir -p /sys/fs/cgroup/scx-harness/host-999999/agent
 setpriv --reuid=65534 --regid=65534 --clear-groups {nonroot} > "$SCX_HARNESS_SHARED/nonroot.log" 2>&1; echo "EXIT-nonroot $?"
 echo "RUNDIR-nonroot $(ls "$SCX_HARNESS_SHARED" | grep -c nonroot-run)"
-echo "CGROUP-nonroot $(ls -d /sys/fs/cgroup/scx-harness 2>/dev/null | wc -l)"
+echo "LEFTOVER-nonroot $(ls -d /sys/fs/cgroup/scx-harness/host-999999 2>/dev/null | wc -l)"
 {simple} > /dev/null 2>&1 &
 sp=$!
 end=$(($(date +%s) + 30))
 until [ "$(cat /sys/kernel/sched_ext/state)" = enabled ] || [ $(date +%s) -gt $end ]; do sleep 0.05; done
 {attached} > "$SCX_HARNESS_SHARED/attached.log" 2>&1; echo "EXIT-attached $?"
 echo "RUNDIR-attached $(ls "$SCX_HARNESS_SHARED" | grep -c attached-run)"
+echo "LEFTOVER-attached $(ls -d /sys/fs/cgroup/scx-harness/host-999999 2>/dev/null | wc -l)"
 echo "STILL $(cat /sys/kernel/sched_ext/state) $(cat /sys/kernel/sched_ext/root/ops)"
 {replace} > "$SCX_HARNESS_SHARED/replace.log" 2>&1; echo "EXIT-replace $?"
 wait $sp; echo "SIMPLE-GONE $?"
+echo "LEFTOVER-replace $(ls -d /sys/fs/cgroup/scx-harness/host-999999 2>/dev/null | wc -l)"
 "#,
         nonroot = f.host_run("nonroot-run", cells),
         simple = simple.display(),
@@ -320,7 +331,7 @@ wait $sp; echo "SIMPLE-GONE $?"
     assert_eq!(said(&out, "EXIT-nonroot"), "65", "{}", log("nonroot"));
     assert!(log("nonroot").contains("needs root"), "{}", log("nonroot"));
     assert_eq!(said(&out, "RUNDIR-nonroot"), "0", "{out}");
-    assert_eq!(said(&out, "CGROUP-nonroot"), "0", "{out}");
+    assert_eq!(said(&out, "LEFTOVER-nonroot"), "1", "{out}");
     assert_eq!(said(&out, "EXIT-attached"), "65", "{}", log("attached"));
     let attached = log("attached");
     assert!(
@@ -328,6 +339,7 @@ wait $sp; echo "SIMPLE-GONE $?"
         "{attached}"
     );
     assert_eq!(said(&out, "RUNDIR-attached"), "0", "{out}");
+    assert_eq!(said(&out, "LEFTOVER-attached"), "1", "{out}");
     assert!(said(&out, "STILL").starts_with("enabled simple"), "{out}");
     assert_eq!(said(&out, "EXIT-replace"), "0", "{}", log("replace"));
     assert!(
@@ -335,6 +347,12 @@ wait $sp; echo "SIMPLE-GONE $?"
         "{}",
         log("replace")
     );
+    assert!(
+        log("replace").contains("removed what run 999999 left"),
+        "{}",
+        log("replace")
+    );
+    assert_eq!(said(&out, "LEFTOVER-replace"), "0", "{out}");
 }
 
 /// On a machine without sched_ext (this one: the host kernel has none),

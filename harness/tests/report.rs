@@ -131,7 +131,7 @@ fn the_html_report_renders_its_plots_in_chromium() {
         result("scx_fifo", "interactive-vs-batch", CellVerdict::Fail),
     ];
     let page = dir.path().join("report.html");
-    std::fs::write(&page, scx_harness::report::html::page(&results, None)).unwrap();
+    std::fs::write(&page, scx_harness::html::page(&results, None)).unwrap();
     let out = chromium(&page, &["--dump-dom"]);
     assert!(
         out.status.success(),
@@ -180,7 +180,7 @@ fn the_matrix_has_a_row_per_kernel_and_marks_unheld_unclaimed_bounds() {
     stable.checks[0].pass = false;
     stable.checks[0].unclaimed = Some(scx_harness::scenario::Property::NiceWeights);
     let cells = [lts, stable];
-    let page = scx_harness::report::html::page(&cells, None);
+    let page = scx_harness::html::page(&cells, None);
     // JUnit and Markdown name each cell with its kernel too.
     let junit = scx_harness::report::junit(&cells);
     assert!(

@@ -361,10 +361,7 @@ pub fn run(args: CompareArgs) -> Result<i32> {
         &serde_json::to_vec_pretty(&report)?,
     )?;
     let html = dir.join("report.html");
-    write(
-        &html,
-        crate::report::html::page(&all, Some(&report)).as_bytes(),
-    )?;
+    write(&html, crate::html::page(&all, Some(&report)).as_bytes())?;
     print!("{}", compare::table(&report));
     println!("results: {}\nreport:  {}", dir.display(), html.display());
     if let Some(db) = &args.record {

@@ -132,8 +132,10 @@ impl TargetOpts {
             fail(
                 Failure::BadInput,
                 format!(
-                    "{} is not built for this kernel, and --no-build was given\n  fix: run `scx-harness schedulers build {}` first (with the same --kernel)",
-                    def.name, def.name
+                    "{} is not built for this kernel in {}, and --no-build was given\n  fix: run `scx-harness schedulers build {}` first (with the same --kernel; under sudo the cache is root's unless SCX_HARNESS_CACHE says otherwise)",
+                    def.name,
+                    ctx.cache.root().display(),
+                    def.name
                 ),
             )
         })
@@ -147,16 +149,30 @@ pub fn host_build_kernel(opts: &VmOpts) -> Result<Kernel> {
     if opts.kernel_arg()?.is_some() {
         return kernel_for(opts);
     }
-    let release = crate::host::release();
-    let entry = Cache::user()
-        .list()
-        .unwrap_or_default()
-        .into_iter()
-        .find(|e| e.meta.release == release);
+    let entry = running_release_entry();
     Ok(Kernel {
         bzimage: entry.as_ref().map(|e| e.bzimage()).unwrap_or_default(),
         entry,
     })
+}
+
+/// The catalog name of [`host_build_kernel`]'s kernel, found without
+/// fetching or building anything.
+pub fn host_kernel_name(opts: &VmOpts) -> Result<Option<String>> {
+    Ok(match opts.kernel_arg()? {
+        Some(k) => kernel::name_of_arg(Some(k), &Cache::user()),
+        None => running_release_entry().and_then(|e| e.meta.name),
+    })
+}
+
+/// The newest cached kernel of the running release.
+fn running_release_entry() -> Option<kernel::Entry> {
+    let release = crate::host::release();
+    Cache::user()
+        .list()
+        .unwrap_or_default()
+        .into_iter()
+        .find(|e| e.meta.release == release)
 }
 
 /// Options shared by everything that boots a VM.
@@ -192,6 +208,27 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 impl VmOpts {
     pub fn timeout(&self) -> Duration {
         self.timeout.unwrap_or(DEFAULT_TIMEOUT)
+    }
+
+    /// The options with their defaults (no kernel named).
+    pub fn default_for_bench() -> VmOpts {
+        VmOpts {
+            kernel: Vec::new(),
+            accel: AccelChoice::Auto,
+            cpus: 2,
+            memory: "2G".into(),
+            timeout: None,
+        }
+    }
+
+    /// The VMs a bench boots with these options.
+    pub fn bench_vm(&self) -> crate::bench::BenchVm {
+        crate::bench::BenchVm {
+            accel: self.accel,
+            cpus: self.cpus,
+            memory: self.memory.clone(),
+            timeout: self.timeout(),
+        }
     }
 
     /// The one `--kernel` of a command that boots one kernel (`None`: the
@@ -254,6 +291,10 @@ pub struct GuestRunSchedulerArgs {
     /// Where to write the report (`@shared/NAME`: the VM's shared directory).
     #[arg(long)]
     pub out: String,
+    /// Running on a host (`--target host`): its trace settings are left
+    /// alone.
+    #[arg(long)]
+    pub on_host: bool,
 }
 
 pub fn kernel_build(args: BuildArgs) -> Result<i32> {
@@ -638,7 +679,7 @@ pub fn bench_probe(args: BenchProbeArgs) -> Result<i32> {
     let kernel = kernel_for(&args.opts)?;
     crate::bench::probe(
         &kernel,
-        &args.opts,
+        &args.opts.bench_vm(),
         args.rounds,
         args.seconds,
         args.pairs,
@@ -661,6 +702,11 @@ pub struct BenchHotswapArgs {
     /// A kernel for both (default: the default kernel).
     #[arg(long, value_name = "PATH|KEY")]
     pub kernel: Option<String>,
+    /// Also run the same cells with `--target host` inside a guest of the
+    /// kernel (timed there, the boot left out): the host target's own cost
+    /// per cell beside the VM target's.
+    #[arg(long)]
+    pub host: bool,
     /// Scenarios (default: the default suite's four).
     pub scenarios: Vec<String>,
 }
@@ -691,16 +737,32 @@ pub fn bench_hotswap(args: BenchHotswapArgs) -> Result<i32> {
         .iter()
         .flat_map(|k| ["--kernel".to_string(), k.clone()])
         .collect();
-    crate::bench::hotswap(&vm_args, &schedulers, &scenarios, args.rounds.max(1))
+    let host_kernel = match args.host {
+        true => {
+            let mut opts = VmOpts::default_for_bench();
+            opts.kernel = args.kernel.iter().cloned().collect();
+            Some(kernel_for(&opts)?.bzimage)
+        }
+        false => None,
+    };
+    crate::bench::hotswap(
+        &vm_args,
+        &schedulers,
+        &scenarios,
+        args.rounds.max(1),
+        host_kernel.as_deref(),
+    )
 }
 
 pub fn bench_boot(args: BenchBootArgs) -> Result<i32> {
     let kernel = kernel_for(&args.opts)?;
-    crate::bench::boot(&kernel, &args.opts, args.samples, args.study)
+    crate::bench::boot(&kernel, &args.opts.bench_vm(), args.samples, args.study)
 }
 
 pub fn guest_run_scheduler(args: GuestRunSchedulerArgs) -> Result<i32> {
-    crate::agent::quiet_tracing();
+    if !args.on_host {
+        crate::agent::quiet_tracing();
+    }
     let spec: crate::scheduler::lifecycle::GuestSpec = serde_json::from_str(&args.spec_json)
         .map_err(|e| fail(Failure::BadInput, format!("--spec-json: {e}")))?;
     let out = crate::protocol::guest_path(&args.out);

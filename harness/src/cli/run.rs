@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use super::{kernel_for, TargetKind, TargetOpts, VmOpts};
 use crate::cell::Planned;
 use crate::error::{fail, Failure};
+use crate::host::Host;
 use crate::kernel::Cache;
 use crate::matrix::{Matrix, Overrides};
 use crate::progress::Progress;
@@ -180,26 +181,25 @@ pub fn run(args: RunArgs) -> Result<i32> {
             "--target host runs on the running kernel; --kernel names the one tree schedulers are built in, once\n  fix: give --kernel at most once",
         ));
     }
-    // On the host: the kernel schedulers are built for (the running
-    // release's cache entry, if any), found before planning so that the
-    // registry is the one of that kernel.
-    let host_kernel = if on_host {
-        Some(super::host_build_kernel(&args.vm)?)
-    } else {
-        None
+    // On the host: the name of the kernel schedulers are built for (the
+    // running release's cache entry, if any), so that the registry is the
+    // one of that kernel; nothing is fetched or built yet.
+    let host_kernel_name = match on_host {
+        true => Some(super::host_kernel_name(&args.vm)?),
+        false => None,
     };
     let mut plans = Vec::new();
     for k in &kernels {
-        let name = match &host_kernel {
-            Some(hk) => hk.name().map(str::to_string),
+        let name = match &host_kernel_name {
+            Some(n) => n.clone(),
             None => crate::kernel::name_of_arg(*k, &crate::kernel::Cache::user()),
         };
         let registry = args.registry.load_for(name.as_deref().or(*k))?;
         let pairs = plan(&args, suite.as_ref(), name.as_deref(), &registry)?;
         plans.push((*k, registry, pairs));
     }
-    // On the host, the machine is checked (and what a killed run left is
-    // removed) before anything is built.
+    // On the host, the machine is checked before anything is fetched or
+    // built; nothing on it changes before the first session.
     let host = match on_host {
         true => {
             let scenarios = plans.iter().flat_map(|(_, _, p)| p.iter().map(|(_, s)| s));
@@ -212,9 +212,9 @@ pub fn run(args: RunArgs) -> Result<i32> {
     };
     // Then every kernel is fetched or built (a cold one takes minutes),
     // before any cell runs.
-    let kernels: Vec<crate::kernel::Kernel> = match host_kernel {
-        Some(hk) => vec![hk],
-        None => kernels
+    let kernels: Vec<crate::kernel::Kernel> = match on_host {
+        true => vec![super::host_build_kernel(&args.vm)?],
+        false => kernels
             .iter()
             .map(|k| {
                 let mut opts = args.vm.clone();
@@ -248,7 +248,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
                     let dir = cell_dir(&sub, name, sc, repeat, i);
                     let mut r =
                         crate::report::without_vm(sc, name, "", &dir, verdict, summary.to_string());
-                    set_kernel(&mut r, kernel);
+                    set_kernel(&mut r, kernel, host.as_ref());
                     ui.cell(&r);
                     out.push(r);
                 }
@@ -293,15 +293,17 @@ pub fn run(args: RunArgs) -> Result<i32> {
         let id = super::history::record_or_explain(db, &dir, &results)?;
         println!("recorded as run {id} in {}", db.display());
     }
+    let left = host.as_ref().map_or(Ok(()), |h| h.check_left_nothing());
     if crate::process::interrupted() {
+        if let Err(e) = &left {
+            eprintln!("scx-harness: {e:#}");
+        }
         return Err(fail(
             Failure::Interrupted,
             format!("interrupted; finished cells are in {}", dir.display()),
         ));
     }
-    if let Some(h) = &host {
-        h.check_left_nothing()?;
-    }
+    left?;
     let count = |v| results.iter().filter(|r| r.verdict == v).count();
     let unmeasured = count(CellVerdict::Error) + count(CellVerdict::NotRun);
     match (unmeasured, count(CellVerdict::Fail)) {
@@ -342,10 +344,16 @@ pub fn run(args: RunArgs) -> Result<i32> {
     }
 }
 
-/// A cell that never reached a VM still says which kernel it was for.
-fn set_kernel(r: &mut CellResult, kernel: &crate::kernel::Kernel) {
-    r.kernel = kernel.release().unwrap_or_default().to_string();
-    r.kernel_name = kernel.name().unwrap_or_default().to_string();
+/// A cell that never reached a session still says which kernel (and on a
+/// host, which machine) it was for.
+fn set_kernel(r: &mut CellResult, kernel: &crate::kernel::Kernel, host: Option<&Host>) {
+    match host {
+        Some(h) => h.label(r),
+        None => {
+            r.kernel = kernel.release().unwrap_or_default().to_string();
+            r.kernel_name = kernel.name().unwrap_or_default().to_string();
+        }
+    }
 }
 
 /// The directory of one cell: DIR/SCHEDULER/SCENARIO, and /NNN per sample
@@ -437,7 +445,7 @@ fn run_on_kernel(
         if let Some(why) = not_built(name, sc) {
             for i in 0..repeat {
                 let mut r = crate::report::not_built(sc, name, &cell_dir(name, sc, i), &why);
-                set_kernel(&mut r, kernel);
+                set_kernel(&mut r, kernel, host);
                 crate::cell::write_result(&r)?;
                 results.push(r);
             }
@@ -525,7 +533,7 @@ fn run_on_kernel(
     )?;
     for mut r in rs {
         if r.kernel.is_empty() {
-            set_kernel(&mut r, kernel);
+            set_kernel(&mut r, kernel, host);
         }
         results.push(r);
     }
@@ -720,7 +728,7 @@ pub fn report(args: ReportArgs) -> Result<i32> {
         None
     };
     let text = match args.format {
-        ReportFormat::Html => crate::report::html::page(&results, compare.as_ref()),
+        ReportFormat::Html => crate::html::page(&results, compare.as_ref()),
         ReportFormat::Junit => crate::report::junit(&results),
         ReportFormat::Json => match &compare {
             Some(c) => {

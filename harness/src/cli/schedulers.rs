@@ -11,7 +11,7 @@ use crate::error::{fail, Failure};
 use crate::kernel::{self, Cache, Kernel};
 use crate::progress::Progress;
 use crate::scheduler::build::{self, Artifact, BuildCtx, Built};
-use crate::scheduler::lifecycle::{run_in_vm, GuestSpec, Run, Verdict};
+use crate::scheduler::lifecycle::{run_in_vm, verdict_of, GuestSpec, Report, Verdict};
 use crate::scheduler::registry::{Def, Registry, Source};
 use crate::scheduler::{bpf_object, status};
 use crate::units::parse_positive_duration;
@@ -65,6 +65,8 @@ pub struct RunArgs {
     pub registry: RegistryOpt,
     #[command(flatten)]
     pub vm: VmOpts,
+    #[command(flatten)]
+    pub target: super::TargetOpts,
     /// The scheduler (a name from `scx-harness schedulers list`).
     pub name: String,
     /// Run this shell command under the scheduler instead of the default
@@ -275,7 +277,15 @@ pub fn check_artifact(built: &Built) -> Result<()> {
 }
 
 pub fn run(args: RunArgs) -> Result<i32> {
-    let registry = args.registry.load_for(args.vm.kernel_arg()?)?;
+    args.target.check()?;
+    let on_host = args.target.target == super::TargetKind::Host;
+    let kernel = match on_host {
+        true => super::host_build_kernel(&args.vm)?,
+        false => kernel_for(&args.vm)?,
+    };
+    let registry = args
+        .registry
+        .load_for(kernel.name().or(args.vm.kernel_arg()?))?;
     let def = registry.get(&args.name)?.clone();
     if !args.args.is_empty() && def.kind != crate::scheduler::registry::Kind::Binary {
         return Err(fail(
@@ -287,7 +297,17 @@ pub fn run(args: RunArgs) -> Result<i32> {
             ),
         ));
     }
-    let kernel = kernel_for(&args.vm)?;
+    // On a host, the machine is checked before anything is built.
+    let host = match on_host {
+        true => Some(crate::host::preflight(
+            crate::host::Needs {
+                cpus: 1,
+                cpu_controller: false,
+            },
+            args.target.replace,
+        )?),
+        false => None,
+    };
     let cache = Cache::user();
     let ctx = BuildCtx {
         cache: &cache,
@@ -295,7 +315,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
         registry: &registry,
     };
     let mut progress = Progress::new(&format!("scheduler {}", def.name));
-    let built = build::build(&def, &ctx, &mut progress)?;
+    let built = args.target.scheduler(&def, &ctx, &mut progress)?;
     drop(progress);
     check_artifact(&built)?;
     let payload = args
@@ -304,12 +324,48 @@ pub fn run(args: RunArgs) -> Result<i32> {
         .unwrap_or_else(|| cpu_load(2 * args.vm.cpus, args.load_for.as_secs_f64()));
     let spec = GuestSpec::for_built(&built, &args.args, Some(payload));
     let work = new_run_dir(&format!("scx-harness-{}-", def.name))?;
-    eprintln!("booting {} with {} ...", kernel.bzimage.display(), def.name);
     let harness = std::env::current_exe()?;
-    let run = run_in_vm(&kernel.bzimage, &harness, &spec, &work, args.vm.timeout())?;
-    let verdict = run.verdict();
-    status::record(&cache, &kernel.bzimage, &def.name, &verdict)?;
-    print_run(&def, &run, &verdict);
+    // The session: a VM's result, or how the host agent ended.
+    let (verdict, report, session) = match &host {
+        Some(h) => {
+            eprintln!("running {} on this machine ({}) ...", def.name, h.release);
+            let shared = work.join("shared");
+            let argv = vec![
+                harness.display().to_string(),
+                "guest".into(),
+                "run-scheduler".into(),
+                "--on-host".into(),
+                "--spec-json".into(),
+                serde_json::to_string(&spec)?,
+                "--out".into(),
+                crate::protocol::shared_arg(crate::protocol::SCHEDULER_REPORT),
+            ];
+            let end = h
+                .agent_run(
+                    argv,
+                    shared.clone(),
+                    work.join("console.log"),
+                    args.vm.timeout(),
+                )
+                .run()?;
+            let report: Option<crate::scheduler::lifecycle::Report> =
+                std::fs::read(shared.join(crate::protocol::SCHEDULER_REPORT))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok());
+            (verdict_of(&end, report.as_ref()), report, Err(end))
+        }
+        None => {
+            eprintln!("booting {} with {} ...", kernel.bzimage.display(), def.name);
+            let run = run_in_vm(&kernel.bzimage, &harness, &spec, &work, args.vm.timeout())?;
+            let verdict = run.verdict();
+            status::record(&cache, &kernel.bzimage, &def.name, &verdict)?;
+            (verdict, run.report, Ok(run.vm))
+        }
+    };
+    print_run(&def, report.as_ref(), &verdict);
+    if let Some(h) = &host {
+        h.check_left_nothing()?;
+    }
     if verdict.is_clean() && !args.keep {
         let _ = std::fs::remove_dir_all(&work);
     } else {
@@ -317,10 +373,20 @@ pub fn run(args: RunArgs) -> Result<i32> {
     }
     match verdict {
         Verdict::Clean => Ok(0),
-        Verdict::NoReport { .. } => run
-            .vm
-            .exit_code()
-            .and_then(|_| Err(fail(Failure::Infrastructure, verdict.why().to_string()))),
+        // The VM's own classification (timed out, infrastructure) with its
+        // evidence; on a host, how its agent ended.
+        Verdict::NoReport { .. } => match session {
+            Ok(vm) => vm
+                .exit_code()
+                .and_then(|_| Err(fail(Failure::Infrastructure, verdict.why().to_string()))),
+            Err(end) => Err(fail(
+                match end.outcome {
+                    crate::vm::Outcome::Interrupted => Failure::Interrupted,
+                    _ => Failure::Infrastructure,
+                },
+                verdict.why().to_string(),
+            )),
+        },
         v => Err(fail(
             Failure::UnderTest,
             format!("{} {}: {}", def.name, v.label().replace('_', " "), v.why()),
@@ -328,17 +394,17 @@ pub fn run(args: RunArgs) -> Result<i32> {
     }
 }
 
-fn print_run(def: &Def, run: &Run, verdict: &Verdict) {
+fn print_run(def: &Def, report: Option<&Report>, verdict: &Verdict) {
     println!("scheduler     {}", def.name);
     println!("verdict       {}", verdict.label());
-    let log = run.report.as_ref().map_or(&[][..], |r| &r.loader_log[..]);
+    let log = report.map_or(&[][..], |r| &r.loader_log[..]);
     if let Some(reason) = crate::scheduler::lifecycle::expected_failure(def, verdict, log) {
         println!(
             "known         its registry entry expects this failure: {}",
             first_line(reason, 200)
         );
     }
-    if let Some(r) = &run.report {
+    if let Some(r) = report {
         if let Some(ops) = &r.ops {
             println!("ops           {ops}");
         }

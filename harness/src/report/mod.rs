@@ -284,8 +284,6 @@ pub fn describe(r: &CellResult) -> String {
     s
 }
 
-pub mod html;
-
 /// The result of a cell that never ran.
 pub fn not_run(
     scenario: &crate::scenario::Loaded,
@@ -481,11 +479,18 @@ fn several_kernels(results: &[CellResult]) -> bool {
         .any(|r| r.kernel_name != results[0].kernel_name)
 }
 
+/// `s` escaped for HTML and XML text and attribute values.
+pub fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
 /// JUnit XML: a test case per cell (`SCHEDULER.SCENARIO`, or
 /// `KERNEL/SCHEDULER.SCENARIO` in a run over several kernels), failures and
 /// errors with their summary.
 pub fn junit(results: &[CellResult]) -> String {
-    let esc = html::esc;
     let several = several_kernels(results);
     let count = |v| results.iter().filter(|r| r.verdict == v).count();
     let mut x = format!(

@@ -803,27 +803,33 @@ impl Run {
     /// The guest's verdict, or what the host saw instead (a kernel crash, a
     /// VM that ended without a report).
     pub fn verdict(&self) -> Verdict {
-        match (&self.vm.outcome, &self.report) {
-            (Outcome::KernelCrash, _) => Verdict::Crashed {
-                why: format!(
-                    "the guest kernel crashed: {}",
-                    self.vm
-                        .crashes
-                        .iter()
-                        .find(|c| c.kind.is_fatal())
-                        .or(self.vm.crashes.first())
-                        .map(|c| c.text.clone())
-                        .unwrap_or_default()
-                ),
-            },
-            (_, Some(r)) => r.verdict.clone(),
-            (outcome, None) => Verdict::NoReport {
-                why: format!(
-                    "the guest side wrote no report (VM: {outcome:?}); console log: {}",
-                    self.vm.console_log.display()
-                ),
-            },
-        }
+        verdict_of(&crate::vm::SessionEnd::from(&self.vm), self.report.as_ref())
+    }
+}
+
+/// The guest side's verdict, or what the host saw instead: a kernel crash,
+/// a session (a VM, or the host target's agent) that ended without a
+/// report.
+pub fn verdict_of(end: &crate::vm::SessionEnd, report: Option<&Report>) -> Verdict {
+    match (&end.outcome, report) {
+        (Outcome::KernelCrash, _) => Verdict::Crashed {
+            why: format!(
+                "the guest kernel crashed: {}",
+                end.crashes
+                    .iter()
+                    .find(|c| c.kind.is_fatal())
+                    .or(end.crashes.first())
+                    .map(|c| c.text.clone())
+                    .unwrap_or_default()
+            ),
+        },
+        (_, Some(r)) => r.verdict.clone(),
+        (outcome, None) => Verdict::NoReport {
+            why: format!(
+                "the guest side wrote no report (session: {outcome:?}); console log: {}",
+                end.console_log.display()
+            ),
+        },
     }
 }
 

@@ -94,6 +94,27 @@ pub enum Outcome {
     Interrupted,
 }
 
+/// How a session ended, whatever its target.
+#[derive(Debug, Clone)]
+pub struct SessionEnd {
+    pub outcome: Outcome,
+    /// Kernel trouble found in the session's console (VM) or kernel log
+    /// (host).
+    pub crashes: Vec<CrashLine>,
+    /// The console log (VM) or the kernel log lines of the session (host).
+    pub console_log: PathBuf,
+}
+
+impl From<&VmResult> for SessionEnd {
+    fn from(v: &VmResult) -> SessionEnd {
+        SessionEnd {
+            outcome: v.outcome.clone(),
+            crashes: v.crashes.clone(),
+            console_log: v.console_log.clone(),
+        }
+    }
+}
+
 /// What came back from a VM run.
 #[derive(Debug, Clone)]
 pub struct VmResult {

@@ -9,10 +9,10 @@ use std::collections::BTreeSet;
 use std::fmt::Write;
 use std::time::Duration;
 
-use super::{short, CellResult, CellVerdict};
 use crate::agent::{Pass, PassKind};
 use crate::compare::{CompareReport, MetricComparison};
 use crate::probe::hist::Histogram;
+use crate::report::{esc, short, CellResult, CellVerdict};
 use crate::stats::Verdict;
 
 const COLOURS: &[&str] = &[
@@ -21,13 +21,6 @@ const COLOURS: &[&str] = &[
 const W: f64 = 520.0;
 const H: f64 = 240.0;
 const PAD: f64 = 46.0;
-
-pub fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
 
 fn anchor(r: &CellResult) -> String {
     format!("cell-{}-{}-{}", r.kernel_name, r.scheduler, r.scenario)
