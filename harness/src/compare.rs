@@ -10,9 +10,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::agent::PassKind;
+use crate::metric::{kind, DelayStat, Metric};
 use crate::probe::hist::Histogram;
 use crate::report::{short, CellResult, CellVerdict};
-use crate::stats::{self, Better, Comparison, Verdict};
+use crate::stats::{self, Comparison, Verdict};
 
 /// Bump on any change that an older reader would misread.
 pub const SCHEMA: &str = "scx-harness/compare/v1";
@@ -26,53 +27,6 @@ pub struct Variant {
     pub args: Vec<String>,
     /// The kernel (cache key or path) it ran on.
     pub kernel: String,
-}
-
-/// How a metric is read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unit {
-    Nanos,
-    Fraction,
-    PerSecond,
-    /// A number of events.
-    Count,
-}
-
-impl Unit {
-    pub fn show(self, v: f64) -> String {
-        if !v.is_finite() {
-            return "-".into();
-        }
-        match self {
-            Unit::Nanos => short(Duration::from_nanos(v.max(0.0) as u64)),
-            Unit::Fraction => format!("{:.1}%", v * 100.0),
-            Unit::PerSecond => format!("{v:.0}/s"),
-            Unit::Count => format!("{v:.0}"),
-        }
-    }
-}
-
-/// What a metric's name says about it: which way is better, whether it is
-/// a key metric (the ones `--runs auto` waits for), its unit.
-pub fn kind(name: &str) -> (Better, bool, Unit) {
-    if name.starts_with("run_delay.") {
-        (
-            Better::Lower,
-            name.ends_with(".p99") || name.ends_with(".p50"),
-            Unit::Nanos,
-        )
-    } else if name == "stall_max" {
-        (Better::Lower, false, Unit::Nanos)
-    } else if name.starts_with("cpu_share.") {
-        (Better::Neither, false, Unit::Fraction)
-    } else if name.starts_with("sched_ext_event.") {
-        // The kernel's counts of fallbacks and anomalies (a CPU the
-        // scheduler picked that the task could not use, a dispatch to an
-        // offline CPU, time in bypass mode, ...): fewer is better.
-        (Better::Lower, false, Unit::Count)
-    } else {
-        (Better::Higher, true, Unit::PerSecond)
-    }
 }
 
 /// The metrics of one measured run (its scheduler pass), by name:
@@ -91,31 +45,40 @@ pub fn metrics(r: &CellResult) -> BTreeMap<String, f64> {
     for g in &p.groups {
         let h = &g.probe.run_delay;
         if h.count() > 0 {
-            for (q, label) in [(0.5, "p50"), (0.99, "p99")] {
+            let delay = |stat| Metric::RunDelay {
+                group: g.name.clone(),
+                stat,
+            };
+            for (q, stat) in [(0.5, DelayStat::P50), (0.99, DelayStat::P99)] {
                 if let Some(v) = h.quantile(q) {
-                    m.insert(format!("run_delay.{}.{label}", g.name), v.as_nanos() as f64);
+                    m.insert(delay(stat).name(), v.as_nanos() as f64);
                 }
             }
-            m.insert(
-                format!("run_delay.{}.max", g.name),
-                p.max_run_delay(g) as f64,
-            );
+            m.insert(delay(DelayStat::Max).name(), p.max_run_delay(g) as f64);
         }
-        m.insert(format!("cpu_share.{}", g.name), p.cpu_share(g, r.cpus));
+        let group = g.name.clone();
+        m.insert(
+            Metric::CpuShare {
+                group: group.clone(),
+            }
+            .name(),
+            p.cpu_share(g, r.cpus),
+        );
         let it = g.iterations_window();
         if it > 0 {
-            m.insert(format!("throughput.{}", g.name), it as f64 / window);
+            m.insert(Metric::Throughput { group }.name(), it as f64 / window);
         }
     }
     // The scenario's own tasks; a guest-wide watch's other tasks apart.
     let stall = p.longest_runnable(|g| g.is_some()).map_or(0, |l| l.ns);
-    m.insert("stall_max".into(), stall as f64);
+    m.insert(Metric::StallMax.name(), stall as f64);
     if let Some(l) = p.longest_runnable(|g| g.is_none()) {
-        m.insert("stall_max.guest".into(), l.ns as f64);
+        m.insert(Metric::StallMaxGuest.name(), l.ns as f64);
     }
     if let Some(report) = r.agent.as_ref().and_then(|a| a.scheduler.as_ref()) {
         for (name, count) in &report.events {
-            m.insert(format!("sched_ext_event.{name}"), *count as f64);
+            let ev = Metric::SchedExtEvent { name: name.clone() };
+            m.insert(ev.name(), *count as f64);
         }
     }
     m

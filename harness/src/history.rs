@@ -392,7 +392,7 @@ pub fn check_run(
         if failed.is_none() && history.len() >= MIN_HISTORY {
             let now: Vec<_> = runs.iter().map(|r| compare::metrics(r)).collect();
             for name in now[0].keys() {
-                let (better, key, _) = compare::kind(name);
+                let (better, key, _) = crate::metric::kind(name);
                 if !key {
                     continue;
                 }
@@ -439,7 +439,7 @@ pub fn check_table(checks: &[CellCheck]) -> String {
                     c.runs, c.history
                 ));
                 for (name, s) in &c.regressed {
-                    let (_, _, unit) = compare::kind(name);
+                    let (_, _, unit) = crate::metric::kind(name);
                     t.push_str(&format!(
                         "  {name}: {} now, {} before: x{:.3} (95% CI [{:.3}, {:.3}], p {:.4})\n",
                         unit.show(s.median_b),

@@ -470,7 +470,7 @@ fn comparison(c: &CompareReport, plots: &mut usize) -> String {
         if !s.metrics.is_empty() {
             out.push_str("<table><tr><th>metric</th><th>baseline</th><th>candidate</th><th>ratio</th><th>95% CI</th><th>p</th><th>verdict</th></tr>\n");
             for m in &s.metrics {
-                let unit = crate::compare::kind(&m.name).2;
+                let unit = crate::metric::kind(&m.name).2;
                 let st = &m.stats;
                 let class = match st.verdict {
                     Verdict::Worse => "fail",
@@ -511,7 +511,7 @@ fn comparison(c: &CompareReport, plots: &mut usize) -> String {
 /// One metric's samples, baseline and candidate side by side, each with
 /// its median as a line.
 fn strip_plot(m: &MetricComparison, plots: &mut usize) -> String {
-    let unit = crate::compare::kind(&m.name).2;
+    let unit = crate::metric::kind(&m.name).2;
     let all = m
         .baseline
         .iter()

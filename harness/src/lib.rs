@@ -24,6 +24,7 @@ pub mod html;
 pub mod kernel;
 pub mod kmsg;
 pub mod matrix;
+pub mod metric;
 pub mod progress;
 pub mod report;
 pub mod rundir;

@@ -132,7 +132,7 @@ pub fn run(cmd: HistoryCommand) -> Result<i32> {
                 ));
             }
             let pts = d.series(&scheduler, &scenario, &metric, last)?;
-            let (_, _, unit) = crate::compare::kind(&metric);
+            let (_, _, unit) = crate::metric::kind(&metric);
             println!(
                 "{scheduler} / {scenario}: {metric}, {} point(s), oldest first",
                 pts.len()
