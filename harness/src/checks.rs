@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::agent::{AgentOutput, Pass, PassKind};
-use crate::scenario::{Check, Property, Scenario, StallCheck, StallTasks, Work};
+use crate::scenario::{Check, CheckKind, Property, Scenario, StallCheck, StallTasks, Work};
 use crate::scheduler::lifecycle::Verdict;
 use crate::units::format_duration;
 use crate::vm::console::CrashLine;
@@ -33,9 +33,25 @@ pub struct Outcome {
     /// not fail the cell.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unclaimed: Option<Property>,
+    /// Which check of the scenario it comes from (absent in results of
+    /// v1, and in `--check` outcomes built by hand).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<CheckKind>,
 }
 
 impl Outcome {
+    /// Whether it comes from a check of this kind (results of v1 carry
+    /// no kind: their outcome's name begins with it).
+    pub fn is(&self, kind: CheckKind) -> bool {
+        match self.check {
+            Some(k) => k == kind,
+            None => serde_json::to_value(kind)
+                .ok()
+                .and_then(|v| v.as_str().map(|n| self.name.starts_with(n)))
+                .unwrap_or(false),
+        }
+    }
+
     /// Whether it fails the cell: it failed, and guards nothing the
     /// scheduler disclaims.
     pub fn fails(&self) -> bool {
@@ -121,6 +137,7 @@ pub fn evaluate(ev: &Evidence) -> Vec<Outcome> {
         bound_value,
         detail: why.to_string(),
         unclaimed: None,
+        check: None,
     };
     let no_pass_why = || -> String {
         if let Some(e) = &ev.agent.error {
@@ -137,6 +154,9 @@ pub fn evaluate(ev: &Evidence) -> Vec<Outcome> {
     for c in &s.checks {
         let first = out.len();
         evaluate_one(ev, c, main, fair, &missing, &no_pass_why, &mut out);
+        for o in &mut out[first..] {
+            o.check = Some(c.id());
+        }
         if let Some(p) = c
             .property()
             .filter(|p| ev.claims.is_some_and(|cl| !cl.contains(p)))
@@ -342,6 +362,7 @@ fn evaluate_one(
                             None => format!("{} did not attach: {}", e.to, e.why),
                         },
                         unclaimed: None,
+                        check: None,
                     });
                 }
             }
@@ -363,6 +384,7 @@ fn run_delay(
     match observed {
         Some(v) => Outcome {
             unclaimed: None,
+            check: None,
             pass: v <= bound,
             observed: ms(v),
             bound: format!("<= {}", ms(bound)),
@@ -383,6 +405,7 @@ fn run_delay(
         },
         None => Outcome {
             unclaimed: None,
+            check: None,
             pass: false,
             observed: "no wakeups".into(),
             bound: format!("<= {}", ms(bound)),
@@ -456,6 +479,7 @@ fn run_delay_of_fair(
     else {
         return Outcome {
             unclaimed: None,
+        check: None,
             pass: false,
             observed: "not measured".into(),
             bound: format!("<= {factor:.2} x fair"),
@@ -535,6 +559,7 @@ fn stall(p: &Pass, st: &StallCheck, name: String) -> Outcome {
     let v = Duration::from_nanos(observed);
     Outcome {
         unclaimed: None,
+        check: None,
         name,
         pass: stopped.is_none() && v <= bound,
         observed: ms(v),
@@ -616,6 +641,7 @@ fn share_by_weight(
     }
     Outcome {
         unclaimed: None,
+        check: None,
         name,
         pass: total_cpu > 0.0 && worst <= tol,
         observed: format!("{:.0}% off at worst", worst * 100.0),
@@ -635,6 +661,7 @@ fn at_least(
 ) -> Outcome {
     Outcome {
         unclaimed: None,
+        check: None,
         pass: observed.is_some_and(|o| o >= min),
         observed: observed.map_or("not measured".into(), &show),
         bound: format!(">= {}", show(min)),
@@ -690,6 +717,7 @@ fn healthy(ev: &Evidence) -> Outcome {
     }
     Outcome {
         unclaimed: None,
+        check: None,
         name: "scheduler_healthy".into(),
         pass: problems.is_empty(),
         observed: if problems.is_empty() {

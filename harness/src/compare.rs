@@ -95,7 +95,7 @@ pub fn failure(r: &CellResult) -> Option<String> {
     if let Some(o) = r
         .checks
         .iter()
-        .find(|o| o.name == "scheduler_healthy" && !o.pass)
+        .find(|o| o.is(crate::scenario::CheckKind::SchedulerHealthy) && !o.pass)
     {
         return Some(o.line());
     }

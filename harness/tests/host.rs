@@ -277,7 +277,7 @@ echo "CGROUPS-next $(ls -d /sys/fs/cgroup/scx-harness 2>/dev/null | wc -l)"
 /// Refused before anything changes: a scheduler someone else attached
 /// (named; `--replace` detaches it and runs), and a run without root;
 /// neither touches what a killed run left, which the run that goes ahead
-/// removes.
+/// removes. Then `schedulers run --target host`: the lifecycle alone.
 #[test]
 fn vm_host_target_refuses_an_attached_scheduler_and_a_non_root_user() {
     let f = Fixture::new();
@@ -319,11 +319,14 @@ echo "STILL $(cat /sys/kernel/sched_ext/state) $(cat /sys/kernel/sched_ext/root/
 {replace} > "$SCX_HARNESS_SHARED/replace.log" 2>&1; echo "EXIT-replace $?"
 wait $sp; echo "SIMPLE-GONE $?"
 echo "LEFTOVER-replace $(ls -d /sys/fs/cgroup/scx-harness/host-999999 2>/dev/null | wc -l)"
+{HARNESS} schedulers run --target host --no-build --registry {registry} --load-for 2s scx_simple > "$SCX_HARNESS_SHARED/lifecycle.log" 2>&1; echo "EXIT-lifecycle $?"
+echo "STATE-lifecycle $(cat /sys/kernel/sched_ext/state) $(find /sys/fs/cgroup/scx-harness -mindepth 1 -type d 2>/dev/null | wc -l)"
 "#,
         nonroot = f.host_run("nonroot-run", cells),
         simple = simple.display(),
         attached = f.host_run("attached-run", cells),
         replace = f.host_run("replace-run", &format!("--replace {cells}")),
+        registry = f.registry.display(),
     );
     let (out, shared) = in_guest(&script, Duration::from_secs(300));
     let log = |n: &str| std::fs::read_to_string(shared.join(format!("{n}.log"))).unwrap();
@@ -353,6 +356,12 @@ echo "LEFTOVER-replace $(ls -d /sys/fs/cgroup/scx-harness/host-999999 2>/dev/nul
         log("replace")
     );
     assert_eq!(said(&out, "LEFTOVER-replace"), "0", "{out}");
+    // The lifecycle alone (`schedulers run --target host`): attached,
+    // loaded, detached, nothing left.
+    let lifecycle = log("lifecycle");
+    assert_eq!(said(&out, "EXIT-lifecycle"), "0", "{lifecycle}");
+    assert!(said(&lifecycle, "verdict") == "clean", "{lifecycle}");
+    assert_eq!(said(&out, "STATE-lifecycle"), "disabled 0", "{out}");
 }
 
 /// On a machine without sched_ext (this one: the host kernel has none),

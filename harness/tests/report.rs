@@ -85,6 +85,7 @@ fn result(scheduler: &str, scenario: &str, verdict: CellVerdict) -> CellResult {
         summary: "run_delay interactive p99: observed 40ms against <= 20ms (FAIL)".into(),
         checks: vec![Outcome {
             unclaimed: None,
+            check: None,
             name: "run_delay interactive p99".into(),
             pass: verdict == CellVerdict::Pass,
             observed: "40ms".into(),

@@ -359,6 +359,18 @@ pub enum Check {
     Swap(SwapCheck),
 }
 
+/// The kinds of check, as results name them (`checks[].check`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckKind {
+    RunDelay,
+    Stall,
+    Share,
+    Throughput,
+    SchedulerHealthy,
+    Swap,
+}
+
 impl Check {
     pub const KINDS: &'static [&'static str] = &[
         "run_delay",
@@ -377,6 +389,18 @@ impl Check {
             Check::Share(c) => c.property,
             Check::Throughput(c) => c.property,
             Check::Stall(_) | Check::SchedulerHealthy(_) | Check::Swap(_) => None,
+        }
+    }
+
+    /// Which kind of check it is, as a type (results carry it).
+    pub fn id(&self) -> CheckKind {
+        match self {
+            Check::RunDelay(_) => CheckKind::RunDelay,
+            Check::Stall(_) => CheckKind::Stall,
+            Check::Share(_) => CheckKind::Share,
+            Check::Throughput(_) => CheckKind::Throughput,
+            Check::SchedulerHealthy(_) => CheckKind::SchedulerHealthy,
+            Check::Swap(_) => CheckKind::Swap,
         }
     }
 
