@@ -14,6 +14,13 @@
 //! that names an unknown kernel, scheduler or scenario fails the listing
 //! with the file, the line and the known names.
 //!
+//! With `SCX_HARNESS_MATRIX_SESSIONS=1` under nextest (`cargo ci test` on
+//! one machine), the first test of a kernel runs every cell of the suite on
+//! it as one `scx-harness run` (hot-swapped, a VM per shape) and each test
+//! judges its own cell from that run's results: the same cells and checks
+//! in about 40% of the VM time (BENCHMARKS.md). A partitioned run does not
+//! set it, so a partition runs only its own cells.
+//!
 //! For the nightly job: `SCX_HARNESS_REPEAT=N` runs each cell N times (a
 //! VM each), and `SCX_HARNESS_RESULTS=DIR` keeps every cell's directory
 //! under DIR/KERNEL/SCHEDULER/SCENARIO/NNN, a tree `scx-harness history
@@ -82,6 +89,9 @@ fn run(cell: &Cell) -> Result<(), Failed> {
         Err(_) => 1,
     };
     let results = std::env::var_os("SCX_HARNESS_RESULTS").map(std::path::PathBuf::from);
+    if let (Some(run_id), 1, None) = (shared_sessions(), repeat, &results) {
+        return from_shared_run(cell, &entry, &run_id);
+    }
     let mut failures = Vec::new();
     for i in 0..repeat {
         let r = common::run_bundled_cell_on(&entry, scheduler, scenario);
@@ -108,6 +118,83 @@ fn run(cell: &Cell) -> Result<(), Failed> {
     match failures.is_empty() {
         true => Ok(()),
         false => Err(failures.join("\n").into()),
+    }
+}
+
+/// The nextest run whose matrix tests share one `scx-harness run` per
+/// kernel: with `SCX_HARNESS_MATRIX_SESSIONS=1` (`cargo ci test` on one
+/// machine sets it; a partitioned run does not, each cell then boots its
+/// own VM) under nextest (`NEXTEST_RUN_ID`).
+fn shared_sessions() -> Option<String> {
+    if std::env::var("SCX_HARNESS_MATRIX_SESSIONS").ok()? != "1" {
+        return None;
+    }
+    std::env::var("NEXTEST_RUN_ID").ok()
+}
+
+/// The cell's result from the run of every cell of its kernel that the
+/// first matrix test of this nextest run started: `scx-harness run` of
+/// the suite on that kernel (the one pipeline, schedulers hot-swapped in a
+/// VM per shape), under a lock the other tests wait on; each test then
+/// judges its own cell from that run's result.
+fn from_shared_run(
+    cell: &Cell,
+    entry: &scx_harness::kernel::Entry,
+    run_id: &str,
+) -> Result<(), Failed> {
+    use std::os::fd::AsRawFd;
+    let root = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("matrix-{run_id}"))
+        .join(&entry.meta.key);
+    std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+    let lock = std::fs::File::create(root.join("lock")).map_err(|e| e.to_string())?;
+    // SAFETY: flock on a file we hold; released when it closes.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(format!("locking {}", root.display()).into());
+    }
+    let out = root.join("run");
+    let log = root.join("run.log");
+    if !out.join("results.json").is_file() && !log.is_file() {
+        let suite = std::env::var("SCX_HARNESS_SUITE").unwrap_or_else(|_| "default".into());
+        let log_file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
+        let status = std::process::Command::new(env!("CARGO_BIN_EXE_scx-harness"))
+            .args(["run", "--suite", &suite, "--kernel"])
+            .arg(entry.bzimage())
+            .arg("--out")
+            .arg(&out)
+            .stdout(log_file.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log_file)
+            .status()
+            .map_err(|e| format!("running scx-harness run: {e}"))?;
+        eprintln!("the suite on {}: {status}", entry.meta.key);
+    }
+    drop(lock);
+    let results = scx_harness::report::load_run(&out).map_err(|e| {
+        format!(
+            "the shared run wrote no results ({e:#}); its output: {}",
+            log.display()
+        )
+    })?;
+    let r = results
+        .iter()
+        .find(|r| r.scheduler == cell.scheduler && r.scenario == cell.scenario)
+        .ok_or_else(|| {
+            format!(
+                "the shared run has no cell {}/{}; its output: {}",
+                cell.scheduler,
+                cell.scenario,
+                log.display()
+            )
+        })?;
+    match r.verdict {
+        CellVerdict::Pass => Ok(()),
+        _ => Err(format!(
+            "{}
+cell directory: {}",
+            scx_harness::report::describe(r),
+            r.dir.display()
+        )
+        .into()),
     }
 }
 
