@@ -382,11 +382,13 @@ fn test(sh: &Shell, extra: &[String]) -> Result<()> {
     } else {
         "default"
     };
-    // On one machine the matrix's cells of a kernel share one hot-swapped
-    // run (harness/tests/matrix.rs); a partition runs only its own cells,
-    // each in a VM of its own.
-    let partitioned = extra.iter().any(|a| a.starts_with("--partition"));
-    let _sessions = (!partitioned).then(|| sh.push_env("SCX_HARNESS_MATRIX_SESSIONS", "1"));
+    // The whole suite on one machine: the matrix's cells of a kernel share
+    // one hot-swapped run (harness/tests/matrix.rs). With arguments (a
+    // partition, a filter) each matrix cell that runs boots its own VM, so
+    // only the cells asked for run.
+    let _sessions = extra
+        .is_empty()
+        .then(|| sh.push_env("SCX_HARNESS_MATRIX_SESSIONS", "1"));
     cmd!(
         sh,
         "cargo nextest run --workspace --profile {profile} {extra...}"

@@ -20,8 +20,8 @@
 //!   agent's own. The empty subtree a SIGKILL leaves is found and removed
 //!   by the next run's preflight ([`sweep_leftovers`]), which says so.
 //! - **Stalls**: the agent watches every task of the machine with a bound
-//!   (the scenario's guest-wide stall bound, else [`HOST_STALL_BOUND`])
-//!   and on a stall detaches through sysrq-S at once.
+//!   ([`HOST_STALL_BOUND`], or the scenario's tighter guest-wide one) and
+//!   on a stall detaches through sysrq-S at once.
 //! - **Evidence**: [`MachineState`] before and after each session; what
 //!   differs is reported as left behind.
 //!
@@ -60,21 +60,29 @@ const SCX_OPS: &str = "/sys/kernel/sched_ext/root/ops";
 const HARNESS_CGROUP: &str = "scx-harness";
 
 /// The scenario as it runs on a host, whose CPUs used are `cpus`: with a
-/// stall check on every task of the machine at [`HOST_STALL_BOUND`] (the
-/// watch applies the tightest bound a task has, so a scenario's own
-/// tighter one still rules), so the machine's own tasks are watched in
-/// every cell and a cell whose scheduler starves them fails on that check,
-/// the task named; and each group's `cpus:` (0.. like a VM's vCPUs) as
-/// the machine's CPUs they stand for.
+/// stall check on every task of the machine at [`HOST_STALL_BOUND`] unless
+/// it has one on every task's whole wait at least that tight (a looser
+/// one, or one on the scheduler's own part, does not cover it), so the
+/// machine's own tasks are watched in every cell and a cell whose
+/// scheduler starves them fails on that check, the task named; and each
+/// group's `cpus:` (0.. like a VM's vCPUs) as the machine's CPUs they
+/// stand for.
 pub fn guarded(s: &crate::scenario::Scenario, cpus: &[u32]) -> crate::scenario::Scenario {
     use crate::scenario::{Check, StallCheck, StallTasks};
     let mut s = s.clone();
-    s.checks.push(Check::Stall(StallCheck {
-        max_runnable: HOST_STALL_BOUND,
-        group: None,
-        tasks: StallTasks::Guest,
-        excluding: None,
-    }));
+    let covered = s.checks.iter().any(|c| {
+        matches!(c, Check::Stall(st) if st.tasks == StallTasks::Guest
+            && st.excluding.is_none()
+            && st.max_runnable <= HOST_STALL_BOUND)
+    });
+    if !covered {
+        s.checks.push(Check::Stall(StallCheck {
+            max_runnable: HOST_STALL_BOUND,
+            group: None,
+            tasks: StallTasks::Guest,
+            excluding: None,
+        }));
+    }
     for g in &mut s.groups {
         if let Some(list) = &mut g.cpus {
             for c in list.iter_mut() {
@@ -363,6 +371,12 @@ pub fn preflight(needs: Needs, replace: bool) -> Result<Host> {
         ));
     }
     let lock = take_lock()?;
+    if let Some(pid) = live_run() {
+        return Err(refuse(
+            format!("another scx-harness run (pid {pid}) has a session on this machine"),
+            "wait for it to finish; two runs would measure each other",
+        ));
+    }
     if let Some(ops) = attached_scheduler() {
         if !replace {
             return Err(refuse(
@@ -507,6 +521,20 @@ fn owner_of(dir: &Path) -> Option<i32> {
         .ok()
 }
 
+/// Whether `pid` is a live scx-harness process.
+fn is_harness(pid: i32) -> bool {
+    read_trim(format!("/proc/{pid}/comm")).is_some_and(|c| c.starts_with("scx-harness"))
+}
+
+/// Another live harness's session cgroup's owner, if there is one.
+fn live_run() -> Option<i32> {
+    std::fs::read_dir(harness_cgroup())
+        .ok()?
+        .flatten()
+        .filter_map(|e| owner_of(&e.path()))
+        .find(|pid| *pid != std::process::id() as i32 && is_harness(*pid))
+}
+
 /// Removes the session cgroups of harness runs that are gone (killed by
 /// SIGKILL, or the machine lost power): kills what is still in them and
 /// removes them. Call with the host target's lock held: no other run is
@@ -519,7 +547,11 @@ fn sweep_leftovers() -> Vec<String> {
     for e in entries.flatten() {
         let dir = e.path();
         let Some(pid) = owner_of(&dir) else { continue };
-        if pid == std::process::id() as i32 {
+        // A live harness's session is never touched, whatever the lock
+        // says (two runs may not share /run, e.g. in a container); this
+        // process has no session yet, so one named after its pid is a dead
+        // run's whose pid was reused.
+        if pid != std::process::id() as i32 && is_harness(pid) {
             continue;
         }
         let procs = procs_in(&dir);
@@ -747,6 +779,13 @@ impl AgentRun {
             let _ = std::fs::write("/proc/sysrq-trigger", "S");
             if !wait_state_disabled(Duration::from_secs(5)) {
                 left.push("a sched_ext scheduler is still attached".into());
+            } else if matches!(outcome, Outcome::Exited { .. }) {
+                // The agent ended on its own, having stopped its scheduler:
+                // one still attached escaped it (or something attached one).
+                left.push(
+                    "a sched_ext scheduler was still attached after the session ended (detached with sysrq-S)"
+                        .into(),
+                );
             }
         }
         if let Err(e) = cgroup.remove() {
@@ -940,11 +979,15 @@ mod tests {
             .position(|g| g.cpus.is_some())
             .expect("cpu-affinity pins a group");
         let on = guarded(&loaded.scenario, &[4, 5]);
+        // cpu-affinity has no guest-wide bound of its own: the 5 s one is
+        // added; a scenario whose own is as tight keeps just its own.
         let before = loaded.scenario.groups[g].cpus.clone().unwrap();
         let after = on.groups[g].cpus.clone().unwrap();
         let want: Vec<u32> = before.iter().map(|c| [4, 5][*c as usize]).collect();
         assert_eq!(after, want);
         assert_eq!(on.checks.len(), loaded.scenario.checks.len() + 1);
+        let twice = guarded(&on, &[0, 1]);
+        assert_eq!(twice.checks.len(), on.checks.len());
     }
 
     #[test]

@@ -259,7 +259,7 @@ pub fn run_session(
         if results[i].is_some() {
             continue;
         }
-        let why = not_run_reason(&end, reached[i], cells, &reached);
+        let why = not_run_reason(&session.target, &end, reached[i], cells, &reached);
         let console = cell::cell_console(&end.console_log, i, &c.id());
         let mut r = cell::judge(c, None, &console, i, &ctx, Some(&end));
         r.verdict = if reached[i] {
@@ -276,7 +276,17 @@ pub fn run_session(
 }
 
 /// Why a cell has no result.
-fn not_run_reason(end: &SessionEnd, reached: bool, cells: &[Planned], all: &[bool]) -> String {
+fn not_run_reason(
+    target: &Target,
+    end: &SessionEnd,
+    reached: bool,
+    cells: &[Planned],
+    all: &[bool],
+) -> String {
+    let session = match target {
+        Target::Vm { .. } => "VM",
+        Target::Host(_) => "host session",
+    };
     let during = all
         .iter()
         .rposition(|r| *r)
@@ -291,10 +301,10 @@ fn not_run_reason(end: &SessionEnd, reached: bool, cells: &[Planned], all: &[boo
                 .map_or(String::new(), |c| c.text.clone())
         ),
         Outcome::TimedOut { .. } => {
-            format!("the session ran past its deadline during {during} and was killed")
+            format!("the {session} ran past its deadline during {during} and was killed")
         }
-        Outcome::Interrupted => "interrupted (SIGINT/SIGTERM); the session was stopped".into(),
-        Outcome::InfraFailure { reason } => format!("the session failed: {reason}"),
+        Outcome::Interrupted => format!("interrupted (SIGINT/SIGTERM); the {session} was stopped"),
+        Outcome::InfraFailure { reason } => format!("the {session} failed: {reason}"),
         Outcome::Exited { code } => {
             format!("the guest agent ended (status {code}) before this cell")
         }

@@ -14,12 +14,12 @@
 //! that names an unknown kernel, scheduler or scenario fails the listing
 //! with the file, the line and the known names.
 //!
-//! With `SCX_HARNESS_MATRIX_SESSIONS=1` under nextest (`cargo ci test` on
-//! one machine), the first test of a kernel runs every cell of the suite on
+//! With `SCX_HARNESS_MATRIX_SESSIONS=1` under nextest (`cargo ci test`
+//! without arguments), the first test of a kernel runs every cell of the suite on
 //! it as one `scx-harness run` (hot-swapped, a VM per shape) and each test
 //! judges its own cell from that run's results: the same cells and checks
-//! in about 40% of the VM time (BENCHMARKS.md). A partitioned run does not
-//! set it, so a partition runs only its own cells.
+//! in about 40% of the VM time (BENCHMARKS.md). A partitioned or filtered
+//! run does not set it, so only the cells asked for run.
 //!
 //! For the nightly job: `SCX_HARNESS_REPEAT=N` runs each cell N times (a
 //! VM each), and `SCX_HARNESS_RESULTS=DIR` keeps every cell's directory
@@ -122,9 +122,9 @@ fn run(cell: &Cell) -> Result<(), Failed> {
 }
 
 /// The nextest run whose matrix tests share one `scx-harness run` per
-/// kernel: with `SCX_HARNESS_MATRIX_SESSIONS=1` (`cargo ci test` on one
-/// machine sets it; a partitioned run does not, each cell then boots its
-/// own VM) under nextest (`NEXTEST_RUN_ID`).
+/// kernel: with `SCX_HARNESS_MATRIX_SESSIONS=1` (`cargo ci test` without
+/// arguments sets it; with a partition or a filter it does not, and each
+/// cell that runs boots its own VM) under nextest (`NEXTEST_RUN_ID`).
 fn shared_sessions() -> Option<String> {
     if std::env::var("SCX_HARNESS_MATRIX_SESSIONS").ok()? != "1" {
         return None;
@@ -155,7 +155,9 @@ fn from_shared_run(
     let out = root.join("run");
     let log = root.join("run.log");
     if !out.join("results.json").is_file() && !log.is_file() {
-        let suite = std::env::var("SCX_HARNESS_SUITE").unwrap_or_else(|_| "default".into());
+        let suite = Overrides::from_env()
+            .suite
+            .unwrap_or_else(|| "default".into());
         let log_file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
         let status = std::process::Command::new(env!("CARGO_BIN_EXE_scx-harness"))
             .args(["run", "--suite", &suite, "--kernel"])

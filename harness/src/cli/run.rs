@@ -194,7 +194,13 @@ pub fn run(args: RunArgs) -> Result<i32> {
             Some(n) => n.clone(),
             None => crate::kernel::name_of_arg(*k, &crate::kernel::Cache::user()),
         };
-        let registry = args.registry.load_for(name.as_deref().or(*k))?;
+        // On a host the kernel has no catalog name unless a cached one of
+        // its release has: the registry as it is everywhere, not the
+        // default kernel's.
+        let registry = match on_host {
+            true => args.registry.load()?.for_kernel(name.as_deref()),
+            false => args.registry.load_for(name.as_deref().or(*k))?,
+        };
         let pairs = plan(&args, suite.as_ref(), name.as_deref(), &registry)?;
         plans.push((*k, registry, pairs));
     }

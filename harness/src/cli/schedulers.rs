@@ -279,13 +279,13 @@ pub fn check_artifact(built: &Built) -> Result<()> {
 pub fn run(args: RunArgs) -> Result<i32> {
     args.target.check()?;
     let on_host = args.target.target == super::TargetKind::Host;
-    let kernel = match on_host {
-        true => super::host_build_kernel(&args.vm)?,
-        false => kernel_for(&args.vm)?,
+    let registry = match on_host {
+        true => args
+            .registry
+            .load()?
+            .for_kernel(super::host_kernel_name(&args.vm)?.as_deref()),
+        false => args.registry.load_for(args.vm.kernel_arg()?)?,
     };
-    let registry = args
-        .registry
-        .load_for(kernel.name().or(args.vm.kernel_arg()?))?;
     let def = registry.get(&args.name)?.clone();
     if !args.args.is_empty() && def.kind != crate::scheduler::registry::Kind::Binary {
         return Err(fail(
@@ -307,6 +307,11 @@ pub fn run(args: RunArgs) -> Result<i32> {
             args.target.replace,
         )?),
         false => None,
+    };
+    // Then the kernel (fetched or built if it must be).
+    let kernel = match on_host {
+        true => super::host_build_kernel(&args.vm)?,
+        false => kernel_for(&args.vm)?,
     };
     let cache = Cache::user();
     let ctx = BuildCtx {
@@ -363,14 +368,19 @@ pub fn run(args: RunArgs) -> Result<i32> {
         }
     };
     print_run(&def, report.as_ref(), &verdict);
-    if let Some(h) = &host {
-        h.check_left_nothing()?;
-    }
-    if verdict.is_clean() && !args.keep {
+    let left = host.as_ref().map_or(Ok(()), |h| h.check_left_nothing());
+    if verdict.is_clean() && left.is_ok() && !args.keep {
         let _ = std::fs::remove_dir_all(&work);
     } else {
         eprintln!("scx-harness: run directory kept: {}", work.display());
     }
+    if crate::process::interrupted() {
+        if let Err(e) = &left {
+            eprintln!("scx-harness: {e:#}");
+        }
+        return Err(fail(Failure::Interrupted, "interrupted".to_string()));
+    }
+    left?;
     match verdict {
         Verdict::Clean => Ok(0),
         // The VM's own classification (timed out, infrastructure) with its
