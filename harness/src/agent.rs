@@ -23,7 +23,7 @@ use crate::kernel::cache::write_atomic;
 use crate::probe::{now_ns, GroupData, Probe, Snapshot, Waiting};
 use crate::protocol::{self, Mark};
 use crate::scenario::{Check, Scenario};
-use crate::scheduler::lifecycle::{GuestSpec, Report, Session};
+use crate::scheduler::lifecycle::{self, GuestSpec, Report, Session};
 use crate::units::format_duration;
 use crate::workload::{GroupOutcome, GroupSpec};
 
@@ -1142,11 +1142,16 @@ fn run_pass(
         if let Some(st) = stall.as_mut() {
             if let Some(sess) = swapping.and_then(|s| s.current.as_mut()) {
                 if spec.sysrq_on_stall && sess.attached() {
-                    detach_through_sysrq();
+                    if let Err(e) = lifecycle::detach_through_sysrq() {
+                        tracing::warn!(
+                            "sysrq-S failed ({e}); asking the scheduler to leave instead"
+                        );
+                    }
                 }
                 sess.stop();
-                st.detached_after_ns = wait_disabled(Duration::from_secs(5))
-                    .map(|at| at.saturating_sub(st.found_at_ns + t0));
+                let asked = now_ns();
+                st.detached_after_ns = lifecycle::wait_detached(Duration::from_secs(5))
+                    .map(|d| (asked + d.as_nanos() as u64).saturating_sub(st.found_at_ns + t0));
             }
         }
         for r in running.iter_mut().filter(|r| r.status.is_none()) {
@@ -1212,32 +1217,6 @@ fn run_pass(
         timeline,
         errors,
     })
-}
-
-/// Asks the kernel to detach the sched_ext scheduler now (sysrq-S,
-/// Documentation/scheduler/sched-ext.rst: "reset to SCHED_NORMAL"); a
-/// failure is logged: the loader is then asked to leave as usual.
-fn detach_through_sysrq() {
-    if let Err(e) = std::fs::write("/proc/sysrq-trigger", "S") {
-        tracing::warn!("sysrq-S failed ({e}); asking the scheduler to leave instead");
-    }
-}
-
-/// Polls `/sys/kernel/sched_ext/state` until it reads `disabled`, for at
-/// most `within`: when (CLOCK_MONOTONIC ns) it did, or `None`.
-fn wait_disabled(within: Duration) -> Option<u64> {
-    let by = now_ns() + within.as_nanos() as u64;
-    loop {
-        let now = now_ns();
-        let state = std::fs::read_to_string("/sys/kernel/sched_ext/state").unwrap_or_default();
-        if state.trim() == "disabled" {
-            return Some(now);
-        }
-        if now >= by {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 /// Waits for a group process's "ready" line on its stdout, until `by`

@@ -40,6 +40,7 @@ use crate::error::{fail, Failure};
 use crate::process::{SupervisedCommand, Terminal};
 use crate::protocol;
 use crate::report::Target;
+use crate::scheduler::lifecycle;
 use crate::vm::Outcome;
 use crate::vm::SessionEnd;
 
@@ -54,8 +55,6 @@ pub const HOST_STALL_BOUND: Duration = Duration::from_secs(5);
 const FREE_WAIT: Duration = Duration::from_secs(10);
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
-const SCX_STATE: &str = "/sys/kernel/sched_ext/state";
-const SCX_OPS: &str = "/sys/kernel/sched_ext/root/ops";
 /// The harness's own cgroup subtree on a host.
 const HARNESS_CGROUP: &str = "scx-harness";
 
@@ -299,22 +298,14 @@ pub fn release() -> String {
     read_trim("/proc/sys/kernel/osrelease").unwrap_or_default()
 }
 
-/// The attached sched_ext scheduler's ops name, if one is attached.
-pub fn attached_scheduler() -> Option<String> {
-    match read_trim(SCX_STATE).as_deref() {
-        None | Some("disabled") => None,
-        Some(state) => Some(read_trim(SCX_OPS).unwrap_or_else(|| format!("(state {state})"))),
-    }
-}
-
 /// Checks the machine before anything changes, then removes what a killed
 /// run of the harness left and, with `replace`, detaches the scheduler
 /// attached now. Every refusal is a `BadInput` error with a fix.
 pub fn preflight(needs: Needs, replace: bool) -> Result<Host> {
     let release = release();
-    if !Path::new(SCX_STATE).exists() {
+    if !lifecycle::sched_ext_present() {
         return Err(refuse(
-            format!("the running kernel ({release}) has no sched_ext ({SCX_STATE} is missing)"),
+            format!("the running kernel ({release}) has no sched_ext (/sys/kernel/sched_ext/state is missing)"),
             "boot a kernel built with CONFIG_SCHED_CLASS_EXT=y, or drop --target host to run in a VM",
         ));
     }
@@ -377,7 +368,7 @@ pub fn preflight(needs: Needs, replace: bool) -> Result<Host> {
             "wait for it to finish; two runs would measure each other",
         ));
     }
-    if let Some(ops) = attached_scheduler() {
+    if let Some(ops) = lifecycle::attached_ops() {
         if !replace {
             return Err(refuse(
                 format!("a sched_ext scheduler is attached ({ops}); the harness does not replace it"),
@@ -455,9 +446,8 @@ fn prepare_once(prepare: &Mutex<Option<Prepare>>) -> Result<()> {
         return Ok(());
     };
     sweep_leftovers();
-    if let (true, Some(ops)) = (p.replace, attached_scheduler()) {
-        std::fs::write("/proc/sysrq-trigger", "S")
-            .context("detaching the attached scheduler (sysrq-S)")?;
+    if let (true, Some(ops)) = (p.replace, lifecycle::attached_ops()) {
+        lifecycle::detach_through_sysrq().context("detaching the attached scheduler (sysrq-S)")?;
         if !wait_state_disabled(Duration::from_secs(5)) {
             return Err(fail(
                 Failure::Infrastructure,
@@ -642,16 +632,7 @@ fn kill_and_remove(dir: &Path) -> Result<()> {
 }
 
 fn wait_state_disabled(within: Duration) -> bool {
-    let by = Instant::now() + within;
-    loop {
-        if attached_scheduler().is_none() {
-            return true;
-        }
-        if Instant::now() >= by {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    lifecycle::wait_detached(within).is_some()
 }
 
 /// A session's cgroup subtree: made before the agent starts, killed and
@@ -776,7 +757,7 @@ impl AgentRun {
         // say any scheduler attached now is this run's).
         let mut left = Vec::new();
         if !wait_state_disabled(Duration::from_secs(1)) {
-            let _ = std::fs::write("/proc/sysrq-trigger", "S");
+            let _ = lifecycle::detach_through_sysrq();
             if !wait_state_disabled(Duration::from_secs(5)) {
                 left.push("a sched_ext scheduler is still attached".into());
             } else if matches!(outcome, Outcome::Exited { .. }) {
@@ -883,7 +864,7 @@ impl MachineState {
             .map(|rd| rd.flatten().map(|e| e.path()).collect())
             .unwrap_or_default();
         MachineState {
-            scheduler: attached_scheduler(),
+            scheduler: lifecycle::attached_ops(),
             cgroups,
             bpf_programs,
             pinned,

@@ -113,6 +113,43 @@ fn read_sysfs(name: &str) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
+/// Whether the running kernel has sched_ext (`/sys/kernel/sched_ext`).
+pub fn sched_ext_present() -> bool {
+    Path::new(SYSFS).join("state").exists()
+}
+
+/// The attached scheduler's ops name (`root/ops`; "(state S)" while it is
+/// enabling or disabling), or `None` when sched_ext is disabled or absent.
+pub fn attached_ops() -> Option<String> {
+    match read_sysfs("state").as_deref() {
+        None | Some("disabled") => None,
+        Some(state) => Some(read_sysfs("root/ops").unwrap_or_else(|| format!("(state {state})"))),
+    }
+}
+
+/// Polls until no scheduler is attached, for at most `within`: how long
+/// that took, or `None`.
+pub fn wait_detached(within: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    loop {
+        if attached_ops().is_none() {
+            return Some(start.elapsed());
+        }
+        if start.elapsed() >= within {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Asks the kernel to detach the sched_ext scheduler now (sysrq-S,
+/// Documentation/scheduler/sched-ext.rst: "reset to SCHED_NORMAL"):
+/// `scx_disable` runs from the kernel's own RT worker, so it works even
+/// when the scheduler's loader is one of the tasks it starves.
+pub fn detach_through_sysrq() -> std::io::Result<()> {
+    std::fs::write("/proc/sysrq-trigger", "S")
+}
+
 fn counters() -> Counters {
     let num = |n: &str| read_sysfs(n).and_then(|s| s.parse().ok()).unwrap_or(0);
     Counters {
