@@ -79,9 +79,17 @@ pub struct SwapPlan {
 pub struct SwapEvent {
     /// When it began, from t0.
     pub at_ns: u64,
+    /// When the scenario planned it, from t0 (`at_ns` minus this: how late
+    /// it began).
+    #[serde(default)]
+    pub planned_ns: u64,
     pub to: String,
-    /// From the swap's start to the new scheduler attached (None: it did
-    /// not attach; the tasks ran on the fair class).
+    /// How long detaching the scheduler that ran took (its loader stopped,
+    /// the kernel's state "disabled"), ms.
+    #[serde(default)]
+    pub detach_ms: u64,
+    /// From the new scheduler's start to it attached (None: it did not
+    /// attach; the tasks ran on the fair class).
     pub attach_ms: Option<u64>,
     /// The longest wait of any task that ended from the swap's start until
     /// one second after the attach.
@@ -252,6 +260,47 @@ pub struct GroupResult {
     pub outcome: Option<GroupOutcome>,
     /// Its exit status, if it exited.
     pub exit_status: Option<i32>,
+    /// How many of its tasks were on sched_ext at the measurement window's
+    /// start; None where the kernel does not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_sched_ext: Option<OnSchedExt>,
+}
+
+/// How many of a group's tasks (the ones its ready line named) the
+/// sched_ext class held, from each one's `/proc/TID/sched` line
+/// `ext.enabled` (kernel/sched/debug.c, 6.12 and later: `task_on_scx`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OnSchedExt {
+    /// Tasks read.
+    pub tasks: u32,
+    /// Of those, on sched_ext.
+    pub on_ext: u32,
+}
+
+impl OnSchedExt {
+    /// Reads `tids`; None if no task's file has the line (a kernel without
+    /// sched_ext or its debug output) or every task has gone.
+    pub fn read(tids: &[u32]) -> Option<OnSchedExt> {
+        let mut seen = OnSchedExt::default();
+        for tid in tids {
+            let Ok(text) = std::fs::read_to_string(format!("/proc/{tid}/sched")) else {
+                continue;
+            };
+            if let Some(on) = ext_enabled(&text) {
+                seen.tasks += 1;
+                seen.on_ext += u32::from(on);
+            }
+        }
+        (seen.tasks > 0).then_some(seen)
+    }
+}
+
+/// The `ext.enabled` value of a `/proc/TID/sched` text.
+fn ext_enabled(sched: &str) -> Option<bool> {
+    sched.lines().find_map(|l| {
+        let (key, value) = l.split_once(':')?;
+        (key.trim() == "ext.enabled").then(|| value.trim() == "1")
+    })
 }
 
 impl GroupResult {
@@ -320,6 +369,10 @@ pub struct Pass {
     /// The scheduler swaps of this pass, in order.
     #[serde(default)]
     pub swaps: Vec<SwapEvent>,
+    /// The operations of the scenario's timeline done in this pass, in
+    /// order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub operations: Vec<crate::ops::OpEvent>,
     /// CPU time per group over the pass: (ns since t0, cumulative CPU ns
     /// of each group), every TIMELINE_STEP.
     #[serde(default)]
@@ -331,6 +384,34 @@ pub struct Pass {
 impl Pass {
     pub fn group(&self, name: &str) -> Option<&GroupResult> {
         self.groups.iter().find(|g| g.name == name)
+    }
+
+    /// Group `g`'s CPU time (ns) from `from` to `to` (from t0), read from
+    /// the timeline's samples (every TIMELINE_STEP), each end interpolated
+    /// linearly between the samples around it (clamped to the first and
+    /// last); 0 without samples.
+    pub fn cpu_between(&self, g: usize, from: Duration, to: Duration) -> f64 {
+        let at = |t: Duration| -> f64 {
+            let t = t.as_nanos() as f64;
+            let v = |i: usize| {
+                let (ts, vals) = &self.timeline[i];
+                (*ts as f64, vals.get(g).copied().unwrap_or(0) as f64)
+            };
+            match self.timeline.iter().position(|(ts, _)| *ts as f64 >= t) {
+                None if self.timeline.is_empty() => 0.0,
+                None => v(self.timeline.len() - 1).1,
+                Some(0) => v(0).1,
+                Some(i) => {
+                    let ((ta, va), (tb, vb)) = (v(i - 1), v(i));
+                    if tb <= ta {
+                        vb
+                    } else {
+                        va + (vb - va) * (t - ta) / (tb - ta)
+                    }
+                }
+            }
+        };
+        (at(to) - at(from)).max(0.0)
     }
 
     pub fn window(&self) -> Duration {
@@ -531,7 +612,11 @@ fn run_into(
     fair: &mut FairPasses,
     output: &mut AgentOutput,
 ) -> Result<()> {
-    let cgroups = Cgroups::create(&spec.scenario, host.map(|h| h.cgroup.as_path()))?;
+    // Each pass makes the scenario's cgroups afresh: a timeline that
+    // changed their settings or moved tasks leaves nothing to the next.
+    let cgroups = || Cgroups::create(&spec.scenario, host.map(|h| h.cgroup.as_path()));
+    let host_cpus = host.map(|h| h.cpus.as_slice());
+    let _knobs = crate::ops::KnobGuard::set(&spec.scenario.knobs)?;
     if probe.is_none() {
         *probe = Some(Probe::load()?);
     }
@@ -542,7 +627,15 @@ fn run_into(
         let pass = match fair.0.get(&key) {
             Some(p) => p.clone(),
             None => {
-                let p = run_pass(spec, PassKind::Fair, Some(&mut *probe), &cgroups, None, dir)?;
+                let p = run_pass(
+                    spec,
+                    PassKind::Fair,
+                    Some(&mut *probe),
+                    &cgroups()?,
+                    host_cpus,
+                    None,
+                    dir,
+                )?;
                 probe.reset();
                 fair.0.insert(key, p.clone());
                 p
@@ -550,26 +643,35 @@ fn run_into(
         };
         output.passes.push(pass);
     }
+    // Made before the scheduler starts: a failure here leaves nothing
+    // attached.
+    let pass_cgroups = cgroups()?;
     let session = Session::start(&spec.scheduler, dir)?;
     let mut swapping = Swapping {
         current: Some(session),
         out: Vec::new(),
         next: 0,
     };
+    let mut result = Ok(());
     if swapping.current.as_ref().is_some_and(Session::attached) {
-        let pass = run_pass(
+        match run_pass(
             spec,
             PassKind::Scheduler,
             Some(&mut *probe),
-            &cgroups,
+            &pass_cgroups,
+            host_cpus,
             Some(&mut swapping),
             dir,
-        )?;
-        output.passes.push(pass);
+        ) {
+            Ok(pass) => output.passes.push(pass),
+            Err(e) => result = Err(e),
+        }
     }
+    // Whatever the pass did, the scheduler is detached and reported
+    // before the next cell.
     output.swapped_out = swapping.out;
     output.scheduler = swapping.current.map(|s| s.finish(None));
-    Ok(())
+    result
 }
 
 /// The scheduler pass's sessions: the one attached now, and the reports of
@@ -588,6 +690,11 @@ struct OpenSwap {
 }
 
 impl Swapping {
+    /// When the next swap is due (CLOCK_MONOTONIC ns), if one is left.
+    fn next_due(&self, spec: &AgentSpec, t0: u64) -> Option<u64> {
+        spec.swaps.get(self.next).map(|p| t0 + p.at_ns)
+    }
+
     /// Does the swap that is due at `now`, if one is: detaches the current
     /// scheduler (the tasks run on the fair class meanwhile) and attaches
     /// the next, watching the waits around it.
@@ -609,6 +716,7 @@ impl Swapping {
             self.out.push(old.finish(None));
         }
         let started = now_ns();
+        let detach_ms = (started - now) / 1_000_000;
         let (attach_ms, why) = match Session::start(&plan.to, dir) {
             Ok(s) if s.attached() => {
                 self.current = Some(s);
@@ -625,6 +733,8 @@ impl Swapping {
         Some(OpenSwap {
             event: SwapEvent {
                 at_ns: now.saturating_sub(t0),
+                planned_ns: plan.at_ns,
+                detach_ms,
                 to: plan.to.name.clone(),
                 attach_ms,
                 max_delay_ns: 0,
@@ -743,6 +853,8 @@ struct Cgroups {
     made: Vec<PathBuf>,
     /// group index -> its cgroup directory
     dirs: Vec<Option<PathBuf>>,
+    /// The scenario's top: scenario cgroup paths are under it.
+    base: Option<PathBuf>,
     /// True if the cpu controller was off at the root before: it is turned
     /// off again afterwards, so the next cell runs as the first did (with
     /// it left on, wakeup latency on an idle VM tripled under sched_ext).
@@ -751,13 +863,16 @@ struct Cgroups {
 
 impl Cgroups {
     fn create(s: &Scenario, host: Option<&Path>) -> Result<Cgroups> {
-        let weighted = s.groups.iter().any(|g| g.cgroup.is_some());
+        let paths = crate::scenario::validate::cgroup_paths(s);
+        let weighted = !paths.is_empty();
         let mut cg = Cgroups {
             made: Vec::new(),
             dirs: vec![None; s.groups.len()],
+            base: None,
             root_cpu_was_off: false,
         };
-        if !weighted && host.is_none() {
+        let churns = s.timeline.iter().any(|o| o.churn.is_some());
+        if !weighted && !churns && host.is_none() {
             return Ok(cg);
         }
         let root = Path::new(CGROUP_ROOT);
@@ -779,26 +894,60 @@ impl Cgroups {
                 .split_whitespace()
                 .any(|c| c == "cpu");
         }
+        let enable_cpu = |dir: &Path| -> Result<()> {
+            std::fs::write(dir.join("cgroup.subtree_control"), "+cpu").with_context(|| {
+                format!(
+                    "enabling the cpu controller in {} (cgroup v2 with CONFIG_CGROUP_SCHED)",
+                    dir.display()
+                )
+            })
+        };
         for dir in &chain {
             if !dir.exists() {
                 std::fs::create_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
                 cg.made.push(dir.clone());
             }
             if weighted {
-                std::fs::write(dir.join("cgroup.subtree_control"), "+cpu").with_context(|| {
-                    format!(
-                        "enabling the cpu controller in {} (cgroup v2 with CONFIG_CGROUP_SCHED)",
-                        dir.display()
-                    )
-                })?;
+                enable_cpu(dir)?;
+            }
+        }
+        // The scenario's cgroups, parents first (cgroup_paths lists them
+        // so); in each parent the cpu controller is on, as systemd does
+        // for a slice whose scopes have weights.
+        for p in &paths {
+            let d = base.join(p);
+            if !d.exists() {
+                std::fs::create_dir(&d).with_context(|| format!("creating {}", d.display()))?;
+                cg.made.push(d.clone());
+            }
+            if paths.iter().any(|q| q.starts_with(&format!("{p}/"))) {
+                enable_cpu(&d)?;
+            }
+        }
+        let set = |path: &str, file: &str, value: String| -> Result<()> {
+            crate::ops::write_cgroup_file(&base.join(path), file, &value)
+                .map_err(anyhow::Error::msg)
+        };
+        for l in &s.cgroups {
+            if let Some(w) = l.weight {
+                set(&l.path, "cpu.weight", w.to_string())?;
+            }
+            if let Some(m) = &l.max {
+                set(&l.path, "cpu.max", m.text())?;
             }
         }
         for (i, g) in s.groups.iter().enumerate() {
-            let (name, weight) = match (&g.cgroup, host) {
-                (Some(c), _) => (c.name.as_str(), Some(c.weight)),
+            let name = match (&g.cgroup, host) {
+                (Some(c), _) => {
+                    set(&c.name, "cpu.weight", c.weight.to_string())?;
+                    if let Some(m) = &c.max {
+                        set(&c.name, "cpu.max", m.text())?;
+                    }
+                    c.name.as_str()
+                }
                 // A name the scenario validator never gives a group's
-                // cgroup (it has a dot).
-                (None, Some(_)) => ("harness.ungrouped", None),
+                // cgroup (it starts with "harness.").
+                (None, Some(_)) => "harness.ungrouped",
                 (None, None) => continue,
             };
             let d = base.join(name);
@@ -806,12 +955,9 @@ impl Cgroups {
                 std::fs::create_dir(&d).with_context(|| format!("creating {}", d.display()))?;
                 cg.made.push(d.clone());
             }
-            if let Some(w) = weight {
-                std::fs::write(d.join("cpu.weight"), w.to_string())
-                    .with_context(|| format!("setting cpu.weight {w} on {}", d.display()))?;
-            }
             cg.dirs[i] = Some(d);
         }
+        cg.base = Some(base);
         Ok(cg)
     }
 
@@ -838,11 +984,104 @@ impl Drop for Cgroups {
     }
 }
 
+/// What the timeline acts on in one pass, as known once every group is
+/// ready (owned: the timeline runs on a thread of its own).
+struct PassTargets {
+    /// Per group: its tasks, and the processes a move writes.
+    tasks: Vec<Vec<u32>>,
+    processes: Vec<Vec<u32>>,
+    base: Option<PathBuf>,
+    host_cpus: Option<Vec<u32>>,
+}
+
+impl crate::ops::Targets for PassTargets {
+    fn tasks(&self, g: usize) -> Vec<u32> {
+        self.tasks.get(g).cloned().unwrap_or_default()
+    }
+
+    fn processes(&self, g: usize) -> Vec<u32> {
+        self.processes.get(g).cloned().unwrap_or_default()
+    }
+
+    fn cgroup_dir(&self, path: Option<&str>) -> Option<PathBuf> {
+        let base = self.base.as_ref()?;
+        Some(match path {
+            Some(p) => base.join(p),
+            None => base.clone(),
+        })
+    }
+
+    fn cpu(&self, c: u32) -> u32 {
+        self.host_cpus
+            .as_ref()
+            .and_then(|h| h.get(c as usize).copied())
+            .unwrap_or(c)
+    }
+
+    fn may_hotplug(&self) -> bool {
+        self.host_cpus.is_none()
+    }
+}
+
 /// A running group process.
 struct Running {
     child: Child,
     out: PathBuf,
     status: Option<i32>,
+    /// The tasks doing its work, from its ready line: its threads' tids,
+    /// or its task processes' pids (`tasks: processes`).
+    workers: Vec<u32>,
+    processes: bool,
+}
+
+impl Running {
+    /// The group's tasks now: the group process's threads and its task
+    /// processes' (not the children these fork: the probe follows those).
+    fn tids(&self) -> Vec<u32> {
+        let mut t = crate::probe::tids_of(self.child.id());
+        if self.processes {
+            for p in &self.workers {
+                t.extend(crate::probe::tids_of(*p));
+            }
+        }
+        t
+    }
+
+    /// The processes to move between cgroups: the group process (its
+    /// threads go with it), or each task process.
+    fn processes(&self) -> Vec<u32> {
+        match self.processes {
+            true => self.workers.clone(),
+            false => vec![self.child.id()],
+        }
+    }
+}
+
+/// The VM's scratch disk: the block device whose serial is
+/// [`crate::protocol::SCRATCH_SERIAL`], loading virtio_blk first where it is a module
+/// (Debian's kernels). None without one.
+fn scratch_disk() -> Option<std::path::PathBuf> {
+    let find = || -> Option<std::path::PathBuf> {
+        std::fs::read_dir("/sys/block")
+            .ok()?
+            .flatten()
+            .find_map(|e| {
+                let serial = std::fs::read_to_string(e.path().join("serial")).ok()?;
+                (serial.trim() == crate::protocol::SCRATCH_SERIAL)
+                    .then(|| Path::new("/dev").join(e.file_name()))
+            })
+    };
+    if let Some(d) = find() {
+        return Some(d);
+    }
+    if !Path::new("/sys/module/virtio_blk").exists() {
+        // Quietly: what it could not load is missing either way.
+        let _ = std::process::Command::new("modprobe")
+            .args(["-q", "virtio_blk"])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+    find()
 }
 
 fn comm_of(tid: u32) -> String {
@@ -856,6 +1095,7 @@ fn run_pass(
     kind: PassKind,
     mut probe: Option<&mut Probe>,
     cgroups: &Cgroups,
+    host_cpus: Option<&[u32]>,
     mut swapping: Option<&mut Swapping>,
     dir: &Path,
 ) -> Result<Pass> {
@@ -863,6 +1103,16 @@ fn run_pass(
     let exe = std::env::current_exe().context("finding the harness binary in the guest")?;
     let duration = s.duration.as_nanos() as u64;
     let warmup = s.warmup.as_nanos() as u64;
+    // block_io's device: in a VM, the scratch disk the runner attached.
+    let disk = match (s.needs_scratch_disk(), host_cpus) {
+        (true, None) => Some(scratch_disk().ok_or_else(|| {
+            anyhow::anyhow!(
+                "block_io: the VM has no scratch disk (no block device with serial {:?} in /sys/block/*/serial): the kernel needs CONFIG_VIRTIO_BLK, and the runner attaches the disk only to a VM whose batch has a block_io scenario",
+                crate::protocol::SCRATCH_SERIAL
+            )
+        })?),
+        _ => None,
+    };
     let mut running = Vec::new();
     for (i, g) in s.groups.iter().enumerate() {
         let gspec = GroupSpec {
@@ -871,6 +1121,9 @@ fn run_pass(
             threads: g.threads,
             work: g.work.clone(),
             nice: g.nice,
+            policy: g.policy,
+            priority: g.priority(),
+            tasks: g.tasks,
             cpus: g.cpus.clone(),
             comm: g.comm(),
             seed: s.seed,
@@ -880,6 +1133,7 @@ fn run_pass(
             window_end_ns: duration,
             out: dir.join(format!("{}-{}.json", kind.name(), g.name)),
             output_dir: dir.to_path_buf(),
+            scratch_disk: disk.clone(),
         };
         let stderr = std::fs::File::create(dir.join(format!("{}-{}.stderr", kind.name(), g.name)))?;
         let mut cmd = Command::new(&exe);
@@ -892,14 +1146,43 @@ fn run_pass(
             .stderr(stderr)
             .spawn()
             .with_context(|| format!("starting group {}", g.name))?;
-        if let Some(p) = probe.as_deref_mut() {
-            p.track(child.id(), i as u32)?;
+        let mut child = child;
+        let mut admit = || -> Result<()> {
+            if let Some(p) = probe.as_deref_mut() {
+                p.track(child.id(), i as u32)?;
+            }
+            cgroups.join(i, child.id())?;
+            // Only now may it make its tasks: tracked and in its cgroup,
+            // every task process it forks is too.
+            writeln!(
+                child.stdin.as_mut().expect("piped stdin"),
+                "{}",
+                crate::workload::GO
+            )
+            .context("telling it to set up")
+        };
+        if let Err(e) = admit() {
+            let why = format!(
+                "group {} could not be started (see {})",
+                g.name,
+                gspec.out.with_extension("stderr").display()
+            );
+            for r in running
+                .iter_mut()
+                .map(|r: &mut Running| &mut r.child)
+                .chain([&mut child])
+            {
+                let _ = r.kill();
+                let _ = r.wait();
+            }
+            return Err(e.context(why));
         }
-        cgroups.join(i, child.id())?;
         running.push(Running {
             child,
             out: gspec.out,
             status: None,
+            workers: Vec::new(),
+            processes: g.tasks == crate::scenario::Tasks::Processes,
         });
     }
     // The watch must not be starved by what it watches (three nice -20
@@ -921,9 +1204,17 @@ fn run_pass(
         let Some(p) = probe.as_deref() else {
             return false;
         };
+        // Task processes forked during set-up are the group process's
+        // children.
         let tids: Vec<u32> = pids
             .iter()
-            .flat_map(|pid| crate::probe::tids_of(*pid))
+            .flat_map(|pid| {
+                let mut t = crate::probe::tids_of(*pid);
+                for c in crate::process::descendants(*pid as i32) {
+                    t.extend(crate::probe::tids_of(c as u32));
+                }
+                t
+            })
             .collect();
         p.waiting(now_ns(), &tids).iter().any(|w| {
             let group = w
@@ -936,8 +1227,8 @@ fn run_pass(
     for i in 0..running.len() {
         let stdout = running[i].child.stdout.take().expect("piped stdout");
         match wait_ready(stdout, ready_by, &stalled) {
-            Ok(true) => {}
-            Ok(false) => break,
+            Ok(Some(workers)) => running[i].workers = workers,
+            Ok(None) => break,
             Err(e) => {
                 let why = format!(
                     "group {} did not get ready (see {})",
@@ -996,7 +1287,26 @@ fn run_pass(
     let mut timeline = Vec::new();
     let mut swaps: Vec<SwapEvent> = Vec::new();
     let mut open_swap: Option<OpenSwap> = None;
+    // The timeline runs on a real-time thread of its own: a swap (seconds
+    // of detach and attach under load) or a scan never delays it.
+    let mut timeline_thread = if s.timeline.is_empty() {
+        None
+    } else {
+        let targets = PassTargets {
+            tasks: running.iter().map(|r| r.workers.clone()).collect(),
+            processes: running.iter().map(Running::processes).collect(),
+            base: cgroups.base.clone(),
+            host_cpus: host_cpus.map(<[u32]>::to_vec),
+        };
+        Some(crate::ops::TimelineThread::start(
+            s.clone(),
+            t0,
+            window_end,
+            targets,
+        )?)
+    };
     let mut next_sample = t0;
+    let mut placement: Option<Vec<Option<OnSchedExt>>> = None;
     let mut guest_pids: Vec<u32> = Vec::new();
     let mut next_tid_list = t0;
     let mut now = now_ns();
@@ -1006,7 +1316,12 @@ fn run_pass(
     let stop = loop {
         let in_run = now < window_end;
         if let (true, Some(sw), Some(p)) = (in_run, swapping.as_deref_mut(), probe.as_deref_mut()) {
-            if open_swap.as_ref().is_some_and(|o| now >= o.until) {
+            // A swap's spike window closes early when the next swap is
+            // due: swaps keep their schedule.
+            if open_swap
+                .as_ref()
+                .is_some_and(|o| now >= o.until || sw.next_due(spec, t0).is_some_and(|d| now >= d))
+            {
                 let mut o = open_swap.take().expect("checked");
                 o.event.max_delay_ns = p.spike_end();
                 swaps.push(o.event);
@@ -1027,17 +1342,27 @@ fn run_pass(
             guest_pids = crate::probe::pids_of_guest();
             next_tid_list = now + TIMELINE_STEP.as_nanos() as u64;
         }
-        let mut guest_tids: Vec<u32> = running
-            .iter()
-            .flat_map(|r| crate::probe::tids_of(r.child.id()))
-            .collect();
+        let mut guest_tids: Vec<u32> = running.iter().flat_map(Running::tids).collect();
         guest_tids.extend(&guest_pids);
         if let (true, Some(p), true) = (in_run, probe.as_deref(), now >= next_sample) {
+            // The clock read again: a swap above may have taken seconds,
+            // and the sample's time must be when its values were read.
+            let at = now_ns();
             timeline.push((
-                now.saturating_sub(t0),
-                p.run_ns_by_group(s.groups.len(), &guest_tids, now),
+                at.saturating_sub(t0),
+                p.run_ns_by_group(s.groups.len(), &guest_tids, at),
             ));
-            next_sample = now + TIMELINE_STEP.as_nanos() as u64;
+            next_sample = at + TIMELINE_STEP.as_nanos() as u64;
+        }
+        // Where the tasks run, read once as the window opens (a check
+        // compares it with what the scheduler switches).
+        if in_run && placement.is_none() && now >= window_start {
+            placement = Some(
+                running
+                    .iter()
+                    .map(|r| OnSchedExt::read(&r.workers))
+                    .collect::<Vec<_>>(),
+            );
         }
         if let (true, Some(p)) = (watching, probe.as_deref_mut()) {
             // Read the clock again: a swap or the listing above may have
@@ -1097,7 +1422,14 @@ fn run_pass(
             break now;
         }
         let next = if in_run {
-            window_end.min(now + SCAN.as_nanos() as u64)
+            let swap_due = swapping
+                .as_deref()
+                .and_then(|sw| sw.next_due(spec, t0))
+                .unwrap_or(u64::MAX);
+            window_end
+                .min(now + SCAN.as_nanos() as u64)
+                .min(swap_due)
+                .min(next_sample.max(now))
         } else {
             now + SCAN.as_nanos() as u64
         };
@@ -1108,6 +1440,12 @@ fn run_pass(
     };
     if let Some(p) = probe.as_deref_mut() {
         p.set_watch(t0, stop);
+    }
+    // The run is over: the timeline stops (it is joined below, after a
+    // stalled scheduler is detached: its clean-up may wait on tasks only
+    // a working scheduler runs).
+    if let Some(t) = &timeline_thread {
+        t.stop();
     }
     if let (Some(mut o), Some(p)) = (open_swap.take(), probe.as_deref_mut()) {
         o.event.max_delay_ns = p.spike_end();
@@ -1155,6 +1493,12 @@ fn run_pass(
             }
         }
         for r in running.iter_mut().filter(|r| r.status.is_none()) {
+            // Its whole tree: task processes, commands in process groups
+            // of their own and what those started.
+            for d in crate::process::descendants(r.child.id() as i32) {
+                // SAFETY: a plain signal to a process of the scenario.
+                unsafe { libc::kill(d, libc::SIGKILL) };
+            }
             let _ = r.child.kill();
         }
         let deadline = now_ns() + EXIT_GRACE.as_nanos() as u64;
@@ -1178,6 +1522,26 @@ fn run_pass(
             }
         }
     }
+    // What the timeline changed that outlives the run (offline CPUs,
+    // churn cgroups) is undone as its thread ends.
+    let operations = match timeline_thread.take().map(crate::ops::TimelineThread::join) {
+        None => Vec::new(),
+        Some(Ok(events)) => events,
+        Some(Err(e)) => {
+            errors.push(format!("{e:#}"));
+            Vec::new()
+        }
+    };
+    for e in &operations {
+        if let Some(err) = &e.error {
+            errors.push(format!(
+                "timeline: {} at {} ({}): {err}",
+                e.kind,
+                format_duration(Duration::from_nanos(e.planned_ns)),
+                e.what
+            ));
+        }
+    }
     let mut groups = Vec::new();
     for (i, r) in running.iter().enumerate() {
         let outcome: Option<GroupOutcome> = std::fs::read(&r.out)
@@ -1193,6 +1557,7 @@ fn run_pass(
             probe: snapshot.groups.get(i).cloned().unwrap_or_default(),
             outcome,
             exit_status: r.status,
+            on_sched_ext: placement.as_ref().and_then(|p| p.get(i).copied().flatten()),
         });
     }
     if snapshot.nr_dropped > 0 {
@@ -1214,31 +1579,32 @@ fn run_pass(
         probe_events: snapshot.nr_events,
         probe_dropped: snapshot.nr_dropped,
         swaps,
+        operations,
         timeline,
         errors,
     })
 }
 
 /// Waits for a group process's "ready" line on its stdout, until `by`
-/// (CLOCK_MONOTONIC ns): true once it came, false as soon as `stalled`
-/// (asked every SCAN) says a task is past its stall bound.
+/// (CLOCK_MONOTONIC ns): its task processes' pids once it came, None as
+/// soon as `stalled` (asked every SCAN) says a task is past its stall
+/// bound.
 fn wait_ready(
     stdout: std::process::ChildStdout,
     by: u64,
     stalled: &dyn Fn() -> bool,
-) -> Result<bool> {
+) -> Result<Option<Vec<u32>>> {
     use std::io::Read;
     use std::os::fd::AsRawFd;
     let mut line = Vec::new();
     let mut stdout = stdout;
     loop {
         if line.ends_with(b"\n") {
-            anyhow::ensure!(
-                line == b"ready\n",
-                "it said {:?} instead of \"ready\"",
-                String::from_utf8_lossy(&line)
-            );
-            return Ok(true);
+            let text = String::from_utf8_lossy(&line);
+            return match crate::workload::parse_ready(&text) {
+                Some(pids) => Ok(Some(pids)),
+                None => anyhow::bail!("it said {text:?} instead of \"ready\""),
+            };
         }
         let left_ms = by.saturating_sub(now_ns()) / 1_000_000;
         anyhow::ensure!(
@@ -1263,7 +1629,7 @@ fn wait_ready(
         }
         if n == 0 {
             if stalled() {
-                return Ok(false);
+                return Ok(None);
             }
             continue;
         }
@@ -1357,6 +1723,7 @@ pub fn bench_probe(
             with.then_some(&mut probe),
             &cgroups,
             None,
+            None,
             dir,
         )?;
         probe.reset();
@@ -1408,7 +1775,15 @@ fn cost_rounds_into(
     for i in 0..n {
         let before = probe.prog_runs()?;
         let start = now_ns();
-        let pass = run_pass(spec, PassKind::Bench, Some(&mut *probe), cgroups, None, dir)?;
+        let pass = run_pass(
+            spec,
+            PassKind::Bench,
+            Some(&mut *probe),
+            cgroups,
+            None,
+            None,
+            dir,
+        )?;
         let wall_ns = now_ns() - start;
         let after = probe.prog_runs()?;
         probe.reset();
@@ -1427,4 +1802,24 @@ fn cost_rounds_into(
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ext_enabled_is_read_from_a_tasks_sched_file() {
+        // As 6.12's kernel/sched/debug.c prints it (__PS: the name padded
+        // to 45 columns, the value right-aligned in 21).
+        let text = "spin (123, #threads: 3)\n-------------------------------------------------------------------\nse.exec_start                                :         12345.678901\next.enabled                                  :                    1\n";
+        assert_eq!(ext_enabled(text), Some(true));
+        assert_eq!(
+            ext_enabled(&text.replace("                    1", "                    0")),
+            Some(false)
+        );
+        assert_eq!(ext_enabled("se.exec_start : 1\n"), None);
+        // A task that is gone is not counted; none readable says nothing.
+        assert_eq!(OnSchedExt::read(&[u32::MAX]), None);
+    }
 }

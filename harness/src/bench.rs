@@ -360,22 +360,16 @@ pub fn probe(
         vm: VmShape {
             cpus: opts.cpus,
             memory: opts.memory.clone(),
+            topology: None,
         },
         duration: Duration::from_secs(seconds + 1),
         warmup: Duration::from_secs(1),
         seed: 0,
-        groups: vec![Group {
-            name: "pairs".into(),
-            threads: 2 * pairs,
-            work: Work::Pingpong,
-            nice: 0,
-            cgroup: None,
-            cpus: None,
-            comm: None,
-            start: None,
-            stop: None,
-        }],
+        groups: vec![Group::new("pairs", 2 * pairs, Work::Pingpong)],
         swaps: vec![],
+        timeline: vec![],
+        knobs: Default::default(),
+        cgroups: vec![],
         // A bound no round reaches: the watch runs, nothing stops.
         checks: stall_watch
             .map(|tasks| {

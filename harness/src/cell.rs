@@ -121,6 +121,7 @@ fn verdict(
     agent: Option<&AgentOutput>,
     crashes: &[CrashLine],
     claims: Option<&[crate::scenario::Property]>,
+    partial: bool,
 ) -> (CellVerdict, String, Vec<checks::Outcome>) {
     match agent {
         None => (
@@ -134,6 +135,7 @@ fn verdict(
                 agent: a,
                 crashes,
                 claims,
+                partial,
             });
             let failed: Vec<&checks::Outcome> = outcomes.iter().filter(|o| o.fails()).collect();
             let pass_errors: Vec<String> = a.passes.iter().flat_map(|p| p.errors.clone()).collect();
@@ -141,6 +143,27 @@ fn verdict(
                 (
                     CellVerdict::Error,
                     format!("the guest agent failed: {e}"),
+                    outcomes,
+                )
+            } else if failed.is_empty()
+                && !a
+                    .passes
+                    .iter()
+                    .any(|p| p.kind == crate::agent::PassKind::Scheduler)
+            {
+                // No check failed because nothing ran under the scheduler:
+                // the cell measured nothing.
+                let why = match &a.scheduler {
+                    Some(r)
+                        if !matches!(r.verdict, crate::scheduler::lifecycle::Verdict::Clean) =>
+                    {
+                        format!("{}: {}", r.verdict.label(), r.verdict.why())
+                    }
+                    _ => "no pass ran under the scheduler".to_string(),
+                };
+                (
+                    CellVerdict::Error,
+                    format!("the scenario did not run under the scheduler: {why}"),
                     outcomes,
                 )
             } else if !pass_errors.is_empty() && failed.is_empty() {
@@ -252,6 +275,7 @@ pub(crate) fn judge(
         agent.as_ref(),
         &crashes,
         c.scheduler.def.claims.as_deref(),
+        c.scheduler.def.partial,
     );
     let cdir = protocol::cell_dir(&ctx.shared, i);
     let unsaved = save_evidence(c, console_part, s, &cdir);

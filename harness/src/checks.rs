@@ -96,6 +96,8 @@ pub struct Evidence<'a> {
     /// every property (a scheduler is held to every bound unless it says
     /// otherwise).
     pub claims: Option<&'a [Property]>,
+    /// The scheduler switches only SCHED_EXT tasks (registry `partial:`).
+    pub partial: bool,
 }
 
 fn ms(d: Duration) -> String {
@@ -109,17 +111,7 @@ fn ms(d: Duration) -> String {
     }
 }
 
-/// The weight the fair class gives a nice level (kernel/sched/core.c's
-/// sched_prio_to_weight).
-pub fn nice_weight(nice: i32) -> f64 {
-    const W: [f64; 40] = [
-        88761.0, 71755.0, 56483.0, 46273.0, 36291.0, 29154.0, 23254.0, 18705.0, 14949.0, 11916.0,
-        9548.0, 7620.0, 6100.0, 4904.0, 3906.0, 3121.0, 2501.0, 1991.0, 1586.0, 1277.0, 1024.0,
-        820.0, 655.0, 526.0, 423.0, 335.0, 272.0, 215.0, 172.0, 137.0, 110.0, 87.0, 70.0, 56.0,
-        45.0, 36.0, 29.0, 23.0, 18.0, 15.0,
-    ];
-    W[(nice.clamp(-20, 19) + 20) as usize]
-}
+pub use crate::scenario::nice_weight;
 
 /// Evaluates every check of the scenario. A pass that is missing (the
 /// scheduler never attached, the agent failed) fails the checks that need
@@ -260,10 +252,18 @@ fn evaluate_one(
                     }
                 } else if let Some(groups) = &sh.by_weight {
                     let tol = sh.tolerance.unwrap_or(0.25);
-                    let name = format!("share by weight {}", groups.join(":"));
+                    let name = match (sh.from, sh.to) {
+                        (None, None) => format!("share by weight {}", groups.join(":")),
+                        (f, t) => format!(
+                            "share by weight {} {}-{}",
+                            groups.join(":"),
+                            format_duration(f.unwrap_or(s.warmup)),
+                            format_duration(t.unwrap_or(s.duration))
+                        ),
+                    };
                     let bound = format!("within {:.0}% of the weights", tol * 100.0);
                     match main {
-                        Some(m) => out.push(share_by_weight(s, m, groups, tol, name, bound)),
+                        Some(m) => out.push(share_by_weight(s, sh, m, groups, tol, name, bound)),
                         None => out.push(missing(name, bound, tol, &no_pass_why())),
                     }
                 }
@@ -357,9 +357,21 @@ fn evaluate_one(
                         bound: format!("<= {}", ms(bound)),
                         observed_value: Some(e.max_delay_ns as f64),
                         bound_value: bound.as_nanos() as f64,
-                        detail: match e.attach_ms {
-                            Some(a) => format!("attached {a} ms after the swap began"),
-                            None => format!("{} did not attach: {}", e.to, e.why),
+                        detail: {
+                            let late = Duration::from_nanos(e.at_ns.saturating_sub(e.planned_ns));
+                            let began = if late > SWAP_SLIP {
+                                format!(
+                                    "began {} late (planned at {}); ",
+                                    ms(late),
+                                    format_duration(Duration::from_nanos(e.planned_ns))
+                                )
+                            } else {
+                                String::new()
+                            };
+                            match e.attach_ms {
+                                Some(a) => format!("{began}attached {a} ms after the swap began"),
+                                None => format!("{began}{} did not attach: {}", e.to, e.why),
+                            }
                         },
                         unclaimed: None,
                         check: None,
@@ -369,6 +381,11 @@ fn evaluate_one(
         }
     }
 }
+
+/// How late a swap may begin before its check's detail says so: the
+/// agent's scan step is 100 ms, a swap waits for nothing but the previous
+/// one's attach.
+const SWAP_SLIP: Duration = Duration::from_millis(20);
 
 fn run_delay(
     p: &Pass,
@@ -606,23 +623,34 @@ fn share_of_fair(
 
 fn share_by_weight(
     s: &Scenario,
+    sh: &crate::scenario::ShareCheck,
     m: &Pass,
     groups: &[String],
     tol: f64,
     name: String,
     bound: String,
 ) -> Outcome {
-    let weight = |g: &str| -> f64 {
-        let g = s.group(g).expect("validated");
-        match &g.cgroup {
-            Some(cg) => f64::from(cg.weight),
-            None => f64::from(g.threads) * nice_weight(g.nice),
-        }
+    let from = sh.from.unwrap_or(s.warmup);
+    let weight = |g: &str| -> f64 { s.weight_at(s.group(g).expect("validated"), from) };
+    let cpu: Vec<f64> = if sh.from.is_none() && sh.to.is_none() {
+        groups
+            .iter()
+            .map(|g| m.group(g).map_or(0.0, |r| r.probe.run_ns_window as f64))
+            .collect()
+    } else {
+        let to = sh.to.unwrap_or(s.duration);
+        groups
+            .iter()
+            .map(|g| {
+                let i = s
+                    .groups
+                    .iter()
+                    .position(|x| &x.name == g)
+                    .expect("validated");
+                m.cpu_between(i, from, to)
+            })
+            .collect()
     };
-    let cpu: Vec<f64> = groups
-        .iter()
-        .map(|g| m.group(g).map_or(0.0, |r| r.probe.run_ns_window as f64))
-        .collect();
     let total_cpu: f64 = cpu.iter().sum();
     let weights: Vec<f64> = groups.iter().map(|g| weight(g)).collect();
     let total_w: f64 = weights.iter().sum();
@@ -705,6 +733,7 @@ fn healthy(ev: &Evidence) -> Outcome {
             }
         }
     }
+    problems.extend(placement_problems(ev));
     if let Some(c) = ev.crashes.first() {
         problems.push(format!(
             "{} kernel problem line(s) in the console, first: {}",
@@ -725,12 +754,79 @@ fn healthy(ev: &Evidence) -> Outcome {
         } else {
             "unhealthy".into()
         },
-        bound: "attached throughout, clean exit, nr_rejected unchanged, no kernel crash lines"
+        bound: "attached throughout, clean exit, nr_rejected unchanged, tasks where their policy puts them, no kernel crash lines"
             .into(),
         observed_value: Some(problems.len() as f64),
         bound_value: 0.0,
         detail: problems.join("; "),
     }
+}
+
+/// Where the scenario's tasks ran against what the scheduler switches
+/// (registry `partial:`): the kernel's `switch_all` while it was attached,
+/// and each group's tasks on sched_ext as the window opened, by policy
+/// ([`crate::scenario::Policy::on_sched_ext`]). Not judged for a scheduler
+/// that did not run cleanly (that is its problem already), in a scenario
+/// with swaps (another scheduler may hold the window's start) or for a
+/// group whose policy the timeline changes.
+fn placement_problems(ev: &Evidence) -> Vec<String> {
+    let mut out = Vec::new();
+    let Some(r) = &ev.agent.scheduler else {
+        return out;
+    };
+    // The fair class (`default`) attaches nothing: state stays disabled.
+    let (Some(attached), Verdict::Clean) = (&r.attached, &r.verdict) else {
+        return out;
+    };
+    if attached.state != "enabled" {
+        return out;
+    }
+    let switch_all = attached.switch_all == 1;
+    if ev.partial && switch_all {
+        out.push(format!(
+            "{} is registered as partial (it switches only SCHED_EXT tasks), but the kernel's switch_all read 1 while it was attached: every task was switched\n  fix: start it in partial mode (scx_qmap: -p) or drop partial: true from its registry entry",
+            r.name
+        ));
+    } else if !ev.partial && !switch_all {
+        out.push(format!(
+            "{} attached in partial mode (the kernel's switch_all read 0): only SCHED_EXT tasks were its, the others ran in the fair class and the checks measured that\n  fix: add partial: true to its registry entry (and give the scenario a policy: ext group), or start it without its partial-mode option",
+            r.name
+        ));
+    }
+    if !ev.scenario.swaps.is_empty() {
+        return out;
+    }
+    let Some(pass) = ev.agent.pass(PassKind::Scheduler) else {
+        return out;
+    };
+    for (g, res) in ev.scenario.groups.iter().zip(&pass.groups) {
+        if ev.scenario.policy_ops().any(|p| p.group == g.name) {
+            continue;
+        }
+        let Some(seen) = res.on_sched_ext else {
+            continue;
+        };
+        let policy = g.policy.name();
+        if g.policy.on_sched_ext(ev.partial) {
+            if seen.on_ext < seen.tasks {
+                out.push(format!(
+                    "group {} (policy {policy}): {} of {} tasks were on sched_ext as the window opened; {} should have had them all",
+                    g.name, seen.on_ext, seen.tasks, r.name
+                ));
+            }
+        } else if seen.on_ext > 0 {
+            let why = if g.policy.is_realtime() {
+                "real-time tasks never are".to_string()
+            } else {
+                format!("{} switches only SCHED_EXT tasks", r.name)
+            };
+            out.push(format!(
+                "group {} (policy {policy}): {} of {} tasks were on sched_ext as the window opened, though {why}",
+                g.name, seen.on_ext, seen.tasks
+            ));
+        }
+    }
+    out
 }
 
 /// Whether a group's work counts iterations (for reports).
@@ -817,10 +913,12 @@ mod tests {
                     iterations_window: iterations,
                     cpu_ns: 0,
                     schedstat_wait_ns: 0,
+                    exit_status: None,
                 }],
                 errors: vec![],
             }),
             exit_status: Some(0),
+            on_sched_ext: None,
         }
     }
 
@@ -838,6 +936,7 @@ mod tests {
             probe_events: 1,
             probe_dropped: 0,
             swaps: vec![],
+            operations: vec![],
             timeline: vec![],
             errors: vec![],
         }
@@ -881,7 +980,88 @@ mod tests {
             agent: &agent,
             crashes: &[],
             claims: None,
+            partial: false,
         })
+    }
+
+    #[test]
+    fn healthy_knows_where_each_policy_runs_under_full_and_partial_schedulers() {
+        let text = "name: t\ndescription: d\nduration: 6s\ngroups:\n  - { name: e, threads: 2, policy: ext, work: { kind: spin } }\n  - { name: o, threads: 2, work: { kind: spin } }\n  - { name: r, threads: 2, policy: fifo, priority: 5, work: { kind: spin } }\nchecks:\n  - scheduler_healthy: {}\n";
+        let s = crate::scenario::parse(std::path::Path::new("t.yaml"), text)
+            .unwrap()
+            .scenario;
+        // `partial` as registered, the kernel's switch_all, and how many of
+        // each group's 2 tasks were on sched_ext (None: the kernel did not
+        // say).
+        let judge = |partial: bool, switch_all: u64, on: Option<[u32; 3]>| -> Outcome {
+            let mut r = report(Verdict::Clean);
+            r.attached = Some(Counters {
+                state: "enabled".into(),
+                switch_all,
+                ..Default::default()
+            });
+            let mut groups = vec![
+                group("e", &[1], 1, 1),
+                group("o", &[1], 1, 1),
+                group("r", &[1], 1, 1),
+            ];
+            for (g, on_ext) in groups.iter_mut().zip(on.into_iter().flatten()) {
+                g.on_sched_ext = Some(crate::agent::OnSchedExt { tasks: 2, on_ext });
+            }
+            let agent = AgentOutput {
+                passes: vec![pass(PassKind::Scheduler, groups)],
+                scheduler: Some(r),
+                swapped_out: vec![],
+                error: None,
+            };
+            evaluate(&Evidence {
+                scenario: &s,
+                agent: &agent,
+                crashes: &[],
+                claims: None,
+                partial,
+            })
+            .remove(0)
+        };
+        // As the kernel does it: partial keeps other in the fair class.
+        assert!(judge(true, 0, Some([2, 0, 0])).pass);
+        assert!(judge(false, 1, Some([2, 2, 0])).pass);
+        for (partial, switch_all, on, says) in [
+            (true, 1, [2, 2, 0], "the kernel's switch_all read 1"),
+            (false, 0, [2, 0, 0], "x attached in partial mode"),
+            (false, 1, [2, 1, 0], "group o (policy other): 1 of 2 tasks"),
+            (true, 0, [1, 0, 0], "group e (policy ext): 1 of 2 tasks"),
+            (true, 0, [2, 2, 0], "though x switches only SCHED_EXT tasks"),
+            (false, 1, [2, 2, 1], "though real-time tasks never are"),
+        ] {
+            let o = judge(partial, switch_all, Some(on));
+            assert!(!o.pass && o.detail.contains(says), "{says}: {o:?}");
+        }
+        // Nothing to say when the kernel does not tell (no ext.enabled).
+        let o = judge(false, 1, None);
+        assert!(o.pass, "{o:?}");
+    }
+
+    #[test]
+    fn cpu_between_interpolates_between_samples() {
+        // Group 0 runs 1 CPU until 5 s, then none; samples every 300 ms.
+        let mut p = pass(PassKind::Scheduler, vec![]);
+        p.timeline = (1..=33u64)
+            .map(|k| {
+                let t = k * 300 * MS;
+                (t, vec![t.min(5_000 * MS)])
+            })
+            .collect();
+        let s = |a: u64, b: u64| {
+            p.cpu_between(0, Duration::from_millis(a), Duration::from_millis(b)) / 1e6
+        };
+        // 1 s to 4.5 s: 3.5 s of CPU exactly, though no sample falls on
+        // either end; up to the change at 5 s, off by less than a sample
+        // step's worth (the samples cannot see the kink between them).
+        assert!((s(1000, 4500) - 3500.0).abs() < 1.0, "{}", s(1000, 4500));
+        assert!((s(1000, 5000) - 4000.0).abs() < 100.0, "{}", s(1000, 5000));
+        assert!(s(5500, 9000) < 1.0);
+        assert_eq!(s(0, 100), 0.0);
     }
 
     #[test]
@@ -1081,6 +1261,7 @@ mod tests {
             },
             crashes: &[],
             claims: Some(claims),
+            partial: false,
         });
         assert!(!out[0].pass && !out[0].fails(), "{:?}", out[0]);
         // Without a fair pass the relative bound is not measured, and fails.
@@ -1181,6 +1362,7 @@ mod tests {
                 agent: &agent,
                 crashes: &[],
                 claims,
+                partial: false,
             })
         };
         // Claimed (explicitly, or by saying nothing): a weight-blind split fails.
@@ -1277,6 +1459,7 @@ mod tests {
             agent: &agent,
             crashes: &[crash],
             claims: None,
+            partial: false,
         });
         assert!(
             !out[0].pass && out[0].detail.contains("kernel/sched/ext.c"),

@@ -398,6 +398,7 @@ pub fn sample_result(delay_ms: u64, verdict: CellVerdict) -> CellResult {
             probe_events: 0,
             probe_dropped: 0,
             swaps: vec![],
+            operations: vec![],
             timeline: vec![],
             errors: vec![],
         };

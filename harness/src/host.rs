@@ -93,12 +93,16 @@ pub fn guarded(s: &crate::scenario::Scenario, cpus: &[u32]) -> crate::scenario::
 }
 
 /// What the cells of a run need from the machine.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Needs {
     /// The most CPUs one scenario asks for (`vm.cpus`).
     pub cpus: u32,
-    /// Some scenario gives a group a `cpu.weight`.
+    /// Some scenario gives a group a `cpu.weight` (or any cgroup).
     pub cpu_controller: bool,
+    /// The name of a scenario whose timeline takes CPUs offline, or that
+    /// sets kernel knobs: never on a machine the harness does not own (a
+    /// killed run could leave either behind).
+    pub hotplug: Option<String>,
 }
 
 impl Needs {
@@ -107,7 +111,13 @@ impl Needs {
         scenarios.into_iter().fold(Needs::default(), |n, s| Needs {
             cpus: n.cpus.max(s.scenario.vm.cpus),
             cpu_controller: n.cpu_controller
-                || s.scenario.groups.iter().any(|g| g.cgroup.is_some()),
+                || s.scenario.groups.iter().any(|g| g.cgroup.is_some())
+                || !s.scenario.cgroups.is_empty(),
+            hotplug: n.hotplug.or_else(|| {
+                (s.scenario.timeline.iter().any(|o| o.hotplug.is_some())
+                    || !s.scenario.knobs.is_empty())
+                .then(|| s.scenario.name.clone())
+            }),
         })
     }
 }
@@ -327,6 +337,12 @@ pub fn preflight(needs: Needs, replace: bool) -> Result<Host> {
         return Err(refuse(
             format!("a scenario sets cpu.weight, but the cpu controller is not available at {CGROUP_ROOT} (controllers: {controllers})"),
             "release the cpu controller from cgroup v1, or run scenarios without `cgroup:`",
+        ));
+    }
+    if let Some(name) = &needs.hotplug {
+        return Err(refuse(
+            format!("scenario {name} takes CPUs offline (a timeline `hotplug`) or sets kernel knobs: that is done in a VM only, where nothing outlives the run"),
+            "drop --target host for it, or remove its hotplug operations and knobs",
         ));
     }
     let online = usable_cpus();

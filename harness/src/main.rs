@@ -129,8 +129,19 @@ fn main() -> ProcessExit {
         .with_writer(std::io::stderr)
         .init();
     let args = Cli::parse();
-    if let Err(e) = scx_harness::process::install_signal_handler() {
-        eprintln!("scx-harness: {e:#}");
+    // A workload group process has no children to clean up (its task
+    // processes die with it) and must stay single-threaded until it forks
+    // them: no handler (ctrlc's is a thread of its own).
+    let workload = matches!(
+        args.command,
+        Command::Guest {
+            command: GuestCommand::WorkloadGroup(_)
+        }
+    );
+    if !workload {
+        if let Err(e) = scx_harness::process::install_signal_handler() {
+            eprintln!("scx-harness: {e:#}");
+        }
     }
     let result: Result<i32> = match args.command {
         Command::Kernel { command } => match command {

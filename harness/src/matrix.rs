@@ -222,11 +222,7 @@ impl Matrix {
         let scheds = overrides.schedulers.as_ref().unwrap_or(&suite.schedulers);
         let scens = overrides.scenarios.as_ref().unwrap_or(&suite.scenarios);
         let sched_names: Vec<String> = match scheds {
-            Selection::All => registry
-                .under_test()
-                .filter(|d| d.unsupported.is_none())
-                .map(|d| d.name.clone())
-                .collect(),
+            Selection::All => registry.every().map(|d| d.name.clone()).collect(),
             Selection::Names(n) => n.clone(),
         };
         for s in &sched_names {

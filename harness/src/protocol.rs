@@ -21,6 +21,16 @@ use std::path::{Path, PathBuf};
 /// target for its agent).
 pub const SHARED_ENV: &str = "SCX_HARNESS_SHARED";
 
+/// The serial number of a VM's scratch disk, for `block_io` work: the
+/// virtio-blk device the VM runner adds with this serial (QEMU keeps 20
+/// bytes of it), which the guest reads in /sys/block/vdX/serial.
+pub const SCRATCH_SERIAL: &str = "scx-scratch";
+
+/// The size of a VM's scratch disk, or of `block_io`'s scratch file on the
+/// host target: 256 MiB, sparse (only what is written takes space, at most
+/// this much).
+pub const SCRATCH_BYTES: u64 = 256 << 20;
+
 /// Written when the guest command (VM) or a cell (agent) begins.
 pub const STARTED: &str = "started";
 

@@ -204,6 +204,10 @@ pub fn run_session(
                 let mut vm_spec = VmSpec::new(kernel.to_path_buf(), sdir, GuestCommand::Exec(argv));
                 vm_spec.cpus = shape.cpus;
                 vm_spec.memory = shape.memory.clone();
+                vm_spec.topology = shape.topology;
+                vm_spec.scratch_disk = cells
+                    .iter()
+                    .any(|c| c.scenario.scenario.needs_scratch_disk());
                 vm_spec.accel = accel;
                 vm_spec.timeout = Some(timeout);
                 Box::new(move || vm::run(&vm_spec).map(|v| SessionEnd::from(&v)))

@@ -36,6 +36,7 @@ fn group(name: &str, spread_ms: u64, cpu: u64) -> GroupResult {
         },
         outcome: None,
         exit_status: Some(0),
+        on_sched_ext: None,
     }
 }
 
@@ -59,6 +60,7 @@ fn result(scheduler: &str, scenario: &str, verdict: CellVerdict) -> CellResult {
         probe_events: 1,
         probe_dropped: 0,
         swaps: vec![],
+        operations: vec![],
         timeline,
         errors: vec![],
     };

@@ -42,6 +42,7 @@ clean_tests! {
     vm_scx_local_bpf_object_attaches_runs_and_detaches => "scx_local",
     vm_kernel_example_scx_simple_attaches_runs_and_detaches => "scx_simple",
     vm_kernel_example_scx_qmap_attaches_runs_and_detaches => "scx_qmap",
+    vm_kernel_example_scx_qmap_partial_attaches_runs_and_detaches => "scx_qmap_partial",
     vm_kernel_example_scx_central_attaches_runs_and_detaches => "scx_central",
     vm_kernel_example_scx_flatcg_attaches_runs_and_detaches => "scx_flatcg",
     vm_crate_scx_bpfland_attaches_runs_and_detaches => "scx_bpfland",

@@ -64,8 +64,6 @@ pub(crate) fn timestamp() -> String {
     super::utc(secs).replace([' ', ':'], "-")
 }
 
-/// The (scheduler, scenario) pairs to run, from the arguments or the
-/// matrix, checked before anything is built or booted.
 /// The suite a run without schedulers and scenarios runs: `--suite`, else
 /// `SCX_HARNESS_SUITE`, else `default`, with the matrix and the
 /// environment's overrides; `None` when cells are named.
@@ -91,6 +89,8 @@ fn suite_of(args: &RunArgs) -> Result<Option<SuiteRun>> {
     }))
 }
 
+/// The (scheduler, scenario) pairs to run, from the arguments or the
+/// matrix, checked before anything is built or booted.
 fn plan(
     args: &RunArgs,
     suite: Option<&SuiteRun>,
@@ -113,6 +113,7 @@ fn plan(
             }
             out.push((c.scheduler, loaded[&c.scenario].clone()));
         }
+        refuse_partial_without_ext(&out, registry)?;
         return Ok(out);
     }
     let names: Vec<String> = if args.schedulers.is_empty() {
@@ -135,10 +136,52 @@ fn plan(
     let mut out = Vec::new();
     for sc in &scenarios {
         for n in &names {
+            // Of every bundled scenario, a scheduler that switches only
+            // SCHED_EXT tasks gets those that have some.
+            if args.scenarios.is_empty() && measures_nothing(registry, n, sc) {
+                continue;
+            }
             out.push((n.clone(), sc.clone()));
         }
     }
+    if out.is_empty() {
+        return Err(fail(
+            Failure::BadInput,
+            "no cell to run: the schedulers named switch only SCHED_EXT tasks (registry partial: true) and no bundled scenario has a policy: ext group\n  fix: name a scenario that has one".to_string(),
+        ));
+    }
+    refuse_partial_without_ext(&out, registry)?;
     Ok(out)
+}
+
+/// Whether scheduler `name` switches only SCHED_EXT tasks (registry
+/// `partial:`) and `sc` has none: every task would run in the fair class.
+fn measures_nothing(registry: &Registry, name: &str, sc: &scenario::Loaded) -> bool {
+    registry.get(name).is_ok_and(|d| d.partial) && !sc.scenario.uses_sched_ext_policy()
+}
+
+/// Refuses a pair whose scheduler switches only SCHED_EXT tasks (registry
+/// `partial:`) and whose scenario has no `policy: ext` group: it would
+/// measure the fair class and call it the scheduler's.
+fn refuse_partial_without_ext(
+    pairs: &[(String, scenario::Loaded)],
+    registry: &Registry,
+) -> Result<()> {
+    for (name, sc) in pairs {
+        if measures_nothing(registry, name, sc) {
+            return Err(fail(
+                Failure::BadInput,
+                format!(
+                    "{}: {name} switches only SCHED_EXT tasks (partial: true in {}), and no group of {} has policy: ext, so every task would run in the fair class\n  \
+                     fix: give a group `policy: ext` (scenarios/README.md), or run a scheduler that switches every task",
+                    sc.path.display(),
+                    registry.path.display(),
+                    sc.scenario.name
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 pub fn run(args: RunArgs) -> Result<i32> {

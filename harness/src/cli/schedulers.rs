@@ -303,6 +303,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
             crate::host::Needs {
                 cpus: 1,
                 cpu_controller: false,
+                hotplug: None,
             },
             args.target.replace,
         )?),

@@ -273,6 +273,28 @@ pub fn describe(r: &CellResult) -> String {
                     short(Duration::from_nanos(l.ns))
                 ));
             }
+            if !p.operations.is_empty() {
+                let late: Vec<&crate::ops::OpEvent> = p
+                    .operations
+                    .iter()
+                    .filter(|o| o.late() > crate::ops::SLIP)
+                    .collect();
+                s.push_str(&format!(
+                    "  timeline: {} operation(s), {} more than {} late{}\n",
+                    p.operations.len(),
+                    late.len(),
+                    short(crate::ops::SLIP),
+                    late.iter()
+                        .take(3)
+                        .map(|o| format!(
+                            "; {} planned at {}, done at {}",
+                            o.kind,
+                            short(Duration::from_nanos(o.planned_ns)),
+                            short(Duration::from_nanos(o.at_ns))
+                        ))
+                        .collect::<String>()
+                ));
+            }
             for e in &p.errors {
                 s.push_str(&format!("  problem: {e}\n"));
             }

@@ -6,7 +6,10 @@
 //! these types (`scx-harness schema`). Knows nothing about VMs, schedulers
 //! or how the work is done (`workload`) and measured (`probe`).
 
+pub mod timeline;
 pub mod validate;
+
+pub use timeline::{Action, CgroupLevel, CpuMax, Knobs, Op};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -61,6 +64,20 @@ pub struct Scenario {
     /// stopping the tasks. Default: none.
     #[serde(default)]
     pub swaps: Vec<Swap>,
+    /// Changes made while the tasks run (affinity, nice, policy, cgroup
+    /// moves and settings, cgroups made and removed, CPU hotplug), each at
+    /// its time and optionally repeated; driven by the agent's real-time
+    /// thread, so the workload cannot delay them. Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timeline: Vec<Op>,
+    /// Kernel settings for the run (sysctl name: value), restored after it.
+    /// Default: none.
+    #[serde(default, skip_serializing_if = "Knobs::is_empty")]
+    pub knobs: Knobs,
+    /// Settings of cgroup levels above or beside the groups' own (a slice
+    /// above its scopes). Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cgroups: Vec<CgroupLevel>,
     /// What the result must satisfy. Default: none (measure only).
     #[serde(default, with = "serde_yaml::with::singleton_map_recursive")]
     #[schemars(with = "Vec<Check>")]
@@ -74,7 +91,7 @@ pub struct Scenario {
     extend("pattern" = r"^[0-9]+(\.[0-9]+)?\s*(us|ms|s|m|min|h)?$")
 )]
 #[allow(dead_code)]
-struct DurationText(String);
+pub(crate) struct DurationText(String);
 
 fn default_warmup() -> Duration {
     Duration::from_secs(1)
@@ -90,6 +107,36 @@ pub struct VmShape {
     /// Memory as QEMU reads it ("512M", "2G"). Default: "2G".
     #[serde(default = "default_memory")]
     pub memory: String,
+    /// How the vCPUs are laid out. Default: one socket of `cpus` cores,
+    /// one NUMA node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology: Option<Topology>,
+}
+
+/// A guest CPU topology (QEMU `-smp`): `sockets` x `cores` x `threads`
+/// = `cpus`. SMT siblings with `threads: 2`; several last-level caches with
+/// `sockets` above 1 (QEMU gives each socket its own L3); with `numa:
+/// true`, a NUMA node per socket, the memory split evenly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Topology {
+    /// Default: 1.
+    #[serde(default = "one")]
+    pub sockets: u32,
+    /// Cores per socket.
+    pub cores: u32,
+    /// Hardware threads per core. Default: 1.
+    #[serde(default = "one")]
+    pub threads: u32,
+    /// A NUMA node per socket. Default: false.
+    #[serde(default)]
+    pub numa: bool,
+}
+
+impl Topology {
+    pub fn cpus(&self) -> u32 {
+        self.sockets * self.cores * self.threads
+    }
 }
 
 fn default_cpus() -> u32 {
@@ -105,6 +152,7 @@ impl Default for VmShape {
         VmShape {
             cpus: default_cpus(),
             memory: default_memory(),
+            topology: None,
         }
     }
 }
@@ -123,6 +171,17 @@ pub struct Group {
     /// Nice level of every task, -20 to 19. Default: 0.
     #[serde(default)]
     pub nice: i32,
+    /// Scheduling policy of every task. Default: `other`.
+    #[serde(default, skip_serializing_if = "Policy::is_other")]
+    pub policy: Policy,
+    /// Real-time priority, 1 to 97, for `fifo` and `rr` (required there,
+    /// refused elsewhere; 98 and 99 are the harness's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u32>,
+    /// The group's tasks as threads of one process (default) or as
+    /// separate processes, one per task.
+    #[serde(default, skip_serializing_if = "Tasks::is_threads")]
+    pub tasks: Tasks,
     /// A cgroup v2 the group's tasks join. Default: none (the tasks stay in
     /// the harness's cgroup).
     #[serde(default)]
@@ -148,7 +207,107 @@ fn one() -> u32 {
     1
 }
 
+/// A scheduling policy (sched(7)).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    /// SCHED_OTHER: the fair class, or a switch-all sched_ext scheduler.
+    #[default]
+    Other,
+    /// SCHED_BATCH: like other, assumed CPU-bound (no wakeup preemption in
+    /// the fair class).
+    Batch,
+    /// SCHED_IDLE: runs only when nothing else of the fair class wants the
+    /// CPU (a weight below nice 19's); a sched_ext scheduler sees it as a
+    /// weight of 1 (kernel/sched/ext.c).
+    Idle,
+    /// SCHED_FIFO with a `priority`: the real-time class, which no
+    /// sched_ext scheduler schedules.
+    Fifo,
+    /// SCHED_RR with a `priority`: SCHED_FIFO with a time slice among equals.
+    Rr,
+    /// SCHED_EXT (policy 7, 6.12 and later): what a scheduler in partial
+    /// mode schedules; the fair class runs it while none is attached.
+    Ext,
+}
+
+impl Policy {
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::Other => "other",
+            Policy::Batch => "batch",
+            Policy::Idle => "idle",
+            Policy::Fifo => "fifo",
+            Policy::Rr => "rr",
+            Policy::Ext => "ext",
+        }
+    }
+
+    pub fn is_other(&self) -> bool {
+        *self == Policy::Other
+    }
+
+    /// True for the real-time policies, which take a priority.
+    pub fn is_realtime(self) -> bool {
+        matches!(self, Policy::Fifo | Policy::Rr)
+    }
+
+    /// Whether a task of this policy runs on an attached sched_ext
+    /// scheduler: SCHED_EXT always; the fair policies (other, batch, idle)
+    /// unless it switches only SCHED_EXT tasks (`partial`); the real-time
+    /// ones never (kernel/sched/ext.c `task_should_scx`).
+    pub fn on_sched_ext(self, partial: bool) -> bool {
+        match self {
+            Policy::Ext => true,
+            Policy::Other | Policy::Batch | Policy::Idle => !partial,
+            Policy::Fifo | Policy::Rr => false,
+        }
+    }
+}
+
+/// How a group's tasks are made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Tasks {
+    /// Threads of one process (one thread group, one mm).
+    #[default]
+    Threads,
+    /// One process per task (as builds, browsers and hackbench's process
+    /// mode run): each its own thread group and mm.
+    Processes,
+}
+
+impl Tasks {
+    pub fn is_threads(&self) -> bool {
+        *self == Tasks::Threads
+    }
+}
+
 impl Group {
+    /// A group of `threads` tasks doing `work`, every other field at its
+    /// default.
+    pub fn new(name: &str, threads: u32, work: Work) -> Group {
+        Group {
+            name: name.into(),
+            threads,
+            work,
+            nice: 0,
+            policy: Policy::Other,
+            priority: None,
+            tasks: Tasks::Threads,
+            cgroup: None,
+            cpus: None,
+            comm: None,
+            start: None,
+            stop: None,
+        }
+    }
+
+    /// The real-time priority its policy runs at (0 for the others).
+    pub fn priority(&self) -> u32 {
+        self.priority.unwrap_or(0)
+    }
+
     /// The comm its tasks run under.
     pub fn comm(&self) -> String {
         match &self.comm {
@@ -191,11 +350,17 @@ pub struct Swap {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CgroupSpec {
-    /// Its name; groups naming the same cgroup share it.
+    /// Its name, or a path of nested cgroups as systemd lays them out
+    /// (`app.slice/web.scope`: every level is made, with the cpu
+    /// controller enabled in each parent); groups naming the same cgroup
+    /// share it.
     pub name: String,
     /// cpu.weight, 1 to 10000. Default: 100.
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// cpu.max: a CPU bandwidth limit. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<CpuMax>,
 }
 
 fn default_weight() -> u32 {
@@ -241,6 +406,88 @@ pub enum Work {
         #[schemars(with = "DurationText")]
         max_sleep: Duration,
     },
+    /// One waker waking many, as schbench does: the group's tasks form
+    /// rings of one message task and `workers` worker tasks (`threads`
+    /// a multiple of `workers + 1`). Every `interval` the message task
+    /// wakes all its workers at once (a futex wake-all: a thundering
+    /// herd); each runs `run` of CPU time and waits for the next round.
+    /// A worker counts its rounds, a message task its wake-ups; the probe's
+    /// run delays of the group are the workers' wakeup latencies (and the
+    /// message tasks' timer wake-ups).
+    FanOut {
+        workers: u32,
+        #[serde(with = "duration_str")]
+        #[schemars(with = "DurationText")]
+        run: Duration,
+        #[serde(with = "duration_str")]
+        #[schemars(with = "DurationText")]
+        interval: Duration,
+    },
+    /// Many-to-many messaging as hackbench does: the first half of the
+    /// group's tasks send `size`-byte messages, each to every receiver in
+    /// turn, over a socket pair per receiver (AF_UNIX stream); the second
+    /// half receive. Full sockets block senders, empty ones receivers. A
+    /// receiver counts the messages it read, a sender those it wrote.
+    Messaging {
+        /// Bytes per message, 1 to 4096. Default: 100 (hackbench's).
+        #[serde(default = "default_message_size")]
+        size: u32,
+    },
+    /// Bursty, build-like work: each task waits a random gap, then forks a
+    /// child process that burns a random CPU time and exits, again and
+    /// again (both drawn from the seed), so the number of busy processes
+    /// rises and falls. Counts finished jobs.
+    Jobs {
+        #[serde(with = "duration_str")]
+        #[schemars(with = "DurationText")]
+        min_run: Duration,
+        #[serde(with = "duration_str")]
+        #[schemars(with = "DurationText")]
+        max_run: Duration,
+        #[serde(with = "duration_str")]
+        #[schemars(with = "DurationText")]
+        min_gap: Duration,
+        #[serde(with = "duration_str")]
+        #[schemars(with = "DurationText")]
+        max_gap: Duration,
+    },
+    /// Kernel work, timers: each task arms a periodic timer (a timerfd on
+    /// CLOCK_MONOTONIC) firing every `interval` and waits for it; the
+    /// kernel runs every expiry from the timer interrupt (hrtimer) and
+    /// wakes the task. Counts wake-ups (a wake-up that finds several
+    /// expirations, because the task ran late, counts once).
+    Timers {
+        #[serde(with = "duration_str")]
+        #[schemars(with = "DurationText")]
+        interval: Duration,
+    },
+    /// Kernel work, workqueue items: each round writes
+    /// `/proc/sys/vm/stat_refresh`, for which the kernel queues a work item
+    /// on every online CPU's per-CPU kworker and waits until all have run
+    /// (`schedule_on_each_cpu` in mm/vmstat.c, Linux 4.4 and later), then
+    /// the task sleeps `interval`. Counts rounds: a round ends only when a
+    /// kworker has run on every CPU. Needs root (the guest is).
+    Workqueue {
+        /// Sleep between rounds. Default: 1ms.
+        #[serde(with = "duration_str", default = "default_workqueue_interval")]
+        #[schemars(with = "DurationText")]
+        interval: Duration,
+    },
+    /// Kernel work, block I/O to a scratch device: each round writes
+    /// `size` bytes at one offset and reads `size` bytes at another (both
+    /// drawn from the seed, aligned to `size`) with O_DIRECT, so each goes
+    /// through the block layer to the device and its completion interrupt
+    /// wakes the task. In a VM the device is a scratch disk the harness
+    /// attaches (virtio-blk, backed by a sparse 256 MiB file beside the
+    /// session's console log, removed after the run); on the host target,
+    /// an unnamed 256 MiB file in the cell's results directory, removed
+    /// when the group ends. Counts rounds.
+    BlockIo {
+        /// Bytes per I/O: a multiple of 512 from 512 to 1 MiB. Default:
+        /// 4096.
+        #[serde(default = "default_block_size")]
+        size: u32,
+    },
     /// Runs an external program (one instance per thread) from start to stop
     /// and keeps its output; iterations are not counted.
     Command {
@@ -249,6 +496,12 @@ pub enum Work {
         #[serde(deserialize_with = "scalars_as_text")]
         #[schemars(with = "Vec<String>")]
         argv: Vec<String>,
+        /// The exit status it must end with, by itself, before the group's
+        /// stop. Default: none expected; it may run until the stop (then
+        /// its process group gets SIGTERM, SIGKILL 1 s later), and if it
+        /// exits earlier it must exit 0.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exit: Option<i32>,
     },
 }
 
@@ -262,6 +515,12 @@ impl Work {
         "fork_exit",
         "yield",
         "sleepy",
+        "fan_out",
+        "messaging",
+        "jobs",
+        "timers",
+        "workqueue",
+        "block_io",
         "command",
     ];
 
@@ -274,9 +533,27 @@ impl Work {
             Work::ForkExit => "fork_exit",
             Work::Yield => "yield",
             Work::Sleepy { .. } => "sleepy",
+            Work::FanOut { .. } => "fan_out",
+            Work::Messaging { .. } => "messaging",
+            Work::Jobs { .. } => "jobs",
+            Work::Timers { .. } => "timers",
+            Work::Workqueue { .. } => "workqueue",
+            Work::BlockIo { .. } => "block_io",
             Work::Command { .. } => "command",
         }
     }
+}
+
+fn default_message_size() -> u32 {
+    100
+}
+
+fn default_workqueue_interval() -> Duration {
+    Duration::from_millis(1)
+}
+
+fn default_block_size() -> u32 {
+    4096
 }
 
 /// A list of YAML scalars (strings, numbers, booleans) as text.
@@ -350,8 +627,10 @@ pub enum Check {
     /// fair class in the same VM.
     Throughput(ThroughputCheck),
     /// The scheduler stayed attached the whole run, detached with an
-    /// orderly exit, nr_rejected did not change, and the kernel printed no
-    /// crash pattern.
+    /// orderly exit, nr_rejected did not change, switched what its registry
+    /// entry says (the kernel's switch_all; each group's tasks on sched_ext
+    /// or not as its policy puts them), and the kernel printed no crash
+    /// pattern.
     SchedulerHealthy(HealthyCheck),
     /// Each scheduler change of `swaps`: the new scheduler attached, and
     /// the longest wakeup-to-run delay that ended from the change until one
@@ -611,6 +890,88 @@ pub struct ShareCheck {
     /// Default: 0.25.
     #[serde(default)]
     pub tolerance: Option<f64>,
+    /// With `by_weight`: the part of the run judged, from the start (the
+    /// weights in effect then, after the timeline's changes so far; none
+    /// may change inside it). Default: the measurement window (warm-up's
+    /// end to the run's end). Measured from the groups' CPU time sampled
+    /// every 250 ms.
+    #[serde(
+        default,
+        with = "duration_str::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<DurationText>")]
+    pub from: Option<Duration>,
+    #[serde(
+        default,
+        with = "duration_str::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<DurationText>")]
+    pub to: Option<Duration>,
+}
+
+impl Scenario {
+    /// Whether a group has, or is given by the timeline, `policy: ext`:
+    /// what a scheduler that switches only SCHED_EXT tasks schedules.
+    pub fn uses_sched_ext_policy(&self) -> bool {
+        self.groups.iter().any(|g| g.policy == Policy::Ext)
+            || self.policy_ops().any(|p| p.policy == Policy::Ext)
+    }
+
+    /// The timeline's `policy` operations.
+    pub fn policy_ops(&self) -> impl Iterator<Item = &timeline::PolicyOp> {
+        self.timeline.iter().filter_map(|o| o.policy.as_ref())
+    }
+
+    /// Whether a group does `block_io`, for which a VM gets a scratch disk.
+    pub fn needs_scratch_disk(&self) -> bool {
+        self.groups
+            .iter()
+            .any(|g| matches!(g.work, Work::BlockIo { .. }))
+    }
+
+    /// Group `g`'s weight for `share: by_weight` at `t` from the start:
+    /// its cgroup's `cpu.weight`, else its tasks' nice weights summed, each
+    /// after the timeline's `weight` and `nice` operations done by `t`.
+    pub fn weight_at(&self, g: &Group, t: Duration) -> f64 {
+        let done = |op: &Op| op.times(self.duration).iter().any(|at| *at <= t);
+        match &g.cgroup {
+            Some(cg) => {
+                let mut w = cg.weight;
+                for op in self.timeline.iter().filter(|o| done(o)) {
+                    if let Some(wo) = &op.weight {
+                        if wo.cgroup == cg.name {
+                            w = wo.weight;
+                        }
+                    }
+                }
+                f64::from(w)
+            }
+            None => {
+                let mut nice = g.nice;
+                for op in self.timeline.iter().filter(|o| done(o)) {
+                    if let Some(n) = &op.nice {
+                        if n.group == g.name {
+                            nice = n.nice;
+                        }
+                    }
+                }
+                f64::from(g.threads) * nice_weight(nice)
+            }
+        }
+    }
+}
+
+/// The fair class's weight of a nice level (kernel/sched/core.c
+/// `sched_prio_to_weight`: 1024 at nice 0, about 1.25x per step).
+pub fn nice_weight(nice: i32) -> f64 {
+    const W: [u32; 40] = [
+        88761, 71755, 56483, 46273, 36291, 29154, 23254, 18705, 14949, 11916, 9548, 7620, 6100,
+        4904, 3906, 3121, 2501, 1991, 1586, 1277, 1024, 820, 655, 526, 423, 335, 272, 215, 172,
+        137, 110, 87, 70, 56, 45, 36, 29, 23, 18, 15,
+    ];
+    f64::from(W[(nice.clamp(-20, 19) + 20) as usize])
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -982,6 +1343,236 @@ checks:
     }
 
     #[test]
+    fn policies_processes_and_topology_are_checked() {
+        let with = |group: &str| {
+            format!("name: w\ndescription: d\nduration: 3s\ngroups:\n  - {{ name: a, work: {{ kind: spin }}{group} }}\n")
+        };
+        let ok = parse_str(&with(", policy: fifo, priority: 50, tasks: processes")).unwrap();
+        let g = &ok.scenario.groups[0];
+        assert_eq!(
+            (g.policy, g.priority(), g.tasks),
+            (Policy::Fifo, 50, Tasks::Processes)
+        );
+        for (group, says) in [
+            (", policy: rr", "policy rr needs a priority"),
+            (
+                ", policy: fifo, priority: 98",
+                "priority 98 is not between 1 and 97",
+            ),
+            (
+                ", policy: idle, priority: 5",
+                "only fifo and rr take a priority",
+            ),
+            (", policy: deadline", "unknown variant `deadline`"),
+            (", tasks: fibers", "unknown variant `fibers`"),
+            (
+                ", cgroup: { name: harness.x }",
+                "none starting with \"harness.\"",
+            ),
+            (", cgroup: { name: a/b/c/d/e }", "1 to 4 levels"),
+            (
+                ", cgroup: { name: a, max: { quota: 500us } }",
+                "the quota at least 1ms",
+            ),
+        ] {
+            let e = err(&with(group));
+            assert!(e.contains(says), "{group}: {e}");
+        }
+        // The defaults keep the hash of a scenario written before them.
+        let plain = parse_str(&with("")).unwrap().scenario;
+        let json = serde_json::to_string(&plain).unwrap();
+        for absent in [
+            "policy", "priority", "tasks", "timeline", "knobs", "cgroups", "topology",
+        ] {
+            assert!(!json.contains(absent), "{absent} in {json}");
+        }
+        let topo = |t: &str| {
+            format!("name: w\ndescription: d\nduration: 3s\nvm: {{ cpus: 4, {t} }}\ngroups:\n  - {{ name: a, work: {{ kind: spin }} }}\n")
+        };
+        parse_str(&topo(
+            "topology: { sockets: 2, cores: 1, threads: 2, numa: true }",
+        ))
+        .unwrap();
+        assert!(err(&topo("topology: { sockets: 2, cores: 2, threads: 2 }"))
+            .contains("= 8 CPUs, but vm.cpus is 4"));
+        assert!(err(&topo("topology: { cores: 4, numa: true }")).contains("at least 2 sockets"));
+    }
+
+    #[test]
+    fn kernel_work_kinds_are_checked_and_only_block_io_needs_a_disk() {
+        let with = |work: &str| {
+            format!(
+                "name: w\ndescription: d\nduration: 3s\ngroups:\n  - {{ name: a, work: {work} }}\n"
+            )
+        };
+        let ok = |work: &str| parse_str(&with(work)).unwrap().scenario;
+        assert!(!ok("{ kind: timers, interval: 10us }").needs_scratch_disk());
+        assert_eq!(
+            ok("{ kind: workqueue }").groups[0].work,
+            Work::Workqueue {
+                interval: Duration::from_millis(1)
+            }
+        );
+        let b = ok("{ kind: block_io }");
+        assert_eq!(b.groups[0].work, Work::BlockIo { size: 4096 });
+        assert!(b.needs_scratch_disk());
+        for (work, says) in [
+            (
+                "{ kind: timers, interval: 9us }",
+                "timers interval 9us is below 10us",
+            ),
+            ("{ kind: timers }", "missing field `interval`"),
+            (
+                "{ kind: block_io, size: 1000 }",
+                "block_io size 1000: a multiple of 512",
+            ),
+            ("{ kind: block_io, size: 2097152 }", "block_io size 2097152"),
+            ("{ kind: block_io, size: 0 }", "block_io size 0"),
+            ("{ kind: workqueue, every: 1ms }", "unknown field `every`"),
+        ] {
+            let e = err(&with(work));
+            assert!(e.contains(says), "{work}: {e}");
+            assert!(e.contains("s.yaml:"), "{work}: {e}");
+        }
+    }
+
+    #[test]
+    fn timeline_knob_and_work_rules() {
+        let with = |extra: &str| {
+            format!(
+                "name: w\ndescription: d\nduration: 10s\ncgroups:\n  - {{ path: s.slice }}\ngroups:\n  - {{ name: a, threads: 4, work: {{ kind: spin }}, cgroup: {{ name: s.slice/a.scope, weight: 1000 }} }}\n  - {{ name: b, threads: 2, work: {{ kind: spin }}, cgroup: {{ name: s.slice/b.scope }} }}\n{extra}"
+            )
+        };
+        let ok = parse_str(&with(
+            "timeline:\n  - { at: 1s, every: 100ms, until: 2s, affinity: { group: a, cpus: random, tasks: 2 } }\n  - { at: 5s, weight: { cgroup: s.slice/a.scope, weight: 100 } }\n  - { at: 1s, every: 1s, churn: { tasks: 2, life: 500ms, parent: s.slice } }\n  - { at: 2s, move: { group: b, to: [s.slice/a.scope, s.slice/b.scope] } }\n  - { at: 3s, cpu_max: { cgroup: s.slice, quota: 50ms } }\n  - { at: 4s, hotplug: { cpu: 1, online: false } }\nknobs: { kernel.sched_rt_runtime_us: 950000 }\nchecks:\n  - share: { by_weight: [a, b], from: 5s }\n",
+        ))
+        .unwrap();
+        let s = &ok.scenario;
+        assert_eq!(s.timeline[0].times(s.duration).len(), 11);
+        assert_eq!(s.weight_at(&s.groups[0], Duration::from_secs(1)), 1000.0);
+        assert_eq!(s.weight_at(&s.groups[0], Duration::from_secs(5)), 100.0);
+        for (extra, says, line) in [
+            (
+                "timeline:\n  - { at: 1s, nice: { group: zz, nice: 3 } }\n",
+                "no group \"zz\"; the groups are a, b",
+                10,
+            ),
+            (
+                "timeline:\n  - { at: 1s }\n",
+                "does exactly one of affinity, nice",
+                10,
+            ),
+            (
+                "timeline:\n  - { at: 1s, nice: { group: a, nice: 3 }, hotplug: { cpu: 1, online: true } }\n",
+                "this one does nice and hotplug",
+                10,
+            ),
+            (
+                "timeline:\n  - { at: 1s, nice: { group: a, nice: 3 } }\n  - { at: 12s, nice: { group: a, nice: 3 } }\n",
+                "nice at 12s is not before the end of the run",
+                11,
+            ),
+            (
+                "timeline:\n  - { at: 1s, affinity: { group: a, cpus: [0, 2] } }\n",
+                "CPU 2, but the VM has 2",
+                10,
+            ),
+            (
+                "timeline:\n  - { at: 1s, policy: { group: a, policy: fifo } }\n",
+                "policy fifo needs a priority",
+                10,
+            ),
+            (
+                "timeline:\n  - { at: 1s, move: { group: a, to: [nowhere] } }\n",
+                "no cgroup \"nowhere\" in the scenario (its cgroups: s.slice, s.slice/a.scope, s.slice/b.scope)",
+                10,
+            ),
+            (
+                "timeline:\n  - { at: 1s, every: 5ms, nice: { group: a, nice: 1 } }\n",
+                "at least 10ms",
+                10,
+            ),
+            (
+                "timeline:\n  - { at: 1s, hotplug: { cpu: 0, online: false } }\n",
+                "CPU 0 stays online",
+                10,
+            ),
+            (
+                "timeline:\n  - { at: 1s, every: 1s, churn: { life: 2s } }\n",
+                "shorter than `every`",
+                10,
+            ),
+            (
+                "timeline:\n  - { at: 3s, weight: { cgroup: s.slice/a.scope, weight: 10 } }\nchecks:\n  - share: { by_weight: [a, b] }\n",
+                "changes a compared group or its cgroup at 3s inside 1s-10s",
+                12,
+            ),
+        ] {
+            let e = err(&with(extra));
+            assert!(e.contains(says), "{extra}: {e}");
+            assert!(e.contains(&format!(":{line}")), "{extra}: line {line}: {e}");
+        }
+        assert!(err(&with("knobs: { sched_rt_runtime_us: 1 }\n")).contains("is not a sysctl name"));
+        assert!(err(&with("knobs: { kernel.x: [1] }\n"))
+            .contains("a knob's value is a number or one line"));
+        assert!(err(&with(
+            "timeline:\n  - { at: 1s, affinity: { group: a, cpus: rnd } }\n"
+        ))
+        .contains("`random` or `all`, not \"rnd\""));
+        assert!(err(&with(
+            "timeline:\n  - { at: 1s, move: { group: a, to: [s.slice] } }\n"
+        ))
+        .contains("has cgroups below it"));
+        let nested = "name: w\ndescription: d\nduration: 3s\ngroups:\n  - { name: a, work: { kind: spin }, cgroup: { name: x } }\n  - { name: b, work: { kind: spin }, cgroup: { name: x/y } }\n";
+        assert!(err(nested).contains("group a: cgroup x has a cgroup below it (x/y)"));
+        let cmd = "name: w\ndescription: d\nduration: 3s\ngroups:\n  - { name: c, work: { kind: command, argv: [sh, -c, 'true'] } }\ntimeline:\n  - { at: 1s, nice: { group: c, nice: 5 } }\n";
+        assert!(err(cmd).contains("on group c, a command"));
+        let idle = "name: w\ndescription: d\nduration: 3s\ngroups:\n  - { name: a, policy: idle, work: { kind: spin } }\n  - { name: b, work: { kind: spin } }\nchecks:\n  - share: { by_weight: [a, b] }\n";
+        assert!(err(idle).contains("group a has policy idle or a cpu.max"));
+        parse_str(&idle.replace("policy: idle", "policy: ext")).unwrap();
+        assert!(err(&with("timeline:\n  - { at: 1s, every: 1s, churn: { life: 500ms, parent: s.slice/a.scope } }\n"))
+            .contains("churn under s.slice/a.scope, group a's cgroup"));
+        let moved = "name: w\ndescription: d\nduration: 10s\ngroups:\n  - { name: a, work: { kind: spin }, cgroup: { name: x } }\n  - { name: b, work: { kind: spin }, cgroup: { name: y } }\n  - { name: c, work: { kind: spin }, cgroup: { name: z } }\ntimeline:\n  - { at: 3s, move: { group: c, to: [x] } }\nchecks:\n  - share: { by_weight: [a, b] }\n";
+        assert!(err(moved).contains("changes a compared group or its cgroup at 3s"));
+        let work = |w: &str, threads: u32| {
+            format!("name: w\ndescription: d\nduration: 3s\ngroups:\n  - {{ name: a, threads: {threads}, work: {w} }}\n")
+        };
+        parse_str(&work(
+            "{ kind: fan_out, workers: 16, run: 100us, interval: 10ms }",
+            68,
+        ))
+        .unwrap();
+        parse_str(&work("{ kind: messaging }", 20)).unwrap();
+        parse_str(&work(
+            "{ kind: jobs, min_run: 1ms, max_run: 2ms, min_gap: 0ms, max_gap: 1ms }",
+            2,
+        ))
+        .unwrap();
+        for (w, threads, says) in [
+            (
+                "{ kind: fan_out, workers: 16, run: 100us, interval: 10ms }",
+                20,
+                "not a multiple of 17",
+            ),
+            (
+                "{ kind: fan_out, workers: 1, run: 10ms, interval: 10ms }",
+                2,
+                "less than the interval",
+            ),
+            ("{ kind: messaging }", 3, "not an even number"),
+            ("{ kind: messaging, size: 5000 }", 2, "1 to 4096 bytes"),
+            (
+                "{ kind: jobs, min_run: 2ms, max_run: 1ms, min_gap: 0ms, max_gap: 1ms }",
+                1,
+                "at most max_run",
+            ),
+        ] {
+            let e = err(&work(w, threads));
+            assert!(e.contains(says), "{w}: {e}");
+        }
+    }
+
+    #[test]
     fn share_and_throughput_rules() {
         let with = |checks: &str| {
             format!(
@@ -995,7 +1586,7 @@ checks:
         assert!(err(&with(
             "share: { group: a, min_of_fair: 0.5, tolerance: 0.1 }"
         ))
-        .contains("tolerance goes with by_weight"));
+        .contains("tolerance, from and to go with by_weight"));
         assert!(err(&with("throughput: { group: a }")).contains("give min_per_sec or min_of_fair"));
         assert!(err(&with("throughput: { group: c, min_per_sec: 1 }"))
             .contains("before the warm-up ends"));

@@ -16,6 +16,8 @@ enum At<'a> {
     Key(&'a str),
     Group(&'a str),
     Check(usize),
+    /// The i-th entry of a top-level list (`timeline:`, `cgroups:`).
+    Entry(&'a str, usize),
 }
 
 struct Ctx<'a> {
@@ -32,7 +34,8 @@ impl Ctx<'_> {
                 .position(|l| l.trim_start().starts_with(&format!("{k}:")))
                 .map(|i| i + 1),
             At::Group(g) => line_of(self.text, "name", g),
-            At::Check(i) => check_line(self.text, i),
+            At::Check(i) => list_line(self.text, "checks", i),
+            At::Entry(key, i) => list_line(self.text, key, i),
         };
         let place = match line {
             Some(l) => format!("{}:{l}", self.path.display()),
@@ -42,9 +45,11 @@ impl Ctx<'_> {
     }
 }
 
-/// The line of the `i`-th entry of the top-level `checks:` list.
-fn check_line(text: &str, i: usize) -> Option<usize> {
-    let start = text.lines().position(|l| l.starts_with("checks:"))?;
+/// The line of the `i`-th entry of the top-level list `key` (`checks`).
+fn list_line(text: &str, key: &str, i: usize) -> Option<usize> {
+    let start = text
+        .lines()
+        .position(|l| l.starts_with(&format!("{key}:")))?;
     let mut indent = None;
     let mut n = 0;
     for (k, l) in text.lines().enumerate().skip(start + 1) {
@@ -64,6 +69,37 @@ fn check_line(text: &str, i: usize) -> Option<usize> {
         }
     }
     None
+}
+
+const CGROUP_PATH_RULE: &str = "1 to 4 levels separated by '/', each of letters, digits, '-', '_' and '.' (as systemd names `app.slice/web.scope`), none starting with \"harness.\" or '.'";
+
+/// A cgroup path of a scenario: `a`, `app.slice/web.scope`.
+pub fn cgroup_path(p: &str) -> bool {
+    let levels: Vec<&str> = p.split('/').collect();
+    levels.len() <= 4
+        && levels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 64
+                && !l.starts_with('.')
+                && !l.starts_with("harness.")
+                && l.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        })
+}
+
+fn cpu_max(cx: &Ctx, at: At, what: &str, m: &super::CpuMax) -> Result<()> {
+    let ms = Duration::from_millis(1);
+    if m.quota < ms || m.period < ms || m.period > Duration::from_secs(1) {
+        return Err(cx.err(
+            at,
+            format!(
+                "{what} cpu.max quota {} per period {}: the quota at least 1ms, the period 1ms to 1s (the kernel's limits)",
+                format_duration(m.quota),
+                format_duration(m.period)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn plain_name(s: &str) -> bool {
@@ -116,6 +152,31 @@ pub fn validate(path: &Path, text: &str, s: &Scenario) -> Result<()> {
                     s.vm.memory
                 ),
             ))
+        }
+    }
+    if let Some(t) = &s.vm.topology {
+        if t.sockets == 0 || t.cores == 0 || t.threads == 0 || t.cpus() != s.vm.cpus {
+            return Err(cx.err(
+                At::Key("vm"),
+                format!(
+                    "vm.topology: {} socket(s) x {} core(s) x {} thread(s) = {} CPUs, but vm.cpus is {}\n  fix: make the product vm.cpus",
+                    t.sockets,
+                    t.cores,
+                    t.threads,
+                    t.cpus(),
+                    s.vm.cpus
+                ),
+            ));
+        }
+        let mib = memory_bytes(&s.vm.memory).unwrap_or(0) >> 20;
+        if t.numa && (t.sockets < 2 || !mib.is_multiple_of(u64::from(t.sockets))) {
+            return Err(cx.err(
+                At::Key("vm"),
+                format!(
+                    "vm.topology: numa wants at least 2 sockets and memory ({} MiB) that splits evenly among them",
+                    mib
+                ),
+            ));
         }
     }
     if s.duration.is_zero() || s.duration > MAX_DURATION {
@@ -186,6 +247,11 @@ pub fn validate(path: &Path, text: &str, s: &Scenario) -> Result<()> {
         }
         last = sw.at;
     }
+    levels(&cx, s)?;
+    knobs(&cx, s)?;
+    for (i, op) in s.timeline.iter().enumerate() {
+        timeline_op(&cx, s, i, op)?;
+    }
     let mut healthy = 0;
     for (i, c) in s.checks.iter().enumerate() {
         if matches!(c, Check::SchedulerHealthy(_)) {
@@ -195,6 +261,419 @@ pub fn validate(path: &Path, text: &str, s: &Scenario) -> Result<()> {
             }
         }
         check(&cx, s, i, c)?;
+    }
+    Ok(())
+}
+
+/// Every cgroup path the scenario makes: its groups' and its `cgroups:`
+/// levels', with every parent of each.
+pub fn cgroup_paths(s: &Scenario) -> Vec<String> {
+    let mut all: Vec<String> = Vec::new();
+    let named = s
+        .groups
+        .iter()
+        .filter_map(|g| g.cgroup.as_ref().map(|c| c.name.as_str()))
+        .chain(s.cgroups.iter().map(|l| l.path.as_str()));
+    for p in named {
+        let mut cur = String::new();
+        for level in p.split('/') {
+            if !cur.is_empty() {
+                cur.push('/');
+            }
+            cur.push_str(level);
+            if !all.contains(&cur) {
+                all.push(cur.clone());
+            }
+        }
+    }
+    all
+}
+
+fn levels(cx: &Ctx, s: &Scenario) -> Result<()> {
+    for (i, l) in s.cgroups.iter().enumerate() {
+        let at = || At::Entry("cgroups", i);
+        if !cgroup_path(&l.path) {
+            return Err(cx.err(
+                at(),
+                format!("cgroups: path {:?}: {CGROUP_PATH_RULE}", l.path),
+            ));
+        }
+        if s.cgroups[..i].iter().any(|o| o.path == l.path) {
+            return Err(cx.err(at(), format!("cgroups: {:?} is listed twice", l.path)));
+        }
+        if let Some(w) = l.weight {
+            if !(1..=10_000).contains(&w) {
+                return Err(cx.err(
+                    at(),
+                    format!("cgroups: {}: weight {w} is not between 1 and 10000", l.path),
+                ));
+            }
+            if let Some(g) = s.groups.iter().find(|g| {
+                g.cgroup
+                    .as_ref()
+                    .is_some_and(|c| c.name == l.path && c.weight != w)
+            }) {
+                return Err(cx.err(
+                    at(),
+                    format!(
+                        "cgroups: {}: weight {w} here and another in group {}\n  fix: give the weight in one place",
+                        l.path, g.name
+                    ),
+                ));
+            }
+        }
+        if let Some(m) = &l.max {
+            cpu_max(cx, at(), &format!("cgroups: {}:", l.path), m)?;
+        }
+    }
+    Ok(())
+}
+
+fn knobs(cx: &Ctx, s: &Scenario) -> Result<()> {
+    for (name, value) in &s.knobs {
+        let ok = name.split('.').count() >= 2
+            && name.split('.').all(|p| {
+                !p.is_empty()
+                    && p.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            });
+        if !ok {
+            return Err(cx.err(
+                At::Key("knobs"),
+                format!(
+                    "knobs: {name:?} is not a sysctl name\n  fix: write it as sysctl does, e.g. kernel.sched_rt_runtime_us (the file /proc/sys/kernel/sched_rt_runtime_us)"
+                ),
+            ));
+        }
+        let text = value.text();
+        if text.is_empty() || text.contains('\n') {
+            return Err(cx.err(
+                At::Key("knobs"),
+                format!("knobs: {name}: the value must be one line of text or a number"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn timeline_op(cx: &Ctx, s: &Scenario, i: usize, op: &super::Op) -> Result<()> {
+    use super::timeline::{Action, CpuChoice};
+    let at = || At::Entry("timeline", i);
+    let actions = op.actions();
+    if actions.len() != 1 {
+        return Err(cx.err(
+            at(),
+            format!(
+                "timeline: an entry does exactly one of {}; this one does {}",
+                super::Op::KINDS.join(", "),
+                if actions.is_empty() {
+                    "none".to_string()
+                } else {
+                    actions
+                        .iter()
+                        .map(|a| a.kind())
+                        .collect::<Vec<_>>()
+                        .join(" and ")
+                }
+            ),
+        ));
+    }
+    let action = actions[0];
+    let kind = action.kind();
+    if op.at >= s.duration {
+        return Err(cx.err(
+            at(),
+            format!(
+                "timeline: {kind} at {} is not before the end of the run ({})",
+                format_duration(op.at),
+                format_duration(s.duration)
+            ),
+        ));
+    }
+    if let Some(every) = op.every {
+        if every < Duration::from_millis(10) {
+            return Err(cx.err(
+                at(),
+                format!(
+                    "timeline: {kind} every {}: at least 10ms (the agent's timer granularity under TCG)",
+                    format_duration(every)
+                ),
+            ));
+        }
+    }
+    if let Some(until) = op.until {
+        if op.every.is_none() || until < op.at || until > s.duration {
+            return Err(cx.err(
+                at(),
+                format!(
+                    "timeline: {kind} until {}: only with `every`, not before `at` ({}) and not after the end of the run ({})",
+                    format_duration(until),
+                    format_duration(op.at),
+                    format_duration(s.duration)
+                ),
+            ));
+        }
+    }
+    let group = match action.group() {
+        Some(g) => Some(known_group(cx, at(), s, &format!("timeline: {kind}"), g)?),
+        None => None,
+    };
+    if let Some(g) = group {
+        if matches!(g.work, Work::Command { .. }) {
+            return Err(cx.err(
+                at(),
+                format!(
+                    "timeline: {kind} on group {}, a command: its program's own processes are not the group's tasks, so the change would miss them\n  fix: change the command's own arguments (e.g. wrap it in chrt, taskset or nice), or use a work kind",
+                    g.name
+                ),
+            ));
+        }
+    }
+    let paths = cgroup_paths(s);
+    let leaf = |c: &str| !paths.iter().any(|p| p.starts_with(&format!("{c}/")));
+    let known_cgroup = |c: &str| -> Result<()> {
+        if paths.iter().any(|p| p == c) {
+            return Ok(());
+        }
+        Err(cx.err(
+            at(),
+            format!(
+                "timeline: {kind}: no cgroup {c:?} in the scenario (its cgroups: {})\n  fix: name it in a group's `cgroup:` or in `cgroups:`",
+                if paths.is_empty() {
+                    "none".to_string()
+                } else {
+                    paths.join(", ")
+                }
+            ),
+        ))
+    };
+    let cpus = s.vm.cpus;
+    match action {
+        Action::Affinity(a) => {
+            if let CpuChoice::List(list) = &a.cpus {
+                if list.is_empty() {
+                    return Err(cx.err(
+                        at(),
+                        "timeline: affinity: cpus is empty; a task needs a CPU",
+                    ));
+                }
+                if let Some(c) = list.iter().find(|c| **c >= cpus) {
+                    return Err(cx.err(
+                        at(),
+                        format!(
+                            "timeline: affinity: CPU {c}, but the VM has {cpus} (CPUs 0 to {})",
+                            cpus - 1
+                        ),
+                    ));
+                }
+            }
+            let g = group.expect("affinity names a group");
+            if let Some(n) = a.tasks {
+                if n == 0 || n > g.threads {
+                    return Err(cx.err(
+                        at(),
+                        format!(
+                            "timeline: affinity: tasks {n}: 1 to the group's {} (leave it out for every task)",
+                            g.threads
+                        ),
+                    ));
+                }
+            }
+        }
+        Action::Nice(n) => {
+            if !(-20..=19).contains(&n.nice) {
+                return Err(cx.err(
+                    at(),
+                    format!("timeline: nice {} is not between -20 and 19", n.nice),
+                ));
+            }
+        }
+        Action::Policy(p) => match (p.policy.is_realtime(), p.priority) {
+            (true, Some(pr)) if (1..=crate::sched::MAX_TASK_PRIORITY).contains(&pr) => {}
+            (true, _) => {
+                return Err(cx.err(
+                    at(),
+                    format!(
+                        "timeline: policy {} needs a priority from 1 to {}",
+                        p.policy.name(),
+                        crate::sched::MAX_TASK_PRIORITY
+                    ),
+                ))
+            }
+            (false, Some(_)) => {
+                return Err(cx.err(
+                    at(),
+                    format!(
+                        "timeline: policy {} takes no priority (only fifo and rr do)",
+                        p.policy.name()
+                    ),
+                ))
+            }
+            (false, None) => {}
+        },
+        Action::Move(m) => {
+            if m.to.is_empty() {
+                return Err(cx.err(at(), "timeline: move: `to` lists no cgroup"));
+            }
+            for c in &m.to {
+                known_cgroup(c)?;
+                if !leaf(c) {
+                    return Err(cx.err(
+                        at(),
+                        format!(
+                            "timeline: move to {c}, which has cgroups below it: cgroup v2 puts tasks in leaves only (with the cpu controller on below it, the kernel refuses with EBUSY)"
+                        ),
+                    ));
+                }
+            }
+        }
+        Action::Weight(w) => {
+            known_cgroup(&w.cgroup)?;
+            if !(1..=10_000).contains(&w.weight) {
+                return Err(cx.err(
+                    at(),
+                    format!("timeline: weight {} is not between 1 and 10000", w.weight),
+                ));
+            }
+        }
+        Action::CpuMax(m) => {
+            known_cgroup(&m.cgroup)?;
+            if let Some(max) = m.max() {
+                cpu_max(cx, at(), "timeline:", &max)?;
+            }
+        }
+        Action::Churn(c) => {
+            if let Some(p) = &c.parent {
+                known_cgroup(p)?;
+                if let Some(g) = s
+                    .groups
+                    .iter()
+                    .find(|g| g.cgroup.as_ref().is_some_and(|gc| &gc.name == p))
+                {
+                    return Err(cx.err(
+                        at(),
+                        format!(
+                            "timeline: churn under {p}, group {}'s cgroup: cgroup v2 puts tasks in leaves only\n  fix: make it under the cgroup's parent",
+                            g.name
+                        ),
+                    ));
+                }
+            }
+            if c.tasks == 0 || c.tasks > 64 {
+                return Err(cx.err(at(), format!("timeline: churn: tasks {}: 1 to 64", c.tasks)));
+            }
+            if c.life.is_zero() || op.every.is_some_and(|e| c.life >= e) {
+                return Err(cx.err(
+                    at(),
+                    format!(
+                        "timeline: churn: life {}: more than 0 and shorter than `every`",
+                        format_duration(c.life)
+                    ),
+                ));
+            }
+        }
+        Action::Hotplug(h) => {
+            if h.cpu == 0 || h.cpu >= cpus {
+                return Err(cx.err(
+                    at(),
+                    format!(
+                        "timeline: hotplug: CPU {}: 1 to {} (CPU 0 stays online; the VM has {cpus})",
+                        h.cpu,
+                        cpus.saturating_sub(1)
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A `by_weight` share's window and weights: inside the run, at least a
+/// second long (four samples), no weight changing inside it, and groups in
+/// cgroups compared only with their siblings (cpu.weight splits a parent's
+/// share among its children).
+fn share_window(
+    cx: &Ctx,
+    s: &Scenario,
+    i: usize,
+    sh: &super::ShareCheck,
+    groups: &[String],
+) -> Result<()> {
+    let at = || At::Check(i);
+    let (from, to) = (sh.from.unwrap_or(s.warmup), sh.to.unwrap_or(s.duration));
+    if to > s.duration || to < from + Duration::from_secs(1) {
+        return Err(cx.err(
+            at(),
+            format!(
+                "share: from {} to {}: at least 1s long, inside the run ({})",
+                format_duration(from),
+                format_duration(to),
+                format_duration(s.duration)
+            ),
+        ));
+    }
+    let listed: Vec<&Group> = groups.iter().filter_map(|g| s.group(g)).collect();
+    for op in &s.timeline {
+        // A compared group's own cgroup (a change above it, shared by
+        // both, leaves their split alone).
+        let in_listed_cgroup = |c: &str| {
+            listed
+                .iter()
+                .any(|g| g.cgroup.as_ref().is_some_and(|gc| gc.name == c))
+        };
+        let touches = match op.action() {
+            super::Action::Weight(w) => in_listed_cgroup(&w.cgroup),
+            super::Action::CpuMax(m) => in_listed_cgroup(&m.cgroup),
+            // Tasks moved into a compared group's cgroup share its weight
+            // without being counted as the group's.
+            super::Action::Move(m) => {
+                groups.iter().any(|l| l == &m.group) || m.to.iter().any(|c| in_listed_cgroup(c))
+            }
+            super::Action::Churn(c) => c.parent.as_deref().is_some_and(in_listed_cgroup),
+            a => a.group().is_some_and(|g| groups.iter().any(|l| l == g)),
+        };
+        if let Some(t) = op
+            .times(s.duration)
+            .into_iter()
+            .find(|t| touches && *t > from && *t < to)
+        {
+            return Err(cx.err(
+                at(),
+                format!(
+                    "share: the timeline changes a compared group or its cgroup at {} inside {}-{}\n  fix: judge the parts before and after with `from` and `to`",
+                    format_duration(t),
+                    format_duration(from),
+                    format_duration(to)
+                ),
+            ));
+        }
+    }
+    if let Some(g) = listed.iter().find(|g| {
+        !matches!(
+            g.policy,
+            super::Policy::Other | super::Policy::Batch | super::Policy::Ext
+        ) || g.cgroup.as_ref().is_some_and(|c| c.max.is_some())
+    }) {
+        return Err(cx.err(
+            at(),
+            format!(
+                "share: by_weight compares weights, but group {} has policy {} or a cpu.max: its share is not its weight's",
+                g.name,
+                g.policy.name()
+            ),
+        ));
+    }
+    let parent = |g: &Group| {
+        g.cgroup
+            .as_ref()
+            .map(|c| c.name.rsplit_once('/').map_or("", |(p, _)| p).to_string())
+    };
+    let parents: Vec<Option<String>> = listed.iter().map(|g| parent(g)).collect();
+    if parents.iter().any(|p| *p != parents[0]) {
+        return Err(cx.err(
+            at(),
+            "share: by_weight compares groups whose cgroups are siblings (the same parent), or groups without cgroups: cpu.weight splits a parent's share among its children",
+        ));
     }
     Ok(())
 }
@@ -219,6 +698,37 @@ fn group(cx: &Ctx, s: &Scenario, g: &Group) -> Result<()> {
             at(),
             format!("group {name}: nice {} is not between -20 and 19", g.nice),
         ));
+    }
+    match (g.policy.is_realtime(), g.priority) {
+        (true, None) => {
+            return Err(cx.err(
+                at(),
+                format!(
+                    "group {name}: policy {} needs a priority\n  fix: add `priority: N`, 1 to {}",
+                    g.policy.name(),
+                    crate::sched::MAX_TASK_PRIORITY
+                ),
+            ))
+        }
+        (true, Some(p)) if !(1..=crate::sched::MAX_TASK_PRIORITY).contains(&p) => {
+            return Err(cx.err(
+                at(),
+                format!(
+                    "group {name}: priority {p} is not between 1 and {} (98 and 99 are the harness's: the scheduler loader and the agent's watch must outrank every task)",
+                    crate::sched::MAX_TASK_PRIORITY
+                ),
+            ))
+        }
+        (false, Some(p)) => {
+            return Err(cx.err(
+                at(),
+                format!(
+                    "group {name}: priority {p} with policy {}: only fifo and rr take a priority\n  fix: set `policy: fifo` or `rr`, or remove the priority",
+                    g.policy.name()
+                ),
+            ))
+        }
+        _ => {}
     }
     let comm = g.comm();
     if comm.is_empty() || comm.len() > 15 || comm.contains('/') {
@@ -252,12 +762,25 @@ fn group(cx: &Ctx, s: &Scenario, g: &Group) -> Result<()> {
         }
     }
     if let Some(cg) = &g.cgroup {
-        if !plain_name(&cg.name) {
+        if !cgroup_path(&cg.name) {
             return Err(cx.err(
                 at(),
                 format!(
-                    "group {name}: cgroup name {:?}: use letters, digits, '-' and '_'",
+                    "group {name}: cgroup name {:?}: {CGROUP_PATH_RULE}",
                     cg.name
+                ),
+            ));
+        }
+        if let Some(m) = &cg.max {
+            cpu_max(cx, at(), &format!("group {name}: cgroup"), m)?;
+        }
+        let below = format!("{}/", cg.name);
+        if let Some(p) = cgroup_paths(s).into_iter().find(|p| p.starts_with(&below)) {
+            return Err(cx.err(
+                at(),
+                format!(
+                    "group {name}: cgroup {} has a cgroup below it ({p}): cgroup v2 puts tasks in leaves only\n  fix: give the group a cgroup of its own, e.g. {}/{name}",
+                    cg.name, cg.name
                 ),
             ));
         }
@@ -309,6 +832,9 @@ fn group(cx: &Ctx, s: &Scenario, g: &Group) -> Result<()> {
     work(cx, g)
 }
 
+/// The shortest `timers` interval: 10 us, a 100 kHz timer per task.
+const MIN_TIMER_INTERVAL: Duration = Duration::from_micros(10);
+
 fn work(cx: &Ctx, g: &Group) -> Result<()> {
     let at = || At::Group(&g.name);
     let name = &g.name;
@@ -352,7 +878,86 @@ fn work(cx: &Ctx, g: &Group) -> Result<()> {
                 ),
             ));
         }
-        Work::Command { argv } => {
+        Work::FanOut {
+            workers,
+            run,
+            interval,
+        } => {
+            if *workers == 0 || !g.threads.is_multiple_of(workers + 1) {
+                return Err(cx.err(
+                    at(),
+                    format!(
+                        "group {name}: fan_out rings are 1 message task and {workers} workers; threads {} is not a multiple of {}\n  fix: threads = rings x (workers + 1), e.g. {}",
+                        g.threads,
+                        workers + 1,
+                        4 * (workers + 1)
+                    ),
+                ));
+            }
+            if run >= interval || interval.is_zero() {
+                return Err(cx.err(
+                    at(),
+                    format!(
+                        "group {name}: fan_out run {} must be less than the interval {}",
+                        format_duration(*run),
+                        format_duration(*interval)
+                    ),
+                ));
+            }
+        }
+        Work::Messaging { size } => {
+            if g.threads < 2 || !g.threads.is_multiple_of(2) {
+                return Err(cx.err(
+                    at(),
+                    format!(
+                        "group {name}: messaging needs senders and receivers, half each: threads {} is not an even number of at least 2",
+                        g.threads
+                    ),
+                ));
+            }
+            if !(1..=4096).contains(size) {
+                return Err(cx.err(
+                    at(),
+                    format!("group {name}: messaging size {size}: 1 to 4096 bytes"),
+                ));
+            }
+        }
+        Work::Jobs {
+            min_run,
+            max_run,
+            min_gap,
+            max_gap,
+        } if min_run.is_zero() || min_run > max_run || min_gap > max_gap => {
+            return Err(cx.err(
+                    at(),
+                    format!(
+                        "group {name}: jobs: min_run ({}) above 0 and at most max_run ({}), min_gap ({}) at most max_gap ({})",
+                        format_duration(*min_run),
+                        format_duration(*max_run),
+                        format_duration(*min_gap),
+                        format_duration(*max_gap)
+                    ),
+                ));
+        }
+        Work::Timers { interval } if *interval < MIN_TIMER_INTERVAL => {
+            return Err(cx.err(
+                at(),
+                format!(
+                    "group {name}: timers interval {} is below {}\n  fix: a longer interval (a shorter one only counts overruns, under TCG most of all)",
+                    format_duration(*interval),
+                    format_duration(MIN_TIMER_INTERVAL)
+                ),
+            ));
+        }
+        Work::BlockIo { size } if *size % 512 != 0 || !(512..=1 << 20).contains(size) => {
+            return Err(cx.err(
+                at(),
+                format!(
+                    "group {name}: block_io size {size}: a multiple of 512 bytes from 512 to 1048576 (O_DIRECT needs whole sectors)\n  fix: size: 4096"
+                ),
+            ));
+        }
+        Work::Command { argv, .. } => {
             let Some(program) = argv.first() else {
                 return Err(cx.err(at(), format!("group {name}: command argv is empty")));
             };
@@ -380,24 +985,27 @@ pub fn find_program(program: &str) -> Option<std::path::PathBuf> {
     crate::vng::which(program)
 }
 
+/// Scenario group `g`, or an error at `at` that lists the groups there are.
+fn known_group<'s>(cx: &Ctx, at: At, s: &'s Scenario, what: &str, g: &str) -> Result<&'s Group> {
+    s.group(g).ok_or_else(|| {
+        cx.err(
+            at,
+            format!(
+                "{what}: no group {g:?}; the groups are {}",
+                s.groups
+                    .iter()
+                    .map(|g| g.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+    })
+}
+
 fn check(cx: &Ctx, s: &Scenario, i: usize, c: &Check) -> Result<()> {
     let at = || At::Check(i);
     let kind = c.kind();
-    let known = |g: &str| -> Result<&Group> {
-        s.group(g).ok_or_else(|| {
-            cx.err(
-                at(),
-                format!(
-                    "{kind}: no group {g:?}; the groups are {}",
-                    s.groups
-                        .iter()
-                        .map(|g| g.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            )
-        })
-    };
+    let known = |g: &str| known_group(cx, at(), s, kind, g);
     let measured = |g: &Group| -> Result<()> {
         if g.stop(s.duration) <= s.warmup {
             return Err(cx.err(
@@ -485,10 +1093,10 @@ fn check(cx: &Ctx, s: &Scenario, i: usize, c: &Check) -> Result<()> {
                 (Some(g), Some(f), None) => {
                     measured(known(g)?)?;
                     fraction("min_of_fair", f, 10.0)?;
-                    if sh.tolerance.is_some() {
+                    if sh.tolerance.is_some() || sh.from.is_some() || sh.to.is_some() {
                         return Err(cx.err(
                             at(),
-                            "share: tolerance goes with by_weight, not min_of_fair",
+                            "share: tolerance, from and to go with by_weight, not min_of_fair",
                         ));
                     }
                 }
@@ -511,6 +1119,7 @@ fn check(cx: &Ctx, s: &Scenario, i: usize, c: &Check) -> Result<()> {
                         }
                     }
                     fraction("tolerance", sh.tolerance.unwrap_or(0.25), 1.0)?;
+                    share_window(cx, s, i, sh, groups)?;
                 }
                 _ => return Err(cx.err(
                     at(),
@@ -568,8 +1177,8 @@ mod tests {
     #[test]
     fn check_lines_are_found() {
         let text = "name: x\nchecks:\n  - stall: { max_runnable: 1s }\n  # note\n  - run_delay:\n      group: a\n      by_weight:\n        - a\ngroups: []\n";
-        assert_eq!(check_line(text, 0), Some(3));
-        assert_eq!(check_line(text, 1), Some(5));
-        assert_eq!(check_line(text, 2), None);
+        assert_eq!(list_line(text, "checks", 0), Some(3));
+        assert_eq!(list_line(text, "checks", 1), Some(5));
+        assert_eq!(list_line(text, "checks", 2), None);
     }
 }

@@ -293,7 +293,44 @@ enum Running {
     },
 }
 
+/// Starts a loader at real-time priority [`crate::sched::LOADER_PRIORITY`]
+/// (what it forks and its threads start in the normal class,
+/// SCHED_RESET_ON_FORK): a scheduler attaches when it is due even while the
+/// scenario's tasks hold every CPU (64 spinners on 2 vCPUs held a nice-0
+/// loader off for 13 s under the fair class). Once attached it runs in the
+/// normal class, as it would on a machine ([`Running::to_normal_class`]).
+/// Where the harness may not (not root), the loader starts as it is.
+fn loader_outranks_the_workload(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: sched_setscheduler is async-signal-safe; its error is ignored.
+    unsafe {
+        cmd.pre_exec(|| {
+            let _ = crate::sched::set_raw(
+                0,
+                libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK,
+                crate::sched::LOADER_PRIORITY,
+            );
+            Ok(())
+        });
+    }
+}
+
+/// Sets `policy` and `priority` on every thread of process `pid`; a thread
+/// gone meanwhile is skipped.
+fn set_every_thread(pid: u32, policy: i32, priority: i32) {
+    for tid in crate::probe::tids_of(pid) {
+        let _ = crate::sched::set_raw(tid as i32, policy, priority);
+    }
+}
+
 impl Running {
+    /// Puts an attached loader's threads in the normal class (nice 0).
+    fn to_normal_class(&self) {
+        if let Running::Process { child, .. } = self {
+            set_every_thread(child.id(), libc::SCHED_OTHER, 0);
+        }
+    }
+
     /// True once the process has exited or the BPF side recorded an exit.
     fn gone(&mut self) -> bool {
         match self {
@@ -326,6 +363,15 @@ impl Running {
                 if status.is_some() || self_exited(child, status) {
                     return;
                 }
+                // Leaving must not wait for CPU time the workload holds:
+                // the loader detaches its scheduler as the attach did,
+                // above every scenario task.
+                // Every thread: a loader may handle SIGINT on one of its own.
+                set_every_thread(
+                    child.id(),
+                    libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK,
+                    crate::sched::LOADER_PRIORITY,
+                );
                 // SAFETY: signalling our own child.
                 unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
                 let deadline = Instant::now() + grace;
@@ -486,6 +532,7 @@ impl Session {
                 // struct_ops scheduler when its link's last fd closes).
                 let mut cmd = Command::new(program);
                 crate::process::die_with_parent(&mut cmd);
+                loader_outranks_the_workload(&mut cmd);
                 match cmd
                     .args(args)
                     .stdin(Stdio::null())
@@ -544,6 +591,9 @@ impl Session {
                 std::thread::sleep(POLL);
             },
         };
+        if attached {
+            running.to_normal_class();
+        }
         Ok(Session {
             spec: spec.clone(),
             out_path,

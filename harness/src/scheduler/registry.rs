@@ -183,6 +183,17 @@ pub struct Def {
     /// to every bound (an honest narrowing names what it lacks, in `note`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claims: Option<Vec<crate::scenario::Property>>,
+    /// It switches only SCHED_EXT tasks (partial mode: its ops set
+    /// `SCX_OPS_SWITCH_PARTIAL`, e.g. scx_qmap started with `-p`); tasks
+    /// of every other policy stay in the fair class. Such a scheduler
+    /// measures nothing on a scenario without a `policy: ext` group, so it
+    /// is left out of "every scheduler" sets, and a cell pairing it with
+    /// such a scenario is refused before anything boots. The cell checks
+    /// the kernel agrees (`/sys/kernel/sched_ext/switch_all` reads 0 while
+    /// it is attached) and that each group ran where its policy puts it.
+    /// Default: false (it switches every task, as most do).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub partial: bool,
     /// The kernels (names of kernel-config/kernels.yaml) it exists for, e.g.
     /// a kernel example only the 7.3 tree has. Default: every kernel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -381,6 +392,13 @@ impl Registry {
         self.schedulers.iter().filter(|d| !d.fixture)
     }
 
+    /// What "every scheduler" means in a matrix suite: those under test
+    /// that are supported here and switch every task (not `partial`).
+    pub fn every(&self) -> impl Iterator<Item = &Def> {
+        self.under_test()
+            .filter(|d| d.unsupported.is_none() && !d.partial)
+    }
+
     fn validate(&self, text: &str) -> Result<()> {
         let mut seen = std::collections::HashSet::new();
         if self.schedulers.is_empty() {
@@ -429,15 +447,21 @@ impl Registry {
                     ));
                 }
             }
-            if d.kind == Kind::Default && (d.kernels.is_some() || !d.on.is_empty()) {
-                return Err(self.error(
-                    text,
-                    Some(&d.name),
-                    &format!(
-                        "{}: kind default (the fair class) exists on every kernel",
-                        d.name
-                    ),
-                ));
+            if d.kind == Kind::Default {
+                let wrong = if d.partial {
+                    Some("switches nothing; partial: true is for a sched_ext scheduler")
+                } else if d.kernels.is_some() || !d.on.is_empty() {
+                    Some("exists on every kernel")
+                } else {
+                    None
+                };
+                if let Some(w) = wrong {
+                    return Err(self.error(
+                        text,
+                        Some(&d.name),
+                        &format!("{}: kind default (the fair class) {w}", d.name),
+                    ));
+                }
             }
             self.check_def(text, &d.on_kernel(None))?;
             for k in d.on.keys() {
@@ -668,6 +692,29 @@ schedulers:
         {
             assert!(d.claims.is_some(), "{} states no claims", d.name);
         }
+    }
+
+    #[test]
+    fn a_partial_scheduler_is_named_only_and_never_the_fair_class() {
+        let r = parse(&format!(
+            "{GOOD}  - name: scx_simple_partial\n    kind: binary\n    source: {{ kernel_example: scx_simple }}\n    ops: simple\n    partial: true\n"
+        ))
+        .unwrap();
+        assert!(r.get("scx_simple_partial").unwrap().partial);
+        assert!(!r.get("scx_simple").unwrap().partial);
+        // Under test, but not in "every scheduler".
+        assert_eq!(r.under_test().count(), 5);
+        assert!(r.every().all(|d| d.name != "scx_simple_partial"));
+        assert_eq!(r.every().count(), 4);
+        let e = err("schedulers:\n  - name: default\n    kind: default\n    partial: true\n");
+        assert!(
+            e.contains("partial: true is for a sched_ext scheduler"),
+            "{e}"
+        );
+        // The bundled one the partial-mode scenario runs.
+        let bundled = Registry::load(&Registry::default_path()).unwrap();
+        let q = bundled.get("scx_qmap_partial").unwrap();
+        assert!(q.partial && q.args == ["-p"], "{q:?}");
     }
 
     #[test]

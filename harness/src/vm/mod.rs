@@ -45,6 +45,9 @@ pub struct VmSpec {
     pub cpus: u32,
     /// Guest memory as QEMU reads it ("2G", "512M"). Default "2G".
     pub memory: String,
+    /// Sockets, cores, SMT threads and NUMA nodes. Default: none given
+    /// (QEMU's: one socket of `cpus` cores).
+    pub topology: Option<crate::scenario::Topology>,
     pub accel: AccelChoice,
     /// Wall-clock limit from start to the end of the guest command. Default
     /// 5 minutes. `None` only makes sense for an interactive shell.
@@ -58,6 +61,11 @@ pub struct VmSpec {
     pub stream: bool,
     /// Extra kernel command line arguments.
     pub kernel_args: Vec<String>,
+    /// Attach a scratch disk: a virtio-blk device with serial
+    /// [`crate::protocol::SCRATCH_SERIAL`], backed by a sparse file of
+    /// [`crate::protocol::SCRATCH_BYTES`] in `work_dir`, removed when the
+    /// VM ends.
+    pub scratch_disk: bool,
 }
 
 impl VmSpec {
@@ -66,6 +74,7 @@ impl VmSpec {
             kernel,
             cpus: 2,
             memory: "2G".into(),
+            topology: None,
             accel: AccelChoice::Auto,
             timeout: Some(Duration::from_secs(300)),
             command,
@@ -73,6 +82,7 @@ impl VmSpec {
             work_dir,
             stream: false,
             kernel_args: Vec::new(),
+            scratch_disk: false,
         }
     }
 }
@@ -234,8 +244,9 @@ pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// The vng arguments for booting `spec` (everything but the command).
-fn vng_args(spec: &VmSpec, accel: Accel, shared: &Path) -> Vec<String> {
+/// The vng arguments for booting `spec` (everything but the command), with
+/// `scratch` as the scratch disk's file when it has one.
+fn vng_args(spec: &VmSpec, accel: Accel, shared: &Path, scratch: Option<&Path>) -> Vec<String> {
     let mut args = vec![
         "--run".to_string(),
         spec.kernel.display().to_string(),
@@ -246,6 +257,41 @@ fn vng_args(spec: &VmSpec, accel: Accel, shared: &Path) -> Vec<String> {
         "--rwdir".into(),
         shared.display().to_string(),
     ];
+    if let Some(t) = &spec.topology {
+        // QEMU merges -smp options: this one adds the layout to vng's count.
+        args.push(format!(
+            "--qemu-opts=-smp {},sockets={},cores={},threads={}",
+            spec.cpus, t.sockets, t.cores, t.threads
+        ));
+        if t.numa {
+            let mib = crate::scenario::validate::memory_bytes(&spec.memory).unwrap_or(0) >> 20;
+            let per_cpus = t.cores * t.threads;
+            for n in 0..t.sockets {
+                args.push("--numa".into());
+                args.push(format!(
+                    "{}M,cpus={}-{}",
+                    mib / u64::from(t.sockets),
+                    n * per_cpus,
+                    (n + 1) * per_cpus - 1
+                ));
+            }
+        }
+    }
+    if let Some(file) = scratch {
+        // Through --qemu-opts, not vng's --disk (which names the device
+        // after its path, cut to 20 bytes by QEMU); vng hands the text to a
+        // shell. Raw, so QEMU lets the guest write sector 0; an error of
+        // the host file is the guest's EIO, not a paused VM.
+        let serial = crate::protocol::SCRATCH_SERIAL;
+        args.push(format!(
+            "--qemu-opts=-drive {} -device {}",
+            shell_quote(&format!(
+                "if=none,id={serial},format=raw,werror=report,rerror=report,file={}",
+                file.display().to_string().replace(',', ",,")
+            )),
+            shell_quote(&format!("virtio-blk-pci,drive={serial},serial={serial}"))
+        ));
+    }
     if accel == Accel::Tcg {
         args.push("--disable-kvm".into());
         if patches_text_at_run_time(&spec.kernel) {
@@ -395,8 +441,28 @@ pub fn run(spec: &VmSpec) -> Result<VmResult> {
             },
         ),
     };
-    cmd.env("PATH", vng.search_path())
-        .args(vng_args(spec, probe.accel, &shared));
+    // The scratch disk's file: sparse, beside the session's console log
+    // (on the results' filesystem, not a RAM-backed /tmp), removed when
+    // the VM has ended.
+    let scratch = if spec.scratch_disk {
+        let f = tempfile::Builder::new()
+            .prefix("scratch-")
+            .suffix(".img")
+            .tempfile_in(&work_dir)
+            .context("creating the VM's scratch disk file")?;
+        f.as_file()
+            .set_len(crate::protocol::SCRATCH_BYTES)
+            .with_context(|| format!("sizing {}", f.path().display()))?;
+        Some(f)
+    } else {
+        None
+    };
+    cmd.env("PATH", vng.search_path()).args(vng_args(
+        spec,
+        probe.accel,
+        &shared,
+        scratch.as_ref().map(|f| f.path()),
+    ));
     if let Some((lib, boot)) = &companions {
         cmd.env("SCX_HARNESS_LIB", lib);
         if boot.is_dir() && Path::new("/boot").is_dir() {
@@ -716,15 +782,33 @@ mod tests {
             "/w".into(),
             GuestCommand::Exec(vec!["true".into()]),
         );
-        let args = vng_args(&spec, Accel::Tcg, Path::new("/w/shared"));
+        let args = vng_args(&spec, Accel::Tcg, Path::new("/w/shared"), None);
         assert!(args.contains(&"--disable-kvm".to_string()));
         assert!(args.contains(&"--verbose".to_string()));
         spec.command = GuestCommand::Shell;
-        let shell = vng_args(&spec, Accel::Tcg, Path::new("/w/shared"));
+        let shell = vng_args(&spec, Accel::Tcg, Path::new("/w/shared"), None);
         assert!(!shell.contains(&"--verbose".to_string()));
         assert!(args.contains(&"--rwdir".to_string()));
-        let kvm = vng_args(&spec, Accel::Kvm, Path::new("/w/shared"));
+        let kvm = vng_args(&spec, Accel::Kvm, Path::new("/w/shared"), None);
         assert!(!kvm.contains(&"--disable-kvm".to_string()));
+        assert!(!kvm.iter().any(|a| a.contains("-drive")));
+    }
+
+    #[test]
+    fn the_scratch_disk_is_a_virtio_blk_device_named_by_its_serial() {
+        let spec = VmSpec::new("/k/bzImage".into(), "/w".into(), GuestCommand::Exec(vec![]));
+        let args = vng_args(
+            &spec,
+            Accel::Kvm,
+            Path::new("/w/shared"),
+            Some(Path::new("/w/a b,c/scratch.img")),
+        );
+        let opts: Vec<_> = args.iter().filter(|a| a.contains("-drive")).collect();
+        // One argument; vng runs it through a shell, QEMU reads ",," as ",".
+        assert_eq!(
+            opts,
+            ["--qemu-opts=-drive 'if=none,id=scx-scratch,format=raw,werror=report,rerror=report,file=/w/a b,,c/scratch.img' -device virtio-blk-pci,drive=scx-scratch,serial=scx-scratch"]
+        );
     }
 
     #[test]
@@ -734,7 +818,7 @@ mod tests {
         let single = "--qemu-opts=-accel tcg,thread=single".to_string();
         let args = |accel| {
             let spec = VmSpec::new(bz.clone(), dir.path().into(), GuestCommand::Exec(vec![]));
-            vng_args(&spec, accel, Path::new("/w/shared"))
+            vng_args(&spec, accel, Path::new("/w/shared"), None)
         };
         // Ours: no JUMP_LABEL (or no config at all): multi-threaded TCG.
         assert!(!args(Accel::Tcg).contains(&single));

@@ -21,7 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::kernel::cache::write_atomic;
 use crate::probe::now_ns;
-use crate::scenario::Work;
+use crate::scenario::{Policy, Tasks, Work};
+use crate::sched;
 
 /// What a group process is asked to do.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -31,6 +32,14 @@ pub struct GroupSpec {
     pub threads: u32,
     pub work: Work,
     pub nice: i32,
+    /// Policy and real-time priority (0 unless fifo or rr).
+    #[serde(default)]
+    pub policy: Policy,
+    #[serde(default)]
+    pub priority: u32,
+    /// Threads of this process, or a process each.
+    #[serde(default)]
+    pub tasks: Tasks,
     pub cpus: Option<Vec<u32>>,
     pub comm: String,
     /// The scenario's seed; each thread's random stream derives from it,
@@ -46,6 +55,10 @@ pub struct GroupSpec {
     pub out: PathBuf,
     /// Where a `command` group keeps its instances' output.
     pub output_dir: PathBuf,
+    /// The VM's scratch disk, for `block_io` (absent on the host target:
+    /// a scratch file in `output_dir` instead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scratch_disk: Option<PathBuf>,
 }
 
 /// One thread's count.
@@ -60,6 +73,9 @@ pub struct ThreadOutcome {
     /// thread: a second source beside the probe.
     pub cpu_ns: u64,
     pub schedstat_wait_ns: u64,
+    /// A `command` task's exit status, when it exited on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_status: Option<i32>,
 }
 
 /// What a group process reports.
@@ -117,11 +133,6 @@ pub fn sleep_until(at: u64) {
     {}
 }
 
-fn gettid() -> u32 {
-    // SAFETY: no arguments.
-    unsafe { libc::syscall(libc::SYS_gettid) as u32 }
-}
-
 /// Names the calling thread (its comm).
 pub fn set_comm(comm: &str) {
     let mut name = [0u8; 16];
@@ -132,25 +143,16 @@ pub fn set_comm(comm: &str) {
     unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0) };
 }
 
-/// Applies the group's nice level and CPU affinity to the calling thread.
+/// Applies the group's policy, nice level and CPU affinity to the calling
+/// thread.
 fn set_thread_policy(spec: &GroupSpec) -> Result<()> {
-    let tid = gettid();
-    // SAFETY: setpriority on our own thread id.
-    if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, spec.nice) } != 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("setting nice {} on thread {tid}", spec.nice));
+    let tid = sched::gettid();
+    sched::set_nice(tid, spec.nice)?;
+    if spec.policy != Policy::Other {
+        sched::set_policy(tid, spec.policy, spec.priority)?;
     }
     if let Some(cpus) = &spec.cpus {
-        // SAFETY: a zeroed cpu_set_t filled with CPU_SET.
-        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-        for c in cpus {
-            unsafe { libc::CPU_SET(*c as usize, &mut set) };
-        }
-        if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) } != 0
-        {
-            return Err(std::io::Error::last_os_error())
-                .with_context(|| format!("pinning thread {tid} to CPUs {cpus:?}"));
-        }
+        sched::set_affinity(tid, cpus)?;
     }
     Ok(())
 }
@@ -164,81 +166,162 @@ fn thread_schedstat() -> (u64, u64) {
     (f.next().unwrap_or(0), f.next().unwrap_or(0))
 }
 
-/// The group process: sets up its threads, waits for t0 on stdin, runs the
-/// work, writes the outcome. Its exit status is 0 when the outcome was
-/// written, whatever the work's errors (they are in the outcome).
-pub fn run_group(spec: &GroupSpec) -> Result<()> {
-    set_comm(&format!("wl:{}", spec.comm));
-    let n = spec.threads as usize;
-    let plan = work::Plan::new(&spec.work, n).context("setting up the group's pipes")?;
-    let plan = Arc::new(plan);
-    let ready = Arc::new(Barrier::new(n + 1));
-    let t0 = Arc::new(std::sync::OnceLock::<u64>::new());
-    let mut handles = Vec::with_capacity(n);
-    for i in 0..n {
-        let (spec, plan, ready, t0) = (spec.clone(), plan.clone(), ready.clone(), t0.clone());
-        let h = std::thread::Builder::new()
-            .name(format!("{}-{i}", spec.name))
-            .spawn(move || -> (ThreadOutcome, Option<String>) {
-                set_comm(&spec.comm);
-                let policy = set_thread_policy(&spec);
-                ready.wait(); // every thread set up
-                ready.wait(); // t0 known
-                let t0 = *t0.get().expect("t0 is set before the second barrier");
-                let mut rng = Rng::for_thread(spec.seed, spec.index, i as u32);
-                let mut error = policy.err().map(|e| format!("{e:#}"));
-                let mut count =
-                    work::Count::new(t0 + spec.window_start_ns, t0 + spec.window_end_ns);
-                if error.is_none() {
-                    sleep_until(t0 + spec.start_ns);
-                    let ctx = work::Ctx {
-                        index: i,
-                        stop_at: t0 + spec.stop_ns,
-                        count,
-                        rng: &mut rng,
-                        output_dir: &spec.output_dir,
-                        group: &spec.name,
-                    };
-                    match plan.run(&spec.work, ctx) {
-                        Ok(c) => count = c,
-                        Err(e) => error = Some(format!("thread {i}: {e:#}")),
-                    }
-                }
-                let (cpu_ns, schedstat_wait_ns) = thread_schedstat();
-                (
-                    ThreadOutcome {
-                        tid: gettid(),
-                        iterations: count.total,
-                        iterations_window: count.window,
-                        cpu_ns,
-                        schedstat_wait_ns,
-                    },
-                    error,
-                )
-            })
-            .context("starting a workload thread")?;
-        handles.push(h);
+/// One task's life from t0: sleeps to the group's start, works to its
+/// stop, and reports its count (and the error that stopped it, if one did).
+fn task_body(
+    spec: &GroupSpec,
+    plan: &work::Plan,
+    i: usize,
+    t0: u64,
+    setup: Result<()>,
+) -> (ThreadOutcome, Option<String>) {
+    let mut rng = Rng::for_thread(spec.seed, spec.index, i as u32);
+    let mut error = setup.err().map(|e| format!("{e:#}"));
+    let mut count = work::Count::new(t0 + spec.window_start_ns, t0 + spec.window_end_ns);
+    let mut exit_status = None;
+    if error.is_none() {
+        sleep_until(t0 + spec.start_ns);
+        let ctx = work::Ctx {
+            index: i,
+            stop_at: t0 + spec.stop_ns,
+            count,
+            rng: &mut rng,
+            output_dir: &spec.output_dir,
+            group: &spec.name,
+        };
+        match plan.run(&spec.work, ctx) {
+            Ok(c) => {
+                count = c;
+                exit_status = c.exit_status;
+            }
+            Err(e) => error = Some(format!("task {i}: {e:#}")),
+        }
     }
-    ready.wait();
-    // Every thread is set up: the agent picks t0 once every group says so.
+    let (cpu_ns, schedstat_wait_ns) = thread_schedstat();
+    (
+        ThreadOutcome {
+            tid: sched::gettid(),
+            iterations: count.total,
+            iterations_window: count.window,
+            cpu_ns,
+            schedstat_wait_ns,
+            exit_status,
+        },
+        error,
+    )
+}
+
+/// Tells the agent the group is ready, with its tasks' ids (threads' tids,
+/// or task processes' pids), and reads t0 from stdin.
+fn handshake(tasks: &[u32]) -> Result<u64> {
     {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "ready")
+        let mut line = String::from(READY);
+        for p in tasks {
+            line.push_str(&format!(" {p}"));
+        }
+        writeln!(out, "{line}")
             .and_then(|_| out.flush())
             .context("telling the agent the group is ready")?;
     }
-    let line = std::io::stdin()
-        .lock()
-        .lines()
-        .next()
-        .context("the agent closed stdin before sending t0")??;
+    let line = read_line("t0")?;
     let Some(at) = line
         .strip_prefix("t0 ")
         .and_then(|v| v.trim().parse::<u64>().ok())
     else {
         bail!("expected \"t0 NS\" on stdin, got {line:?}");
     };
-    t0.set(at).expect("t0 is set once");
+    Ok(at)
+}
+
+/// One line from the agent on stdin.
+fn read_line(what: &str) -> Result<String> {
+    std::io::stdin()
+        .lock()
+        .lines()
+        .next()
+        .with_context(|| format!("the agent closed stdin before sending {what}"))?
+        .with_context(|| format!("reading {what} from stdin"))
+}
+
+/// What the agent says once the group process is in its cgroup and
+/// tracked by the probe: only then are its tasks made (a task process
+/// forked earlier would be in neither).
+pub const GO: &str = "go";
+
+/// What a group process says when every task is set up: `ready`, then the
+/// ids of its tasks (threads' tids, or with `tasks: processes` the task
+/// processes' pids), space-separated.
+pub const READY: &str = "ready";
+
+/// Reads a group's ready line: None if it is not one, else its tasks' ids.
+pub fn parse_ready(line: &str) -> Option<Vec<u32>> {
+    let mut words = line.split_whitespace();
+    if words.next() != Some(READY) {
+        return None;
+    }
+    words.map(|w| w.parse().ok()).collect()
+}
+
+/// The group process: sets up its tasks (threads, or processes forked
+/// before any thread exists), waits for t0 on stdin, runs the work, writes
+/// the outcome. Its exit status is 0 when the outcome was written, whatever
+/// the work's errors (they are in the outcome).
+pub fn run_group(spec: &GroupSpec) -> Result<()> {
+    set_comm(&format!("wl:{}", spec.comm));
+    let go = read_line(GO)?;
+    if go.trim() != GO {
+        bail!("expected \"{GO}\" on stdin, got {go:?}");
+    }
+    let n = spec.threads as usize;
+    let plan = work::Plan::new(
+        &spec.work,
+        n,
+        spec.scratch_disk.as_deref(),
+        &spec.output_dir,
+    )
+    .with_context(|| format!("setting up the group's {} work", spec.work.kind()))?;
+    let outcome = match spec.tasks {
+        Tasks::Threads => run_threads(spec, plan, n)?,
+        Tasks::Processes => run_processes(spec, &plan, n)?,
+    };
+    write_atomic(&spec.out, &serde_json::to_vec(&outcome)?)
+}
+
+fn run_threads(spec: &GroupSpec, plan: work::Plan, n: usize) -> Result<GroupOutcome> {
+    let plan = Arc::new(plan);
+    let ready = Arc::new(Barrier::new(n + 1));
+    let t0 = Arc::new(std::sync::OnceLock::<u64>::new());
+    // Each thread's tid at its index: the timeline's seeded choices of
+    // tasks go by position, so a rerun picks the same threads.
+    let tids = Arc::new(std::sync::Mutex::new(vec![0u32; n]));
+    let mut handles = Vec::with_capacity(n);
+    for i in 0..n {
+        let (spec, plan, ready, t0, tids) = (
+            spec.clone(),
+            plan.clone(),
+            ready.clone(),
+            t0.clone(),
+            tids.clone(),
+        );
+        let h = std::thread::Builder::new()
+            .name(format!("{}-{i}", spec.name))
+            .spawn(move || -> (ThreadOutcome, Option<String>) {
+                set_comm(&spec.comm);
+                let setup = set_thread_policy(&spec);
+                tids.lock().expect("no thread panics holding it")[i] = sched::gettid();
+                ready.wait(); // every thread set up
+                ready.wait(); // t0 known
+                let t0 = *t0.get().expect("t0 is set before the second barrier");
+                task_body(&spec, &plan, i, t0, setup)
+            })
+            .context("starting a workload thread")?;
+        handles.push(h);
+    }
+    ready.wait();
+    // Every thread is set up: the agent picks t0 once every group says so.
+    let tids = tids.lock().expect("no thread panics holding it").clone();
+    t0.set(handshake(&tids)?).expect("t0 is set once");
     ready.wait();
     let mut outcome = GroupOutcome {
         name: spec.name.clone(),
@@ -254,7 +337,117 @@ pub fn run_group(spec: &GroupSpec) -> Result<()> {
             Err(_) => outcome.errors.push("a workload thread panicked".into()),
         }
     }
-    write_atomic(&spec.out, &serde_json::to_vec(&outcome)?)
+    Ok(outcome)
+}
+
+/// `tasks: processes`: a child process per task, forked while this process
+/// has one thread (so each child may run any code). Each tells its
+/// readiness with a byte on a shared pipe, reads t0 from a pipe of its own,
+/// works, writes its count to `OUT.task-I` and exits; it dies with this
+/// process (PR_SET_PDEATHSIG).
+fn run_processes(spec: &GroupSpec, plan: &work::Plan, n: usize) -> Result<GroupOutcome> {
+    use std::io::Read;
+    let (mut ready_r, ready_w) = std::io::pipe().context("pipe()")?;
+    let mut children = Vec::with_capacity(n);
+    for i in 0..n {
+        let (start_r, start_w) = std::io::pipe().context("pipe()")?;
+        // SAFETY: this process has a single thread here (no thread is
+        // started before the children are forked), so the child may run
+        // any code; it leaves through _exit and never returns.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(std::io::Error::last_os_error()).context("fork() of a task process");
+        }
+        if pid == 0 {
+            drop(start_w);
+            let code = task_process(spec, plan, i, &ready_w, start_r);
+            // SAFETY: ending the child without running the parent's
+            // destructors or atexit handlers twice.
+            unsafe { libc::_exit(code) };
+        }
+        drop(start_r);
+        children.push((pid as u32, start_w));
+    }
+    drop(ready_w);
+    let mut got = vec![0u8; n];
+    ready_r
+        .read_exact(&mut got)
+        .context("waiting for the task processes to be set up (one died?)")?;
+    let pids: Vec<u32> = children.iter().map(|(p, _)| *p).collect();
+    let t0 = handshake(&pids)?;
+    for (_, w) in &mut children {
+        // A child that died meanwhile is found by its missing count.
+        let _ = w.write_all(&t0.to_ne_bytes());
+    }
+    let mut outcome = GroupOutcome {
+        name: spec.name.clone(),
+        pid: std::process::id(),
+        ..Default::default()
+    };
+    for (i, (pid, _)) in children.iter().enumerate() {
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(*pid as i32, &mut status, 0) };
+        let path = task_out(&spec.out, i);
+        match std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<(ThreadOutcome, Option<String>)>(&b).ok())
+        {
+            Some((t, err)) => {
+                outcome.threads.push(t);
+                outcome.errors.extend(err);
+            }
+            None => outcome.errors.push(format!(
+                "task process {pid} ({i}) wrote no count (wait status {status:#x})"
+            )),
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+    Ok(outcome)
+}
+
+fn task_out(out: &std::path::Path, i: usize) -> PathBuf {
+    let mut p = out.as_os_str().to_owned();
+    p.push(format!(".task-{i}"));
+    PathBuf::from(p)
+}
+
+/// The life of one task process; its exit code.
+fn task_process(
+    spec: &GroupSpec,
+    plan: &work::Plan,
+    i: usize,
+    ready: &std::io::PipeWriter,
+    mut start: std::io::PipeReader,
+) -> i32 {
+    use std::io::Read;
+    // SAFETY: prctl on ourselves; then the parent may already be gone.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    if unsafe { libc::getppid() } == 1 {
+        return 1;
+    }
+    set_comm(&spec.comm);
+    let setup = set_thread_policy(spec);
+    if (&*ready).write_all(b"r").is_err() {
+        return 1;
+    }
+    // Its copy of the write end goes, so that the parent sees the pipe's
+    // end if a sibling dies before it is ready. (The child leaves through
+    // _exit: the PipeWriter's own close never runs.)
+    // SAFETY: closing a descriptor this process owns and no longer uses.
+    unsafe { libc::close(std::os::fd::AsRawFd::as_raw_fd(ready)) };
+    let mut t0 = [0u8; 8];
+    if start.read_exact(&mut t0).is_err() {
+        return 1;
+    }
+    let result = task_body(spec, plan, i, u64::from_ne_bytes(t0), setup);
+    match serde_json::to_vec(&result)
+        .map_err(anyhow::Error::from)
+        .and_then(|b| write_atomic(&task_out(&spec.out, i), &b))
+    {
+        Ok(()) => 0,
+        Err(_) => 1,
+    }
 }
 
 /// Now, for callers that want "t0 a little in the future".

@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 
 use super::{sleep_until, Rng};
 use crate::probe::now_ns;
+use crate::protocol::SCRATCH_BYTES;
 use crate::scenario::Work;
 
 /// Iterations done: in all, and inside the measurement window.
@@ -16,6 +17,8 @@ use crate::scenario::Work;
 pub struct Count {
     pub total: u64,
     pub window: u64,
+    /// A `command`'s exit status, when it exited on its own.
+    pub exit_status: Option<i32>,
     from: u64,
     to: u64,
 }
@@ -25,6 +28,7 @@ impl Count {
         Count {
             total: 0,
             window: 0,
+            exit_status: None,
             from,
             to,
         }
@@ -59,7 +63,155 @@ pub struct Ctx<'a> {
 /// wake chains), created before any thread starts.
 pub struct Plan {
     /// `pipes[i]` = (read end, write end); thread i reads `pipes[i]`.
+    /// For `messaging`, a socket pair per receiver: (its end, the
+    /// senders' end).
     pipes: Vec<(OwnedFd, OwnedFd)>,
+    /// For `fan_out`: a futex word per ring, in memory shared with task
+    /// processes forked later.
+    rings: Option<SharedWords>,
+    /// For `block_io`: the scratch device or file, opened with O_DIRECT.
+    scratch: Option<Scratch>,
+}
+
+/// Where `block_io` reads and writes: the VM's scratch disk or, on the
+/// host target, an unnamed file.
+struct Scratch {
+    file: std::fs::File,
+    /// Its size in bytes.
+    len: u64,
+    what: String,
+}
+
+impl Scratch {
+    /// The VM's scratch disk `disk`, or without one (the host target) an
+    /// unnamed file in `dir`.
+    fn open(disk: Option<&Path>, dir: &Path) -> Result<Scratch> {
+        use std::os::unix::fs::OpenOptionsExt;
+        if let Some(dev) = disk {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(dev)
+                .with_context(|| format!("opening the scratch disk {}", dev.display()))?;
+            let len = std::fs::read_to_string(
+                Path::new("/sys/block")
+                    .join(dev.file_name().unwrap_or_default())
+                    .join("size"),
+            )
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .map_or(SCRATCH_BYTES, |sectors| sectors * 512);
+            return Ok(Scratch {
+                file,
+                len,
+                what: dev.display().to_string(),
+            });
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_DIRECT | libc::O_TMPFILE)
+            .open(dir)
+            .with_context(|| {
+                format!(
+                    "creating block_io's scratch file in {} (O_TMPFILE with O_DIRECT; the filesystem must support both)",
+                    dir.display()
+                )
+            })?;
+        file.set_len(SCRATCH_BYTES)
+            .context("sizing block_io's scratch file")?;
+        Ok(Scratch {
+            file,
+            len: SCRATCH_BYTES,
+            what: format!("a scratch file in {}", dir.display()),
+        })
+    }
+}
+
+/// Words in an anonymous shared mapping (MAP_SHARED: a forked task process
+/// sees the same ones), for futexes.
+struct SharedWords {
+    ptr: *mut std::sync::atomic::AtomicU32,
+    len: usize,
+}
+
+// SAFETY: the words are atomics; the mapping lives as long as the plan.
+unsafe impl Send for SharedWords {}
+unsafe impl Sync for SharedWords {}
+
+impl SharedWords {
+    fn new(len: usize) -> Result<SharedWords> {
+        let bytes = (len.max(1) * 4).next_multiple_of(4096);
+        // SAFETY: a fresh anonymous mapping, zero-filled by the kernel.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error()).context("mmap of the futex words");
+        }
+        Ok(SharedWords {
+            ptr: ptr.cast(),
+            len,
+        })
+    }
+
+    fn word(&self, i: usize) -> &std::sync::atomic::AtomicU32 {
+        assert!(i < self.len);
+        // SAFETY: inside the mapping; zeroed memory is a valid AtomicU32.
+        unsafe { &*self.ptr.add(i) }
+    }
+}
+
+impl Drop for SharedWords {
+    fn drop(&mut self) {
+        let bytes = (self.len.max(1) * 4).next_multiple_of(4096);
+        // SAFETY: the mapping made in new(), unmapped once.
+        unsafe { libc::munmap(self.ptr.cast(), bytes) };
+    }
+}
+
+/// Waits on futex word `w` while it holds `seen`, at most `timeout_ms`.
+fn futex_wait(w: &std::sync::atomic::AtomicU32, seen: u32, timeout_ms: u64) {
+    let ts = libc::timespec {
+        tv_sec: (timeout_ms / 1000) as libc::time_t,
+        tv_nsec: ((timeout_ms % 1000) * 1_000_000) as libc::c_long,
+    };
+    // SAFETY: a shared (not private: task processes share it) futex wait
+    // on a valid word with a relative timeout.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            w.as_ptr(),
+            libc::FUTEX_WAIT,
+            seen,
+            &ts as *const libc::timespec,
+        )
+    };
+}
+
+/// Wakes every waiter of futex word `w`.
+fn futex_wake_all(w: &std::sync::atomic::AtomicU32) {
+    // SAFETY: a shared futex wake of a valid word.
+    unsafe { libc::syscall(libc::SYS_futex, w.as_ptr(), libc::FUTEX_WAKE, i32::MAX) };
+}
+
+fn socketpair() -> Result<(OwnedFd, OwnedFd)> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0i32; 2];
+    // SAFETY: fds has room for the two descriptors.
+    if unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, fds.as_mut_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("socketpair()");
+    }
+    // SAFETY: two fresh descriptors, owned from here.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
@@ -68,14 +220,39 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
 }
 
 impl Plan {
-    pub fn new(work: &Work, threads: usize) -> Result<Plan> {
+    /// What `work` needs, for `threads` tasks. `block_io` uses the VM's
+    /// scratch disk `disk`, or without one an unnamed file in `output_dir`
+    /// (the group's results directory).
+    pub fn new(
+        work: &Work,
+        threads: usize,
+        disk: Option<&Path>,
+        output_dir: &Path,
+    ) -> Result<Plan> {
         let pipes = match work {
             Work::Pingpong | Work::WakeChain => {
                 (0..threads).map(|_| pipe()).collect::<Result<_>>()?
             }
+            Work::Messaging { .. } => (0..threads / 2)
+                .map(|_| socketpair())
+                .collect::<Result<_>>()?,
             _ => Vec::new(),
         };
-        Ok(Plan { pipes })
+        let rings = match work {
+            Work::FanOut { workers, .. } => {
+                Some(SharedWords::new(threads / (*workers as usize + 1))?)
+            }
+            _ => None,
+        };
+        let scratch = match work {
+            Work::BlockIo { .. } => Some(Scratch::open(disk, output_dir)?),
+            _ => None,
+        };
+        Ok(Plan {
+            pipes,
+            rings,
+            scratch,
+        })
     }
 
     pub fn run(&self, work: &Work, mut cx: Ctx) -> Result<Count> {
@@ -101,7 +278,68 @@ impl Plan {
                 min_sleep,
                 max_sleep,
             } => sleepy(*run, *min_sleep, *max_sleep, cx.rng, stop, &mut c),
-            Work::Command { argv } => command(argv, &mut cx)?,
+            Work::FanOut {
+                workers,
+                run,
+                interval,
+            } => {
+                let per_ring = *workers as usize + 1;
+                let word = self
+                    .rings
+                    .as_ref()
+                    .expect("made for fan_out")
+                    .word(cx.index / per_ring);
+                if cx.index.is_multiple_of(per_ring) {
+                    fan_out_message(word, *interval, stop, &mut c)
+                } else {
+                    fan_out_worker(word, *run, stop, &mut c)
+                }
+            }
+            Work::Messaging { size } => {
+                let receivers = self.pipes.len();
+                if cx.index < receivers {
+                    let to: Vec<i32> = self.pipes.iter().map(|p| p.1.as_raw_fd()).collect();
+                    send_messages(&to, *size as usize, stop, &mut c)?
+                } else {
+                    let from = self.pipes[cx.index - receivers].0.as_raw_fd();
+                    receive_messages(from, *size as usize, stop, &mut c)?
+                }
+            }
+            Work::Jobs {
+                min_run,
+                max_run,
+                min_gap,
+                max_gap,
+            } => jobs(
+                (*min_run, *max_run),
+                (*min_gap, *max_gap),
+                cx.rng,
+                stop,
+                &mut c,
+            )?,
+            Work::Timers { interval } => timers(*interval, stop, &mut c)?,
+            Work::Workqueue { interval } => workqueue(*interval, stop, &mut c)?,
+            Work::BlockIo { size } => {
+                let scratch = self.scratch.as_ref().expect("made for block_io");
+                block_io(scratch, *size as u64, cx.rng, stop, &mut c)?
+            }
+            Work::Command { argv, exit } => {
+                let status = command(argv, &mut cx)?;
+                c.exit_status = status;
+                match (status, exit) {
+                    (Some(st), Some(want)) if st != *want => {
+                        anyhow::bail!("{} exited with status {st}, not {want}", argv[0])
+                    }
+                    (None, Some(want)) => anyhow::bail!(
+                        "{} was still running at the group's stop (it should have exited with status {want})",
+                        argv[0]
+                    ),
+                    (Some(st), None) if st != 0 => {
+                        anyhow::bail!("{} exited with status {st} before the group's stop", argv[0])
+                    }
+                    _ => {}
+                }
+            }
         }
         Ok(c)
     }
@@ -126,14 +364,7 @@ impl Plan {
         while now_ns() < stop_at {
             // Wait for the token, but look at the clock at least every
             // 20 ms so the stop time is kept when the partner has stopped.
-            let mut pfd = libc::pollfd {
-                fd: rfd,
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd.
-            let ready = unsafe { libc::poll(&mut pfd, 1, 20) };
-            if ready <= 0 {
+            if !ready(rfd, libc::POLLIN) {
                 continue;
             }
             // SAFETY: reading one byte into a one-byte buffer.
@@ -202,15 +433,21 @@ fn burn_cpu(d: Duration, stop_at: u64) {
 }
 
 fn periodic(run: Duration, period: Duration, stop_at: u64, count: &mut Count) {
+    every_period(period, stop_at, count, || burn_cpu(run, stop_at));
+}
+
+/// Runs `body` at the start of every `period` until `stop_at`, counting
+/// each round; a round that overruns skips the periods already gone, as
+/// rt-app does.
+fn every_period(period: Duration, stop_at: u64, count: &mut Count, mut body: impl FnMut()) {
     let period = period.as_nanos() as u64;
     let mut next = now_ns();
     while next < stop_at {
-        burn_cpu(run, stop_at);
+        body();
         count.hit();
         next += period;
         let now = now_ns();
         if next < now {
-            // Overran: skip the periods already gone, as rt-app does.
             next += (now - next).div_ceil(period) * period;
         }
         if next >= stop_at {
@@ -218,6 +455,142 @@ fn periodic(run: Duration, period: Duration, stop_at: u64, count: &mut Count) {
         }
         sleep_until(next);
     }
+}
+
+/// Waits on a periodic timerfd firing every `interval`, counting wake-ups.
+fn timers(interval: Duration, stop_at: u64, count: &mut Count) -> Result<()> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain syscall; the descriptor is owned below.
+    let fd = unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).context("timerfd_create(CLOCK_MONOTONIC)");
+    }
+    // SAFETY: a fresh descriptor, owned from here.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let ts = libc::timespec {
+        tv_sec: interval.as_secs() as libc::time_t,
+        tv_nsec: interval.subsec_nanos() as libc::c_long,
+    };
+    let spec = libc::itimerspec {
+        it_interval: ts,
+        it_value: ts,
+    };
+    // SAFETY: a valid timerfd and itimerspec; the old value is not wanted.
+    if unsafe { libc::timerfd_settime(fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("timerfd_settime");
+    }
+    let mut expirations = 0u64;
+    while now_ns() < stop_at {
+        // Looks at the clock at least every 20 ms: the stop is kept
+        // whatever the interval.
+        if !ready(fd.as_raw_fd(), libc::POLLIN) {
+            continue;
+        }
+        // SAFETY: reading the 8-byte expiry count into a u64.
+        let n = unsafe {
+            libc::read(
+                fd.as_raw_fd(),
+                (&mut expirations as *mut u64).cast(),
+                std::mem::size_of::<u64>(),
+            )
+        };
+        if n == 8 {
+            count.hit();
+        }
+    }
+    Ok(())
+}
+
+/// The file whose write runs a work item on every CPU's kworker.
+const STAT_REFRESH: &str = "/proc/sys/vm/stat_refresh";
+
+/// Writes [`STAT_REFRESH`] and sleeps `interval`, again and again, counting
+/// rounds.
+fn workqueue(interval: Duration, stop_at: u64, count: &mut Count) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(STAT_REFRESH)
+        .with_context(|| format!("opening {STAT_REFRESH} for writing (root only)"))?;
+    while now_ns() < stop_at {
+        // The write returns when a kworker has run the item on every
+        // online CPU.
+        f.write_all(b"1")
+            .with_context(|| format!("writing {STAT_REFRESH}"))?;
+        count.hit();
+        if !interval.is_zero() {
+            sleep_until((now_ns() + interval.as_nanos() as u64).min(stop_at));
+        }
+    }
+    Ok(())
+}
+
+/// A buffer aligned for O_DIRECT (4096 bytes, above any logical block size
+/// the scratch device has).
+struct Aligned {
+    ptr: *mut u8,
+    layout: std::alloc::Layout,
+}
+
+impl Aligned {
+    fn new(size: usize) -> Aligned {
+        let layout = std::alloc::Layout::from_size_align(size, 4096).expect("a valid size");
+        // SAFETY: a non-zero size (validated: at least 512).
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        if ptr.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        Aligned { ptr, layout }
+    }
+}
+
+impl Drop for Aligned {
+    fn drop(&mut self) {
+        // SAFETY: allocated in new() with this layout.
+        unsafe { std::alloc::dealloc(self.ptr, self.layout) };
+    }
+}
+
+/// Writes `size` bytes at one random offset of the scratch and reads
+/// `size` at another, with O_DIRECT, counting rounds.
+fn block_io(
+    scratch: &Scratch,
+    size: u64,
+    rng: &mut Rng,
+    stop_at: u64,
+    count: &mut Count,
+) -> Result<()> {
+    let buf = Aligned::new(size as usize);
+    let slots = (scratch.len / size).max(1);
+    let fd = scratch.file.as_raw_fd();
+    while now_ns() < stop_at {
+        for write in [true, false] {
+            let off = (rng.next_u64() % slots) * size;
+            // SAFETY: `buf` holds `size` bytes; pwrite/pread stay inside it.
+            let n = unsafe {
+                if write {
+                    libc::pwrite(fd, buf.ptr.cast(), size as usize, off as libc::off_t)
+                } else {
+                    libc::pread(fd, buf.ptr.cast(), size as usize, off as libc::off_t)
+                }
+            };
+            if n != size as isize {
+                let e = std::io::Error::last_os_error();
+                let fix = if e.raw_os_error() == Some(libc::EINVAL) {
+                    "\n  fix: a block_io size that is a multiple of the device's direct-I/O alignment (4096 is safe)"
+                } else {
+                    ""
+                };
+                anyhow::bail!(
+                    "block_io: {} of {size} bytes at {off} on {} gave {n}: {e}{fix}",
+                    if write { "a write" } else { "a read" },
+                    scratch.what
+                );
+            }
+        }
+        count.hit();
+    }
+    Ok(())
 }
 
 fn yield_loop(stop_at: u64, count: &mut Count) {
@@ -248,55 +621,268 @@ fn sleepy(
     }
 }
 
-fn fork_exit(stop_at: u64, count: &mut Count) -> Result<()> {
+/// A fan-out ring's message task: every `interval`, a new round in the
+/// word and every worker woken.
+fn fan_out_message(
+    word: &std::sync::atomic::AtomicU32,
+    interval: Duration,
+    stop_at: u64,
+    count: &mut Count,
+) {
+    use std::sync::atomic::Ordering;
+    every_period(interval, stop_at, count, || {
+        word.fetch_add(1, Ordering::SeqCst);
+        futex_wake_all(word);
+    });
+    // The workers see the stop by their timeout.
+}
+
+/// A fan-out worker: waits for a new round, runs `run` of CPU time, counts
+/// the round.
+fn fan_out_worker(
+    word: &std::sync::atomic::AtomicU32,
+    run: Duration,
+    stop_at: u64,
+    count: &mut Count,
+) {
+    use std::sync::atomic::Ordering;
+    let mut seen = word.load(Ordering::SeqCst);
     while now_ns() < stop_at {
-        // SAFETY: the child only calls _exit, which is async-signal-safe,
-        // so forking from a multithreaded process is sound here.
-        let pid = unsafe { libc::fork() };
-        if pid == 0 {
-            unsafe { libc::_exit(0) };
+        futex_wait(word, seen, 20);
+        let now = word.load(Ordering::SeqCst);
+        if now == seen {
+            continue;
         }
-        if pid < 0 {
-            return Err(std::io::Error::last_os_error()).context("fork()");
+        seen = now;
+        burn_cpu(run, stop_at);
+        count.hit();
+    }
+}
+
+/// Waits until `fd` is ready for `events`, at most 20 ms (so the stop time
+/// is kept when the other side has stopped): true if it is.
+fn ready(fd: i32, events: i16) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    unsafe { libc::poll(&mut pfd, 1, 20) > 0 }
+}
+
+/// A messaging sender: a message to each receiver in turn.
+fn send_messages(to: &[i32], size: usize, stop_at: u64, count: &mut Count) -> Result<()> {
+    let msg = vec![0x5au8; size];
+    'run: while now_ns() < stop_at {
+        for fd in to {
+            let mut sent = 0;
+            while sent < size {
+                if now_ns() >= stop_at {
+                    break 'run;
+                }
+                if !ready(*fd, libc::POLLOUT) {
+                    continue;
+                }
+                // SAFETY: writing from a buffer of `size` bytes.
+                let n = unsafe {
+                    libc::send(
+                        *fd,
+                        msg[sent..].as_ptr().cast(),
+                        size - sent,
+                        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                    )
+                };
+                if n > 0 {
+                    sent += n as usize;
+                } else if n < 0 {
+                    let e = std::io::Error::last_os_error();
+                    if e.kind() != std::io::ErrorKind::WouldBlock
+                        && e.kind() != std::io::ErrorKind::Interrupted
+                    {
+                        return Err(e).context("sending a message");
+                    }
+                }
+            }
+            count.hit();
         }
-        let mut status = 0;
-        // SAFETY: waiting for the child we just forked.
-        unsafe { libc::waitpid(pid, &mut status, 0) };
+    }
+    Ok(())
+}
+
+/// A messaging receiver: reads whole messages from its socket.
+fn receive_messages(fd: i32, size: usize, stop_at: u64, count: &mut Count) -> Result<()> {
+    let mut buf = vec![0u8; size * 16];
+    let mut partial = 0usize;
+    while now_ns() < stop_at {
+        if !ready(fd, libc::POLLIN) {
+            continue;
+        }
+        // SAFETY: reading into a buffer of its own length.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        if n <= 0 {
+            continue;
+        }
+        partial += n as usize;
+        let now = now_ns();
+        while partial >= size {
+            partial -= size;
+            count.hit_at(now);
+        }
+    }
+    Ok(())
+}
+
+/// Build-like bursts: a random gap, then a child process burning a random
+/// CPU time.
+fn jobs(
+    run: (Duration, Duration),
+    gap: (Duration, Duration),
+    rng: &mut Rng,
+    stop_at: u64,
+    count: &mut Count,
+) -> Result<()> {
+    while now_ns() < stop_at {
+        let wake = now_ns() + rng.between(gap.0, gap.1).as_nanos() as u64;
+        sleep_until(wake.min(stop_at));
+        if now_ns() >= stop_at {
+            break;
+        }
+        let work = rng.between(run.0, run.1);
+        // The child burns CPU: clock_gettime and arithmetic.
+        fork_and_wait(|| burn_cpu(work, stop_at)).context("fork() of a job")?;
         count.hit();
     }
     Ok(())
 }
 
-/// Runs the program until `stop_at` (SIGTERM, then SIGKILL after 1 s),
-/// its output in `OUTPUT_DIR/GROUP-INDEX.out`. Not counted: 0 iterations.
-fn command(argv: &[String], cx: &mut Ctx) -> Result<()> {
+fn fork_exit(stop_at: u64, count: &mut Count) -> Result<()> {
+    while now_ns() < stop_at {
+        fork_and_wait(|| {}).context("fork()")?;
+        count.hit();
+    }
+    Ok(())
+}
+
+/// Forks a child that runs `child` and exits, and waits for it. `child`
+/// must take no lock another thread may hold (the process may have
+/// several): plain computation and system calls only.
+fn fork_and_wait(child: impl FnOnce()) -> std::io::Result<()> {
+    // SAFETY: the child runs only `child` (no locks, by the contract
+    // above) and _exit, which is async-signal-safe, so forking from a
+    // multithreaded process is sound here.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        child();
+        unsafe { libc::_exit(0) };
+    }
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut status = 0;
+    // SAFETY: waiting for the child we just forked.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    Ok(())
+}
+
+/// Runs the program until `stop_at` in a process group of its own, so
+/// its whole tree is stopped then (SIGTERM to the group, SIGKILL after
+/// 1 s), its output in `OUTPUT_DIR/GROUP-INDEX.out`. Not counted: 0
+/// iterations. Returns its exit status if it exited on its own before the
+/// stop.
+fn command(argv: &[String], cx: &mut Ctx) -> Result<Option<i32>> {
+    use std::os::unix::process::CommandExt;
     let (program, args) = argv.split_first().context("empty command")?;
     let out_path = cx.output_dir.join(format!("{}-{}.out", cx.group, cx.index));
     let out = std::fs::File::create(&out_path)
         .with_context(|| format!("creating {}", out_path.display()))?;
-    let mut child = std::process::Command::new(program)
+    let mut cmd = std::process::Command::new(program);
+    // If the group process is killed, the command goes too (its own
+    // children are the agent's to kill: see run_pass).
+    crate::process::die_with_parent(&mut cmd);
+    let mut child = cmd
         .args(args)
+        .process_group(0)
         .stdin(std::process::Stdio::null())
         .stdout(out.try_clone()?)
         .stderr(out)
         .spawn()
         .with_context(|| format!("starting {program}"))?;
-    loop {
-        if child.try_wait()?.is_some() {
-            break;
+    let pgid = child.id() as i32;
+    let status = loop {
+        if let Some(st) = child.try_wait()? {
+            // Its own exit: what it left behind in its group goes too.
+            // SAFETY: signalling the process group we made.
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            break Some(st.code().unwrap_or(-1));
         }
         if now_ns() >= cx.stop_at {
-            // SAFETY: signalling our own child.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            // SAFETY: signalling the process group we made.
+            unsafe { libc::kill(-pgid, libc::SIGTERM) };
             let grace = now_ns() + 1_000_000_000;
             while child.try_wait()?.is_none() && now_ns() < grace {
                 sleep_until(now_ns() + 10_000_000);
             }
-            let _ = child.kill();
+            // SAFETY: as above; the descendants that ignored SIGTERM.
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
             let _ = child.wait();
-            break;
+            break None;
         }
         sleep_until((now_ns() + 10_000_000).min(cx.stop_at));
+    };
+    Ok(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count_for(ms: u64) -> (u64, Count) {
+        let now = now_ns();
+        let stop = now + ms * 1_000_000;
+        (stop, Count::new(now, stop))
     }
-    Ok(())
+
+    #[test]
+    fn timers_wake_at_their_interval() {
+        let (stop, mut c) = count_for(200);
+        timers(Duration::from_millis(2), stop, &mut c).unwrap();
+        // 100 expiries in 200 ms (a one-shot timer would give 1); a
+        // wake-up that finds several counts once, so a loaded machine sees
+        // fewer, never more.
+        assert!((5..=101).contains(&c.total), "{c:?}");
+    }
+
+    #[test]
+    fn block_io_writes_and_reads_a_scratch_file_with_o_direct() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = Work::BlockIo { size: 4096 };
+        let plan = Plan::new(&work, 1, None, dir.path()).unwrap();
+        let scratch = plan.scratch.as_ref().unwrap();
+        assert_eq!(scratch.len, SCRATCH_BYTES);
+        let (stop, mut c) = count_for(300);
+        block_io(scratch, 4096, &mut Rng::for_thread(1, 0, 0), stop, &mut c).unwrap();
+        assert!(c.total > 0, "{c:?}");
+        // Unnamed: nothing is left in the directory.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        // Sparse: only what was written takes space.
+        use std::os::unix::fs::MetadataExt;
+        let m = scratch.file.metadata().unwrap();
+        assert!(
+            m.blocks() * 512 <= c.total * 4096 + (1 << 20),
+            "{} blocks",
+            m.blocks()
+        );
+    }
+
+    #[test]
+    fn workqueue_rounds_go_through_stat_refresh() {
+        // Root only, as in the guest; the tests run as root (CI's set-up).
+        // That each round waits for a kworker on every CPU is the kernel's
+        // (mm/vmstat.c); the VM test sees the rounds' rate drop under a
+        // scheduler that keeps kworkers waiting.
+        let (stop, mut c) = count_for(100);
+        workqueue(Duration::from_millis(5), stop, &mut c).unwrap();
+        assert!(c.total > 0, "{c:?}");
+    }
 }
