@@ -9,6 +9,7 @@ pub mod protocol;
 
 pub use error::{classify, fail, ExitCode, Failure};
 pub mod agent;
+pub mod appmetric;
 pub mod bench;
 pub mod bpflog;
 pub mod cell;
