@@ -55,7 +55,14 @@ const PACKAGES: &[(&str, &str)] = &[
     ),
     (
         "stress-ng",
-        "external load for scenarios' `command` work (runs in the guest)",
+        "external load for scenarios' `command` work, and app-stress-ng (runs in the guest)",
+    ),
+    ("rt-tests", "hackbench and cyclictest: app-hackbench, app-cyclictest"),
+    ("redis-server", "the server of app-redis"),
+    ("redis-tools", "redis-benchmark: app-redis's load"),
+    (
+        "postgresql-15",
+        "PostgreSQL (initdb, postgres) and pgbench: app-pgbench",
     ),
     ("make", "kernel build"),
     ("gcc", "kernel build"),
@@ -258,6 +265,49 @@ fn setup(sh: &Shell) -> Result<()> {
         )
         .run()?;
     }
+    apps()
+}
+
+/// Where app-build's sources go: the data directory's `apps/`, which
+/// `command` groups see as `$SCX_HARNESS_APPS` (harness/src/paths.rs
+/// `apps_dir`).
+const APPS_TOOLS: &str = "linux-tools-6.12";
+
+/// The inputs of the bundled application scenarios: app-build compiles
+/// libsubcmd from the kernel tree's `tools/` (and `scripts/bpf_doc.py`, for
+/// tools/lib/bpf if a scenario builds that: about 140 s under TCG),
+/// extracted once from Debian's linux-source-6.12 (about 30 s: the whole
+/// xz stream is read).
+fn apps() -> Result<()> {
+    step("setup: app-build's C project (tools/ of linux-source-6.12)");
+    let apps = data_dir().join("apps");
+    let dest = apps.join(APPS_TOOLS);
+    if dest.join("tools/lib/bpf/Makefile").is_file() {
+        eprintln!("    present: {}", dest.display());
+        return Ok(());
+    }
+    std::fs::create_dir_all(&apps).with_context(|| format!("creating {}", apps.display()))?;
+    // Extracted beside its destination, then renamed: an interrupted
+    // extraction never looks finished, and its directory is removed.
+    let tmp = tempfile::Builder::new()
+        .prefix(".extract-")
+        .tempdir_in(&apps)
+        .context("making a directory to extract into")?;
+    let tmp_path = tmp.path();
+    let sh = Shell::new()?;
+    let tarball = "/usr/src/linux-source-6.12.tar.xz";
+    cmd!(
+        sh,
+        "tar -xJf {tarball} -C {tmp_path} linux-source-6.12/tools linux-source-6.12/scripts/bpf_doc.py"
+    )
+    .run()
+    .with_context(|| format!("extracting tools/ from {tarball}"))?;
+    if dest.exists() {
+        std::fs::remove_dir_all(&dest)?;
+    }
+    std::fs::rename(tmp_path.join("linux-source-6.12"), &dest)
+        .with_context(|| format!("moving the extracted tree to {}", dest.display()))?;
+    eprintln!("    extracted to {}", dest.display());
     Ok(())
 }
 

@@ -64,6 +64,11 @@ pub struct AgentSpec {
     /// the starved tasks are the machine's own.
     #[serde(default)]
     pub sysrq_on_stall: bool,
+    /// What `cargo ci setup` prepared for the bundled application
+    /// scenarios (sources to build), given to `command` groups as
+    /// `$SCX_HARNESS_APPS` ([`crate::paths::apps_dir`]).
+    #[serde(default)]
+    pub apps_dir: Option<PathBuf>,
 }
 
 /// One scheduler swap of the scheduler pass.
@@ -251,7 +256,7 @@ pub struct StillWaiting {
 }
 
 /// What one group did in one pass.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GroupResult {
     pub name: String,
     pub probe: GroupData,
@@ -337,7 +342,7 @@ impl PassKind {
 }
 
 /// One pass of the scenario.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Pass {
     /// Which pass (JSON: `label`, as result documents have always had it).
     #[serde(rename = "label")]
@@ -346,9 +351,11 @@ pub struct Pass {
     pub t0_ns: u64,
     pub window_start_ns: u64,
     pub window_end_ns: u64,
-    /// The stop, from t0: when every group process had exited, or when a
-    /// stall stopped the pass (then the measurement window ends there
-    /// too: `window_end_ns` is the earlier of the two). Runnable times
+    /// The stop, from t0: when every group process had exited (before
+    /// the run's end too, when every group was an application that ended
+    /// by itself), or when a stall stopped the pass; a stop before the
+    /// run's end ends the measurement window there too (`window_end_ns`
+    /// is the earlier of the two). Runnable times
     /// count from t0 to the stop; run delays are the waits that ended in
     /// the window.
     pub ended_at_ns: u64,
@@ -1133,6 +1140,8 @@ fn run_pass(
             window_end_ns: duration,
             out: dir.join(format!("{}-{}.json", kind.name(), g.name)),
             output_dir: dir.to_path_buf(),
+            output_pass: kind.name().to_string(),
+            apps_dir: spec.apps_dir.clone(),
             scratch_disk: disk.clone(),
         };
         let stderr = std::fs::File::create(dir.join(format!("{}-{}.stderr", kind.name(), g.name)))?;
@@ -1411,7 +1420,12 @@ fn run_pass(
                 }
             }
         }
-        if !in_run && running.iter().all(|r| r.status.is_some()) {
+        // Every group process has exited (applications that ended by
+        // themselves): the pass stops here, and so does its window.
+        if running.iter().all(|r| r.status.is_some()) {
+            if let (true, Some(p)) = (in_run, probe.as_deref_mut()) {
+                p.set_window(window_start, now.max(window_start));
+            }
             break now;
         }
         if now >= exit_deadline {
@@ -1549,6 +1563,17 @@ fn run_pass(
             .and_then(|b| serde_json::from_slice(&b).ok());
         if let Some(o) = &outcome {
             errors.extend(o.errors.iter().map(|e| format!("group {}: {e}", o.name)));
+            // Under the scheduler, an application's failure is the `app`
+            // outcome's (checks); under the fair class the scenario or the
+            // machine is at fault, and what is relative to it is unknown.
+            if kind != PassKind::Scheduler {
+                errors.extend(
+                    o.threads
+                        .iter()
+                        .filter_map(|t| t.app.as_ref()?.failure.as_ref())
+                        .map(|f| format!("group {} under the {} pass: {f}", o.name, kind.name())),
+                );
+            }
         } else if stall.is_none() {
             errors.push(format!("group {} wrote no outcome", s.groups[i].name));
         }
@@ -1648,6 +1673,7 @@ fn wait_ready(
 /// It sleeps between scans (SCAN), so it takes little from the workload,
 /// and the same under the fair class and under the scheduler.
 fn outrank_the_workload() -> Result<()> {
+    pin_mapped_files();
     let param = libc::sched_param { sched_priority: 99 };
     // SAFETY: a valid sched_param for the calling thread.
     if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK, &param) }
@@ -1657,6 +1683,50 @@ fn outrank_the_workload() -> Result<()> {
             .context("putting the agent's watch in SCHED_FIFO 99 (the guest runs as root)");
     }
     Ok(())
+}
+
+/// Locks every file-backed mapping of the agent (its own binary, the
+/// libraries) in memory, so the watch never takes a page fault on them.
+///
+/// Why: the group processes run the same binary and libraries. A task a
+/// scheduler stalls in the middle of a page fault on one of those files
+/// holds that page's folio lock while it waits (seen: `filemap_fault` ->
+/// `netfs_read_folio` -> `p9_client_read` on the VM's 9p root, in
+/// scx_fault's stall dump); a watch that then faults on the same page
+/// waits for the stalled task, so the stall it is there to catch stops it
+/// until the kernel's own watchdog (30 s) ejects the scheduler. Resident
+/// and locked, those pages are never faulted again. About 25 MB for a
+/// debug build's text; a failure (no CAP_IPC_LOCK) is logged, not fatal.
+fn pin_mapped_files() {
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return;
+    };
+    for line in maps.lines() {
+        // "start-end perms offset dev inode path"
+        let mut f = line.split_whitespace();
+        let (Some(range), Some(_perms), Some(_off), Some(_dev), Some(inode), Some(path)) =
+            (f.next(), f.next(), f.next(), f.next(), f.next(), f.next())
+        else {
+            continue;
+        };
+        if inode == "0" || !path.starts_with('/') {
+            continue;
+        }
+        let Some((a, b)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) else {
+            continue;
+        };
+        // SAFETY: mlock on a range of our own address space that is mapped
+        // (from /proc/self/maps); it changes no contents.
+        if unsafe { libc::mlock(a as *const libc::c_void, b - a) } != 0 {
+            tracing::debug!(
+                "mlock of {path} ({range}): {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
 }
 
 /// One round of the probe-overhead benchmark.

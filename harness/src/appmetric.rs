@@ -62,6 +62,12 @@ pub enum Source {
     /// The same path into the output read as one YAML document (stress-ng
     /// `--yaml`).
     Yaml(String),
+    /// A quantile of a histogram in the output read as one JSON document:
+    /// at `path` a map from value to count (cyclictest `--json`:
+    /// `thread.0.histogram`, latency in us to cycles), `quantile` from 0 to
+    /// 1 (the smallest value with at least that fraction of the counts at
+    /// or below it).
+    JsonHistogram { path: String, quantile: f64 },
     /// The program's wall time from start to exit, in seconds.
     WallTime,
 }
@@ -133,6 +139,15 @@ impl AppMetric {
             Source::Json(p) | Source::Yaml(p) => {
                 parse_path(p).map_err(|e| format!("metric {}: {e}", self.name))?;
             }
+            Source::JsonHistogram { path, quantile } => {
+                parse_path(path).map_err(|e| format!("metric {}: {e}", self.name))?;
+                if !(0.0..=1.0).contains(quantile) {
+                    return Err(format!(
+                        "metric {}: quantile {quantile} is not between 0 and 1\n  fix: 0.99 for p99",
+                        self.name
+                    ));
+                }
+            }
             Source::WallTime => {}
         }
         Ok(())
@@ -180,6 +195,16 @@ impl AppMetric {
                     .map_err(|e| fail(format!("the output is not YAML ({e})")))?;
                 follow(&v, p).map_err(fail)
             }
+            Source::JsonHistogram { path, quantile } => {
+                let v: serde_yaml::Value = serde_json::from_str::<serde_json::Value>(output)
+                    .map_err(|e| fail(format!("the output is not JSON ({e})")))
+                    .and_then(|v| {
+                        serde_yaml::to_value(v).map_err(|e| fail(format!("the output's JSON: {e}")))
+                    })?;
+                let at = walk(&v, path).map_err(fail)?;
+                histogram_quantile(at, *quantile)
+                    .map_err(|why| fail(format!("path {path:?}: {why}")))
+            }
         }
     }
 }
@@ -190,8 +215,53 @@ fn number(text: &str) -> Option<f64> {
     text.trim().parse::<f64>().ok().filter(|x| x.is_finite())
 }
 
+/// The quantile `q` of a map from value to count.
+fn histogram_quantile(h: &serde_yaml::Value, q: f64) -> Result<f64, String> {
+    let map = h
+        .as_mapping()
+        .ok_or_else(|| format!("{} is not a map from value to count", short(h)))?;
+    let mut bins = Vec::with_capacity(map.len());
+    for (k, c) in map {
+        let value = match k {
+            serde_yaml::Value::String(s) => number(s),
+            serde_yaml::Value::Number(n) => n.as_f64(),
+            _ => None,
+        };
+        let count = c.as_u64();
+        match (value, count) {
+            (Some(v), Some(c)) => bins.push((v, c)),
+            _ => return Err(format!("the entry {} is not a value and a count", short(k))),
+        }
+    }
+    bins.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total: u64 = bins.iter().map(|b| b.1).sum();
+    if total == 0 {
+        return Err("the histogram is empty".into());
+    }
+    let want = (q * total as f64).ceil().max(1.0) as u64;
+    let mut seen = 0;
+    for (v, c) in &bins {
+        seen += c;
+        if seen >= want {
+            return Ok(*v);
+        }
+    }
+    Ok(bins.last().map_or(0.0, |b| b.0))
+}
+
 /// The number at `path` in `v`.
 fn follow(v: &serde_yaml::Value, path: &str) -> Result<f64, String> {
+    let at = walk(v, path)?;
+    match at {
+        serde_yaml::Value::Number(n) => n.as_f64().filter(|x| x.is_finite()),
+        serde_yaml::Value::String(s) => number(s),
+        _ => None,
+    }
+    .ok_or_else(|| format!("path {path:?} leads to {}, not a number", short(at)))
+}
+
+/// What is at `path` in `v`.
+fn walk<'v>(v: &'v serde_yaml::Value, path: &str) -> Result<&'v serde_yaml::Value, String> {
     let steps = parse_path(path)?;
     let mut at = v;
     let mut walked = String::new();
@@ -207,12 +277,7 @@ fn follow(v: &serde_yaml::Value, path: &str) -> Result<f64, String> {
         }
         at = next.ok_or_else(|| format!("path {path:?}: nothing at {walked}"))?;
     }
-    match at {
-        serde_yaml::Value::Number(n) => n.as_f64().filter(|x| x.is_finite()),
-        serde_yaml::Value::String(s) => number(s),
-        _ => None,
-    }
-    .ok_or_else(|| format!("path {path:?} leads to {}, not a number", short(at)))
+    Ok(at)
 }
 
 fn short(v: &serde_yaml::Value) -> String {
@@ -226,7 +291,7 @@ fn short(v: &serde_yaml::Value) -> String {
 }
 
 /// The last `n` lines of `text`, indented, or a note that it is empty.
-fn tail(text: &str, n: usize) -> String {
+pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     if lines.is_empty() {
         return "    (no output)".into();
@@ -304,6 +369,39 @@ mod tests {
             };
             assert!(m.validate().unwrap_err().contains(says), "{path}");
         }
+    }
+
+    #[test]
+    fn a_histogram_quantile_is_read_from_cyclictest_json() {
+        let m = metric("{ name: p99, from: { json_histogram: { path: thread.0.histogram, quantile: 0.99 } }, unit: us, better: lower }");
+        m.validate().unwrap();
+        // cyclictest --json's shape: latency (us) to cycles, 100 in all.
+        let out = r#"{"thread": {"0": {"histogram": {"13": 50, "20": 48, "54": 1, "120": 1}, "max": 120}}}"#;
+        assert_eq!(m.read(out, None).unwrap(), 54.0);
+        let p50 = AppMetric {
+            from: Source::JsonHistogram {
+                path: "thread.0.histogram".into(),
+                quantile: 0.5,
+            },
+            ..m.clone()
+        };
+        assert_eq!(p50.read(out, None).unwrap(), 13.0);
+        let e = m
+            .read(r#"{"thread": {"0": {"histogram": {}}}}"#, None)
+            .unwrap_err();
+        assert!(e.contains("the histogram is empty"), "{e}");
+        let e = m
+            .read(r#"{"thread": {"0": {"histogram": 3}}}"#, None)
+            .unwrap_err();
+        assert!(e.contains("not a map from value to count"), "{e}");
+        let bad = AppMetric {
+            from: Source::JsonHistogram {
+                path: "h".into(),
+                quantile: 99.0,
+            },
+            ..m
+        };
+        assert!(bad.validate().unwrap_err().contains("fix: 0.99 for p99"));
     }
 
     #[test]

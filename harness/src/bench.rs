@@ -385,6 +385,7 @@ pub fn probe(
     };
     let spec = AgentSpec {
         sysrq_on_stall: false,
+        apps_dir: None,
         scenario,
         scheduler: crate::scheduler::lifecycle::GuestSpec {
             name: "default".into(),

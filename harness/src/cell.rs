@@ -50,6 +50,7 @@ impl Planned<'_> {
         let s = &self.scenario.scenario;
         AgentSpec {
             sysrq_on_stall: host_cpus.is_some(),
+            apps_dir: Some(crate::paths::apps_dir()),
             scenario: match host_cpus {
                 Some(cpus) => crate::host::guarded(s, cpus),
                 None => s.clone(),
@@ -114,6 +115,21 @@ fn mtime_secs(p: &Path) -> Option<f64> {
     Some(t.duration_since(UNIX_EPOCH).ok()?.as_secs_f64())
 }
 
+/// The first failure of an application under the fair class, if one
+/// failed there.
+fn fair_app_failure(a: &AgentOutput) -> Option<String> {
+    let fair = a.pass(crate::agent::PassKind::Fair)?;
+    fair.groups.iter().find_map(|g| {
+        let f = g
+            .outcome
+            .as_ref()?
+            .threads
+            .iter()
+            .find_map(|t| t.app.as_ref()?.failure.as_deref())?;
+        Some(format!("group {}: {f}", g.name))
+    })
+}
+
 /// The verdict on what the agent measured (none: an error), its summary
 /// line(s) and every check's outcome, for the scenario `s` as it ran.
 fn verdict(
@@ -164,6 +180,15 @@ fn verdict(
                 (
                     CellVerdict::Error,
                     format!("the scenario did not run under the scheduler: {why}"),
+                    outcomes,
+                )
+            } else if let Some(why) = fair_app_failure(a) {
+                // The baseline is broken: the scenario or the machine is at
+                // fault, and every bound relative to the fair class is
+                // unknown. Not the scheduler's failure.
+                (
+                    CellVerdict::Error,
+                    format!("the application failed under the fair class: {why}"),
                     outcomes,
                 )
             } else if !pass_errors.is_empty() && failed.is_empty() {
@@ -362,4 +387,73 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::PassKind;
+    use crate::workload::app::AppOutcome;
+    use crate::workload::{GroupOutcome, ThreadOutcome};
+
+    /// A command group "app" whose application failed (or not) in a pass.
+    fn with_app(
+        mut p: crate::agent::Pass,
+        kind: PassKind,
+        failure: Option<&str>,
+    ) -> crate::agent::Pass {
+        p.kind = kind;
+        p.groups[0].name = "app".into();
+        p.groups[0].outcome = Some(GroupOutcome {
+            name: "app".into(),
+            pid: 1,
+            threads: vec![ThreadOutcome {
+                app: Some(AppOutcome {
+                    exit_status: Some(if failure.is_some() { 2 } else { 0 }),
+                    failure: failure.map(str::to_string),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            errors: vec![],
+        });
+        p
+    }
+
+    #[test]
+    fn an_application_failing_under_the_scheduler_fails_the_cell_and_under_fair_is_an_error() {
+        let s = crate::scenario::parse(
+            Path::new("a.yaml"),
+            "name: a\ndescription: d\nduration: 3s\ngroups:\n  - { name: app, work: { kind: command, argv: [sh, -c, 'true'], exit: 0 } }\n",
+        )
+        .unwrap()
+        .scenario;
+        let base = crate::compare::sample_result(1, CellVerdict::Pass)
+            .agent
+            .unwrap();
+        let pass = base.passes[0].clone();
+        let why = "sh exited with status 2, not 0; its output's last lines:\n    no input";
+        let agent = |fair: Option<&str>, main: Option<&str>| AgentOutput {
+            passes: vec![
+                with_app(pass.clone(), PassKind::Fair, fair),
+                with_app(pass.clone(), PassKind::Scheduler, main),
+            ],
+            ..base.clone()
+        };
+        let (v, summary, _) = verdict(&s, Some(&agent(None, Some(why))), &[], None, false);
+        assert_eq!(v, CellVerdict::Fail, "{summary}");
+        assert!(
+            summary.contains("app app") && summary.contains("not 0"),
+            "{summary}"
+        );
+        let (v, summary, _) = verdict(&s, Some(&agent(Some(why), Some(why))), &[], None, false);
+        assert_eq!(v, CellVerdict::Error, "{summary}");
+        assert!(
+            summary
+                .starts_with("the application failed under the fair class: group app: sh exited"),
+            "{summary}"
+        );
+        let (v, summary, _) = verdict(&s, Some(&agent(None, None)), &[], None, false);
+        assert_eq!(v, CellVerdict::Pass, "{summary}");
+    }
 }

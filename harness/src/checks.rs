@@ -8,10 +8,13 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::agent::{AgentOutput, Pass, PassKind};
-use crate::scenario::{Check, CheckKind, Property, Scenario, StallCheck, StallTasks, Work};
+use crate::scenario::{
+    AppMetricCheck, Check, CheckKind, Property, Scenario, StallCheck, StallTasks, Work,
+};
 use crate::scheduler::lifecycle::Verdict;
 use crate::units::format_duration;
 use crate::vm::console::CrashLine;
+use crate::workload::app::AppOutcome;
 
 /// The result of one check (or one bound of a check).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -143,6 +146,13 @@ pub fn evaluate(ev: &Evidence) -> Vec<Outcome> {
         }
     };
     let mut out = Vec::new();
+    for g in s
+        .groups
+        .iter()
+        .filter(|g| matches!(g.work, Work::Command { .. }))
+    {
+        out.extend(app_ran(g, main));
+    }
     for c in &s.checks {
         let first = out.len();
         evaluate_one(ev, c, main, fair, &missing, &no_pass_why, &mut out);
@@ -320,6 +330,7 @@ fn evaluate_one(
                 }
             }
             Check::SchedulerHealthy(_) => out.push(healthy(ev)),
+            Check::AppMetric(a) => app_metric(ev, a, main, fair, no_pass_why, out),
             Check::Swap(sw) => {
                 let bound = sw.max_delay;
                 let Some(p) = main else {
@@ -680,6 +691,143 @@ fn share_by_weight(
     }
 }
 
+/// What a `command` group's application did in a pass: its first
+/// instance's outcome, or why there is none.
+fn app_of<'p>(p: &'p Pass, group: &str) -> Result<&'p AppOutcome, String> {
+    let g = p
+        .group(group)
+        .ok_or_else(|| format!("no group {group} in the pass"))?;
+    let o = g.outcome.as_ref().ok_or_else(|| {
+        format!(
+            "group {group} wrote no report: it was stopped early (see the stall check) or crashed"
+        )
+    })?;
+    o.threads
+        .iter()
+        .find_map(|t| t.app.as_ref())
+        .ok_or_else(|| match o.errors.first() {
+            Some(e) => format!("group {group}'s application did not run: {e}"),
+            None => format!("group {group}'s application did not run"),
+        })
+}
+
+/// The implicit outcome `app GROUP`: every instance of the group's program
+/// did what it had to under the scheduler (its failure, with the reason,
+/// fails the cell). None when no application ran to say either way (no
+/// pass under the scheduler, a group stopped early or that never started
+/// its program): the pass's errors, the stall check or the missing pass
+/// decide those cells, as the harness's trouble and not the scheduler's.
+fn app_ran(g: &crate::scenario::Group, main: Option<&Pass>) -> Option<Outcome> {
+    let out = main?.group(&g.name)?.outcome.as_ref()?;
+    let apps: Vec<&AppOutcome> = out.threads.iter().filter_map(|t| t.app.as_ref()).collect();
+    if apps.is_empty() {
+        return None;
+    }
+    let failures: Vec<&str> = apps.iter().filter_map(|a| a.failure.as_deref()).collect();
+    Some(Outcome {
+        name: format!("app {}", g.name),
+        pass: failures.is_empty(),
+        observed: if failures.is_empty() {
+            "ran as declared".into()
+        } else {
+            format!("{} of {} failed", failures.len(), apps.len())
+        },
+        bound: "runs as declared".into(),
+        observed_value: Some(failures.len() as f64),
+        bound_value: 0.0,
+        detail: failures.join("\n"),
+        unclaimed: None,
+        check: Some(CheckKind::App),
+    })
+}
+
+/// The outcomes of an `app_metric` check.
+fn app_metric(
+    ev: &Evidence,
+    a: &AppMetricCheck,
+    main: Option<&Pass>,
+    fair: Option<&Pass>,
+    no_pass_why: &dyn Fn() -> String,
+    out: &mut Vec<Outcome>,
+) {
+    let unit = ev
+        .scenario
+        .group(&a.group)
+        .and_then(|g| match &g.work {
+            Work::Command { metrics, .. } => metrics.iter().find(|m| m.name == a.metric),
+            _ => None,
+        })
+        .map_or(String::new(), |m| m.unit.clone());
+    let name = format!("app_metric {}.{}", a.group, a.metric);
+    let value = |p: Option<&Pass>| -> Result<f64, String> {
+        let p = p.ok_or_else(no_pass_why)?;
+        let app = app_of(p, &a.group)?;
+        if let Some(f) = &app.failure {
+            return Err(f.clone());
+        }
+        app.metrics
+            .get(&a.metric)
+            .map(|v| v.value)
+            .ok_or_else(|| format!("metric {} was not read", a.metric))
+    };
+    let observed = value(main);
+    let fair_value = value(fair);
+    let bound = |label: &str,
+                 observed: Result<f64, String>,
+                 b: f64,
+                 floor: bool,
+                 show: &dyn Fn(f64) -> String,
+                 detail: String| {
+        let (pass, obs, why) = match observed {
+            Ok(v) => (if floor { v >= b } else { v <= b }, Some(v), detail),
+            Err(e) => (false, None, e),
+        };
+        Outcome {
+            name: format!("{name} {label}"),
+            pass,
+            observed: obs.map_or("not measured".into(), show),
+            bound: format!("{} {}", if floor { ">=" } else { "<=" }, show(b)),
+            observed_value: obs,
+            bound_value: b,
+            detail: why,
+            unclaimed: None,
+            check: None,
+        }
+    };
+    let abs = |v: f64| format!("{} {unit}", crate::metric::Unit::Plain.show(v));
+    let of_fair = |v: f64| format!("{v:.2} x fair");
+    if let Some(m) = a.min {
+        out.push(bound("min", observed.clone(), m, true, &abs, String::new()));
+    }
+    if let Some(m) = a.max {
+        out.push(bound(
+            "max",
+            observed.clone(),
+            m,
+            false,
+            &abs,
+            String::new(),
+        ));
+    }
+    for (label, f, floor) in [
+        ("min of fair", a.min_of_fair, true),
+        ("max of fair", a.max_of_fair, false),
+    ] {
+        let Some(f) = f else { continue };
+        let ratio = match (&observed, &fair_value) {
+            (Ok(o), Ok(fv)) if *fv != 0.0 => Ok(o / fv),
+            (Ok(_), Ok(_)) => Err("the fair class's value is 0".to_string()),
+            (Err(e), _) => Err(e.clone()),
+            (Ok(_), Err(e)) => Err(format!("under the fair class: {e}")),
+        };
+        let detail = fair_value
+            .as_ref()
+            .map(|fv| format!("fair class: {}", abs(*fv)))
+            .unwrap_or_default();
+        out.push(bound(label, ratio, f, floor, &of_fair, detail));
+    }
+}
+
 fn at_least(
     name: String,
     observed: Option<f64>,
@@ -914,6 +1062,7 @@ mod tests {
                     cpu_ns: 0,
                     schedstat_wait_ns: 0,
                     exit_status: None,
+                    app: None,
                 }],
                 errors: vec![],
             }),
@@ -1473,5 +1622,112 @@ mod tests {
         assert_eq!(nice_weight(-20), 88761.0);
         assert_eq!(nice_weight(19), 15.0);
         assert_eq!(nice_weight(5), 335.0);
+    }
+
+    /// A command group "build" whose one instance reported `wall` seconds,
+    /// or failed with `failure`.
+    fn app_group(value: Option<f64>, failure: Option<&str>) -> GroupResult {
+        let mut g = group("build", &[1, 2], 100, 0);
+        let app = crate::workload::app::AppOutcome {
+            exit_status: Some(0),
+            wall_ns: Some(1),
+            server_ready_ns: None,
+            metrics: value
+                .map(|v| {
+                    (
+                        "wall".to_string(),
+                        crate::workload::app::AppValue {
+                            value: v,
+                            unit: "s".into(),
+                            better: crate::appmetric::Direction::Lower,
+                        },
+                    )
+                })
+                .into_iter()
+                .collect(),
+            failure: failure.map(str::to_string),
+        };
+        g.outcome.as_mut().unwrap().threads[0].app = Some(app);
+        g
+    }
+
+    fn app_scenario(checks: &str) -> Scenario {
+        let text = format!(
+            "name: t\ndescription: d\nduration: 6s\nwarmup: 1s\ngroups:\n  - {{ name: build, work: {{ kind: command, argv: [sh, -c, 'true'], exit: 0, metrics: [{{ name: wall, from: wall_time, unit: s, better: lower }}] }} }}\nchecks:\n{checks}"
+        );
+        crate::scenario::parse(std::path::Path::new("t.yaml"), &text)
+            .unwrap()
+            .scenario
+    }
+
+    #[test]
+    fn app_metrics_are_bounded_absolutely_and_against_the_fair_class() {
+        let s = app_scenario(
+            "  - app_metric: { group: build, metric: wall, max: 10, max_of_fair: 1.3 }\n",
+        );
+        let fair = pass(PassKind::Fair, vec![app_group(Some(4.0), None)]);
+        // 5 s: under 10 s, but 1.25 x fair passes and 6 s (1.5 x) fails.
+        let o = eval(
+            &s,
+            vec![
+                fair.clone(),
+                pass(PassKind::Scheduler, vec![app_group(Some(5.0), None)]),
+            ],
+            Verdict::Clean,
+        );
+        let names: Vec<&str> = o.iter().map(|o| o.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "app build",
+                "app_metric build.wall max",
+                "app_metric build.wall max of fair"
+            ]
+        );
+        assert!(o.iter().all(|o| o.pass), "{o:#?}");
+        assert_eq!(o[1].observed, "5.000 s");
+        assert_eq!(o[2].observed, "1.25 x fair");
+        assert_eq!(o[2].detail, "fair class: 4.000 s");
+        assert_eq!(o[0].check, Some(CheckKind::App));
+        assert_eq!(o[2].check, Some(CheckKind::AppMetric));
+        let o = eval(
+            &s,
+            vec![
+                fair.clone(),
+                pass(PassKind::Scheduler, vec![app_group(Some(6.0), None)]),
+            ],
+            Verdict::Clean,
+        );
+        assert!(o[1].pass && !o[2].pass, "{o:#?}");
+        assert_eq!(o[2].observed_value, Some(1.5));
+    }
+
+    #[test]
+    fn a_failed_application_fails_its_outcome_and_its_metrics_with_the_reason() {
+        let s = app_scenario("  - app_metric: { group: build, metric: wall, max: 10 }\n");
+        let why = "make exited with status 2, not 0; its output's last lines:\n    make: *** [all] Error 2";
+        let o = eval(
+            &s,
+            vec![pass(PassKind::Scheduler, vec![app_group(None, Some(why))])],
+            Verdict::Clean,
+        );
+        assert!(!o[0].pass && o[0].fails(), "{o:#?}");
+        assert_eq!(o[0].detail, why);
+        assert!(!o[1].pass);
+        assert_eq!(o[1].observed, "not measured");
+        assert_eq!(o[1].detail, why);
+        assert_eq!(o[0].observed, "1 of 1 failed");
+        // No pass under the scheduler, or a group that wrote no report
+        // (stopped by the stall check): no `app` outcome (the missing
+        // pass, the stall or the pass's errors decide), and the metric is
+        // not measured, with why.
+        let o = eval(&s, vec![], Verdict::Clean);
+        assert!(o.iter().all(|o| o.check != Some(CheckKind::App)), "{o:#?}");
+        assert_eq!(o[0].observed, "not measured");
+        let mut g = app_group(Some(1.0), None);
+        g.outcome = None;
+        let o = eval(&s, vec![pass(PassKind::Scheduler, vec![g])], Verdict::Clean);
+        assert!(o.iter().all(|o| o.check != Some(CheckKind::App)), "{o:#?}");
+        assert!(o[0].detail.contains("wrote no report"), "{o:#?}");
     }
 }

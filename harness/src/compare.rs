@@ -10,10 +10,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::agent::PassKind;
-use crate::metric::{kind, DelayStat, Metric};
+use crate::metric::{Declared, DelayStat, Metric};
 use crate::probe::hist::Histogram;
 use crate::report::{short, CellResult, CellVerdict};
 use crate::stats::{self, Comparison, Verdict};
+use crate::workload::app::AppValue;
 
 /// Bump on any change that an older reader would misread.
 pub const SCHEMA: &str = "scx-harness/compare/v1";
@@ -66,7 +67,20 @@ pub fn metrics(r: &CellResult) -> BTreeMap<String, f64> {
         );
         let it = g.iterations_window();
         if it > 0 {
-            m.insert(Metric::Throughput { group }.name(), it as f64 / window);
+            m.insert(
+                Metric::Throughput {
+                    group: group.clone(),
+                }
+                .name(),
+                it as f64 / window,
+            );
+        }
+        for (name, v) in app_values(g) {
+            let app = Metric::App {
+                group: group.clone(),
+                name: name.clone(),
+            };
+            m.insert(app.name(), v.value);
         }
     }
     // The scenario's own tasks; a guest-wide watch's other tasks apart.
@@ -84,20 +98,54 @@ pub fn metrics(r: &CellResult) -> BTreeMap<String, f64> {
     m
 }
 
+/// A group's application metrics as read (its first instance's; a group
+/// with metrics has one), none when it failed.
+fn app_values(g: &crate::agent::GroupResult) -> impl Iterator<Item = (&String, &AppValue)> {
+    g.outcome
+        .iter()
+        .flat_map(|o| o.threads.iter())
+        .find_map(|t| t.app.as_ref())
+        .filter(|a| a.failure.is_none())
+        .into_iter()
+        .flat_map(|a| a.metrics.iter())
+}
+
+/// The application metrics' declarations (unit, direction) the runs'
+/// scheduler passes carry.
+pub fn declared<'r>(runs: impl IntoIterator<Item = &'r CellResult>) -> Declared {
+    let mut d = Declared::default();
+    for r in runs {
+        let Some(p) = r.agent.as_ref().and_then(|a| a.pass(PassKind::Scheduler)) else {
+            continue;
+        };
+        for g in &p.groups {
+            for (name, v) in app_values(g) {
+                let m = Metric::App {
+                    group: g.name.clone(),
+                    name: name.clone(),
+                };
+                d.add(m.name(), v.better.into(), &v.unit);
+            }
+        }
+    }
+    d
+}
+
 /// Why a run cannot be a sample: it was not measured, or the scheduler
-/// failed under it (ejected, crashed, a task stalled). None for a run
-/// whose numbers count, including one that only missed a bound.
+/// failed under it (ejected, crashed, a task stalled, an application
+/// failed: its numbers are missing, not worse). None for a run whose
+/// numbers count, including one that only missed a bound.
 pub fn failure(r: &CellResult) -> Option<String> {
     let first = |s: &str| s.lines().next().unwrap_or("").to_string();
     if matches!(r.verdict, CellVerdict::Error | CellVerdict::NotRun) {
         return Some(first(&r.summary));
     }
-    if let Some(o) = r
-        .checks
-        .iter()
-        .find(|o| o.is(crate::scenario::CheckKind::SchedulerHealthy) && !o.pass)
-    {
-        return Some(o.line());
+    if let Some(o) = r.checks.iter().find(|o| {
+        (o.is(crate::scenario::CheckKind::SchedulerHealthy)
+            || o.check == Some(crate::scenario::CheckKind::App))
+            && !o.pass
+    }) {
+        return Some(first(&o.line()));
     }
     let pass = r.agent.as_ref().and_then(|a| a.pass(PassKind::Scheduler));
     if let Some(st) = pass.and_then(|p| p.stall.as_ref()) {
@@ -115,6 +163,9 @@ pub fn failure(r: &CellResult) -> Option<String> {
 pub struct MetricComparison {
     pub name: String,
     pub key: bool,
+    /// An application metric's declared unit ("" for the harness's own).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub unit: String,
     pub baseline: Vec<f64>,
     pub candidate: Vec<f64>,
     #[serde(flatten)]
@@ -208,6 +259,7 @@ pub fn compare_scenario(
             .count()
     };
     let mut metrics = Vec::new();
+    let declared = declared(baseline.iter().chain(candidate).copied());
     if outright.is_empty() {
         let ma: Vec<_> = baseline.iter().map(|r| self::metrics(r)).collect();
         let mb: Vec<_> = candidate.iter().map(|r| self::metrics(r)).collect();
@@ -223,11 +275,12 @@ pub fn compare_scenario(
             if name.starts_with("sched_ext_event.") && (a.is_empty() || b.is_empty()) {
                 continue;
             }
-            let (better, key, _) = kind(name);
+            let (better, key, _) = declared.kind(name);
             let stats = stats::compare(&a, &b, better, alpha, noise, seed(name));
             metrics.push(MetricComparison {
                 name: name.clone(),
                 key,
+                unit: declared.unit(name).to_string(),
                 baseline: a,
                 candidate: b,
                 stats,
@@ -340,13 +393,13 @@ pub fn table(c: &CompareReport) -> String {
             "metric", "baseline", "candidate", "ratio", "95% CI", "p", "verdict"
         ));
         for m in &s.metrics {
-            let (_, _, unit) = kind(&m.name);
+            let show = |v| crate::metric::show(&m.name, &m.unit, v);
             let st = &m.stats;
             t.push_str(&format!(
                 "  {:<28} {:>10} {:>10} {:>7.3} {:>17} {:>8.4}  {}{}\n",
                 m.name,
-                unit.show(st.median_a),
-                unit.show(st.median_b),
+                show(st.median_a),
+                show(st.median_b),
                 st.ratio,
                 if st.ci_low.is_finite() {
                     format!("[{:.3}, {:.3}]", st.ci_low, st.ci_high)
@@ -444,6 +497,53 @@ mod tests {
 
     fn result(delay_ms: u64, verdict: CellVerdict) -> CellResult {
         sample_result(delay_ms, verdict)
+    }
+
+    #[test]
+    fn a_run_whose_application_failed_is_no_sample_and_its_metrics_carry_their_declaration() {
+        use crate::workload::app::{AppOutcome, AppValue};
+        let mut r = sample_result(1, CellVerdict::Pass);
+        let g = &mut r.agent.as_mut().unwrap().passes[0].groups[0];
+        g.outcome = Some(crate::workload::GroupOutcome {
+            name: "g".into(),
+            pid: 1,
+            threads: vec![crate::workload::ThreadOutcome {
+                app: Some(AppOutcome {
+                    metrics: [(
+                        "rps".to_string(),
+                        AppValue {
+                            value: 812.5,
+                            unit: "req/s".into(),
+                            better: crate::appmetric::Direction::Higher,
+                        },
+                    )]
+                    .into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            errors: vec![],
+        });
+        assert_eq!(metrics(&r)["app.g.rps"], 812.5);
+        let d = declared([&r]);
+        assert_eq!(d.kind("app.g.rps").0, crate::stats::Better::Higher);
+        assert_eq!(d.unit("app.g.rps"), "req/s");
+        assert_eq!(failure(&r), None);
+        // Its application failed: a failed run, not a sample of 0.
+        r.verdict = CellVerdict::Fail;
+        r.checks.push(crate::checks::Outcome {
+            name: "app g".into(),
+            pass: false,
+            observed: "1 of 1 failed".into(),
+            bound: "runs as declared".into(),
+            observed_value: Some(1.0),
+            bound_value: 0.0,
+            detail: "redis-benchmark exited with status 1, not 0".into(),
+            unclaimed: None,
+            check: Some(crate::scenario::CheckKind::App),
+        });
+        let why = failure(&r).unwrap();
+        assert!(why.starts_with("app g: observed 1 of 1 failed"), "{why}");
     }
 
     #[test]

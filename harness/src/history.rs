@@ -342,6 +342,9 @@ pub struct CellCheck {
     pub failed: Option<String>,
     /// Key metrics that got worse, with the evidence.
     pub regressed: Vec<(String, Comparison)>,
+    /// The declared units of the application metrics among them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub units: BTreeMap<String, String>,
     pub dirs: Vec<PathBuf>,
 }
 
@@ -389,10 +392,12 @@ pub fn check_run(
         });
         let history = db.history_of(runs[0], run_dir, window)?;
         let mut regressed = Vec::new();
+        let declared = compare::declared(runs.iter().copied());
+        let mut units = BTreeMap::new();
         if failed.is_none() && history.len() >= MIN_HISTORY {
             let now: Vec<_> = runs.iter().map(|r| compare::metrics(r)).collect();
             for name in now[0].keys() {
-                let (better, key, _) = crate::metric::kind(name);
+                let (better, key, _) = declared.kind(name);
                 if !key {
                     continue;
                 }
@@ -403,6 +408,10 @@ pub fn check_run(
                 let b: Vec<f64> = now.iter().filter_map(|m| m.get(name).copied()).collect();
                 let c = stats::compare(&a, &b, better, alpha, noise, 1);
                 if c.verdict == Verdict::Worse {
+                    let unit = declared.unit(name);
+                    if !unit.is_empty() {
+                        units.insert(name.clone(), unit.to_string());
+                    }
                     regressed.push((name.clone(), c));
                 }
             }
@@ -415,6 +424,7 @@ pub fn check_run(
             history: history.len(),
             failed,
             regressed,
+            units,
             dirs: runs.iter().map(|r| r.dir.clone()).collect(),
         });
     }
@@ -439,11 +449,12 @@ pub fn check_table(checks: &[CellCheck]) -> String {
                     c.runs, c.history
                 ));
                 for (name, s) in &c.regressed {
-                    let (_, _, unit) = crate::metric::kind(name);
+                    let unit = c.units.get(name).map_or("", String::as_str);
+                    let show = |v| crate::metric::show(name, unit, v);
                     t.push_str(&format!(
                         "  {name}: {} now, {} before: x{:.3} (95% CI [{:.3}, {:.3}], p {:.4})\n",
-                        unit.show(s.median_b),
-                        unit.show(s.median_a),
+                        show(s.median_b),
+                        show(s.median_a),
                         s.ratio,
                         s.ci_low,
                         s.ci_high,

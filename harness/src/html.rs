@@ -275,6 +275,21 @@ fn metrics(p: &Pass, cpus: u32) -> String {
         );
     }
     t.push_str("</table>\n");
+    let rows = crate::report::app_rows(p);
+    if !rows.is_empty() {
+        t.push_str("<table><tr><th>group</th><th>application metric</th><th>value</th><th>better</th></tr>\n");
+        for r in rows {
+            let _ = writeln!(
+                t,
+                "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
+                esc(&r.group),
+                esc(&r.metric),
+                esc(&r.value),
+                r.better
+            );
+        }
+        t.push_str("</table>\n");
+    }
     t
 }
 
@@ -470,7 +485,7 @@ fn comparison(c: &CompareReport, plots: &mut usize) -> String {
         if !s.metrics.is_empty() {
             out.push_str("<table><tr><th>metric</th><th>baseline</th><th>candidate</th><th>ratio</th><th>95% CI</th><th>p</th><th>verdict</th></tr>\n");
             for m in &s.metrics {
-                let unit = crate::metric::kind(&m.name).2;
+                let show = |v| crate::metric::show(&m.name, &m.unit, v);
                 let st = &m.stats;
                 let class = match st.verdict {
                     Verdict::Worse => "fail",
@@ -482,8 +497,8 @@ fn comparison(c: &CompareReport, plots: &mut usize) -> String {
                     "<tr><td>{}{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{:.3}</td><td class=\"num\">[{:.3}, {:.3}]</td><td class=\"num\">{:.4}</td><td class=\"{class}\">{}</td></tr>",
                     esc(&m.name),
                     if m.key { "" } else { " <small>(not key)</small>" },
-                    esc(&unit.show(st.median_a)),
-                    esc(&unit.show(st.median_b)),
+                    esc(&show(st.median_a)),
+                    esc(&show(st.median_b)),
                     st.ratio,
                     st.ci_low,
                     st.ci_high,
@@ -511,7 +526,7 @@ fn comparison(c: &CompareReport, plots: &mut usize) -> String {
 /// One metric's samples, baseline and candidate side by side, each with
 /// its median as a line.
 fn strip_plot(m: &MetricComparison, plots: &mut usize) -> String {
-    let unit = crate::metric::kind(&m.name).2;
+    let show = |v| crate::metric::show(&m.name, &m.unit, v);
     let all = m
         .baseline
         .iter()
@@ -543,7 +558,7 @@ fn strip_plot(m: &MetricComparison, plots: &mut usize) -> String {
                 "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{colour}\" fill-opacity=\"0.7\"><title>{side}: {}</title></circle>",
                 x_of(centre + dx),
                 y_of(yf(*v)),
-                esc(&unit.show(*v))
+                esc(&show(*v))
             );
         }
         let med = crate::stats::median(xs);
@@ -564,7 +579,7 @@ fn strip_plot(m: &MetricComparison, plots: &mut usize) -> String {
     ];
     let y_ticks: Vec<(f64, String)> = [0.0, 0.5, 1.0]
         .iter()
-        .map(|f| (y_of(*f), unit.show(lo + f * (hi - lo))))
+        .map(|f| (y_of(*f), show(lo + f * (hi - lo))))
         .collect();
     *plots += 1;
     svg(&m.name, "", "", &x_ticks, &y_ticks, &[], &body)

@@ -47,6 +47,10 @@ pub enum Metric {
     /// over the attachment (7.3: fallbacks, dispatches to offline CPUs,
     /// bypass time, ...).
     SchedExtEvent { name: String },
+    /// `app.GROUP.NAME`: a number a `command` group's program reported
+    /// (its declared `metrics:`); its unit and direction are the
+    /// declaration's, which results carry ([`Declared`]).
+    App { group: String, name: String },
 }
 
 /// How a metric's value is read.
@@ -57,6 +61,9 @@ pub enum Unit {
     PerSecond,
     /// A number of events.
     Count,
+    /// A number in a unit only its declaration knows: four significant
+    /// digits.
+    Plain,
 }
 
 impl Unit {
@@ -70,6 +77,14 @@ impl Unit {
             Unit::Fraction => format!("{:.1}%", v * 100.0),
             Unit::PerSecond => format!("{v:.0}/s"),
             Unit::Count => format!("{v:.0}"),
+            Unit::Plain => {
+                let digits = if v == 0.0 {
+                    0
+                } else {
+                    (3 - v.abs().log10().floor() as i32).clamp(0, 6) as usize
+                };
+                format!("{v:.digits$}")
+            }
         }
     }
 }
@@ -84,6 +99,7 @@ impl Metric {
             Metric::CpuShare { group } => format!("cpu_share.{group}"),
             Metric::Throughput { group } => format!("throughput.{group}"),
             Metric::SchedExtEvent { name } => format!("sched_ext_event.{name}"),
+            Metric::App { group, name } => format!("app.{group}.{name}"),
         }
     }
 
@@ -110,6 +126,13 @@ impl Metric {
             "cpu_share" => Metric::CpuShare { group: group() },
             "throughput" => Metric::Throughput { group: group() },
             "sched_ext_event" => Metric::SchedExtEvent { name: group() },
+            "app" => {
+                let (group, name) = rest.rsplit_once('.')?;
+                Metric::App {
+                    group: group.to_string(),
+                    name: name.to_string(),
+                }
+            }
             _ => return None,
         })
     }
@@ -124,11 +147,14 @@ impl Metric {
             | Metric::SchedExtEvent { .. } => Better::Lower,
             Metric::CpuShare { .. } => Better::Neither,
             Metric::Throughput { .. } => Better::Higher,
+            // Its declaration says; without it, neither.
+            Metric::App { .. } => Better::Neither,
         }
     }
 
     /// A key metric: what `--runs auto` waits to settle and what makes a
-    /// candidate worse (run-delay p50 and p99, throughput).
+    /// candidate worse (run-delay p50 and p99, throughput, an
+    /// application's own numbers).
     pub fn key(&self) -> bool {
         matches!(
             self,
@@ -136,6 +162,7 @@ impl Metric {
                 stat: DelayStat::P50 | DelayStat::P99,
                 ..
             } | Metric::Throughput { .. }
+                | Metric::App { .. }
         )
     }
 
@@ -145,7 +172,47 @@ impl Metric {
             Metric::CpuShare { .. } => Unit::Fraction,
             Metric::Throughput { .. } => Unit::PerSecond,
             Metric::SchedExtEvent { .. } => Unit::Count,
+            Metric::App { .. } => Unit::Plain,
         }
+    }
+}
+
+/// Application metrics' declarations (direction, unit), by metric name
+/// (`app.GROUP.NAME`), as the results being read carry them: what
+/// [`kind`] cannot know from a name.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Declared(std::collections::BTreeMap<String, (Better, String)>);
+
+impl Declared {
+    /// Adds `name`'s declaration; the first one seen stays.
+    pub fn add(&mut self, name: String, better: Better, unit: &str) {
+        self.0.entry(name).or_insert((better, unit.to_string()));
+    }
+
+    /// [`kind`], with a declared metric's own direction.
+    pub fn kind(&self, name: &str) -> (Better, bool, Unit) {
+        let (better, key, unit) = kind(name);
+        match self.0.get(name) {
+            Some((b, _)) => (*b, key, unit),
+            None => (better, key, unit),
+        }
+    }
+
+    /// A declared metric's unit, or "" for the others.
+    pub fn unit(&self, name: &str) -> &str {
+        self.0.get(name).map_or("", |(_, u)| u.as_str())
+    }
+}
+
+/// A value of metric `name` for a person; `unit` is an application
+/// metric's declared unit ("" for the harness's own metrics, whose names
+/// say theirs).
+pub fn show(name: &str, unit: &str, v: f64) -> String {
+    let shown = kind(name).2.show(v);
+    if unit.is_empty() || !v.is_finite() {
+        shown
+    } else {
+        format!("{shown} {unit}")
     }
 }
 
@@ -177,6 +244,10 @@ mod tests {
             Metric::SchedExtEvent {
                 name: "SCX_EV_BYPASS_DURATION".into(),
             },
+            Metric::App {
+                group: "redis.1".into(),
+                name: "rps".into(),
+            },
         ];
         for m in all {
             assert_eq!(Metric::parse(&m.name()), Some(m.clone()), "{}", m.name());
@@ -197,5 +268,20 @@ mod tests {
         );
         assert!(!kind("run_delay.pairs.max").1);
         assert_eq!(kind("cpu_share.hog").0, Better::Neither);
+    }
+
+    #[test]
+    fn an_application_metric_reads_as_declared() {
+        let mut d = Declared::default();
+        d.add("app.redis.rps".into(), Better::Higher, "req/s");
+        assert_eq!(d.kind("app.redis.rps"), (Better::Higher, true, Unit::Plain));
+        // Undeclared: key, but neither way better.
+        assert_eq!(kind("app.build.wall"), (Better::Neither, true, Unit::Plain));
+        assert_eq!(
+            show("app.redis.rps", d.unit("app.redis.rps"), 81234.7),
+            "81235 req/s"
+        );
+        assert_eq!(show("app.h.time", "s", 0.012341), "0.01234 s");
+        assert_eq!(show("throughput.x", "", 830.2), "830/s");
     }
 }

@@ -32,6 +32,13 @@ pub fn data_dir() -> PathBuf {
     xdg("XDG_DATA_HOME", ".local/share").join("scx-harness")
 }
 
+/// What `cargo ci setup` prepares for the bundled application scenarios
+/// (`linux-tools-6.12/`: the kernel tree's `tools/`, a C project to build),
+/// which `command` groups see as `$SCX_HARNESS_APPS`.
+pub fn apps_dir() -> PathBuf {
+    data_dir().join("apps")
+}
+
 /// The virtualenv holding the pinned virtme-ng.
 pub fn vng_venv() -> PathBuf {
     data_dir().join("venv")

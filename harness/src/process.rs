@@ -280,6 +280,58 @@ impl Supervised {
         Ok(status)
     }
 
+    /// Stops the whole tree politely: SIGTERM to the child, its process
+    /// group and every descendant (also one that left the group, such as a
+    /// server's worker in a session of its own), then up to `grace` for
+    /// all of them to exit, then SIGKILL to what is left; returns once
+    /// every one has exited (bounded at 10 s more). The tree is taken
+    /// before the first signal, as pidfds, so an exit of the child does not
+    /// hide its descendants.
+    pub fn stop(&mut self, grace: Duration) {
+        let leader = self.child.id() as i32;
+        let mut tree: Vec<PidFd> = descendants(leader)
+            .into_iter()
+            .filter_map(PidFd::open)
+            .collect();
+        if self.reaped.is_none() {
+            tree.extend(PidFd::open(leader));
+        }
+        let pgid = self.pgid;
+        let signal_all = |tree: &[PidFd], signal: i32| {
+            if let Some(pgid) = pgid {
+                // SAFETY: plain syscall on the process group we made.
+                unsafe { libc::kill(-pgid, signal) };
+            }
+            for p in tree {
+                // SAFETY: a pidfd we hold (its pid cannot be reused).
+                unsafe { libc::syscall(libc::SYS_pidfd_send_signal, p.fd, signal, 0, 0) };
+            }
+        };
+        signal_all(&tree, libc::SIGTERM);
+        let deadline = Instant::now() + grace;
+        // The leader is our child: reap it as it exits, or its pidfd stays
+        // readable-but-unreaped and the wait below is a busy one.
+        while self.reaped.is_none() && Instant::now() < deadline {
+            self.poll_exit(deadline.saturating_duration_since(Instant::now()));
+            let _ = self.try_reap();
+        }
+        let gone = tree.iter().all(|p| p.wait_exit(deadline));
+        if !gone {
+            signal_all(&tree, libc::SIGKILL);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            for p in &tree {
+                if !p.wait_exit(deadline) {
+                    tracing::warn!(
+                        "process {} of {} did not exit after SIGKILL",
+                        p.pid,
+                        self.what
+                    );
+                }
+            }
+        }
+        self.kill();
+    }
+
     /// Kills the whole tree, reaps the child, and returns once every process
     /// of the tree has exited (bounded at 10 s). Idempotent.
     pub fn kill(&mut self) {

@@ -33,7 +33,10 @@ fn check_checks_a_matrix_file_as_a_matrix() {
     let bundled = scx_harness::matrix::Matrix::default_path();
     let (code, out, err) = run(harness(dir.path()).arg("check").arg(&bundled));
     assert_eq!(code, Some(0), "{err}");
-    assert!(out.contains("(matrix: default "), "{out}");
+    assert!(
+        out.contains("(matrix: ") && out.contains(" default ") && out.contains(" apps "),
+        "{out}"
+    );
     let bad = write(
         dir.path(),
         "matrix.yaml",

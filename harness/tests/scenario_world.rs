@@ -325,7 +325,8 @@ fn vm_the_timeline_keeps_its_schedule_and_each_operation_does_what_it_says() {
     // The command exited 3 by itself, as it had to; it saw the knob.
     let cmd = p.group("cmd").unwrap().outcome.as_ref().unwrap();
     assert_eq!(cmd.threads[0].exit_status, Some(3), "{cmd:?}");
-    let out = std::fs::read_to_string(Path::new(&c.dir).join("cmd-0.out")).unwrap_or_default();
+    let out =
+        std::fs::read_to_string(Path::new(&c.dir).join("scheduler-cmd-0.out")).unwrap_or_default();
     assert_eq!(out.trim(), "900000");
 
     // A knob the kernel lacks: the cell errs with its name, nothing runs.
@@ -362,7 +363,7 @@ fn vm_a_topology_with_smt_llcs_and_numa_boots_and_cpus_go_offline_and_back() {
     );
     let c = cell(&cells, "default", "topology-probe");
     assert_pass(c);
-    let out = std::fs::read_to_string(Path::new(&c.dir).join("look-0.out")).unwrap();
+    let out = std::fs::read_to_string(Path::new(&c.dir).join("scheduler-look-0.out")).unwrap();
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(
         lines,

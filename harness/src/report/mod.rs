@@ -13,8 +13,11 @@ use crate::vm::Outcome;
 
 /// Bump on any change that an older reader would misread. v2: the
 /// session's end as a typed [`Outcome`] (`session_end`; v1 had the string
-/// `vm_outcome`, still read) and where the cell ran (`target`).
-pub const SCHEMA: &str = "scx-harness/cell-result/v2";
+/// `vm_outcome`, still read) and where the cell ran (`target`). v3:
+/// applications (`groups[].outcome.threads[].app`: values with unit and
+/// direction, exit status, wall time, failure) and the check kinds `app`
+/// and `app_metric`, which a v2 reader does not know.
+pub const SCHEMA: &str = "scx-harness/cell-result/v3";
 
 /// The run directory's subdirectory of session directories (console logs,
 /// shared directories), one per VM boot or host agent.
@@ -218,7 +221,60 @@ pub fn metrics_table(p: &Pass, cpus: u32) -> String {
             g.iterations_window() as f64 / window.as_secs_f64().max(1e-9),
         ));
     }
+    for row in app_rows(p) {
+        t.push_str(&format!(
+            "  {:<14} {} = {} ({} is better)\n",
+            row.group, row.metric, row.value, row.better
+        ));
+    }
     t
+}
+
+/// One application metric of a pass, as people read it.
+pub struct AppRow {
+    pub group: String,
+    /// Its declared name, or "failed" when the application failed.
+    pub metric: String,
+    /// The value with its unit, or the failure's first line.
+    pub value: String,
+    /// "lower" or "higher"; "" for a failure.
+    pub better: &'static str,
+}
+
+/// The application metrics of a pass's `command` groups, and their
+/// failures.
+pub fn app_rows(p: &Pass) -> Vec<AppRow> {
+    let mut rows = Vec::new();
+    for g in &p.groups {
+        let apps = g
+            .outcome
+            .iter()
+            .flat_map(|o| o.threads.iter())
+            .filter_map(|t| t.app.as_ref());
+        for a in apps {
+            if let Some(f) = &a.failure {
+                rows.push(AppRow {
+                    group: g.name.clone(),
+                    metric: "failed".into(),
+                    value: f.lines().next().unwrap_or("").to_string(),
+                    better: "",
+                });
+                continue;
+            }
+            for (name, v) in &a.metrics {
+                rows.push(AppRow {
+                    group: g.name.clone(),
+                    metric: name.clone(),
+                    value: format!("{} {}", crate::metric::Unit::Plain.show(v.value), v.unit),
+                    better: match v.better {
+                        crate::appmetric::Direction::Lower => "lower",
+                        crate::appmetric::Direction::Higher => "higher",
+                    },
+                });
+            }
+        }
+    }
+    rows
 }
 
 /// What a person reads after a cell: the verdict, the checks, the numbers,

@@ -502,7 +502,58 @@ pub enum Work {
         /// exits earlier it must exit 0.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         exit: Option<i32>,
+        /// A server the program talks to: started first (in the group, so
+        /// with its cgroup, nice, policy and CPUs), waited for until ready,
+        /// and stopped with its whole process tree when the program ends.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        server: Option<Server>,
+        /// The numbers the program reports, read from its output once it
+        /// has exited by itself (so `exit` must be given): results name
+        /// each `app.GROUP.NAME`; `compare`, `history` and the `app_metric`
+        /// check read them. A rule that reads nothing fails the cell with
+        /// the output's last lines.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        metrics: Vec<crate::appmetric::AppMetric>,
     },
+}
+
+/// A program a `command` group's program needs running first (redis for
+/// redis-benchmark, PostgreSQL for pgbench).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    /// The program and its arguments, as `argv` of the command.
+    #[serde(deserialize_with = "scalars_as_text")]
+    #[schemars(with = "Vec<String>")]
+    pub argv: Vec<String>,
+    /// What says it is ready.
+    #[serde(with = "serde_yaml::with::singleton_map")]
+    #[schemars(with = "Ready")]
+    pub ready: Ready,
+    /// How long it may take to get ready: past it (or if the server exits
+    /// first) the group fails with the server's last output lines.
+    /// Default: 30s (PostgreSQL's initdb under TCG takes about 10 s).
+    #[serde(with = "duration_str", default = "default_ready_within")]
+    #[schemars(with = "DurationText")]
+    pub within: Duration,
+}
+
+/// How a server says it is ready.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Ready {
+    /// A TCP port on 127.0.0.1 accepts a connection.
+    Port(u16),
+    /// A file exists (a Unix socket, a pid file); `$SCX_HARNESS_SCRATCH`
+    /// at its start is the instance's scratch directory.
+    File(String),
+    /// A line of its output (stdout and stderr) matches this regular
+    /// expression.
+    Line(String),
+}
+
+fn default_ready_within() -> Duration {
+    Duration::from_secs(30)
 }
 
 impl Work {
@@ -636,6 +687,10 @@ pub enum Check {
     /// the longest wakeup-to-run delay that ended from the change until one
     /// second after the attach stayed under `max_delay`.
     Swap(SwapCheck),
+    /// A number a `command` group's program reported (its `metrics:`),
+    /// against absolute bounds or the same metric under the fair class in
+    /// the same VM.
+    AppMetric(AppMetricCheck),
 }
 
 /// The kinds of check, as results name them (`checks[].check`).
@@ -648,6 +703,11 @@ pub enum CheckKind {
     Throughput,
     SchedulerHealthy,
     Swap,
+    AppMetric,
+    /// Not written in a scenario: every `command` group's program did what
+    /// it had to (its server got ready, it exited as declared, its metrics
+    /// were read). An application that fails fails the cell.
+    App,
 }
 
 impl Check {
@@ -658,6 +718,7 @@ impl Check {
         "throughput",
         "scheduler_healthy",
         "swap",
+        "app_metric",
     ];
 
     /// The property it guards, if any (stall and health checks guard
@@ -667,6 +728,7 @@ impl Check {
             Check::RunDelay(c) => c.property,
             Check::Share(c) => c.property,
             Check::Throughput(c) => c.property,
+            Check::AppMetric(c) => c.property,
             Check::Stall(_) | Check::SchedulerHealthy(_) | Check::Swap(_) => None,
         }
     }
@@ -680,6 +742,7 @@ impl Check {
             Check::Throughput(_) => CheckKind::Throughput,
             Check::SchedulerHealthy(_) => CheckKind::SchedulerHealthy,
             Check::Swap(_) => CheckKind::Swap,
+            Check::AppMetric(_) => CheckKind::AppMetric,
         }
     }
 
@@ -691,6 +754,7 @@ impl Check {
             Check::Throughput(_) => "throughput",
             Check::SchedulerHealthy(_) => "scheduler_healthy",
             Check::Swap(_) => "swap",
+            Check::AppMetric(_) => "app_metric",
         }
     }
 
@@ -701,6 +765,7 @@ impl Check {
             Check::RunDelay(r) => !r.fair_bounds().is_empty(),
             Check::Share(s) => s.min_of_fair.is_some(),
             Check::Throughput(t) => t.min_of_fair.is_some(),
+            Check::AppMetric(a) => a.min_of_fair.is_some() || a.max_of_fair.is_some(),
             _ => false,
         }
     }
@@ -991,6 +1056,32 @@ pub struct ThroughputCheck {
     /// the fair class in the same VM.
     #[serde(default)]
     pub min_of_fair: Option<f64>,
+}
+
+/// Bounds on one declared metric of a `command` group: `{ group: build,
+/// metric: wall, max_of_fair: 1.3 }`. Which bound is a floor and which a
+/// ceiling is the user's to say (`min`, `max`); the metric's `better`
+/// decides only how `compare` reads it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AppMetricCheck {
+    /// The scheduling property this bound guards (see [`Property`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub property: Option<Property>,
+    pub group: String,
+    /// A name of the group's `metrics:`.
+    pub metric: String,
+    /// At least / at most this value, in the metric's unit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    /// At least / at most this multiple of the same metric under the fair
+    /// class in the same VM (the scenario runs under it first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_of_fair: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_of_fair: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -1340,6 +1431,48 @@ checks:
         parse_str(&group("{ kind: command, argv: [sh, -c, 'true'] }", 1)).unwrap();
         parse_str(&group("{ kind: pingpong }", 4)).unwrap();
         assert!(err(&group("{ kind: periodic, run: 1ms }", 1)).contains("missing field `period`"));
+    }
+
+    #[test]
+    fn applications_declare_metrics_servers_and_checks_that_check_can_judge() {
+        let wall = "{ name: wall, from: wall_time, unit: s, better: lower }";
+        let app = |extra: &str, threads: u32, checks: &str| {
+            format!(
+                "name: a\ndescription: d\nduration: 3s\ngroups:\n  - {{ name: g, threads: {threads}, work: {{ kind: command, argv: [sh, -c, 'true']{extra} }} }}\n  - {{ name: s, work: {{ kind: spin }} }}\nchecks:\n{checks}"
+            )
+        };
+        let ok = format!(", exit: 0, metrics: [{wall}]");
+        parse_str(&app(
+            &ok,
+            1,
+            "  - app_metric: { group: g, metric: wall, max_of_fair: 1.5 }\n",
+        ))
+        .unwrap();
+        let cases = [
+            (app(&format!(", metrics: [{wall}]"), 1, ""), "`exit` is not given"),
+            (app(&ok, 2, ""), "one instance of the program, not threads 2"),
+            (app(&format!(", exit: 0, metrics: [{wall}, {wall}]"), 1, ""), "metric wall is declared twice"),
+            (app(", exit: 0, metrics: [{ name: t, from: { pattern: 'x' }, unit: s, better: lower }]", 1, ""), "no capture group"),
+            (app(", server: { argv: [no-such-server-here], ready: { port: 6379 } }", 1, ""), "command server program \"no-such-server-here\" is not installed"),
+            (app(", server: { argv: [sh], ready: { line: '(' } }", 1, ""), "server ready line"),
+            (app(", server: { argv: [sh], ready: { port: 6379 } }", 2, ""), "a server serves one instance of the program, not threads 2"),
+            (app(", server: { argv: [sh], ready: { file: sock } }", 1, ""), "an absolute path, or one under the instance's scratch directory"),
+            (app(", exit: 300", 1, ""), "exit 300: an exit status is 0 to 255"),
+            (app(&ok, 1, "  - app_metric: { group: g, metric: tps, max: 1 }\n"), "declares no metric \"tps\"\n  fix: one of: wall"),
+            (app(&ok, 1, "  - app_metric: { group: s, metric: wall, max: 1 }\n"), "group s runs no command"),
+            (app(&ok, 1, "  - app_metric: { group: g, metric: wall }\n"), "give min, max, min_of_fair or max_of_fair"),
+            (app(&ok, 1, "  - app_metric: { group: g, metric: wall, min: 5, max: 1 }\n"), "min and max: 5 is above 1"),
+        ];
+        for (text, says) in cases {
+            let e = err(&text);
+            assert!(e.contains(says), "expected {says:?} in:\n{e}");
+        }
+        // The server's readiness forms.
+        let s: Server =
+            serde_yaml::from_str("{ argv: [x], ready: { file: $SCX_HARNESS_SCRATCH/sock } }")
+                .unwrap();
+        assert_eq!(s.ready, Ready::File("$SCX_HARNESS_SCRATCH/sock".into()));
+        assert_eq!(s.within, Duration::from_secs(30));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use super::{Check, Group, Scenario, Work, HINT, MAX_DURATION, MAX_GROUPS, MAX_THREADS};
+use super::{Check, Group, Ready, Scenario, Work, HINT, MAX_DURATION, MAX_GROUPS, MAX_THREADS};
 use crate::datafile::line_of;
 use crate::units::format_duration;
 
@@ -957,18 +957,103 @@ fn work(cx: &Ctx, g: &Group) -> Result<()> {
                 ),
             ));
         }
-        Work::Command { argv, .. } => {
-            let Some(program) = argv.first() else {
-                return Err(cx.err(at(), format!("group {name}: command argv is empty")));
-            };
-            if find_program(program).is_none() {
+        Work::Command {
+            argv,
+            exit,
+            server,
+            metrics,
+        } => {
+            let mut programs = vec![("command", argv)];
+            if let Some(s) = server {
+                programs.push(("command server", &s.argv));
+            }
+            for (what, argv) in programs {
+                let Some(program) = argv.first() else {
+                    return Err(cx.err(at(), format!("group {name}: {what} argv is empty")));
+                };
+                if find_program(program).is_none() {
+                    return Err(cx.err(
+                        at(),
+                        format!(
+                            "group {name}: {what} program {program:?} is not installed (not found on PATH; the guest sees the host's files)\n  \
+                             fix: install it (`cargo ci setup` installs the bundled scenarios' programs) or give its full path"
+                        ),
+                    ));
+                }
+            }
+            if let Some(code) = exit.filter(|c| !(0..=255).contains(c)) {
                 return Err(cx.err(
                     at(),
-                    format!(
-                        "group {name}: command program {program:?} is not installed (not found on PATH; the guest sees the host's files)\n  \
-                         fix: install it (stress-ng comes with `cargo ci setup`) or give its full path"
-                    ),
+                    format!("group {name}: exit {code}: an exit status is 0 to 255"),
                 ));
+            }
+            if let Some(s) = server {
+                if g.threads != 1 {
+                    return Err(cx.err(
+                        at(),
+                        format!(
+                            "group {name}: a server serves one instance of the program, not threads {}\n  \
+                             fix: threads: 1 (the load generator's own options make its clients)",
+                            g.threads
+                        ),
+                    ));
+                }
+                let scratch = format!("${}/", crate::workload::app::SCRATCH_ENV);
+                match &s.ready {
+                    Ready::Line(p) => {
+                        if let Err(e) = regex::Regex::new(p) {
+                            return Err(
+                                cx.err(at(), format!("group {name}: server ready line {p:?}: {e}"))
+                            );
+                        }
+                    }
+                    Ready::File(f) if !f.starts_with('/') && !f.starts_with(&scratch) => {
+                        return Err(cx.err(
+                            at(),
+                            format!(
+                                "group {name}: server ready file {f:?}: an absolute path, or one under the instance's scratch directory\n  \
+                                 fix: ready: {{ file: {scratch}server.sock }}"
+                            ),
+                        ));
+                    }
+                    Ready::Port(0) => {
+                        return Err(cx.err(at(), format!("group {name}: server ready port 0")));
+                    }
+                    _ => {}
+                }
+            }
+            if !metrics.is_empty() {
+                if exit.is_none() {
+                    return Err(cx.err(
+                        at(),
+                        format!(
+                            "group {name}: metrics are read once the program exits by itself, and `exit` is not given\n  \
+                             fix: exit: 0 (and arguments that make it end before the group's stop)"
+                        ),
+                    ));
+                }
+                if g.threads != 1 {
+                    return Err(cx.err(
+                        at(),
+                        format!(
+                            "group {name}: metrics need one instance of the program, not threads {}\n  \
+                             fix: threads: 1 (the program's own options make its threads or processes), or one group per instance",
+                            g.threads
+                        ),
+                    ));
+                }
+            }
+            let mut seen = std::collections::BTreeSet::new();
+            for m in metrics {
+                if let Err(e) = m.validate() {
+                    return Err(cx.err(at(), format!("group {name}: {e}")));
+                }
+                if !seen.insert(&m.name) {
+                    return Err(cx.err(
+                        at(),
+                        format!("group {name}: metric {} is declared twice", m.name),
+                    ));
+                }
             }
         }
         _ => {}
@@ -1158,6 +1243,68 @@ fn check(cx: &Ctx, s: &Scenario, i: usize, c: &Check) -> Result<()> {
             return Err(cx.err(at(), "swap: the scenario has no swaps to check"));
         }
         Check::Swap(_) => {}
+        Check::AppMetric(a) => {
+            let g = known(&a.group)?;
+            let declared = match &g.work {
+                Work::Command { metrics, .. } => metrics,
+                _ => {
+                    return Err(cx.err(
+                        at(),
+                        format!(
+                            "app_metric: group {} runs no command, so it reports no metrics",
+                            g.name
+                        ),
+                    ))
+                }
+            };
+            if !declared.iter().any(|m| m.name == a.metric) {
+                let names: Vec<&str> = declared.iter().map(|m| m.name.as_str()).collect();
+                return Err(cx.err(
+                    at(),
+                    format!(
+                        "app_metric: group {} declares no metric {:?}\n  fix: {}",
+                        g.name,
+                        a.metric,
+                        if names.is_empty() {
+                            "declare it in the group's `metrics:`".to_string()
+                        } else {
+                            format!("one of: {}", names.join(", "))
+                        }
+                    ),
+                ));
+            }
+            if a.min.is_none()
+                && a.max.is_none()
+                && a.min_of_fair.is_none()
+                && a.max_of_fair.is_none()
+            {
+                return Err(cx.err(
+                    at(),
+                    "app_metric: give min, max, min_of_fair or max_of_fair",
+                ));
+            }
+            for (what, f) in [
+                ("min_of_fair", a.min_of_fair),
+                ("max_of_fair", a.max_of_fair),
+            ] {
+                if let Some(f) = f {
+                    fraction(what, f, 1000.0)?;
+                }
+            }
+            for (lo, hi, what) in [
+                (a.min, a.max, "min and max"),
+                (a.min_of_fair, a.max_of_fair, "min_of_fair and max_of_fair"),
+            ] {
+                if let (Some(lo), Some(hi)) = (lo, hi) {
+                    if lo > hi {
+                        return Err(cx.err(
+                            at(),
+                            format!("app_metric: {what}: {lo} is above {hi}, so nothing passes"),
+                        ));
+                    }
+                }
+            }
+        }
     }
     Ok(())
 }

@@ -9,6 +9,7 @@
 //! seed gives every thread the same random choices. Knows scenarios' work
 //! kinds; nothing about schedulers, the probe or VMs.
 
+pub mod app;
 mod work;
 
 use std::io::{BufRead, Write};
@@ -53,8 +54,16 @@ pub struct GroupSpec {
     pub window_end_ns: u64,
     /// Where to write the outcome (JSON).
     pub out: PathBuf,
-    /// Where a `command` group keeps its instances' output.
+    /// Where a `command` group keeps its instances' output:
+    /// `OUTPUT_DIR/PASS-GROUP-INDEX.out` (and `.server.out`).
     pub output_dir: PathBuf,
+    /// The pass's name in those files' names (`fair`, `scheduler`), so one
+    /// pass's output does not overwrite another's.
+    #[serde(default)]
+    pub output_pass: String,
+    /// `$SCX_HARNESS_APPS` for `command` groups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apps_dir: Option<PathBuf>,
     /// The VM's scratch disk, for `block_io` (absent on the host target:
     /// a scratch file in `output_dir` instead).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -62,7 +71,7 @@ pub struct GroupSpec {
 }
 
 /// One thread's count.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ThreadOutcome {
     pub tid: u32,
     pub iterations: u64,
@@ -76,10 +85,14 @@ pub struct ThreadOutcome {
     /// A `command` task's exit status, when it exited on its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_status: Option<i32>,
+    /// A `command` task's application: its wall time, the metrics read
+    /// from its output, why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<app::AppOutcome>,
 }
 
 /// What a group process reports.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct GroupOutcome {
     pub name: String,
     pub pid: u32,
@@ -178,23 +191,41 @@ fn task_body(
     let mut rng = Rng::for_thread(spec.seed, spec.index, i as u32);
     let mut error = setup.err().map(|e| format!("{e:#}"));
     let mut count = work::Count::new(t0 + spec.window_start_ns, t0 + spec.window_end_ns);
-    let mut exit_status = None;
+    let mut app = None;
     if error.is_none() {
         sleep_until(t0 + spec.start_ns);
-        let ctx = work::Ctx {
-            index: i,
-            stop_at: t0 + spec.stop_ns,
-            count,
-            rng: &mut rng,
-            output_dir: &spec.output_dir,
-            group: &spec.name,
-        };
-        match plan.run(&spec.work, ctx) {
-            Ok(c) => {
-                count = c;
-                exit_status = c.exit_status;
+        let stop_at = t0 + spec.stop_ns;
+        let done = match &spec.work {
+            Work::Command {
+                argv,
+                exit,
+                server,
+                metrics,
+            } => app::run(&app::AppTask {
+                argv,
+                exit: *exit,
+                server: server.as_ref(),
+                metrics,
+                stop_at,
+                apps_dir: spec.apps_dir.as_deref(),
+                output: spec.output_dir.join(match spec.output_pass.as_str() {
+                    "" => format!("{}-{i}", spec.name),
+                    pass => format!("{pass}-{}-{i}", spec.name),
+                }),
+            })
+            .map(|o| app = Some(o)),
+            work => {
+                let ctx = work::Ctx {
+                    index: i,
+                    stop_at,
+                    count,
+                    rng: &mut rng,
+                };
+                plan.run(work, ctx).map(|c| count = c)
             }
-            Err(e) => error = Some(format!("task {i}: {e:#}")),
+        };
+        if let Err(e) = done {
+            error = Some(format!("task {i}: {e:#}"));
         }
     }
     let (cpu_ns, schedstat_wait_ns) = thread_schedstat();
@@ -205,7 +236,8 @@ fn task_body(
             iterations_window: count.window,
             cpu_ns,
             schedstat_wait_ns,
-            exit_status,
+            exit_status: app.as_ref().and_then(|a: &app::AppOutcome| a.exit_status),
+            app,
         },
         error,
     )

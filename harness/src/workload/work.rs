@@ -17,8 +17,6 @@ use crate::scenario::Work;
 pub struct Count {
     pub total: u64,
     pub window: u64,
-    /// A `command`'s exit status, when it exited on its own.
-    pub exit_status: Option<i32>,
     from: u64,
     to: u64,
 }
@@ -28,7 +26,6 @@ impl Count {
         Count {
             total: 0,
             window: 0,
-            exit_status: None,
             from,
             to,
         }
@@ -55,8 +52,6 @@ pub struct Ctx<'a> {
     /// Where its iterations are counted.
     pub count: Count,
     pub rng: &'a mut Rng,
-    pub output_dir: &'a Path,
-    pub group: &'a str,
 }
 
 /// Resources shared by a group's threads (the pipes of pingpong pairs and
@@ -255,7 +250,7 @@ impl Plan {
         })
     }
 
-    pub fn run(&self, work: &Work, mut cx: Ctx) -> Result<Count> {
+    pub fn run(&self, work: &Work, cx: Ctx) -> Result<Count> {
         let stop = cx.stop_at;
         let mut c = cx.count;
         match work {
@@ -323,22 +318,8 @@ impl Plan {
                 let scratch = self.scratch.as_ref().expect("made for block_io");
                 block_io(scratch, *size as u64, cx.rng, stop, &mut c)?
             }
-            Work::Command { argv, exit } => {
-                let status = command(argv, &mut cx)?;
-                c.exit_status = status;
-                match (status, exit) {
-                    (Some(st), Some(want)) if st != *want => {
-                        anyhow::bail!("{} exited with status {st}, not {want}", argv[0])
-                    }
-                    (None, Some(want)) => anyhow::bail!(
-                        "{} was still running at the group's stop (it should have exited with status {want})",
-                        argv[0]
-                    ),
-                    (Some(st), None) if st != 0 => {
-                        anyhow::bail!("{} exited with status {st} before the group's stop", argv[0])
-                    }
-                    _ => {}
-                }
+            Work::Command { .. } => {
+                anyhow::bail!("a command group's tasks run through workload::app")
             }
         }
         Ok(c)
@@ -783,54 +764,6 @@ fn fork_and_wait(child: impl FnOnce()) -> std::io::Result<()> {
     // SAFETY: waiting for the child we just forked.
     unsafe { libc::waitpid(pid, &mut status, 0) };
     Ok(())
-}
-
-/// Runs the program until `stop_at` in a process group of its own, so
-/// its whole tree is stopped then (SIGTERM to the group, SIGKILL after
-/// 1 s), its output in `OUTPUT_DIR/GROUP-INDEX.out`. Not counted: 0
-/// iterations. Returns its exit status if it exited on its own before the
-/// stop.
-fn command(argv: &[String], cx: &mut Ctx) -> Result<Option<i32>> {
-    use std::os::unix::process::CommandExt;
-    let (program, args) = argv.split_first().context("empty command")?;
-    let out_path = cx.output_dir.join(format!("{}-{}.out", cx.group, cx.index));
-    let out = std::fs::File::create(&out_path)
-        .with_context(|| format!("creating {}", out_path.display()))?;
-    let mut cmd = std::process::Command::new(program);
-    // If the group process is killed, the command goes too (its own
-    // children are the agent's to kill: see run_pass).
-    crate::process::die_with_parent(&mut cmd);
-    let mut child = cmd
-        .args(args)
-        .process_group(0)
-        .stdin(std::process::Stdio::null())
-        .stdout(out.try_clone()?)
-        .stderr(out)
-        .spawn()
-        .with_context(|| format!("starting {program}"))?;
-    let pgid = child.id() as i32;
-    let status = loop {
-        if let Some(st) = child.try_wait()? {
-            // Its own exit: what it left behind in its group goes too.
-            // SAFETY: signalling the process group we made.
-            unsafe { libc::kill(-pgid, libc::SIGKILL) };
-            break Some(st.code().unwrap_or(-1));
-        }
-        if now_ns() >= cx.stop_at {
-            // SAFETY: signalling the process group we made.
-            unsafe { libc::kill(-pgid, libc::SIGTERM) };
-            let grace = now_ns() + 1_000_000_000;
-            while child.try_wait()?.is_none() && now_ns() < grace {
-                sleep_until(now_ns() + 10_000_000);
-            }
-            // SAFETY: as above; the descendants that ignored SIGTERM.
-            unsafe { libc::kill(-pgid, libc::SIGKILL) };
-            let _ = child.wait();
-            break None;
-        }
-        sleep_until((now_ns() + 10_000_000).min(cx.stop_at));
-    };
-    Ok(status)
 }
 
 #[cfg(test)]
