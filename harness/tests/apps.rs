@@ -73,11 +73,12 @@ fn describe(c: &CellResult) -> String {
 }
 
 /// The bundled application scenarios, each with a metric that must be
-/// positive.
+/// positive. Not app-build: its warm-up and timed builds beside a 90 s
+/// interactive group take 3 minutes of CI's 90 (it passed here from a
+/// fresh clone on 2026-12-01; the `apps` and nightly suites run it).
 const APPS: &[(&str, &str, &str)] = &[
     ("app-hackbench", "processes-pipes", "time"),
     ("app-cyclictest", "cyclictest", "p99"),
-    ("app-build", "build", "wall"),
     ("app-redis", "redis", "get_rps"),
     ("app-pgbench", "pgbench", "tps"),
     ("app-stress-ng", "stress-ng", "cpu"),
