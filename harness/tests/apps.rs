@@ -7,40 +7,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use scx_harness::agent::{Pass, PassKind};
-use scx_harness::compare::CompareReport;
 use scx_harness::report::{CellResult, CellVerdict};
 use scx_harness::scenario::CheckKind;
 use scx_harness::stats::Verdict;
 
-/// `scx-harness run` with `args` on the test kernel, results under
-/// `dir/run`; returns the cells.
-fn run(dir: &Path, args: &[&str]) -> Vec<CellResult> {
-    let out = dir.join("run");
-    let cache = scx_harness::kernel::Cache::user();
-    let (code, stdout, stderr) = common::run(
-        common::harness(cache.root())
-            .arg("run")
-            .arg("--kernel")
-            .arg(common::test_kernel())
-            .arg("--out")
-            .arg(&out)
-            .args(args),
-    );
-    eprintln!("{stdout}\n{stderr}");
-    assert!(code.is_some(), "scx-harness run was killed\n{stderr}");
-    scx_harness::report::load_run(&out).unwrap_or_else(|e| panic!("{e:#}\n{stderr}"))
-}
-
-fn cell<'a>(cells: &'a [CellResult], scheduler: &str, scenario: &str) -> &'a CellResult {
-    cells
-        .iter()
-        .find(|c| c.scheduler == scheduler && c.scenario == scenario)
-        .unwrap_or_else(|| panic!("no cell {scheduler}/{scenario}"))
-}
+use common::{cell, compare, compare_report as report, run_cells as run};
 
 fn pass(c: &CellResult, kind: PassKind) -> &Pass {
     c.agent
@@ -142,35 +116,6 @@ fn vm_every_bundled_application_runs_and_is_judged_by_its_own_numbers() {
     // The report shows the application's numbers.
     let html = std::fs::read_to_string(dir.path().join("run/report.html")).unwrap();
     assert!(html.contains("application metric") && html.contains("get_rps"));
-}
-
-/// The binary's `compare` on the test kernel.
-fn compare(
-    dir: &Path,
-    scenario: &str,
-    baseline: &str,
-    candidate: &str,
-    extra: &[&str],
-) -> (Option<i32>, String, String, PathBuf) {
-    let file = dir.join("scenario.yaml");
-    std::fs::write(&file, scenario).unwrap();
-    let out = dir.join("compare");
-    let key = common::test_kernel_entry().meta.key;
-    let (code, stdout, stderr) = common::run(
-        Command::new(env!("CARGO_BIN_EXE_scx-harness"))
-            .args(["compare", "--baseline", baseline, "--candidate", candidate])
-            .args(["--kernel", &key, "--out"])
-            .arg(&out)
-            .args(extra)
-            .arg(&file),
-    );
-    (code, stdout, stderr, out)
-}
-
-fn report(out: &Path) -> CompareReport {
-    let bytes = std::fs::read(out.join("compare.json"))
-        .unwrap_or_else(|e| panic!("{}: {e}", out.display()));
-    serde_json::from_slice(&bytes).unwrap()
 }
 
 /// hackbench, short: its tasks are named "hackbench", which scx_fault's

@@ -5,49 +5,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-use scx_harness::compare::CompareReport;
 use scx_harness::stats::Verdict;
 
-/// The binary with the user's cache (where the test kernel and the
-/// schedulers are built), on the test kernel.
-fn compare(
-    dir: &Path,
-    scenario: &str,
-    baseline: &str,
-    candidate: &str,
-    extra: &[&str],
-) -> (Option<i32>, String, String, PathBuf) {
-    let file = dir.join("scenario.yaml");
-    std::fs::write(&file, scenario).unwrap();
-    let out = dir.join("run");
-    let key = common::test_kernel_entry().meta.key;
-    let (code, stdout, stderr) = common::run(
-        Command::new(env!("CARGO_BIN_EXE_scx-harness"))
-            .args([
-                "compare",
-                "--baseline",
-                baseline,
-                "--candidate",
-                candidate,
-                "--kernel",
-                &key,
-                "--out",
-            ])
-            .arg(&out)
-            .args(extra)
-            .arg(&file),
-    );
-    (code, stdout, stderr, out)
-}
-
-fn report(out: &Path) -> CompareReport {
-    let bytes = std::fs::read(out.join("compare.json"))
-        .unwrap_or_else(|e| panic!("{}: {e}", out.display()));
-    serde_json::from_slice(&bytes).unwrap()
-}
+use common::{compare, compare_report as report};
 
 /// Tasks named "delayed" wake every 20 ms for 1 ms of work.
 const DELAYED: &str = "name: delay-ab\n\

@@ -13,32 +13,7 @@ use std::time::Duration;
 use scx_harness::agent::{Pass, PassKind};
 use scx_harness::report::{CellResult, CellVerdict};
 
-/// Runs `scx-harness run` with `args` on the test kernel, results under
-/// `dir/run`; returns the cells.
-fn run(dir: &Path, args: &[&str]) -> Vec<CellResult> {
-    let out = dir.join("run");
-    let cache = scx_harness::kernel::Cache::user();
-    let kernel = common::test_kernel();
-    let (code, stdout, stderr) = common::run(
-        common::harness(cache.root())
-            .arg("run")
-            .arg("--kernel")
-            .arg(&kernel)
-            .arg("--out")
-            .arg(&out)
-            .args(args),
-    );
-    eprintln!("{stdout}\n{stderr}");
-    assert!(code.is_some(), "scx-harness run was killed\n{stderr}");
-    scx_harness::report::load_run(&out).unwrap_or_else(|e| panic!("{e:#}\n{stderr}"))
-}
-
-fn cell<'a>(cells: &'a [CellResult], scheduler: &str, scenario: &str) -> &'a CellResult {
-    cells
-        .iter()
-        .find(|c| c.scheduler == scheduler && c.scenario == scenario)
-        .unwrap_or_else(|| panic!("no cell {scheduler}/{scenario}"))
-}
+use common::{cell, run_cells as run};
 
 fn main_pass(c: &CellResult) -> &Pass {
     c.agent

@@ -444,3 +444,63 @@ fn run_loaded_cell(
         dir: Some(dir),
     }
 }
+
+/// Runs `scx-harness run` with `args` on the test kernel (the user's
+/// cache, where it and the schedulers are built), results under
+/// `dir/run`; returns the cells.
+pub fn run_cells(dir: &Path, args: &[&str]) -> Vec<scx_harness::report::CellResult> {
+    let out = dir.join("run");
+    let cache = scx_harness::kernel::Cache::user();
+    let (code, stdout, stderr) = run(harness(cache.root())
+        .arg("run")
+        .arg("--kernel")
+        .arg(test_kernel())
+        .arg("--out")
+        .arg(&out)
+        .args(args));
+    eprintln!("{stdout}\n{stderr}");
+    assert!(code.is_some(), "scx-harness run was killed\n{stderr}");
+    scx_harness::report::load_run(&out).unwrap_or_else(|e| panic!("{e:#}\n{stderr}"))
+}
+
+/// The cell of `scheduler` on `scenario` among `cells`.
+pub fn cell<'a>(
+    cells: &'a [scx_harness::report::CellResult],
+    scheduler: &str,
+    scenario: &str,
+) -> &'a scx_harness::report::CellResult {
+    cells
+        .iter()
+        .find(|c| c.scheduler == scheduler && c.scenario == scenario)
+        .unwrap_or_else(|| panic!("no cell {scheduler}/{scenario}"))
+}
+
+/// `scx-harness compare` of `scenario` (written to `dir/scenario.yaml`)
+/// between `baseline` and `candidate` on the test kernel, results under
+/// `dir/run`: (exit code, stdout, stderr, that directory).
+pub fn compare(
+    dir: &Path,
+    scenario: &str,
+    baseline: &str,
+    candidate: &str,
+    extra: &[&str],
+) -> (Option<i32>, String, String, PathBuf) {
+    let file = dir.join("scenario.yaml");
+    std::fs::write(&file, scenario).unwrap();
+    let out = dir.join("run");
+    let key = test_kernel_entry().meta.key;
+    let (code, stdout, stderr) = run(Command::new(env!("CARGO_BIN_EXE_scx-harness"))
+        .args(["compare", "--baseline", baseline, "--candidate", candidate])
+        .args(["--kernel", &key, "--out"])
+        .arg(&out)
+        .args(extra)
+        .arg(&file));
+    (code, stdout, stderr, out)
+}
+
+/// The `compare.json` of a compare's results directory.
+pub fn compare_report(out: &Path) -> scx_harness::compare::CompareReport {
+    let bytes = std::fs::read(out.join("compare.json"))
+        .unwrap_or_else(|e| panic!("{}: {e}", out.display()));
+    serde_json::from_slice(&bytes).unwrap()
+}
