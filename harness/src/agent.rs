@@ -309,6 +309,12 @@ fn ext_enabled(sched: &str) -> Option<bool> {
 }
 
 impl GroupResult {
+    /// Its applications' outcomes, when it wrote a report
+    /// ([`GroupOutcome::apps`]).
+    pub fn apps(&self) -> impl Iterator<Item = &crate::workload::app::AppOutcome> {
+        self.outcome.iter().flat_map(GroupOutcome::apps)
+    }
+
     pub fn iterations_window(&self) -> u64 {
         self.outcome
             .as_ref()
@@ -1568,9 +1574,8 @@ fn run_pass(
             // machine is at fault, and what is relative to it is unknown.
             if kind != PassKind::Scheduler {
                 errors.extend(
-                    o.threads
-                        .iter()
-                        .filter_map(|t| t.app.as_ref()?.failure.as_ref())
+                    o.apps()
+                        .filter_map(|a| a.failure.as_ref())
                         .map(|f| format!("group {} under the {} pass: {f}", o.name, kind.name())),
                 );
             }

@@ -120,12 +120,7 @@ fn mtime_secs(p: &Path) -> Option<f64> {
 fn fair_app_failure(a: &AgentOutput) -> Option<String> {
     let fair = a.pass(crate::agent::PassKind::Fair)?;
     fair.groups.iter().find_map(|g| {
-        let f = g
-            .outcome
-            .as_ref()?
-            .threads
-            .iter()
-            .find_map(|t| t.app.as_ref()?.failure.as_deref())?;
+        let f = g.apps().find_map(|a| a.failure.as_deref())?;
         Some(format!("group {}: {f}", g.name))
     })
 }

@@ -702,13 +702,10 @@ fn app_of<'p>(p: &'p Pass, group: &str) -> Result<&'p AppOutcome, String> {
             "group {group} wrote no report: it was stopped early (see the stall check) or crashed"
         )
     })?;
-    o.threads
-        .iter()
-        .find_map(|t| t.app.as_ref())
-        .ok_or_else(|| match o.errors.first() {
-            Some(e) => format!("group {group}'s application did not run: {e}"),
-            None => format!("group {group}'s application did not run"),
-        })
+    o.apps().next().ok_or_else(|| match o.errors.first() {
+        Some(e) => format!("group {group}'s application did not run: {e}"),
+        None => format!("group {group}'s application did not run"),
+    })
 }
 
 /// The implicit outcome `app GROUP`: every instance of the group's program
@@ -719,7 +716,7 @@ fn app_of<'p>(p: &'p Pass, group: &str) -> Result<&'p AppOutcome, String> {
 /// decide those cells, as the harness's trouble and not the scheduler's.
 fn app_ran(g: &crate::scenario::Group, main: Option<&Pass>) -> Option<Outcome> {
     let out = main?.group(&g.name)?.outcome.as_ref()?;
-    let apps: Vec<&AppOutcome> = out.threads.iter().filter_map(|t| t.app.as_ref()).collect();
+    let apps: Vec<&AppOutcome> = out.apps().collect();
     if apps.is_empty() {
         return None;
     }

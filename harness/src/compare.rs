@@ -101,10 +101,8 @@ pub fn metrics(r: &CellResult) -> BTreeMap<String, f64> {
 /// A group's application metrics as read (its first instance's; a group
 /// with metrics has one), none when it failed.
 fn app_values(g: &crate::agent::GroupResult) -> impl Iterator<Item = (&String, &AppValue)> {
-    g.outcome
-        .iter()
-        .flat_map(|o| o.threads.iter())
-        .find_map(|t| t.app.as_ref())
+    g.apps()
+        .next()
         .filter(|a| a.failure.is_none())
         .into_iter()
         .flat_map(|a| a.metrics.iter())

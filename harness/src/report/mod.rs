@@ -246,12 +246,7 @@ pub struct AppRow {
 pub fn app_rows(p: &Pass) -> Vec<AppRow> {
     let mut rows = Vec::new();
     for g in &p.groups {
-        let apps = g
-            .outcome
-            .iter()
-            .flat_map(|o| o.threads.iter())
-            .filter_map(|t| t.app.as_ref());
-        for a in apps {
+        for a in g.apps() {
             if let Some(f) = &a.failure {
                 rows.push(AppRow {
                     group: g.name.clone(),

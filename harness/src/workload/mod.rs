@@ -101,6 +101,14 @@ pub struct GroupOutcome {
     pub errors: Vec<String>,
 }
 
+impl GroupOutcome {
+    /// What each instance of a `command` group's application did (none
+    /// for other work kinds).
+    pub fn apps(&self) -> impl Iterator<Item = &app::AppOutcome> {
+        self.threads.iter().filter_map(|t| t.app.as_ref())
+    }
+}
+
 /// The deterministic random stream of one thread (splitmix64).
 #[derive(Debug, Clone)]
 pub struct Rng(u64);
