@@ -583,6 +583,7 @@ impl AgentOutput {
 /// Runs the spec and writes the output to `out`, even when the run fails
 /// half-way (the error is then in it).
 pub fn run(spec: &AgentSpec, out: &Path) -> Result<AgentOutput> {
+    pin_mapped_files();
     let dir = out.parent().unwrap_or(Path::new("/tmp")).to_path_buf();
     let mut probe = None;
     let output = run_cell(spec, &dir, None, &mut probe, &mut FairPasses::default());
@@ -834,6 +835,7 @@ fn kmsg(line: &str) {
 /// Runs the batch: each cell's output goes to `cells/I/agent.json` as soon
 /// as the cell ends, so a kernel crash later keeps the finished ones.
 pub fn run_batch(batch: &BatchSpec, shared: &Path) -> Result<()> {
+    pin_mapped_files();
     if let Some(h) = &batch.host {
         h.pin()?;
     }
@@ -1678,7 +1680,6 @@ fn wait_ready(
 /// It sleeps between scans (SCAN), so it takes little from the workload,
 /// and the same under the fair class and under the scheduler.
 fn outrank_the_workload() -> Result<()> {
-    pin_mapped_files();
     let param = libc::sched_param { sched_priority: 99 };
     // SAFETY: a valid sched_param for the calling thread.
     if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK, &param) }
@@ -1691,7 +1692,8 @@ fn outrank_the_workload() -> Result<()> {
 }
 
 /// Locks every file-backed mapping of the agent (its own binary, the
-/// libraries) in memory, so the watch never takes a page fault on them.
+/// libraries) in memory, once, as the agent starts: before any group
+/// process exists and before any scheduler is attached.
 ///
 /// Why: the group processes run the same binary and libraries. A task a
 /// scheduler stalls in the middle of a page fault on one of those files
@@ -1700,8 +1702,17 @@ fn outrank_the_workload() -> Result<()> {
 /// scx_fault's stall dump); a watch that then faults on the same page
 /// waits for the stalled task, so the stall it is there to catch stops it
 /// until the kernel's own watchdog (30 s) ejects the scheduler. Resident
-/// and locked, those pages are never faulted again. About 25 MB for a
-/// debug build's text; a failure (no CAP_IPC_LOCK) is logged, not fatal.
+/// and locked, those pages are never faulted again by the agent, and the
+/// group processes find them in the page cache (a minor fault, no 9p read
+/// to be stalled in).
+///
+/// Why at the start and nowhere later: `mlock` itself populates every
+/// page (`__mm_populate`, mm/mlock.c), so it waits on a stalled task's
+/// folio like any fault. Called per pass, after the groups had started,
+/// it hung the watch there (CI of 2026-12-01: a stall found by the
+/// kernel's watchdog at 30 s instead of by the watch at 1 s). About
+/// 25 MB for a debug build's text; a failure (no CAP_IPC_LOCK) is logged,
+/// not fatal.
 fn pin_mapped_files() {
     let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
         return;
