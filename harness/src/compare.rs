@@ -487,6 +487,34 @@ pub fn sample_result(delay_ms: u64, verdict: CellVerdict) -> CellResult {
     }
 }
 
+/// Gives `r`'s group "g" (from [`sample_result`]) an application whose
+/// metric `name` read `value` in `unit`, higher being better.
+#[doc(hidden)]
+pub fn with_sample_app_metric(r: &mut CellResult, name: &str, value: f64, unit: &str) {
+    use crate::workload::app::{AppOutcome, AppValue};
+    let g = &mut r.agent.as_mut().expect("a sample has passes").passes[0].groups[0];
+    g.outcome = Some(crate::workload::GroupOutcome {
+        name: "g".into(),
+        pid: 1,
+        threads: vec![crate::workload::ThreadOutcome {
+            app: Some(AppOutcome {
+                metrics: [(
+                    name.to_string(),
+                    AppValue {
+                        value,
+                        unit: unit.into(),
+                        better: crate::appmetric::Direction::Higher,
+                    },
+                )]
+                .into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        errors: vec![],
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -499,29 +527,8 @@ mod tests {
 
     #[test]
     fn a_run_whose_application_failed_is_no_sample_and_its_metrics_carry_their_declaration() {
-        use crate::workload::app::{AppOutcome, AppValue};
         let mut r = sample_result(1, CellVerdict::Pass);
-        let g = &mut r.agent.as_mut().unwrap().passes[0].groups[0];
-        g.outcome = Some(crate::workload::GroupOutcome {
-            name: "g".into(),
-            pid: 1,
-            threads: vec![crate::workload::ThreadOutcome {
-                app: Some(AppOutcome {
-                    metrics: [(
-                        "rps".to_string(),
-                        AppValue {
-                            value: 812.5,
-                            unit: "req/s".into(),
-                            better: crate::appmetric::Direction::Higher,
-                        },
-                    )]
-                    .into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }],
-            errors: vec![],
-        });
+        with_sample_app_metric(&mut r, "rps", 812.5, "req/s");
         assert_eq!(metrics(&r)["app.g.rps"], 812.5);
         let d = declared([&r]);
         assert_eq!(d.kind("app.g.rps").0, crate::stats::Better::Higher);

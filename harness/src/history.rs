@@ -57,6 +57,10 @@ const MIGRATIONS: &[&str] = &[
     // 2: the kernel's name in kernel-config/kernels.yaml ('' for a kernel
     // without one, and for cells recorded before).
     "ALTER TABLE cells ADD COLUMN kernel_name TEXT NOT NULL DEFAULT '';",
+    // 3: an application metric's declared unit ("s", "req/s", ...; '' for
+    // the harness's own metrics, whose name says their unit, and for
+    // metrics recorded before).
+    "ALTER TABLE metrics ADD COLUMN unit TEXT NOT NULL DEFAULT '';",
 ];
 
 /// Where the database lives unless `--db` or `SCX_HARNESS_DB` says.
@@ -198,10 +202,11 @@ impl Db {
                     ],
                 )?;
                 let cell_id = tx.last_insert_rowid();
+                let declared = compare::declared(std::iter::once(r));
                 for (name, value) in compare::metrics(r) {
                     tx.execute(
-                        "INSERT INTO metrics (cell_id, name, value) VALUES (?1, ?2, ?3)",
-                        params![cell_id, name, value],
+                        "INSERT INTO metrics (cell_id, name, value, unit) VALUES (?1, ?2, ?3, ?4)",
+                        params![cell_id, name, value, declared.unit(&name)],
                     )?;
                 }
             }
@@ -227,7 +232,7 @@ impl Db {
     ) -> Result<Vec<Point>> {
         let mut st = self.conn.prepare(
             "SELECT c.started_at, m.value, c.kernel_id, c.accel, c.scheduler_version, c.scenario_hash, c.verdict, c.dir,
-                    c.kernel_name, c.kernel
+                    c.kernel_name, c.kernel, m.unit
              FROM cells c JOIN metrics m ON m.cell_id = c.id
              WHERE c.scheduler = ?1 AND c.scenario = ?2 AND m.name = ?3
              ORDER BY c.started_at DESC, c.id DESC LIMIT ?4",
@@ -245,6 +250,7 @@ impl Db {
                     dir: r.get(7)?,
                     kernel_name: r.get(8)?,
                     kernel: r.get(9)?,
+                    unit: r.get(10)?,
                 })
             })?
             .collect::<rusqlite::Result<_>>()?;
@@ -324,6 +330,9 @@ pub struct Point {
     pub scenario_hash: String,
     pub verdict: String,
     pub dir: String,
+    /// An application metric's declared unit ('' for the harness's own
+    /// metrics and for points recorded before schema 3).
+    pub unit: String,
 }
 
 /// What the nightly check found for one cell.
@@ -504,6 +513,22 @@ mod tests {
             .unwrap();
         assert!(!pts.is_empty(), "no point recorded");
         assert!(pts.iter().all(|p| p.kernel_name == "stable"), "{pts:?}");
+    }
+
+    /// An application metric keeps its declared unit in the database, and
+    /// a series shows it; the harness's own metrics have none.
+    #[test]
+    fn an_application_metric_is_recorded_with_its_unit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = Db::open(&dir.path().join("h.sqlite")).unwrap();
+        let mut r = compare::sample_result(4, CellVerdict::Pass);
+        compare::with_sample_app_metric(&mut r, "rps", 812.5, "req/s");
+        db.record(&dir.path().join("run"), &[r]).unwrap();
+        let pts = db.series("x", "s", "app.g.rps", 10).unwrap();
+        assert_eq!(pts.len(), 1, "{pts:?}");
+        assert_eq!((pts[0].value, pts[0].unit.as_str()), (812.5, "req/s"));
+        let own = db.series("x", "s", "stall_max", 10).unwrap();
+        assert_eq!(own[0].unit, "");
     }
 
     #[test]

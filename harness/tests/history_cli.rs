@@ -94,3 +94,29 @@ fn show_without_runs_or_with_an_unknown_metric_says_what_exists() {
         "{err}"
     );
 }
+
+/// An application metric is shown in its declared unit, each point and
+/// the median.
+#[test]
+fn show_gives_an_application_metric_in_its_declared_unit() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("h.sqlite");
+    let h = || {
+        let mut c = common::harness(dir.path());
+        c.env("SCX_HARNESS_DB", &db);
+        c
+    };
+    let d = dir.path().join("run");
+    let mut rs = night(4, 0);
+    for (i, r) in rs.iter_mut().enumerate() {
+        scx_harness::compare::with_sample_app_metric(r, "rps", 800.0 + i as f64, "req/s");
+    }
+    write_run(&d, &rs);
+    let (code, out, err) = run(h().args(["history", "record"]).arg(&d));
+    assert_eq!(code, Some(0), "{out}{err}");
+    let (code, out, err) = run(h().args(["history", "show", "x", "s", "--metric", "app.g.rps"]));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("3 point(s)"), "{out}");
+    assert!(out.contains("802.0 req/s"), "{out}");
+    assert!(out.contains("median 801.0 req/s"), "{out}");
+}

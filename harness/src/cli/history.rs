@@ -132,7 +132,9 @@ pub fn run(cmd: HistoryCommand) -> Result<i32> {
                 ));
             }
             let pts = d.series(&scheduler, &scenario, &metric, last)?;
-            let (_, _, unit) = crate::metric::kind(&metric);
+            // The newest point's declared unit, for the median too.
+            let unit = pts.last().map_or("", |p| p.unit.as_str());
+            let show = |v| crate::metric::show(&metric, unit, v);
             println!(
                 "{scheduler} / {scenario}: {metric}, {} point(s), oldest first",
                 pts.len()
@@ -150,7 +152,7 @@ pub fn run(cmd: HistoryCommand) -> Result<i32> {
                 println!(
                     "  {:<20} {:>10}  {:<8} {:<36} {:<6} {}",
                     super::utc(p.started_at),
-                    unit.show(p.value),
+                    crate::metric::show(&metric, &p.unit, p.value),
                     p.verdict,
                     kernel,
                     p.accel,
@@ -158,7 +160,7 @@ pub fn run(cmd: HistoryCommand) -> Result<i32> {
                 );
             }
             let values: Vec<f64> = pts.iter().map(|p| p.value).collect();
-            println!("  median {}", unit.show(crate::stats::median(&values)));
+            println!("  median {}", show(crate::stats::median(&values)));
             Ok(0)
         }
         HistoryCommand::Check {
