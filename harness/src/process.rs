@@ -297,17 +297,17 @@ impl Supervised {
             tree.extend(PidFd::open(leader));
         }
         let pgid = self.pgid;
-        let signal_all = |tree: &[PidFd], signal: i32| {
+        let signal_group = |signal: i32| {
             if let Some(pgid) = pgid {
                 // SAFETY: plain syscall on the process group we made.
                 unsafe { libc::kill(-pgid, signal) };
             }
-            for p in tree {
-                // SAFETY: a pidfd we hold (its pid cannot be reused).
-                unsafe { libc::syscall(libc::SYS_pidfd_send_signal, p.fd, signal, 0, 0) };
-            }
         };
-        signal_all(&tree, libc::SIGTERM);
+        signal_group(libc::SIGTERM);
+        for p in &tree {
+            // SAFETY: a pidfd we hold (its pid cannot be reused).
+            unsafe { libc::syscall(libc::SYS_pidfd_send_signal, p.fd, libc::SIGTERM, 0, 0) };
+        }
         let deadline = Instant::now() + grace;
         // The leader is our child: reap it as it exits, or its pidfd stays
         // readable-but-unreaped and the wait below is a busy one.
@@ -315,19 +315,9 @@ impl Supervised {
             self.poll_exit(deadline.saturating_duration_since(Instant::now()));
             let _ = self.try_reap();
         }
-        let gone = tree.iter().all(|p| p.wait_exit(deadline));
-        if !gone {
-            signal_all(&tree, libc::SIGKILL);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            for p in &tree {
-                if !p.wait_exit(deadline) {
-                    tracing::warn!(
-                        "process {} of {} did not exit after SIGKILL",
-                        p.pid,
-                        self.what
-                    );
-                }
-            }
+        if !tree.iter().all(|p| p.wait_exit(deadline)) {
+            signal_group(libc::SIGKILL);
+            kill_and_wait(&tree, &self.what);
         }
         self.kill();
     }
@@ -352,20 +342,7 @@ impl Supervised {
         if let Ok(s) = self.child.wait() {
             self.reaped = Some(s);
         }
-        for pid in &tree {
-            // SAFETY: kill on a pid we hold a pidfd for (it cannot be reused).
-            unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pid.fd, libc::SIGKILL, 0, 0) };
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        for pid in &tree {
-            if !pid.wait_exit(deadline) {
-                tracing::warn!(
-                    "process {} of {} did not exit after SIGKILL",
-                    pid.pid,
-                    self.what
-                );
-            }
-        }
+        kill_and_wait(&tree, &self.what);
         self.unregister();
     }
 
@@ -444,6 +421,22 @@ impl Drop for PidFd {
     fn drop(&mut self) {
         // SAFETY: we own the fd.
         unsafe { libc::close(self.fd) };
+    }
+}
+
+/// SIGKILLs every process of `tree` through its pidfd and waits until
+/// all have exited (bounded at 10 s), warning for each that has not; `what`
+/// names the tree's root for that warning.
+fn kill_and_wait(tree: &[PidFd], what: &str) {
+    for p in tree {
+        // SAFETY: kill on a pid we hold a pidfd for (it cannot be reused).
+        unsafe { libc::syscall(libc::SYS_pidfd_send_signal, p.fd, libc::SIGKILL, 0, 0) };
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for p in tree {
+        if !p.wait_exit(deadline) {
+            tracing::warn!("process {} of {what} did not exit after SIGKILL", p.pid);
+        }
     }
 }
 
