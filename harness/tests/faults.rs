@@ -141,7 +141,14 @@ impl Faulted {
         let cells: Vec<String> = self
             .results
             .iter()
-            .map(|r| format!("{:?}: {}", r.verdict, r.summary))
+            .map(|r| {
+                format!(
+                    "{:?}: {}\n{}",
+                    r.verdict,
+                    r.summary,
+                    common::scheduler_output_tail(r, 40)
+                )
+            })
             .collect();
         format!(
             "exit {:?} after {:?}\n{}\n--- stderr\n{}",

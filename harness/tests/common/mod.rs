@@ -344,13 +344,32 @@ impl Drop for TestCell {
         if std::thread::panicking() {
             if let Some(d) = self.dir.take() {
                 eprintln!(
-                    "cell directory kept: {}\n{}",
+                    "cell directory kept: {}\n{}{}",
                     d.keep().display(),
-                    scx_harness::report::describe(&self.result)
+                    scx_harness::report::describe(&self.result),
+                    scheduler_output_tail(&self.result, 40)
                 );
             }
         }
     }
+}
+
+/// The last `lines` lines of the scheduler's own stderr in a cell's
+/// directory (`SCHEDULER.stderr`): where the kernel's debug dump of an
+/// exit is, with the stalled task's stack. For a failing test's output:
+/// CI keeps no directory.
+pub fn scheduler_output_tail(r: &scx_harness::report::CellResult, lines: usize) -> String {
+    let file = r.dir.join(format!("{}.stderr", r.scheduler));
+    let Ok(text) = std::fs::read_to_string(&file) else {
+        return String::new();
+    };
+    let all: Vec<&str> = text.lines().collect();
+    format!(
+        "--- the last {} lines of {}\n{}\n",
+        lines.min(all.len()),
+        file.display(),
+        all[all.len().saturating_sub(lines)..].join("\n")
+    )
 }
 
 /// Runs scenario `yaml` (written to a file) under scheduler `name` with
