@@ -115,6 +115,9 @@ pub fn run(t: &AppTask) -> Result<AppOutcome> {
         "the application",
     )?;
     let started = now_ns();
+    // Where a program still running at the stop was, read just before it
+    // is stopped: the one clue to a hang.
+    let mut stuck = None;
     // Blocks on the program's pidfd: its wall time is its exit's, not a
     // poll's.
     let status = loop {
@@ -123,6 +126,7 @@ pub fn run(t: &AppTask) -> Result<AppOutcome> {
             break Some(st);
         }
         if now_ns() >= t.stop_at {
+            stuck = Some(where_it_waits(child.id()));
             terminate(&mut child);
             break None;
         }
@@ -166,7 +170,8 @@ pub fn run(t: &AppTask) -> Result<AppOutcome> {
         None => {
             if let Some(want) = t.exit {
                 o.failure = Some(format!(
-                    "{program} was still running at the group's stop (it should have exited with status {want}); its output's last lines:\n{}",
+                    "{program} was still running at the group's stop (it should have exited with status {want}); {}; its output's last lines:\n{}",
+                    stuck.as_deref().unwrap_or("where it waited is unknown"),
                     tail_of(&out_path)
                 ));
                 return Ok(o);
@@ -226,6 +231,42 @@ fn spawn(
 
 /// SIGTERM to the tree, SIGKILL after [`STOP_GRACE`]; returns once the
 /// whole tree has exited.
+/// Where process `pid` and its threads are, for a program that did not
+/// end: each task's state and kernel wait channel (`/proc/PID/task/TID/stat`
+/// and `wchan`), and the main thread's kernel stack when readable
+/// (`/proc/PID/stack`, root only), as one line plus the stack.
+fn where_it_waits(pid: u32) -> String {
+    let read = |p: String| std::fs::read_to_string(p).unwrap_or_default();
+    let tasks: Vec<String> = crate::probe::tids_of(pid)
+        .into_iter()
+        .map(|tid| {
+            let stat = read(format!("/proc/{pid}/task/{tid}/stat"));
+            // "TID (COMM) STATE ...": the state follows the last ')'.
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .unwrap_or("?")
+                .to_string();
+            let wchan = read(format!("/proc/{pid}/task/{tid}/wchan"));
+            let wchan = if wchan.is_empty() || wchan == "0" {
+                "-".to_string()
+            } else {
+                wchan
+            };
+            format!("tid {tid} state {state} in {wchan}")
+        })
+        .collect();
+    let stack = read(format!("/proc/{pid}/stack"));
+    let mut s = format!("its tasks then: {}", tasks.join(", "));
+    if !stack.trim().is_empty() {
+        s.push_str(&format!(
+            " (pid {pid}'s kernel stack: {})",
+            stack.trim().replace('\n', " <- ")
+        ));
+    }
+    s
+}
+
 fn terminate(child: &mut Supervised) {
     child.stop(STOP_GRACE);
 }
@@ -420,10 +461,13 @@ mod tests {
         let argv = sh("echo still here; exec sleep 30");
         let o = run(&task(&argv, dir.path(), Duration::from_millis(300))).unwrap();
         assert_eq!(o.exit_status, None);
-        assert!(o
-            .failure
-            .unwrap()
-            .contains("still running at the group's stop"));
+        let f = o.failure.unwrap();
+        assert!(f.contains("still running at the group's stop"), "{f}");
+        // Where it waited: asleep, in the kernel's sleep.
+        assert!(
+            f.contains("its tasks then: tid ") && f.contains(" state S in "),
+            "{f}"
+        );
 
         // Without `exit`, running to the stop is what it should do.
         let t = AppTask {
