@@ -266,6 +266,7 @@ fn save_evidence(
             || name.ends_with(".stderr")
             || name.ends_with(".out")
             || name == protocol::AGENT_OUTPUT
+            || name == protocol::WARM_UP_PASS
         {
             if let Err(e) = std::fs::copy(f.path(), c.dir.join(&*name)) {
                 unsaved.push(format!("{name} ({e}; still in {})", cdir.display()));

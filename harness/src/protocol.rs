@@ -37,6 +37,11 @@ pub const STARTED: &str = "started";
 /// A cell's measurements, written by the agent when the cell ends.
 pub const AGENT_OUTPUT: &str = "agent.json";
 
+/// An application scenario's warm-up pass (agent::PassKind::WarmUp),
+/// written by the agent in the first cell of the scenario in a VM, kept
+/// beside the result as evidence, never judged.
+pub const WARM_UP_PASS: &str = "warm-up.json";
+
 /// The batch a session runs, written by the host side for the agent.
 pub const BATCH_SPEC: &str = "batch.json";
 

@@ -47,9 +47,10 @@ fn describe(c: &CellResult) -> String {
 }
 
 /// The bundled application scenarios, each with a metric that must be
-/// positive. Not app-build: its warm-up and timed builds beside a 90 s
-/// interactive group take 3 minutes of CI's 90 (it passed here from a
-/// fresh clone on 2026-12-01; the `apps` and nightly suites run it).
+/// positive. Not app-build: its three passes (warm-up, fair, scheduler)
+/// beside a 60 s interactive group take 3 minutes of CI's 90 (it passed
+/// here from a fresh clone on 2026-12-01; the `apps` and nightly suites
+/// run it).
 const APPS: &[(&str, &str, &str)] = &[
     ("app-hackbench", "processes-pipes", "time"),
     ("app-cyclictest", "cyclictest", "p99"),
@@ -86,6 +87,24 @@ fn vm_every_bundled_application_runs_and_is_judged_by_its_own_numbers() {
         // fair pass's, in the directory of the cell that ran it).
         let out = Path::new(&c.dir).join(format!("scheduler-{group}-0.out"));
         assert!(out.is_file(), "{}", out.display());
+        // Before both, the application ran once unmeasured, under the
+        // fair class, to warm the page cache; that pass is kept beside
+        // the result, not in it.
+        let warm: Pass = serde_json::from_slice(
+            &std::fs::read(Path::new(&c.dir).join("warm-up.json"))
+                .unwrap_or_else(|e| panic!("{scenario}: no warm-up.json: {e}")),
+        )
+        .unwrap();
+        assert!(metric(&warm, group, name) > 0.0, "{scenario}: {warm:#?}");
+        let kinds: Vec<PassKind> = c
+            .agent
+            .as_ref()
+            .unwrap()
+            .passes
+            .iter()
+            .map(|p| p.kind)
+            .collect();
+        assert_eq!(kinds, [PassKind::Fair, PassKind::Scheduler], "{scenario}");
     }
     // The cross-check: cyclictest's own cycles (8 s at one every 1 ms)
     // against the probe's count of the group's wakeups in the window,

@@ -989,6 +989,14 @@ impl Scenario {
         self.timeline.iter().filter_map(|o| o.policy.as_ref())
     }
 
+    /// Whether a group runs an application (`command`): its first run in
+    /// a VM is a warm-up pass, not measured (agent::PassKind::WarmUp).
+    pub fn runs_applications(&self) -> bool {
+        self.groups
+            .iter()
+            .any(|g| matches!(g.work, Work::Command { .. }))
+    }
+
     /// Whether a group does `block_io`, for which a VM gets a scratch disk.
     pub fn needs_scratch_disk(&self) -> bool {
         self.groups
