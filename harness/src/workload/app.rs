@@ -229,8 +229,6 @@ fn spawn(
     cmd.spawn(&format!("{what} {program}"))
 }
 
-/// SIGTERM to the tree, SIGKILL after [`STOP_GRACE`]; returns once the
-/// whole tree has exited.
 /// Where process `pid` and its threads are, for a program that did not
 /// end: each task's state and kernel wait channel (`/proc/PID/task/TID/stat`
 /// and `wchan`), and the main thread's kernel stack when readable
@@ -267,6 +265,8 @@ fn where_it_waits(pid: u32) -> String {
     s
 }
 
+/// SIGTERM to the tree, SIGKILL after [`STOP_GRACE`]; returns once the
+/// whole tree has exited.
 fn terminate(child: &mut Supervised) {
     child.stop(STOP_GRACE);
 }
