@@ -648,14 +648,12 @@ fn run_into(
     let probe = probe.as_mut().expect("loaded above");
     probe.reset();
     let key = spec.scenario.hash();
-    // An application's first run in a VM reads its program, libraries and
-    // data over the 9p root (measured: app-build 36 s under the fair class
-    // first, 18 to 21 s under every scheduler after it): that run is not
-    // one of the measured passes, whichever comes first.
-    if spec.scenario.runs_applications() && fair.warmed.insert(key.clone()) {
-        let warm_up = run_pass(
+    // The warm-up and the fair pass: the scenario under the fair class,
+    // the probe reset after it.
+    let mut fair_class_pass = |kind| -> Result<Pass> {
+        let p = run_pass(
             spec,
-            PassKind::WarmUp,
+            kind,
             Some(&mut *probe),
             &cgroups()?,
             host_cpus,
@@ -663,6 +661,14 @@ fn run_into(
             dir,
         )?;
         probe.reset();
+        Ok(p)
+    };
+    // An application's first run in a VM reads its program, libraries and
+    // data over the 9p root (measured: app-build 36 s under the fair class
+    // first, 18 to 21 s under every scheduler after it): that run is not
+    // one of the measured passes, whichever comes first.
+    if spec.scenario.runs_applications() && fair.warmed.insert(key.clone()) {
+        let warm_up = fair_class_pass(PassKind::WarmUp)?;
         write_atomic(
             &dir.join(protocol::WARM_UP_PASS),
             &serde_json::to_vec(&warm_up)?,
@@ -672,16 +678,7 @@ fn run_into(
         let pass = match fair.passes.get(&key) {
             Some(p) => p.clone(),
             None => {
-                let p = run_pass(
-                    spec,
-                    PassKind::Fair,
-                    Some(&mut *probe),
-                    &cgroups()?,
-                    host_cpus,
-                    None,
-                    dir,
-                )?;
-                probe.reset();
+                let p = fair_class_pass(PassKind::Fair)?;
                 fair.passes.insert(key, p.clone());
                 p
             }
