@@ -380,6 +380,35 @@ pub fn descendants(root: i32) -> Vec<i32> {
     found
 }
 
+/// What the harness reads of a task's `stat` file (proc(5)): its state
+/// and its start time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStat {
+    /// Field 3: `R` running or runnable, `S` sleeping, `D` in an
+    /// uninterruptible wait, `Z` a zombie, ...
+    pub state: char,
+    /// Field 22: when the task started, in clock ticks after boot.
+    pub start_time: u64,
+}
+
+impl ProcStat {
+    /// Reads `/proc/PID/stat` or `/proc/PID/task/TID/stat`; `None` when
+    /// the task is gone (or the file does not parse).
+    pub fn read(path: impl AsRef<std::path::Path>) -> Option<ProcStat> {
+        ProcStat::parse(&std::fs::read_to_string(path).ok()?)
+    }
+
+    /// Parses the text of a `stat` file. The command name (field 2) may
+    /// hold spaces and parentheses, so fields are counted from its last
+    /// `)`: the state is the first after it, the start time the twentieth.
+    pub fn parse(stat: &str) -> Option<ProcStat> {
+        let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+        let state = fields.next()?.chars().next()?;
+        let start_time = fields.nth(18)?.parse().ok()?;
+        Some(ProcStat { state, start_time })
+    }
+}
+
 /// A pidfd: a handle on a process that cannot be confused with a later
 /// process reusing its pid, and that becomes readable when it exits.
 struct PidFd {
@@ -455,13 +484,28 @@ mod tests {
 
     fn alive(pid: i32) -> bool {
         // A zombie still answers kill(0); read its state instead.
-        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Ok(s) => !s
-                .rsplit(')')
-                .next()
-                .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-            Err(_) => false,
-        }
+        ProcStat::read(format!("/proc/{pid}/stat")).is_some_and(|s| s.state != 'Z')
+    }
+
+    #[test]
+    fn proc_stat_counts_fields_from_the_last_parenthesis_of_the_name() {
+        // A command name with a space and a ')' of its own (proc(5)).
+        let line =
+            "4242 (a) b (c)) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
+        assert_eq!(
+            ProcStat::parse(line),
+            Some(ProcStat {
+                state: 'S',
+                start_time: 987654
+            })
+        );
+        assert_eq!(ProcStat::parse("4242 (cut"), None);
+        assert_eq!(ProcStat::parse("4242 (x) R 1 2"), None);
+        let me = ProcStat::read("/proc/thread-self/stat").unwrap();
+        assert_eq!(
+            me.state, 'R',
+            "the thread reads its own state while it runs"
+        );
     }
 
     /// A grandchild that ignores the death of its parent still dies with the

@@ -94,15 +94,7 @@ fn me() -> String {
 }
 
 fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Field 22; the command name (field 2) may hold spaces, so count from
-    // its closing parenthesis.
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(19)?
-        .parse()
-        .ok()
+    crate::process::ProcStat::read(format!("/proc/{pid}/stat")).map(|s| s.start_time)
 }
 
 fn alive(marker: &str) -> bool {

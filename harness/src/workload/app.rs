@@ -238,13 +238,8 @@ fn where_it_waits(pid: u32) -> String {
     let tasks: Vec<String> = crate::probe::tids_of(pid)
         .into_iter()
         .map(|tid| {
-            let stat = read(format!("/proc/{pid}/task/{tid}/stat"));
-            // "TID (COMM) STATE ...": the state follows the last ')'.
-            let state = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().next())
-                .unwrap_or("?")
-                .to_string();
+            let state = crate::process::ProcStat::read(format!("/proc/{pid}/task/{tid}/stat"))
+                .map_or('?', |s| s.state);
             let wchan = read(format!("/proc/{pid}/task/{tid}/wchan"));
             let wchan = if wchan.is_empty() || wchan == "0" {
                 "-".to_string()
@@ -509,9 +504,8 @@ mod tests {
             .unwrap();
         // SAFETY: kill(0) only asks whether the pid exists.
         let alive = unsafe { libc::kill(child, 0) } == 0
-            && !std::fs::read_to_string(format!("/proc/{child}/stat"))
-                .unwrap_or_default()
-                .contains(") Z");
+            && crate::process::ProcStat::read(format!("/proc/{child}/stat"))
+                .is_some_and(|s| s.state != 'Z');
         assert!(!alive, "the server's child {child} outlived it");
     }
 
