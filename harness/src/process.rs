@@ -409,6 +409,13 @@ impl ProcStat {
     }
 }
 
+/// Whether process `pid` exists and is not a zombie (which still answers
+/// `kill(pid, 0)`): for the tests that check nothing outlived its tree.
+#[cfg(test)]
+pub(crate) fn alive(pid: i32) -> bool {
+    ProcStat::read(format!("/proc/{pid}/stat")).is_some_and(|s| s.state != 'Z')
+}
+
 /// A pidfd: a handle on a process that cannot be confused with a later
 /// process reusing its pid, and that becomes readable when it exits.
 struct PidFd {
@@ -481,11 +488,6 @@ impl Drop for Supervised {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn alive(pid: i32) -> bool {
-        // A zombie still answers kill(0); read its state instead.
-        ProcStat::read(format!("/proc/{pid}/stat")).is_some_and(|s| s.state != 'Z')
-    }
 
     #[test]
     fn proc_stat_counts_fields_from_the_last_parenthesis_of_the_name() {
