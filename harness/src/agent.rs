@@ -795,6 +795,10 @@ pub struct BatchSpec {
     /// Set when the agent runs on the machine itself (`--target host`).
     #[serde(default)]
     pub host: Option<HostPlacement>,
+    /// After `cells`, run what the host queues until it says quit
+    /// (`run_batch`): `dev`'s one VM across builds.
+    #[serde(default)]
+    pub serve: bool,
 }
 
 /// Where the agent puts what it starts on a host: every group process in a
@@ -861,7 +865,10 @@ fn kmsg(line: &str) {
 }
 
 /// Runs the batch: each cell's output goes to `cells/I/agent.json` as soon
-/// as the cell ends, so a kernel crash later keeps the finished ones.
+/// as the cell ends, so a kernel crash later keeps the finished ones. A
+/// serving batch (`serve`) then runs the cells the host queues
+/// (`protocol::queued_cell`), in order, until it finds
+/// `protocol::quit_file`.
 pub fn run_batch(batch: &BatchSpec, shared: &Path) -> Result<()> {
     pin_mapped_files();
     if let Some(h) = &batch.host {
@@ -869,7 +876,7 @@ pub fn run_batch(batch: &BatchSpec, shared: &Path) -> Result<()> {
     }
     let mut probe = None;
     let mut fair = FairPasses::default();
-    for (i, cell) in batch.cells.iter().enumerate() {
+    let mut run = |i: usize, cell: &BatchCell| -> Result<()> {
         let dir = protocol::cell_dir(shared, i);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         write_atomic(&dir.join(protocol::STARTED), b"")?;
@@ -879,9 +886,120 @@ pub fn run_batch(batch: &BatchSpec, shared: &Path) -> Result<()> {
         write_atomic(
             &dir.join(protocol::AGENT_OUTPUT),
             &serde_json::to_vec(&output)?,
-        )?;
+        )
+    };
+    for (i, cell) in batch.cells.iter().enumerate() {
+        run(i, cell)?;
+    }
+    if batch.serve {
+        let mut i = batch.cells.len();
+        // The next cell is most likely the last one's scenario again.
+        let mut groups = batch
+            .cells
+            .last()
+            .map_or(0, |c| c.spec.scenario.groups.len());
+        loop {
+            start_ahead(&protocol::cell_dir(shared, i), groups);
+            let next = next_queued(shared, i);
+            let Ok(Some(cell)) = next else {
+                end_started_ahead();
+                return next.map(|_| ());
+            };
+            let r = run(i, &cell);
+            end_started_ahead();
+            r?;
+            groups = cell.spec.scenario.groups.len();
+            i += 1;
+        }
     }
     Ok(())
+}
+
+/// Group processes started ahead of a serving session's next cell, in
+/// that cell's directory: the harness binary exec'd over the VM's 9p root
+/// costs about 0.5 s under TCG, paid while the host builds instead of in
+/// the cell. Each waits for its spec on stdin (`workload::spec_from_stdin`).
+static STARTED_AHEAD: std::sync::Mutex<Vec<(Child, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+
+/// Starts `n` group processes for the cell whose directory is `dir`.
+fn start_ahead(dir: &Path, n: usize) {
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let _ = std::fs::create_dir_all(dir);
+    let mut pool = STARTED_AHEAD.lock().unwrap_or_else(|e| e.into_inner());
+    for k in 0..n {
+        let path = dir.join(format!("group-started-ahead-{k}.stderr"));
+        let Ok(stderr) = std::fs::File::create(&path) else {
+            return;
+        };
+        let mut cmd = Command::new(&exe);
+        crate::process::die_with_parent(&mut cmd);
+        let child = cmd
+            .args(["guest", "workload-group"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn();
+        match child {
+            Ok(c) => pool.push((c, path)),
+            Err(e) => tracing::warn!("starting a group process ahead: {e}"),
+        }
+    }
+}
+
+/// A group process started ahead for this cell (`dir`), given `spec`, its
+/// stderr file renamed to `stderr`; `None` when there is none (it is then
+/// started as usual).
+fn take_started(dir: &Path, stderr: &Path, spec: &crate::workload::GroupSpec) -> Option<Child> {
+    let mut pool = STARTED_AHEAD.lock().unwrap_or_else(|e| e.into_inner());
+    let i = pool.iter().position(|(_, p)| p.parent() == Some(dir))?;
+    let (mut child, path) = pool.swap_remove(i);
+    let given = serde_json::to_string(spec).ok().and_then(|j| {
+        writeln!(child.stdin.as_mut()?, "{j}").ok()?;
+        std::fs::rename(&path, stderr).ok()
+    });
+    if given.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+        return None;
+    }
+    Some(child)
+}
+
+/// Ends the group processes started ahead that no cell took.
+fn end_started_ahead() {
+    let mut pool = STARTED_AHEAD.lock().unwrap_or_else(|e| e.into_inner());
+    for (mut c, path) in pool.drain(..) {
+        let _ = c.kill();
+        let _ = c.wait();
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// A serving batch's cell `i`, once the host has queued it; `None` once
+/// it asks the session to end. Polls every 20 ms: the host writes through
+/// the VM's 9p share, whose changes the guest's inotify does not see.
+fn next_queued(shared: &Path, i: usize) -> Result<Option<BatchCell>> {
+    let (file, quit) = (
+        protocol::queued_cell(shared, i),
+        protocol::quit_file(shared),
+    );
+    loop {
+        match std::fs::read(&file) {
+            Ok(b) => {
+                return serde_json::from_slice(&b)
+                    .map(Some)
+                    .with_context(|| format!("reading the queued cell {}", file.display()))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
+        }
+        if quit.exists() {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// The scenario's cgroups, created under `/sys/fs/cgroup/scx-harness` (in
@@ -1180,18 +1298,22 @@ fn run_pass(
             apps_dir: spec.apps_dir.clone(),
             scratch_disk: disk.clone(),
         };
-        let stderr = std::fs::File::create(dir.join(format!("{}-{}.stderr", kind.name(), g.name)))?;
-        let mut cmd = Command::new(&exe);
-        crate::process::die_with_parent(&mut cmd);
-        let child = cmd
-            .args(["guest", "workload-group", "--spec-json"])
-            .arg(serde_json::to_string(&gspec)?)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .with_context(|| format!("starting group {}", g.name))?;
-        let mut child = child;
+        let stderr_path = dir.join(format!("{}-{}.stderr", kind.name(), g.name));
+        let mut child = match take_started(dir, &stderr_path, &gspec) {
+            Some(c) => c,
+            None => {
+                let stderr = std::fs::File::create(&stderr_path)?;
+                let mut cmd = Command::new(&exe);
+                crate::process::die_with_parent(&mut cmd);
+                cmd.args(["guest", "workload-group", "--spec-json"])
+                    .arg(serde_json::to_string(&gspec)?)
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(stderr)
+                    .spawn()
+                    .with_context(|| format!("starting group {}", g.name))?
+            }
+        };
         let mut admit = || -> Result<()> {
             if let Some(p) = probe.as_deref_mut() {
                 p.track(child.id(), i as u32)?;

@@ -217,6 +217,17 @@ impl Supervised {
     /// Waits until the child exits, the deadline passes, or the harness is
     /// interrupted; in the last two cases the tree is killed first.
     pub fn wait(&mut self, deadline: Option<Instant>) -> Result<Waited> {
+        self.wait_or_stop(deadline, None)
+    }
+
+    /// [`Self::wait`], and the tree is killed as at its deadline once
+    /// `stop` is set (checked every 100 ms): how a caller on another thread
+    /// ends a child it no longer trusts.
+    pub fn wait_or_stop(
+        &mut self,
+        deadline: Option<Instant>,
+        stop: Option<&std::sync::atomic::AtomicBool>,
+    ) -> Result<Waited> {
         loop {
             if let Some(status) = self.try_reap()? {
                 // The signal handler sets the flag before it kills the
@@ -231,6 +242,11 @@ impl Supervised {
                 return Ok(Waited::Interrupted);
             }
             let now = Instant::now();
+            if stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst)) {
+                tracing::debug!("{} was asked to stop; killing it", self.what);
+                self.kill();
+                return Ok(Waited::TimedOut);
+            }
             if let Some(deadline) = deadline {
                 if now >= deadline {
                     tracing::debug!("{} passed its deadline; killing it", self.what);

@@ -132,16 +132,29 @@ pub fn run_cells(
     Ok(results)
 }
 
-/// Runs `cells` (all of one VM shape) in one session, calling `done` with
-/// each result as soon as it is known. `Err` only when the session could
-/// not even be started; cells it did not reach are results with verdict
-/// `not_run` and the reason.
-pub fn run_session(
+/// A session's guest side, running on its own thread: a VM through
+/// `vm::run`, or the host agent.
+struct Running {
+    shared: PathBuf,
+    console_log: PathBuf,
+    ctx: JudgeCtx,
+    finished: Arc<AtomicBool>,
+    /// Set to stop the VM now (a serving session's cell past its deadline).
+    stop: Arc<AtomicBool>,
+    /// `None` once joined.
+    worker: Option<std::thread::JoinHandle<Result<SessionEnd>>>,
+}
+
+/// Writes the batch (`cells`, or none for a serving session) and starts
+/// the session's guest side in a VM of `first`'s shape (with a scratch disk
+/// when `scratch`), or on the host.
+fn start(
+    first: &Planned,
     cells: &[Planned],
+    scratch: bool,
+    serve: bool,
     session: &Session,
-    mut done: impl FnMut(&CellResult),
-) -> Result<Vec<CellResult>> {
-    let first = cells.first().context("no cells to run")?;
+) -> Result<Running> {
     let shape = &first.scenario.scenario.vm;
     let host = match session.target {
         Target::Host(h) => Some(h),
@@ -156,6 +169,7 @@ pub fn run_session(
             })
             .collect(),
         host: host.map(|h| h.placement(shape.cpus)),
+        serve,
     };
     std::fs::create_dir_all(&session.dir)
         .with_context(|| format!("creating {}", session.dir.display()))?;
@@ -196,6 +210,7 @@ pub fn run_session(
         Target::Host(h) => h.judge_ctx(shared.clone(), shape.cpus),
     };
     let finished = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
     let worker = {
         let finished = finished.clone();
         let (target, sdir) = (session.target, sdir.clone());
@@ -205,11 +220,10 @@ pub fn run_session(
                 vm_spec.cpus = shape.cpus;
                 vm_spec.memory = shape.memory.clone();
                 vm_spec.topology = shape.topology;
-                vm_spec.scratch_disk = cells
-                    .iter()
-                    .any(|c| c.scenario.scenario.needs_scratch_disk());
+                vm_spec.scratch_disk = scratch;
                 vm_spec.accel = accel;
                 vm_spec.timeout = Some(timeout);
+                vm_spec.stop = Some(stop.clone());
                 Box::new(move || vm::run(&vm_spec).map(|v| SessionEnd::from(&v)))
             }
             Target::Host(h) => {
@@ -223,60 +237,273 @@ pub fn run_session(
             r
         })
     };
-    // Judge each cell as its agent output appears.
-    let mut results: Vec<Option<CellResult>> = cells.iter().map(|_| None).collect();
-    let mut judge_ready = |results: &mut Vec<Option<CellResult>>, end: Option<&SessionEnd>| {
-        for (i, c) in cells.iter().enumerate() {
-            if results[i].is_some() {
-                continue;
-            }
-            let out = protocol::cell_dir(&shared, i).join(protocol::AGENT_OUTPUT);
-            let Some(a) = std::fs::read(&out)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<AgentOutput>(&b).ok())
-            else {
-                continue;
-            };
-            let console = cell::cell_console(&console_log, i, &c.id());
-            let r = cell::judge(c, Some(a), &console, i, &ctx, end);
-            done(&r);
-            results[i] = Some(r);
-        }
-    };
-    while !finished.load(Ordering::SeqCst) {
-        judge_ready(&mut results, None);
-        std::thread::sleep(Duration::from_millis(200));
+    Ok(Running {
+        shared,
+        console_log,
+        ctx,
+        finished,
+        stop,
+        worker: Some(worker),
+    })
+}
+
+impl Running {
+    /// Cell `i`'s result if its agent output is there.
+    fn judge_ready(&self, i: usize, c: &Planned, end: Option<&SessionEnd>) -> Option<CellResult> {
+        let out = protocol::cell_dir(&self.shared, i).join(protocol::AGENT_OUTPUT);
+        let a = std::fs::read(&out)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<AgentOutput>(&b).ok())?;
+        let console = cell::cell_console(&self.console_log, i, &c.id());
+        Some(cell::judge(c, Some(a), &console, i, &self.ctx, end))
     }
-    let end = worker
-        .join()
-        .map_err(|_| anyhow::anyhow!("the session's thread panicked"))??;
-    judge_ready(&mut results, Some(&end));
-    // What the session never finished.
-    let reached: Vec<bool> = (0..cells.len())
-        .map(|i| {
-            protocol::cell_dir(&shared, i)
-                .join(protocol::STARTED)
-                .exists()
-        })
-        .collect();
-    for (i, c) in cells.iter().enumerate() {
-        if results[i].is_some() {
-            continue;
-        }
-        let why = not_run_reason(&session.target, &end, reached[i], cells, &reached);
+
+    fn reached(&self, i: usize) -> bool {
+        protocol::cell_dir(&self.shared, i)
+            .join(protocol::STARTED)
+            .exists()
+    }
+
+    /// Cell `i`'s result when the session ended without its output.
+    fn judge_missing(
+        &self,
+        i: usize,
+        c: &Planned,
+        end: &SessionEnd,
+        why: String,
+    ) -> Result<CellResult> {
         let console = cell::cell_console(&end.console_log, i, &c.id());
-        let mut r = cell::judge(c, None, &console, i, &ctx, Some(&end));
-        r.verdict = if reached[i] {
+        let mut r = cell::judge(c, None, &console, i, &self.ctx, Some(end));
+        r.verdict = if self.reached(i) {
             CellVerdict::Error
         } else {
             CellVerdict::NotRun
         };
         r.summary = why;
         cell::write_result(&r)?;
+        Ok(r)
+    }
+
+    /// Waits for the session's end (once).
+    fn join(&mut self) -> Result<SessionEnd> {
+        self.worker
+            .take()
+            .context("the session was already joined")?
+            .join()
+            .map_err(|_| anyhow::anyhow!("the session's thread panicked"))?
+    }
+}
+
+/// Runs `cells` (all of one VM shape) in one session, calling `done` with
+/// each result as soon as it is known. `Err` only when the session could
+/// not even be started; cells it did not reach are results with verdict
+/// `not_run` and the reason.
+pub fn run_session(
+    cells: &[Planned],
+    session: &Session,
+    mut done: impl FnMut(&CellResult),
+) -> Result<Vec<CellResult>> {
+    let first = cells.first().context("no cells to run")?;
+    let scratch = cells
+        .iter()
+        .any(|c| c.scenario.scenario.needs_scratch_disk());
+    let mut running = start(first, cells, scratch, false, session)?;
+    // Judge each cell as its agent output appears.
+    let mut results: Vec<Option<CellResult>> = cells.iter().map(|_| None).collect();
+    let judge_ready = |running: &Running,
+                       results: &mut Vec<Option<CellResult>>,
+                       end: Option<&SessionEnd>,
+                       done: &mut dyn FnMut(&CellResult)| {
+        for (i, c) in cells.iter().enumerate() {
+            if results[i].is_none() {
+                if let Some(r) = running.judge_ready(i, c, end) {
+                    done(&r);
+                    results[i] = Some(r);
+                }
+            }
+        }
+    };
+    while !running.finished.load(Ordering::SeqCst) {
+        judge_ready(&running, &mut results, None, &mut done);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let end = running.join()?;
+    judge_ready(&running, &mut results, Some(&end), &mut done);
+    // What the session never finished.
+    let reached: Vec<bool> = (0..cells.len()).map(|i| running.reached(i)).collect();
+    for (i, c) in cells.iter().enumerate() {
+        if results[i].is_some() {
+            continue;
+        }
+        let why = not_run_reason(&session.target, &end, reached[i], cells, &reached);
+        let r = running.judge_missing(i, c, &end, why)?;
         done(&r);
         results[i] = Some(r);
     }
     Ok(results.into_iter().flatten().collect())
+}
+
+/// A serving session: one VM (or host agent) kept across cells that are
+/// queued one at a time as the caller decides them (`dev`: a cell per
+/// build, the scheduler hot-swapped). Every cell must have the shape of
+/// the first. Dropping it without [`Live::finish`] stops the VM.
+pub struct Live<'s> {
+    running: Running,
+    target: Target<'s>,
+    /// The shape and scratch disk of the session's VM.
+    shape: crate::scenario::VmShape,
+    scratch: bool,
+    /// The next cell's index in the shared directory.
+    next: usize,
+    /// Set once the session ended.
+    end: Option<SessionEnd>,
+    /// Where the last cell's time went.
+    timing: Option<CellTiming>,
+}
+
+/// Where a served cell's time went, from the shared directory's files
+/// (their modification times, on the host's clock).
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct CellTiming {
+    /// From the host queueing the cell to the guest starting it.
+    pub pickup: Duration,
+    /// From the guest starting the cell to its measurements written.
+    pub cell: Duration,
+    /// From the measurements written to the cell judged on the host.
+    pub judging: Duration,
+}
+
+impl<'s> Live<'s> {
+    /// Boots the session for cells like `first` (nothing runs yet). The
+    /// session's deadline is `session.timeout`, default a day.
+    pub fn start(first: &Planned, session: &Session<'s>) -> Result<Live<'s>> {
+        let mut s = Session {
+            target: session.target,
+            harness: session.harness,
+            dir: session.dir.clone(),
+            timeout: session.timeout,
+        };
+        s.timeout.get_or_insert(Duration::from_secs(24 * 3600));
+        let scratch = first.scenario.scenario.needs_scratch_disk();
+        Ok(Live {
+            running: start(first, &[], scratch, true, &s)?,
+            target: session.target,
+            shape: first.scenario.scenario.vm.clone(),
+            scratch,
+            next: 0,
+            end: None,
+            timing: None,
+        })
+    }
+
+    /// Whether `c` can run in this session (its VM shape and scratch disk).
+    pub fn fits(&self, c: &Planned) -> bool {
+        c.scenario.scenario.vm == self.shape
+            && (self.scratch || !c.scenario.scenario.needs_scratch_disk())
+    }
+
+    /// How the session ended, once it has.
+    pub fn ended(&self) -> Option<&SessionEnd> {
+        self.end.as_ref()
+    }
+
+    /// Where the last cell's time went (`None` before the first, or when
+    /// it never started).
+    pub fn timing(&self) -> Option<CellTiming> {
+        self.timing
+    }
+
+    /// Runs `c` in the session and judges it. A cell that runs past its
+    /// [`deadline`] stops the VM. Once the session has ended (a kernel
+    /// crash, a stop), every cell is `not run` with the reason; see
+    /// [`Live::ended`]. `Err` for a cell that does not [`Live::fits`] or a
+    /// file that cannot be written.
+    pub fn run(&mut self, c: &Planned) -> Result<CellResult> {
+        anyhow::ensure!(
+            self.fits(c),
+            "{} needs a VM of another shape than this session's",
+            c.id()
+        );
+        let i = self.next;
+        self.next += 1;
+        if self.end.is_none() {
+            let host = match self.target {
+                Target::Host(h) => Some(h.cpus(self.shape.cpus)),
+                Target::Vm { .. } => None,
+            };
+            let cell = BatchCell {
+                id: c.id(),
+                spec: c.agent_spec(host.as_deref()),
+            };
+            let deadline_at = std::time::Instant::now() + deadline(&cell.spec);
+            let file = protocol::queued_cell(&self.running.shared, i);
+            std::fs::create_dir_all(file.parent().expect("queue dir"))?;
+            write_atomic(&file, &serde_json::to_vec(&cell)?)?;
+            let queued = std::time::SystemTime::now();
+            self.timing = None;
+            loop {
+                if let Some(r) = self.running.judge_ready(i, c, None) {
+                    let dir = protocol::cell_dir(&self.running.shared, i);
+                    let at = |name: &str| {
+                        std::fs::metadata(dir.join(name))
+                            .and_then(|m| m.modified())
+                            .unwrap_or(queued)
+                    };
+                    let (started, output) = (at(protocol::STARTED), at(protocol::AGENT_OUTPUT));
+                    let since =
+                        |a: std::time::SystemTime, b| a.duration_since(b).unwrap_or_default();
+                    self.timing = Some(CellTiming {
+                        pickup: since(started, queued),
+                        cell: since(output, started),
+                        judging: since(std::time::SystemTime::now(), output),
+                    });
+                    return Ok(r);
+                }
+                if self.running.finished.load(Ordering::SeqCst) {
+                    self.end = Some(self.running.join()?);
+                    break;
+                }
+                if std::time::Instant::now() >= deadline_at {
+                    self.running.stop.store(true, Ordering::SeqCst);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let end = self.end.as_ref().expect("the session ended");
+        if let Some(r) = self.running.judge_ready(i, c, Some(end)) {
+            return Ok(r);
+        }
+        let reached = self.running.reached(i);
+        let why = not_run_reason(
+            &self.target,
+            end,
+            reached,
+            std::slice::from_ref(c),
+            &[reached],
+        );
+        self.running.judge_missing(i, c, end, why)
+    }
+
+    /// Asks the guest side to end after its current cell and waits for the
+    /// session's end.
+    pub fn finish(mut self) -> Result<SessionEnd> {
+        if let Some(end) = self.end.take() {
+            return Ok(end);
+        }
+        let quit = protocol::quit_file(&self.running.shared);
+        std::fs::create_dir_all(quit.parent().expect("queue dir"))?;
+        write_atomic(&quit, b"")?;
+        self.running.join()
+    }
+}
+
+impl Drop for Live<'_> {
+    fn drop(&mut self) {
+        if self.running.worker.is_some() {
+            self.running.stop.store(true, Ordering::SeqCst);
+            let _ = self.running.join();
+        }
+    }
 }
 
 /// Why a cell has no result.

@@ -676,14 +676,18 @@ pub fn guest_run_scenario(args: GuestRunScenarioArgs) -> Result<i32> {
 
 #[derive(Debug, clap::Args)]
 pub struct GuestWorkloadGroupArgs {
-    /// The `workload::GroupSpec`, as JSON.
+    /// The `workload::GroupSpec`, as JSON (default: the first line on
+    /// stdin, for a group process started ahead of its cell).
     #[arg(long)]
-    pub spec_json: String,
+    pub spec_json: Option<String>,
 }
 
 pub fn guest_workload_group(args: GuestWorkloadGroupArgs) -> Result<i32> {
-    let spec: crate::workload::GroupSpec = serde_json::from_str(&args.spec_json)
-        .map_err(|e| fail(Failure::BadInput, format!("--spec-json: {e}")))?;
+    let spec: crate::workload::GroupSpec = match &args.spec_json {
+        Some(json) => serde_json::from_str(json)
+            .map_err(|e| fail(Failure::BadInput, format!("--spec-json: {e}")))?,
+        None => crate::workload::spec_from_stdin()?,
+    };
     crate::workload::run_group(&spec)?;
     Ok(0)
 }

@@ -66,6 +66,9 @@ pub struct VmSpec {
     /// [`crate::protocol::SCRATCH_BYTES`] in `work_dir`, removed when the
     /// VM ends.
     pub scratch_disk: bool,
+    /// Set by another thread to stop the VM now (reported as timed out):
+    /// a serving session whose cell ran past its deadline.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 impl VmSpec {
@@ -83,6 +86,7 @@ impl VmSpec {
             stream: false,
             kernel_args: Vec::new(),
             scratch_disk: false,
+            stop: None,
         }
     }
 }
@@ -493,7 +497,7 @@ pub fn run(spec: &VmSpec) -> Result<VmResult> {
             follow(shared.clone(), done.clone(), spec.stream, started),
         ))
     };
-    let waited = vm.wait(spec.timeout.map(|t| started + t))?;
+    let waited = vm.wait_or_stop(spec.timeout.map(|t| started + t), spec.stop.as_deref())?;
     drop(vm);
     done.store(true, Ordering::SeqCst);
     let (stdout, vng_stderr, first_output) = match readers {

@@ -274,6 +274,13 @@ fn handshake(tasks: &[u32]) -> Result<u64> {
     Ok(at)
 }
 
+/// A group process started ahead of its cell (`agent`'s serving session)
+/// reads its spec as the first line on stdin, before "go".
+pub fn spec_from_stdin() -> Result<GroupSpec> {
+    let line = read_line("the group's spec")?;
+    serde_json::from_str(&line).context("the group's spec on stdin")
+}
+
 /// One line from the agent on stdin.
 fn read_line(what: &str) -> Result<String> {
     std::io::stdin()
