@@ -828,3 +828,280 @@ mod tests {
         assert!(s.starts_with("3 rounds with"), "{s}");
     }
 }
+
+/// What `bench dev` measured for one save.
+#[derive(Debug, Clone, Default)]
+struct Save {
+    /// From the edit to the verdict, seconds.
+    total: f64,
+    build: f64,
+    /// Loading and verifying the scheduler (attach), seconds.
+    load: f64,
+    scenario: f64,
+    judging: f64,
+}
+
+impl Save {
+    /// Everything beyond the build and the scenario's own duration.
+    fn beyond(&self) -> f64 {
+        self.total - self.build - self.scenario
+    }
+}
+
+/// Puts a file back as it was when dropped (`bench dev` edits a real
+/// source file).
+struct Restore {
+    path: PathBuf,
+    text: Vec<u8>,
+}
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        if let Err(e) = crate::kernel::cache::write_atomic(&self.path, &self.text) {
+            eprintln!("could not restore {}: {e}", self.path.display());
+        }
+    }
+}
+
+/// The source file `bench dev` edits: `file`, else the scheduler's BPF
+/// source.
+fn file_to_edit(src: &crate::dev::source::DevSource, file: Option<&Path>) -> Result<PathBuf> {
+    use crate::dev::source::Recipe;
+    if let Some(f) = file {
+        return Ok(f.to_path_buf());
+    }
+    Ok(match &src.recipe {
+        Recipe::BpfC { file } => file.clone(),
+        Recipe::KernelExample { dir, name } => dir.join(format!("{name}.bpf.c")),
+        Recipe::Cargo { .. } => {
+            let mut found: Vec<PathBuf> = Vec::new();
+            let mut dirs = vec![src.watch[0].clone()];
+            while let Some(d) = dirs.pop() {
+                for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                    let p = e.path();
+                    if p.is_dir() && p.file_name().is_some_and(|n| n != "target") {
+                        dirs.push(p);
+                    } else if p.to_string_lossy().ends_with(".bpf.c") {
+                        found.push(p);
+                    }
+                }
+            }
+            found.sort();
+            found.into_iter().next().with_context(|| {
+                format!(
+                    "no .bpf.c under {}\n  fix: name the file to edit with --file",
+                    src.watch[0].display()
+                )
+            })?
+        }
+    })
+}
+
+/// `scx-harness bench dev`: the edit loop's cost against today's way, in
+/// one session. Each save appends a comment line to the scheduler's
+/// source (restored at the end). Today's way: the same build, then
+/// `scx-harness run -s SCHEDULER SCENARIO` as a process (a VM booted per
+/// save); `dev`: one `scx-harness dev` process, each save timed from the
+/// edit to its verdict line, split from its `session.jsonl`. Prints each
+/// way's save-to-verdict times (min/median/max), the split's medians and
+/// what is beyond the build and the scenario; keeps everything in
+/// `scx-runs/bench-dev-TIMESTAMP`.
+#[allow(clippy::too_many_arguments)]
+pub fn edit_loop(
+    src: &crate::dev::source::DevSource,
+    kernel: &Kernel,
+    cache: &crate::kernel::Cache,
+    kernel_arg: &[String],
+    scenario: &str,
+    saves: usize,
+    file: Option<&Path>,
+) -> Result<i32> {
+    let exe = std::env::current_exe()?;
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let root = std::fs::canonicalize(".")?
+        .join("scx-runs")
+        .join(format!("bench-dev-{stamp}"));
+    std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+    let loaded = crate::scenario::resolve(scenario)?;
+    let own = loaded.scenario.duration.as_secs_f64();
+    let path = file_to_edit(src, file)?;
+    let _restore = Restore {
+        text: std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+        path: path.clone(),
+    };
+    let mut edits = 0usize;
+    let mut edit = || -> Result<()> {
+        edits += 1;
+        let mut f = std::fs::OpenOptions::new().append(true).open(&path)?;
+        use std::io::Write;
+        writeln!(f, "/* scx-harness bench dev: save {edits} */")?;
+        Ok(())
+    };
+    let name = &src.def.name;
+
+    // Today's way.
+    let mut today = Vec::new();
+    for k in 1..=saves {
+        edit()?;
+        let t = Instant::now();
+        let mut progress = crate::progress::Progress::new("bench dev");
+        let built = src
+            .build(
+                &root.join(format!("today-build-{k}")),
+                kernel.entry.as_ref(),
+                cache,
+                &mut progress,
+            )
+            .map_err(|f| anyhow::anyhow!("the build failed: {}", f.lines.join("\n")))?;
+        drop(progress);
+        let build = t.elapsed().as_secs_f64();
+        let out = root.join(format!("today-run-{k}"));
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.arg("run")
+            .args(kernel_arg)
+            .args(["-s", name, scenario, "--out"])
+            .arg(&out)
+            .stdout(Stdio::null());
+        if let Some(reg) = registry_for(&built, &root, k)? {
+            cmd.arg("--registry").arg(reg);
+        }
+        let status = cmd.status().context("running scx-harness run")?;
+        let total = t.elapsed().as_secs_f64();
+        let results = crate::report::load_run(&out)
+            .with_context(|| format!("{} wrote no results (exit {status})", out.display()))?;
+        let load = results
+            .iter()
+            .filter_map(|r| r.agent.as_ref()?.scheduler.as_ref()?.attach_ms)
+            .map(|m| m as f64 / 1000.0)
+            .sum();
+        eprintln!("today {k}/{saves}: {total:.1} s (build {build:.1} s), exit {status}");
+        today.push(Save {
+            total,
+            build,
+            load,
+            scenario: own,
+            judging: 0.0,
+        });
+    }
+
+    // dev.
+    let out = root.join("dev");
+    let mut child = std::process::Command::new(&exe)
+        .arg("dev")
+        .arg(name)
+        .arg(scenario)
+        .args(kernel_arg)
+        .arg("--out")
+        .arg(&out)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting scx-harness dev")?;
+    let lines = BufReader::new(child.stdout.take().context("dev's stdout")?).lines();
+    let mut lines = lines.map_while(std::result::Result::ok);
+    let mut wait_verdict = |n: usize| -> Result<()> {
+        let at = format!("build {n}: ");
+        for l in lines.by_ref() {
+            if let Some(rest) = l.strip_prefix(&at) {
+                if rest.starts_with("built in") {
+                    continue;
+                }
+                if !rest.starts_with("pass") {
+                    bail!("dev's build {n}: {rest} (see {})", out.display());
+                }
+                return Ok(());
+            }
+        }
+        bail!(
+            "dev ended before build {n}'s verdict (see {})",
+            out.display()
+        )
+    };
+    wait_verdict(1)?;
+    let mut dev = Vec::new();
+    for k in 1..=saves {
+        edit()?;
+        let t = Instant::now();
+        wait_verdict(k + 1)?;
+        dev.push(Save {
+            total: t.elapsed().as_secs_f64(),
+            scenario: own,
+            ..Save::default()
+        });
+    }
+    {
+        use std::io::Write;
+        let _ = writeln!(child.stdin.as_mut().context("dev's stdin")?, "q");
+    }
+    let _ = child.wait();
+    // The split, from dev's own record of each build.
+    let jsonl = std::fs::read_to_string(out.join("session.jsonl"))?;
+    for (line, save) in jsonl.lines().skip(1).zip(dev.iter_mut()) {
+        let v: serde_json::Value = serde_json::from_str(line)?;
+        save.build = v["build_s"].as_f64().unwrap_or(0.0);
+        if let Some(c) = v["cells"].as_array().and_then(|c| c.first()) {
+            save.load = c["attach_ms"].as_f64().unwrap_or(0.0) / 1000.0;
+            save.judging = c["timing"]["judging"]["secs"].as_f64().unwrap_or(0.0)
+                + c["timing"]["judging"]["nanos"].as_f64().unwrap_or(0.0) / 1e9;
+        }
+    }
+    let stat = |xs: Vec<f64>| {
+        let med = crate::stats::median(&xs);
+        let min = xs.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        format!("{min:.2} / {med:.2} / {max:.2}")
+    };
+    println!(
+        "{name} on {scenario} ({own:.0} s), {saves} save(s) each way; run directories in {}",
+        root.display()
+    );
+    println!("seconds, min / median / max:");
+    for (what, s) in [("run", &today), ("dev", &dev)] {
+        println!(
+            "  {what:<4} save to verdict {}   build {}   load {}   beyond build and scenario {}",
+            stat(s.iter().map(|x| x.total).collect()),
+            stat(s.iter().map(|x| x.build).collect()),
+            stat(s.iter().map(|x| x.load).collect()),
+            stat(s.iter().map(Save::beyond).collect()),
+        );
+    }
+    println!(
+        "  dev  judging {}; first save beyond {:.2} s, later saves' median {:.2} s (target: under 1.5 s, later no slower)",
+        stat(dev.iter().map(|x| x.judging).collect()),
+        dev.first().map_or(0.0, Save::beyond),
+        crate::stats::median(&dev.iter().skip(1).map(Save::beyond).collect::<Vec<_>>()),
+    );
+    Ok(0)
+}
+
+/// A registry in which the scheduler is `built` as it was just built (a
+/// `path:` source), for today's `run` to use the very build; `None` when
+/// the registry's own source already is that build (a workspace package,
+/// which cargo keeps in place).
+fn registry_for(
+    built: &crate::scheduler::build::Built,
+    root: &Path,
+    k: usize,
+) -> Result<Option<PathBuf>> {
+    use crate::scheduler::build::Artifact;
+    let p = match &built.artifact {
+        Artifact::Binary(p) | Artifact::Object(p) => p,
+        Artifact::Nothing => return Ok(None),
+    };
+    if matches!(
+        built.def.source,
+        Some(crate::scheduler::registry::Source::Workspace(_))
+    ) {
+        return Ok(None);
+    }
+    let mut def = built.def.clone();
+    def.source = Some(crate::scheduler::registry::Source::Path(p.clone()));
+    def.on.clear();
+    let yaml = serde_yaml::to_string(&serde_json::json!({ "schedulers": [def] }))?;
+    let file = root.join(format!("registry-{k}.yaml"));
+    std::fs::write(&file, yaml)?;
+    Ok(Some(file))
+}

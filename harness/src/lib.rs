@@ -17,6 +17,7 @@ pub mod checks;
 pub mod cli;
 pub mod compare;
 pub mod datafile;
+pub mod dev;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod history;

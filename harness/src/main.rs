@@ -47,6 +47,9 @@ enum Command {
     },
     /// Run scenarios under schedulers, a VM per cell, with a verdict per cell.
     Run(cli::run::RunArgs),
+    /// The edit loop: one VM kept, the scheduler rebuilt and swapped in on
+    /// every save, a verdict and the change against earlier builds.
+    Dev(cli::dev::DevArgs),
     /// A/B: two variants (schedulers, argument sets, kernels) over the same
     /// scenarios, interleaved, with statistics per metric.
     Compare(cli::compare::CompareArgs),
@@ -118,6 +121,8 @@ enum BenchCommand {
     Probe(cli::BenchProbeArgs),
     /// Wall time of the same cells with a VM per cell and hot-swapped.
     Hotswap(cli::BenchHotswapArgs),
+    /// The edit loop: save to verdict with `dev` against a build and `run`.
+    Dev(cli::BenchDevArgs),
 }
 
 fn main() -> ProcessExit {
@@ -161,9 +166,11 @@ fn main() -> ProcessExit {
             BenchCommand::Boot(a) => cli::bench_boot(a),
             BenchCommand::Probe(a) => cli::bench_probe(a),
             BenchCommand::Hotswap(a) => cli::bench_hotswap(a),
+            BenchCommand::Dev(a) => cli::bench_dev(a),
         },
         Command::Run(a) => cli::run::run(a),
         Command::Compare(a) => cli::compare::run(a),
+        Command::Dev(a) => cli::dev::run(a),
         Command::History { command } => cli::history::run(command),
         Command::Check(a) => cli::scenarios::check(a),
         Command::Report(a) => cli::run::report(a),

@@ -13,6 +13,7 @@ use crate::progress::Progress;
 use crate::units::parse_positive_duration;
 
 pub mod compare;
+pub mod dev;
 pub mod history;
 pub mod run;
 pub mod scenarios;
@@ -751,6 +752,61 @@ pub fn bench_hotswap(args: BenchHotswapArgs) -> Result<i32> {
         &scenarios,
         args.rounds.max(1),
         host_kernel.as_deref(),
+    )
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchDevArgs {
+    /// The scheduler (a registry name; with --tree, any name).
+    pub scheduler: String,
+    /// The scenario each save runs.
+    #[arg(default_value = dev::DEFAULT_SCENARIO)]
+    pub scenario: String,
+    /// Saves timed each way.
+    #[arg(long, default_value_t = 5)]
+    pub saves: usize,
+    /// The scheduler's sources, as `dev --tree`.
+    #[arg(long, value_name = "DIR")]
+    pub tree: Option<PathBuf>,
+    /// The file each save edits (a comment line appended, restored at the
+    /// end; default: the scheduler's BPF source).
+    #[arg(long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// A kernel for both (default: the default kernel).
+    #[arg(long, value_name = "PATH|KEY")]
+    pub kernel: Option<String>,
+}
+
+pub fn bench_dev(args: BenchDevArgs) -> Result<i32> {
+    let mut opts = VmOpts::default_for_bench();
+    opts.kernel = args.kernel.iter().cloned().collect();
+    let kernel = kernel_for(&opts)?;
+    let cache = Cache::user();
+    let registry = crate::scheduler::registry::Registry::load(
+        &crate::scheduler::registry::Registry::default_path(),
+    )?
+    .for_kernel(kernel.name());
+    let source = crate::dev::source::DevSource::resolve(
+        registry.get(&args.scheduler).ok(),
+        &args.scheduler,
+        args.tree.as_deref(),
+        kernel.entry.as_ref(),
+        &cache,
+        registry.dir(),
+    )?;
+    let kernel_arg: Vec<String> = args
+        .kernel
+        .iter()
+        .flat_map(|k| ["--kernel".to_string(), k.clone()])
+        .collect();
+    crate::bench::edit_loop(
+        &source,
+        &kernel,
+        &cache,
+        &kernel_arg,
+        &args.scenario,
+        args.saves.max(2),
+        args.file.as_deref(),
     )
 }
 

@@ -240,6 +240,29 @@ pub struct Unsupported {
 }
 
 impl Def {
+    /// A scheduler the registry does not list (`dev --tree`): any ops
+    /// name, the default attach timeout, no source yet, claiming every
+    /// property.
+    pub fn named(name: &str, kind: Kind) -> Def {
+        Def {
+            name: name.into(),
+            kind,
+            description: String::new(),
+            source: None,
+            ops: Some("*".into()),
+            args: Vec::new(),
+            attach_timeout: default_attach_timeout(),
+            fixture: false,
+            note: None,
+            unsupported: None,
+            known_issue: None,
+            claims: None,
+            partial: false,
+            kernels: None,
+            on: BTreeMap::new(),
+        }
+    }
+
     /// This scheduler as it is on `kernel` (a catalog name; `None` for a
     /// kernel that has none, such as a developer's tree): the `on:` fields
     /// of that kernel replace the top-level ones.

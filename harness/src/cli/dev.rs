@@ -1,0 +1,170 @@
+//! `scx-harness dev`: the edit loop (see `crate::dev`): arguments, the
+//! session's run directory, the watch and the terminal's commands.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use super::{kernel_for, TargetKind, TargetOpts, VmOpts};
+use crate::dev::{self, source::DevSource, Dev, Input, Options};
+use crate::error::{fail, Failure};
+use crate::kernel::Cache;
+use crate::runner::{Session, Target};
+use crate::scenario;
+
+/// The scenario `dev` runs when none is named: 6 s, three tasks that
+/// sleep and wake, bounded run delays; what a scheduler change moves
+/// first (scenarios/idle-baseline.yaml).
+pub const DEFAULT_SCENARIO: &str = "idle-baseline";
+
+#[derive(Debug, clap::Args)]
+pub struct DevArgs {
+    #[command(flatten)]
+    pub registry: super::schedulers::RegistryOpt,
+    /// The scheduler: a registry name (its sources are watched), or any
+    /// name with --tree.
+    pub scheduler: String,
+    /// Scenario files or bundled names (default: idle-baseline). All must
+    /// have one VM shape.
+    pub scenarios: Vec<String>,
+    /// The scheduler's sources: an scx-style checkout (a cargo workspace
+    /// with the package SCHEDULER), a directory with SCHEDULER.bpf.c, or a
+    /// kernel tree (its tools/sched_ext example SCHEDULER).
+    #[arg(long, value_name = "DIR")]
+    pub tree: Option<PathBuf>,
+    /// Scenario runs per build; with 2 or more each is interleaved with a
+    /// run of the previous build, for a delta with statistics.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub runs: u32,
+    /// Significance level of the deltas' tests (as `compare`).
+    #[arg(long, default_value_t = 0.05)]
+    pub alpha: f64,
+    /// Changes smaller than this fraction are never a verdict.
+    #[arg(long, default_value_t = 0.05)]
+    pub noise: f64,
+    /// End after this many builds (failed ones included), e.g. in scripts;
+    /// default: until `q`, end of watching, or SIGINT.
+    #[arg(long, value_name = "N")]
+    pub max_builds: Option<usize>,
+    /// Where the session goes (default: ./scx-runs/dev-TIMESTAMP).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Also record every run in this history database when the session
+    /// ends.
+    #[arg(long, value_name = "DB")]
+    pub record: Option<PathBuf>,
+    #[command(flatten)]
+    pub vm: VmOpts,
+    #[command(flatten)]
+    pub target: TargetOpts,
+}
+
+pub fn run(args: DevArgs) -> Result<i32> {
+    args.target.check()?;
+    let on_host = args.target.target == TargetKind::Host;
+    let registry = args.registry.load()?;
+    let names = if args.scenarios.is_empty() {
+        vec![DEFAULT_SCENARIO.to_string()]
+    } else {
+        args.scenarios.clone()
+    };
+    let scenarios = names
+        .iter()
+        .map(|s| scenario::resolve(s))
+        .collect::<Result<Vec<_>>>()?;
+    if let Some(other) = scenarios
+        .iter()
+        .find(|s| s.scenario.vm != scenarios[0].scenario.vm)
+    {
+        return Err(fail(
+            Failure::BadInput,
+            format!(
+                "{}: its VM shape (`vm:`) differs from {}'s, and dev keeps one VM\n  fix: run scenarios of one shape",
+                other.path.display(),
+                scenarios[0].path.display()
+            ),
+        ));
+    }
+    let cache = Cache::user();
+    let kernel = if on_host {
+        super::host_build_kernel(&args.vm)?
+    } else {
+        kernel_for(&args.vm)?
+    };
+    let registry = registry.for_kernel(kernel.name());
+    let def = registry.get(&args.scheduler).ok();
+    if def.is_none() && args.tree.is_none() {
+        registry.get(&args.scheduler)?;
+    }
+    let source = DevSource::resolve(
+        def,
+        &args.scheduler,
+        args.tree.as_deref(),
+        kernel.entry.as_ref(),
+        &cache,
+        registry.dir(),
+    )?;
+    let host = match on_host {
+        true => Some(crate::host::preflight(
+            crate::host::Needs::of(&scenarios),
+            args.target.replace,
+        )?),
+        false => None,
+    };
+    let stamp = super::run::timestamp();
+    let rundir = crate::rundir::RunDir::create(
+        Some(dev::session_dir(args.out.as_deref(), &stamp)),
+        &format!("dev-{stamp}"),
+        64,
+    )?;
+    let dir = std::fs::canonicalize(rundir.path())?;
+    if let Some(db) = &args.record {
+        crate::history::Db::open(db)?;
+    }
+    let harness = std::env::current_exe()?;
+    let session = Session {
+        target: match &host {
+            Some(h) => Target::Host(h),
+            None => Target::Vm {
+                kernel: &kernel.bzimage,
+                accel: args.vm.accel,
+            },
+        },
+        harness: &harness,
+        dir: dir.join(crate::report::SESSIONS_DIR),
+        timeout: args.vm.timeout,
+    };
+    let (tx, rx) = std::sync::mpsc::channel::<Input>();
+    let relevant = {
+        let s = source.clone();
+        move |p: &std::path::Path| s.relevant(p)
+    };
+    let _watch = dev::watch::start(&source.watch, relevant, tx.clone(), Input::Changed)?;
+    dev::read_commands(tx);
+    let mut dev = Dev::new(
+        source,
+        &kernel,
+        &cache,
+        session,
+        scenarios,
+        dir.clone(),
+        Options {
+            runs: args.runs as usize,
+            alpha: args.alpha,
+            noise: args.noise,
+            max_builds: args.max_builds,
+        },
+    )?;
+    let code = dev.run(&rx);
+    let results = dev.results();
+    drop(dev);
+    let html = rundir.finish(&results)?;
+    println!("report: {}", html.display());
+    if let Some(db) = &args.record {
+        if !results.is_empty() {
+            let id = super::history::record_or_explain(db, &dir, &results)?;
+            println!("recorded as run {id} in {}", db.display());
+        }
+    }
+    code
+}

@@ -1,0 +1,845 @@
+//! `scx-harness dev`: the scheduler author's edit loop. One VM is booted
+//! and kept (a serving `runner::Live` session); the scheduler's sources
+//! are watched (`watch`, inotify); every save is rebuilt (`source`), and a
+//! build that succeeds is swapped into the VM and run on the scenarios,
+//! `--runs` times, interleaved with the previous good build, with a
+//! verdict per run and each key metric's change against the previous build
+//! and against the baseline build (the session's first, or the one marked)
+//! by `compare`'s statistics. A build that fails shows the compiler's
+//! lines and keeps the VM and the last good build; a session the guest
+//! kernel ends is booted again once.
+//!
+//! Each build is `RUN/builds/N/` (the build's log and snapshot, a
+//! directory per cell run); `RUN/session.log` is what was printed and
+//! `RUN/session.jsonl` a line per build (build time, verdicts, timings,
+//! deltas).
+//!
+//! Knows the runner's serving session, cells, `compare` and the sources;
+//! not the command line.
+
+pub mod source;
+pub mod watch;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::cell::Planned;
+use crate::error::{fail, Failure};
+use crate::kernel::{Cache, Kernel};
+use crate::progress::Progress;
+use crate::report::{CellResult, CellVerdict};
+use crate::runner::{CellTiming, Live, Session};
+use crate::scenario::Loaded;
+use crate::scheduler::build::Built;
+use crate::stats::Verdict;
+use source::DevSource;
+
+/// A command typed at the terminal (or piped in), one per line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Another round of the current build (interleaved with the previous).
+    Rerun,
+    /// Run this scenario (a bundled name or a file) from now on.
+    Scenario(String),
+    /// The current build is the baseline from now on.
+    Baseline,
+    Quit,
+    Help,
+}
+
+/// The commands, for `help` and the start.
+pub const COMMANDS: &str = "commands: r (rerun), s SCENARIO (switch scenario), b (mark the current build as the baseline), q (quit), h (help)";
+
+/// One line of input as a command.
+pub fn parse_command(line: &str) -> std::result::Result<Command, String> {
+    let mut words = line.split_whitespace();
+    let cmd = match words.next() {
+        Some("r" | "rerun") => Command::Rerun,
+        Some("b" | "baseline") => Command::Baseline,
+        Some("q" | "quit" | "exit") => Command::Quit,
+        Some("h" | "help" | "?") => Command::Help,
+        Some("s" | "scenario") => match words.next() {
+            Some(s) => Command::Scenario(s.to_string()),
+            None => return Err("`s` needs a scenario: s NAME|FILE".into()),
+        },
+        Some(other) => return Err(format!("unknown command `{other}`; {COMMANDS}")),
+        None => return Err(COMMANDS.into()),
+    };
+    match words.next() {
+        Some(extra) => Err(format!("unexpected `{extra}`; {COMMANDS}")),
+        None => Ok(cmd),
+    }
+}
+
+/// What the loop waits for.
+pub enum Input {
+    /// A source file changed.
+    Changed(PathBuf),
+    Command(Command),
+    /// A line that is not a command (the message says why).
+    Bad(String),
+    /// Standard input ended: no more commands (the loop goes on).
+    Closed,
+}
+
+/// What the loop is asked to do.
+pub struct Options {
+    /// Scenario runs per build (each interleaved with one of the previous
+    /// good build when there is one and `runs` > 1).
+    pub runs: usize,
+    pub alpha: f64,
+    pub noise: f64,
+    /// End after this many builds (failed ones included).
+    pub max_builds: Option<usize>,
+}
+
+/// One build of the session.
+struct Build {
+    n: usize,
+    built: Option<Built>,
+    /// Runs per scenario name, in order.
+    samples: BTreeMap<String, Vec<CellResult>>,
+}
+
+/// A line of `session.jsonl`.
+#[derive(Serialize)]
+struct BuildLine<'a> {
+    build: usize,
+    at: u64,
+    changed: &'a [String],
+    build_s: f64,
+    built: bool,
+    version: Option<&'a str>,
+    errors: &'a [String],
+    cells: Vec<CellLine>,
+    deltas: Vec<DeltaLine>,
+}
+
+#[derive(Serialize)]
+struct CellLine {
+    build: usize,
+    scenario: String,
+    verdict: CellVerdict,
+    summary: String,
+    dir: PathBuf,
+    wall_s: f64,
+    attach_ms: Option<u64>,
+    timing: Option<CellTiming>,
+    /// Wall time beyond the scenario's own duration (and a fair-class
+    /// pass's), seconds.
+    beyond_s: f64,
+}
+
+#[derive(Serialize)]
+struct DeltaLine {
+    scenario: String,
+    against: usize,
+    what: &'static str,
+    metric: String,
+    baseline: f64,
+    candidate: f64,
+    ratio: f64,
+    p_value: f64,
+    verdict: Verdict,
+}
+
+/// The loop's state.
+pub struct Dev<'a> {
+    pub source: DevSource,
+    pub kernel: &'a Kernel,
+    pub cache: &'a Cache,
+    pub session: Session<'a>,
+    pub scenarios: Vec<Loaded>,
+    pub dir: PathBuf,
+    pub opts: Options,
+    builds: Vec<Build>,
+    /// Index into `builds` of the baseline (the first good build, or the
+    /// one marked).
+    baseline: Option<usize>,
+    live: Option<Live<'a>>,
+    reboots: usize,
+    /// Scenario hashes already run in this VM.
+    seen_in_vm: std::collections::HashSet<String>,
+    log: std::fs::File,
+    jsonl: std::fs::File,
+    cell_runs: usize,
+}
+
+impl<'a> Dev<'a> {
+    pub fn new(
+        source: DevSource,
+        kernel: &'a Kernel,
+        cache: &'a Cache,
+        session: Session<'a>,
+        scenarios: Vec<Loaded>,
+        dir: PathBuf,
+        opts: Options,
+    ) -> Result<Dev<'a>> {
+        let open = |name: &str| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join(name))
+                .with_context(|| format!("creating {}", dir.join(name).display()))
+        };
+        Ok(Dev {
+            log: open("session.log")?,
+            jsonl: open("session.jsonl")?,
+            source,
+            kernel,
+            cache,
+            session,
+            scenarios,
+            dir,
+            opts,
+            builds: Vec::new(),
+            baseline: None,
+            live: None,
+            reboots: 0,
+            seen_in_vm: Default::default(),
+            cell_runs: 0,
+        })
+    }
+
+    /// Prints a line for the person at the terminal and keeps it in the
+    /// session log.
+    fn say(&mut self, line: impl AsRef<str>) {
+        let line = line.as_ref();
+        println!("{line}");
+        let _ = std::io::stdout().flush();
+        let _ = writeln!(self.log, "{line}");
+    }
+
+    /// Every cell run so far, for the run directory's results.
+    pub fn results(&self) -> Vec<CellResult> {
+        self.builds
+            .iter()
+            .flat_map(|b| b.samples.values().flatten().cloned())
+            .collect()
+    }
+
+    /// Runs the loop until `quit`, `max_builds`, an interrupt, or a
+    /// second session end in a row. Returns the exit code: 0, or 1 when
+    /// the last build failed to build or failed a check.
+    pub fn run(&mut self, inputs: &Receiver<Input>) -> Result<i32> {
+        self.say(format!(
+            "dev: {} ({}), watching {}",
+            self.source.def.name,
+            match &self.source.recipe {
+                source::Recipe::Cargo { package, .. } => format!("cargo package {package}"),
+                source::Recipe::BpfC { file } => format!("BPF object from {}", file.display()),
+                source::Recipe::KernelExample { name, .. } => format!("kernel example {name}"),
+            },
+            self.source
+                .watch
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        self.say(format!(
+            "dev: scenarios {}; {} run(s) per build; session in {}",
+            self.scenario_names().join(", "),
+            self.opts.runs,
+            self.dir.display()
+        ));
+        self.say(format!("dev: {COMMANDS}"));
+        self.start_vm()?;
+        self.build_and_run(Vec::new())?;
+        let mut closed = false;
+        loop {
+            if self.done() {
+                break;
+            }
+            let input = match inputs.recv_timeout(Duration::from_millis(200)) {
+                Ok(i) => i,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            match input {
+                Input::Changed(p) => {
+                    let changed = self.settle(inputs, vec![p], &mut closed);
+                    if let Some(changed) = changed {
+                        self.build_and_run(changed)?;
+                    } else {
+                        break;
+                    }
+                }
+                Input::Command(Command::Quit) => break,
+                Input::Command(Command::Help) => self.say(COMMANDS),
+                Input::Command(Command::Rerun) => self.rerun()?,
+                Input::Command(Command::Baseline) => self.mark_baseline(),
+                Input::Command(Command::Scenario(s)) => self.switch(&s),
+                Input::Bad(why) => self.say(format!("dev: {why}")),
+                Input::Closed => {
+                    if !closed {
+                        closed = true;
+                        tracing::debug!("standard input ended; watching on");
+                    }
+                }
+            }
+        }
+        self.stop()
+    }
+
+    fn done(&self) -> bool {
+        crate::process::interrupted()
+            || self.opts.max_builds.is_some_and(|m| self.builds.len() >= m)
+    }
+
+    /// Waits until the sources have been quiet for 100 ms (one save is a
+    /// burst of events), collecting the changed paths; `None` if a quit
+    /// came meanwhile.
+    fn settle(
+        &mut self,
+        inputs: &Receiver<Input>,
+        mut changed: Vec<PathBuf>,
+        closed: &mut bool,
+    ) -> Option<Vec<String>> {
+        loop {
+            match inputs.recv_timeout(Duration::from_millis(100)) {
+                Ok(Input::Changed(p)) => changed.push(p),
+                Ok(Input::Command(Command::Quit)) => return None,
+                Ok(Input::Closed) => *closed = true,
+                Ok(Input::Command(c)) => {
+                    self.say(format!("dev: {c:?} after this build"));
+                }
+                Ok(Input::Bad(why)) => self.say(format!("dev: {why}")),
+                Err(_) => break,
+            }
+        }
+        let mut names: Vec<String> = changed.iter().map(|p| p.display().to_string()).collect();
+        names.sort();
+        names.dedup();
+        Some(names)
+    }
+
+    fn scenario_names(&self) -> Vec<String> {
+        self.scenarios
+            .iter()
+            .map(|s| s.scenario.name.clone())
+            .collect()
+    }
+
+    fn start_vm(&mut self) -> Result<()> {
+        let first = self.planned_placeholder();
+        let dir = self.session.dir.join(format!("vm-{}", self.reboots + 1));
+        let session = Session {
+            target: self.session.target,
+            harness: self.session.harness,
+            dir,
+            timeout: self.session.timeout,
+        };
+        let started = Instant::now();
+        let live = Live::start(&first, &session)?;
+        self.seen_in_vm.clear();
+        self.live = Some(live);
+        tracing::debug!("session started in {:?}", started.elapsed());
+        Ok(())
+    }
+
+    /// A cell of the first scenario, for the session's VM shape.
+    fn planned_placeholder(&self) -> Planned<'_> {
+        static NOTHING: std::sync::OnceLock<Built> = std::sync::OnceLock::new();
+        let nothing = NOTHING.get_or_init(|| Built {
+            def: crate::scheduler::registry::Def::named(
+                "default",
+                crate::scheduler::registry::Kind::Default,
+            ),
+            artifact: crate::scheduler::build::Artifact::Nothing,
+            version: String::new(),
+        });
+        Planned {
+            scenario: &self.scenarios[0],
+            scheduler: nothing,
+            args: Vec::new(),
+            swap_to: Vec::new(),
+            dir: self.dir.clone(),
+        }
+    }
+
+    /// Builds the sources as they are now, and runs the build if it
+    /// built.
+    fn build_and_run(&mut self, changed: Vec<String>) -> Result<()> {
+        let n = self.builds.len() + 1;
+        let out = self.dir.join("builds").join(n.to_string());
+        let mut progress = Progress::new("dev build");
+        let started = Instant::now();
+        let entry = self.kernel.entry.as_ref();
+        let result = self.source.build(&out, entry, self.cache, &mut progress);
+        drop(progress);
+        let build_s = started.elapsed().as_secs_f64();
+        let what = if changed.is_empty() {
+            "sources as they are".to_string()
+        } else {
+            changed.join(", ")
+        };
+        match result {
+            Err(f) => {
+                if f.interrupted {
+                    return Ok(());
+                }
+                self.say(format!(
+                    "build {n}: FAILED in {build_s:.1} s ({what}); the VM and build {} stay",
+                    self.last_good()
+                        .map_or("none".to_string(), |i| self.builds[i].n.to_string())
+                ));
+                for l in &f.lines {
+                    self.say(format!("  {l}"));
+                }
+                self.say(format!("  full log: {}", f.log.display()));
+                self.builds.push(Build {
+                    n,
+                    built: None,
+                    samples: BTreeMap::new(),
+                });
+                self.write_line(n, &changed, build_s, &f.lines, Vec::new(), Vec::new());
+                Ok(())
+            }
+            Ok(built) => {
+                self.say(format!(
+                    "build {n}: built in {build_s:.1} s ({what}), version {}",
+                    built.version
+                ));
+                let prev = self.last_good();
+                self.builds.push(Build {
+                    n,
+                    built: Some(built),
+                    samples: BTreeMap::new(),
+                });
+                let idx = self.builds.len() - 1;
+                if self.baseline.is_none() {
+                    self.baseline = Some(idx);
+                }
+                let cells = self.round(idx, prev, self.opts.runs)?;
+                let deltas = self.report_deltas(idx, prev);
+                self.say_verdict(n, &cells);
+                self.write_line(n, &changed, build_s, &[], cells, deltas);
+                Ok(())
+            }
+        }
+    }
+
+    /// The build's verdict: `pass` when each of its runs passed, else the
+    /// first verdict that is not, with how many runs had it.
+    fn say_verdict(&mut self, n: usize, cells: &[CellLine]) {
+        let own: Vec<&CellLine> = cells.iter().filter(|c| c.build == n).collect();
+        let bad: Vec<&&CellLine> = own
+            .iter()
+            .filter(|c| c.verdict != CellVerdict::Pass)
+            .collect();
+        let line = match bad.first() {
+            None => format!("build {n}: pass ({} run(s))", own.len()),
+            Some(c) => format!(
+                "build {n}: {} ({} of {} run(s)): {}",
+                c.verdict.label(),
+                bad.len(),
+                own.len(),
+                c.summary
+            ),
+        };
+        self.say(line);
+    }
+
+    /// The index of the last build that built.
+    fn last_good(&self) -> Option<usize> {
+        self.builds.iter().rposition(|b| b.built.is_some())
+    }
+
+    /// `runs` runs of build `idx` on every scenario, each interleaved with
+    /// one of `prev` (ABBA) when there is a previous build and more than
+    /// one run is asked for.
+    fn round(&mut self, idx: usize, prev: Option<usize>, runs: usize) -> Result<Vec<CellLine>> {
+        let mut lines = Vec::new();
+        for run in 0..runs {
+            for sc in 0..self.scenarios.len() {
+                let order: Vec<usize> = match prev {
+                    Some(p) if runs > 1 && run % 2 == 0 => vec![idx, p],
+                    Some(p) if runs > 1 => vec![p, idx],
+                    _ => vec![idx],
+                };
+                for b in order {
+                    if crate::process::interrupted() {
+                        return Ok(lines);
+                    }
+                    lines.push(self.run_cell(b, sc)?);
+                }
+            }
+        }
+        Ok(lines)
+    }
+
+    /// Runs build `b` on scenario `sc` once, in the session's VM (booted
+    /// again once if the last one ended).
+    fn run_cell(&mut self, b: usize, sc: usize) -> Result<CellLine> {
+        if self.live.as_ref().is_some_and(|l| l.ended().is_some()) {
+            let end = self.live.take().and_then(|l| l.finish().ok());
+            if self.reboots >= 1 {
+                return Err(fail(
+                    Failure::KernelCrash,
+                    format!(
+                        "the VM ended again ({}) after the reboot; stopping\n  console: {}",
+                        end.as_ref()
+                            .map_or("?".into(), |e| format!("{:?}", e.outcome)),
+                        end.as_ref()
+                            .map_or(String::new(), |e| e.console_log.display().to_string())
+                    ),
+                ));
+            }
+            self.reboots += 1;
+            self.say(format!(
+                "dev: the VM ended ({}); booting it again, once",
+                end.as_ref()
+                    .map_or("?".into(), |e| format!("{:?}", e.outcome))
+            ));
+            self.start_vm()?;
+        }
+        let build = &self.builds[b];
+        let built = build.built.as_ref().expect("a good build");
+        let scenario = &self.scenarios[sc];
+        let name = scenario.scenario.name.clone();
+        let k = build
+            .samples
+            .get(&scenario.scenario.name)
+            .map_or(0, Vec::len);
+        self.cell_runs += 1;
+        let dir = self
+            .dir
+            .join("builds")
+            .join(build.n.to_string())
+            .join(&scenario.scenario.name)
+            .join(format!("{:03}", k + 1));
+        let planned = Planned {
+            scenario,
+            scheduler: built,
+            args: Vec::new(),
+            swap_to: Vec::new(),
+            dir,
+        };
+        let started = Instant::now();
+        let live = self.live.as_mut().expect("a session");
+        let r = live.run(&planned)?;
+        let wall = started.elapsed().as_secs_f64();
+        let timing = live.timing();
+        let ended = live.ended().is_some();
+        // The scenario's own time: its pass under the scheduler, and the
+        // first time in this VM a pass under the fair class (the agent
+        // keeps it for the VM's later cells) and an application's warm-up.
+        let first_here = self.seen_in_vm.insert(scenario.hash.clone());
+        let passes = 1
+            + usize::from(first_here && scenario.scenario.needs_fair_baseline())
+            + usize::from(first_here && scenario.scenario.runs_applications());
+        let own = scenario.scenario.duration.as_secs_f64() * passes as f64;
+        let attach_ms = r
+            .agent
+            .as_ref()
+            .and_then(|a| a.scheduler.as_ref())
+            .and_then(|s| s.attach_ms);
+        let line = CellLine {
+            build: build.n,
+            scenario: name.clone(),
+            verdict: r.verdict,
+            summary: r.summary.clone(),
+            dir: r.dir.clone(),
+            wall_s: wall,
+            attach_ms,
+            timing,
+            beyond_s: (wall - own).max(0.0),
+        };
+        let n = build.n;
+        let text = format!(
+            "build {n} run {} {}: {}  ({wall:.1} s: scenario {own:.1} s, load {}, judging {}, other {:.2} s){}",
+            k + 1,
+            line.scenario,
+            r.verdict.label(),
+            attach_ms.map_or("-".into(), |m| format!("{:.2} s", m as f64 / 1000.0)),
+            timing.map_or("-".into(), |t| format!("{:.2} s", t.judging.as_secs_f64())),
+            (wall - own - attach_ms.unwrap_or(0) as f64 / 1000.0
+                - timing.map_or(0.0, |t| t.judging.as_secs_f64()))
+            .max(0.0),
+            if r.verdict == CellVerdict::Pass {
+                String::new()
+            } else {
+                format!("\n  {}\n  evidence: {}", r.summary, r.dir.display())
+            }
+        );
+        self.say(text);
+        if ended {
+            self.say(format!(
+                "dev: the VM ended during build {n}'s run: {}",
+                r.summary
+            ));
+        }
+        self.builds[b].samples.entry(name).or_default().push(r);
+        Ok(line)
+    }
+
+    /// Prints each key metric's change of build `idx` against `prev` and
+    /// against the baseline, with `compare`'s statistics.
+    fn report_deltas(&mut self, idx: usize, prev: Option<usize>) -> Vec<DeltaLine> {
+        let mut out = Vec::new();
+        let mut against = Vec::new();
+        if let Some(p) = prev {
+            against.push((p, "previous"));
+        }
+        if let Some(base) = self.baseline.filter(|b| *b != idx && Some(*b) != prev) {
+            against.push((base, "baseline"));
+        }
+        for (other, what) in against {
+            for name in self.scenario_names() {
+                let a: Vec<&CellResult> = self.builds[other]
+                    .samples
+                    .get(&name)
+                    .map(|v| v.iter().collect())
+                    .unwrap_or_default();
+                let b: Vec<&CellResult> = self.builds[idx]
+                    .samples
+                    .get(&name)
+                    .map(|v| v.iter().collect())
+                    .unwrap_or_default();
+                if a.is_empty() || b.is_empty() {
+                    continue;
+                }
+                let c = crate::compare::compare_scenario(&a, &b, self.opts.alpha, self.opts.noise);
+                let (na, nb) = (self.builds[other].n, self.builds[idx].n);
+                let mut lines = vec![format!(
+                    "build {nb} vs build {na} ({what}), {name}, {} vs {} run(s):",
+                    b.len(),
+                    a.len()
+                )];
+                for o in &c.outright {
+                    let whose = if o.side == "candidate" { nb } else { na };
+                    lines.push(format!(
+                        "  build {whose} failed outright: {}\n    evidence: {}",
+                        o.reason,
+                        o.dir.display()
+                    ));
+                }
+                let mut any_significant = false;
+                for m in c.metrics.iter().filter(|m| m.key) {
+                    let st = &m.stats;
+                    let show = |v| crate::metric::show(&m.name, &m.unit, v);
+                    any_significant |= matches!(
+                        st.verdict,
+                        Verdict::Better | Verdict::Worse | Verdict::Changed
+                    );
+                    lines.push(format!(
+                        "  {:<28} {:>10} -> {:<10} x{:.3} {:>17} p={:.4}  {}",
+                        m.name,
+                        show(st.median_a),
+                        show(st.median_b),
+                        st.ratio,
+                        if st.ci_low.is_finite() {
+                            format!("[{:.3}, {:.3}]", st.ci_low, st.ci_high)
+                        } else {
+                            "-".into()
+                        },
+                        st.p_value,
+                        st.verdict.label()
+                    ));
+                    out.push(DeltaLine {
+                        scenario: name.clone(),
+                        against: na,
+                        what,
+                        metric: m.name.clone(),
+                        baseline: st.median_a,
+                        candidate: st.median_b,
+                        ratio: st.ratio,
+                        p_value: st.p_value,
+                        verdict: st.verdict,
+                    });
+                }
+                if c.outright.is_empty() && !any_significant {
+                    lines.push(format!(
+                        "  no change is significant yet with {} vs {} run(s); `r` adds a round, --runs N more per build",
+                        b.len(),
+                        a.len()
+                    ));
+                }
+                for l in lines {
+                    self.say(l);
+                }
+            }
+        }
+        out
+    }
+
+    fn rerun(&mut self) -> Result<()> {
+        let Some(idx) = self.last_good() else {
+            self.say("dev: no build to rerun yet");
+            return Ok(());
+        };
+        let prev = self.builds[..idx].iter().rposition(|b| b.built.is_some());
+        let runs = self.opts.runs.max(if prev.is_some() { 2 } else { 1 });
+        let cells = self.round(idx, prev, runs)?;
+        let deltas = self.report_deltas(idx, prev);
+        let n = self.builds[idx].n;
+        self.say_verdict(n, &cells);
+        self.write_line(n, &["(rerun)".into()], 0.0, &[], cells, deltas);
+        Ok(())
+    }
+
+    fn mark_baseline(&mut self) {
+        match self.last_good() {
+            Some(i) => {
+                self.baseline = Some(i);
+                let n = self.builds[i].n;
+                self.say(format!("dev: build {n} is the baseline from now on"));
+            }
+            None => self.say("dev: no build to mark yet"),
+        }
+    }
+
+    fn switch(&mut self, name: &str) {
+        let loaded = match crate::scenario::resolve(name) {
+            Ok(l) => l,
+            Err(e) => {
+                self.say(format!("dev: {e:#}"));
+                return;
+            }
+        };
+        let fits = self.live.as_ref().is_none_or(|l| {
+            let p = Planned {
+                scenario: &loaded,
+                ..self.planned_placeholder()
+            };
+            l.fits(&p)
+        });
+        if !fits {
+            self.say(format!(
+                "dev: {} needs a VM of another shape (vm: in the scenario) than this session's\n  fix: quit and start `dev` with it",
+                loaded.scenario.name
+            ));
+            return;
+        }
+        self.say(format!(
+            "dev: scenario {} from now on; `r` runs it on the current build",
+            loaded.scenario.name
+        ));
+        self.scenarios = vec![loaded];
+    }
+
+    fn write_line(
+        &mut self,
+        n: usize,
+        changed: &[String],
+        build_s: f64,
+        errors: &[String],
+        cells: Vec<CellLine>,
+        deltas: Vec<DeltaLine>,
+    ) {
+        let b = self.builds.iter().find(|b| b.n == n);
+        let line = BuildLine {
+            build: n,
+            at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            changed,
+            build_s,
+            built: b.is_some_and(|b| b.built.is_some()),
+            version: b.and_then(|b| b.built.as_ref()).map(|b| b.version.as_str()),
+            errors,
+            cells,
+            deltas,
+        };
+        if let Ok(j) = serde_json::to_string(&line) {
+            let _ = writeln!(self.jsonl, "{j}");
+        }
+    }
+
+    /// Ends the session: the VM asked to quit and waited for. Exit code 1
+    /// when the last build failed to build or its last run failed.
+    fn stop(&mut self) -> Result<i32> {
+        if let Some(live) = self.live.take() {
+            let end = live.finish()?;
+            tracing::debug!("session ended: {:?}", end.outcome);
+        }
+        let last = self.builds.last();
+        let failed = match last {
+            None => false,
+            Some(b) if b.built.is_none() => true,
+            Some(b) => b
+                .samples
+                .values()
+                .filter_map(|v| v.last())
+                .any(|r| r.verdict != CellVerdict::Pass),
+        };
+        self.say(format!(
+            "dev: {} build(s), {} run(s); session in {}",
+            self.builds.len(),
+            self.cell_runs,
+            self.dir.display()
+        ));
+        Ok(if crate::process::interrupted() {
+            130
+        } else if failed {
+            1
+        } else {
+            0
+        })
+    }
+}
+
+/// Reads commands from standard input, a line each, until it ends.
+pub fn read_commands(tx: std::sync::mpsc::Sender<Input>) {
+    std::thread::spawn(move || {
+        let stdin = std::io::stdin();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match stdin.read_line(&mut line) {
+                Ok(0) | Err(_) => {
+                    let _ = tx.send(Input::Closed);
+                    return;
+                }
+                Ok(_) => {
+                    if line.trim().is_empty() {
+                        continue;
+                    }
+                    let input = match parse_command(&line) {
+                        Ok(c) => Input::Command(c),
+                        Err(why) => Input::Bad(why),
+                    };
+                    if tx.send(input).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Where `dev` keeps a session: `out`, or `./scx-runs/dev-TIMESTAMP`.
+pub fn session_dir(out: Option<&Path>, stamp: &str) -> PathBuf {
+    out.map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("scx-runs").join(format!("dev-{stamp}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_are_parsed_and_bad_ones_explained() {
+        assert_eq!(parse_command("r\n"), Ok(Command::Rerun));
+        assert_eq!(parse_command("q"), Ok(Command::Quit));
+        assert_eq!(parse_command("b"), Ok(Command::Baseline));
+        assert_eq!(
+            parse_command("s wake-pingpong"),
+            Ok(Command::Scenario("wake-pingpong".into()))
+        );
+        assert!(parse_command("s").unwrap_err().contains("needs a scenario"));
+        assert!(parse_command("x")
+            .unwrap_err()
+            .contains("unknown command `x`"));
+        assert!(parse_command("r now")
+            .unwrap_err()
+            .contains("unexpected `now`"));
+    }
+}

@@ -1,0 +1,261 @@
+//! `scx-harness dev` end to end, in one real VM: a copy of scx_local's BPF
+//! source is edited three times while `dev` watches it (a good change, a
+//! change that does not compile, a change that adds a dispatch delay), and
+//! the loop is driven through its stdin and read from its stdout, as a
+//! person at a terminal would.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+/// idle-baseline's three nappers in 3 s (a 500 ms warm-up), with what
+/// every scheduler owes the whole guest.
+const QUICK: &str = "name: dev-quick
+description: three tasks wake every 2 to 10 ms for 200 us of work
+duration: 3s
+warmup: 500ms
+seed: 1
+groups:
+  - name: nappers
+    threads: 3
+    work: { kind: sleepy, run: 200us, min_sleep: 2ms, max_sleep: 10ms }
+checks:
+  - stall: { max_runnable: 2s, tasks: guest }
+  - scheduler_healthy: {}
+";
+
+/// The delay: every task spins 200 us in `ops.running` before it runs, so
+/// each run delay the probe measures (wakeup to switch-in) grows by that.
+const DELAY: &str = "
+static long spin_until(u64 i, void *ctx)
+{
+\treturn bpf_ktime_get_ns() >= *(u64 *)ctx;
+}
+
+void BPF_STRUCT_OPS(local_running, struct task_struct *p)
+{
+\tu64 until = bpf_ktime_get_ns() + 200 * 1000;
+
+\tbpf_loop(1 << 20, spin_until, &until, 0);
+}
+";
+
+/// `dev`'s stdout, line by line, with everything read so far kept for
+/// failure messages.
+struct Out {
+    rx: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Out {
+    /// Lines up to and including build `n`'s verdict (`build N: pass`,
+    /// `FAIL ...`, `ERROR ...`, or `FAILED` to build).
+    fn verdict(&mut self, n: usize, within: Duration, child: &mut Child) -> Vec<String> {
+        let at = format!("build {n}: ");
+        let mut got = Vec::new();
+        loop {
+            let mut more = self.until(&at, within, child);
+            let last = more.last().unwrap()[at.len()..].to_string();
+            got.append(&mut more);
+            if !last.starts_with("built in") {
+                return got;
+            }
+        }
+    }
+
+    /// Lines up to and including the first that starts with `prefix`.
+    fn until(&mut self, prefix: &str, within: Duration, child: &mut Child) -> Vec<String> {
+        let deadline = Instant::now() + within;
+        let mut got = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(l) => {
+                    self.seen.push(l.clone());
+                    let done = l.starts_with(prefix);
+                    got.push(l);
+                    if done {
+                        return got;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "no line starting {prefix:?} within {within:?}; dev said:\n{}",
+                        self.seen.join("\n")
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn edit(file: &Path, f: impl FnOnce(String) -> String) {
+    let text = std::fs::read_to_string(file).unwrap();
+    std::fs::write(file, f(text)).unwrap();
+}
+
+#[test]
+fn vm_dev_rebuilds_on_each_save_keeps_the_vm_and_calls_a_delay_worse() {
+    let kernel = common::test_kernel();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let file = src.join("scx_local.bpf.c");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../schedulers/bpf/scx_local.bpf.c"),
+        &file,
+    )
+    .unwrap();
+    let scenario = dir.path().join("quick.yaml");
+    std::fs::write(&scenario, QUICK).unwrap();
+    let run = dir.path().join("run");
+    let stderr = std::fs::File::create(dir.path().join("stderr")).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_scx-harness"))
+        .args(["dev", "scx_local", "--tree"])
+        .arg(&src)
+        .arg(&scenario)
+        .args(["--runs", "3", "--out"])
+        .arg(&run)
+        .arg("--kernel")
+        .arg(&kernel)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                return;
+            }
+        }
+    });
+    let mut out = Out {
+        rx,
+        seen: Vec::new(),
+    };
+    let long = Duration::from_secs(240);
+
+    // The first build, as the sources are.
+    let first = out.verdict(1, long, &mut child);
+    assert!(
+        first.last().unwrap().starts_with("build 1: pass"),
+        "{}",
+        out.seen.join("\n")
+    );
+
+    // A good change: half the default slice.
+    edit(&file, |t| {
+        t.replace(
+            "local_insert(p, SCX_DSQ_LOCAL, SCX_SLICE_DFL, enq_flags);",
+            "local_insert(p, SCX_DSQ_LOCAL, SCX_SLICE_DFL / 2, enq_flags);",
+        )
+    });
+    let good = out.verdict(2, long, &mut child);
+    assert!(
+        good.last().unwrap().starts_with("build 2: pass"),
+        "{}",
+        out.seen.join("\n")
+    );
+    assert!(
+        good.iter()
+            .any(|l| l.starts_with("build 2 vs build 1 (previous)")),
+        "no delta against build 1:\n{}",
+        out.seen.join("\n")
+    );
+
+    // A change that does not compile: the error with its file and line,
+    // and the VM and build 2 kept.
+    edit(&file, |t| t + "\nthis_is_not_c;\n");
+    let mut broken = out.verdict(3, long, &mut child);
+    broken.extend(out.until("  full log: ", long, &mut child));
+    let at = format!("{}:", file.display());
+    assert!(
+        broken
+            .iter()
+            .any(|l| l.trim_start().starts_with(&at) && l.contains(": error: ")),
+        "no compiler error with {at}LINE:COL:\n{}",
+        out.seen.join("\n")
+    );
+    assert!(
+        broken[0].contains("the VM and build 2 stay"),
+        "{}",
+        broken[0]
+    );
+
+    // A change that adds a dispatch delay: reported worse on run delay
+    // than the previous build, in the same VM.
+    edit(&file, |t| {
+        t.replace("\nthis_is_not_c;\n", "")
+            .replace(
+                "void BPF_STRUCT_OPS(local_exit,",
+                &format!("{DELAY}\nvoid BPF_STRUCT_OPS(local_exit,"),
+            )
+            .replace(
+                ".exit\t\t= (void *)local_exit,",
+                ".exit\t\t= (void *)local_exit,\n\t       .running\t= (void *)local_running,",
+            )
+    });
+    let delayed = out.verdict(4, long, &mut child);
+    let verdict = delayed.last().unwrap().clone();
+    let from = delayed
+        .iter()
+        .position(|l| l.starts_with("build 4 vs build 2 (previous)"))
+        .unwrap_or_else(|| panic!("no delta against build 2:\n{}", out.seen.join("\n")));
+    let p50 = delayed[from..]
+        .iter()
+        .find(|l| l.trim_start().starts_with("run_delay.nappers.p50"))
+        .unwrap_or_else(|| panic!("no run_delay.nappers.p50:\n{}", out.seen.join("\n")));
+    assert!(
+        p50.ends_with("WORSE"),
+        "the delay is not called worse:\n{}",
+        out.seen.join("\n")
+    );
+
+    // Quit: the session ends, and nothing is left running.
+    writeln!(child.stdin.as_mut().unwrap(), "q").unwrap();
+    let tail = out.until("report: ", long, &mut child);
+    let status = child.wait().unwrap();
+    assert!(
+        tail.iter().any(|l| l.starts_with("dev: 4 build(s)")),
+        "{}",
+        out.seen.join("\n")
+    );
+    assert_eq!(
+        status.code(),
+        Some(if verdict.starts_with("build 4: pass") {
+            0
+        } else {
+            1
+        }),
+        "{}",
+        out.seen.join("\n")
+    );
+    // One VM booted for all four builds.
+    let vms: Vec<_> = std::fs::read_dir(run.join("sessions"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(vms, vec!["vm-1".to_string()], "{}", out.seen.join("\n"));
+    let console = std::fs::read_to_string(run.join("sessions/vm-1/console.log")).unwrap();
+    assert_eq!(
+        console.matches("Linux version").count(),
+        1,
+        "the guest booted more than once"
+    );
+    assert!(common::qemus_mentioning(dir.path()).is_empty());
+    // The session's record: a line per build, the results document.
+    let jsonl = std::fs::read_to_string(run.join("session.jsonl")).unwrap();
+    assert_eq!(jsonl.lines().count(), 4, "{jsonl}");
+    assert!(run.join("results.json").is_file());
+    eprintln!("{}", out.seen.join("\n"));
+}
