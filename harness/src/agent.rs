@@ -795,10 +795,11 @@ pub struct BatchSpec {
     /// Set when the agent runs on the machine itself (`--target host`).
     #[serde(default)]
     pub host: Option<HostPlacement>,
-    /// After `cells`, run what the host queues until it says quit
-    /// (`run_batch`): `dev`'s one VM across builds.
+    /// After `cells`, run what the host queues in this directory (the
+    /// shared directory's `queue/`) until it says quit (`run_batch`):
+    /// `dev`'s one VM across builds.
     #[serde(default)]
-    pub serve: bool,
+    pub serve: Option<PathBuf>,
 }
 
 /// Where the agent puts what it starts on a host: every group process in a
@@ -866,7 +867,7 @@ fn kmsg(line: &str) {
 
 /// Runs the batch: each cell's output goes to `cells/I/agent.json` as soon
 /// as the cell ends, so a kernel crash later keeps the finished ones. A
-/// serving batch (`serve`) then runs the cells the host queues
+/// serving batch (`serve`) then runs the cells the host queues there
 /// (`protocol::queued_cell`), in order, until it finds
 /// `protocol::quit_file`.
 pub fn run_batch(batch: &BatchSpec, shared: &Path) -> Result<()> {
@@ -891,7 +892,7 @@ pub fn run_batch(batch: &BatchSpec, shared: &Path) -> Result<()> {
     for (i, cell) in batch.cells.iter().enumerate() {
         run(i, cell)?;
     }
-    if batch.serve {
+    if let Some(queue) = &batch.serve {
         let mut i = batch.cells.len();
         // The next cell is most likely the last one's scenario again.
         let mut groups = batch
@@ -900,7 +901,7 @@ pub fn run_batch(batch: &BatchSpec, shared: &Path) -> Result<()> {
             .map_or(0, |c| c.spec.scenario.groups.len());
         loop {
             start_ahead(&protocol::cell_dir(shared, i), groups);
-            let next = next_queued(shared, i);
+            let next = next_queued(queue, i);
             let Ok(Some(cell)) = next else {
                 end_started_ahead();
                 return next.map(|_| ());
@@ -979,12 +980,11 @@ fn end_started_ahead() {
 
 /// A serving batch's cell `i`, once the host has queued it; `None` once
 /// it asks the session to end. Polls every 20 ms: the host writes through
-/// the VM's 9p share, whose changes the guest's inotify does not see.
-fn next_queued(shared: &Path, i: usize) -> Result<Option<BatchCell>> {
-    let (file, quit) = (
-        protocol::queued_cell(shared, i),
-        protocol::quit_file(shared),
-    );
+/// the VM's 9p share, whose changes the guest's inotify does not see (the
+/// share is uncached; the root is not a place for it: a name looked up
+/// there before the host wrote it stayed missing).
+fn next_queued(queue: &Path, i: usize) -> Result<Option<BatchCell>> {
+    let (file, quit) = (protocol::queued_cell(queue, i), protocol::quit_file(queue));
     loop {
         match std::fs::read(&file) {
             Ok(b) => {

@@ -1069,8 +1069,23 @@ pub fn edit_loop(
         );
     }
     println!(
-        "  dev  judging {}; first save beyond {:.2} s, later saves' median {:.2} s (target: under 1.5 s, later no slower)",
+        "  dev  judging {}   beyond build, scenario and load {}",
         stat(dev.iter().map(|x| x.judging).collect()),
+        stat(dev.iter().map(|x| x.beyond() - x.load).collect()),
+    );
+    println!("dev per save (total, build, load, beyond build and scenario):");
+    for (k, x) in dev.iter().enumerate() {
+        println!(
+            "  save {}: {:.2}  {:.2}  {:.2}  {:.2}",
+            k + 1,
+            x.total,
+            x.build,
+            x.load,
+            x.beyond()
+        );
+    }
+    println!(
+        "target: beyond build and scenario under 1.5 s: first save {:.2} s, later saves' median {:.2} s",
         dev.first().map_or(0.0, Save::beyond),
         crate::stats::median(&dev.iter().skip(1).map(Save::beyond).collect::<Vec<_>>()),
     );

@@ -11,8 +11,8 @@
 //! SHARED/cells/I/started         cell I began
 //! SHARED/cells/I/agent.json      cell I's `agent::AgentOutput`, once it ended
 //! SHARED/cells/I/NAME.stdout     a scheduler's output, a group's stderr ...
-//! SHARED/queue/I.json            cell I of a serving session (`dev`), queued
-//!                                by the host after the batch's own cells
+//! SHARED/queue/I.json            a serving session's (`dev`) cell I, queued
+//!                                by the host once the guest started
 //! SHARED/queue/quit              a serving session's guest side ends
 //! ```
 //! and beside it (not shared) `batch.json`, the `agent::BatchSpec`.
@@ -51,17 +51,17 @@ pub const BATCH_SPEC: &str = "batch.json";
 /// `schedulers run`'s lifecycle report, written by the guest side.
 pub const SCHEDULER_REPORT: &str = "report.json";
 
-/// A serving session's queued cell `i` (an `agent::BatchCell`), written
-/// atomically by the host side, read by the guest side once cell `i - 1`
-/// has ended.
-pub fn queued_cell(shared: &Path, i: usize) -> PathBuf {
-    shared.join("queue").join(format!("{i}.json"))
+/// A serving session's queued cell `i` (an `agent::BatchCell`) in its
+/// queue directory, written atomically by the host side, read by the
+/// guest side once cell `i - 1` has ended.
+pub fn queued_cell(queue: &Path, i: usize) -> PathBuf {
+    queue.join(format!("{i}.json"))
 }
 
 /// Written by the host side when a serving session's guest side is to end
 /// (after the cell it is running, if any).
-pub fn quit_file(shared: &Path) -> PathBuf {
-    shared.join("queue").join("quit")
+pub fn quit_file(queue: &Path) -> PathBuf {
+    queue.join("quit")
 }
 
 /// Where cell `i` of a batch keeps its files in the shared directory.

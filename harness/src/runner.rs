@@ -136,6 +136,8 @@ pub fn run_cells(
 /// `vm::run`, or the host agent.
 struct Running {
     shared: PathBuf,
+    /// A serving session's queue directory.
+    queue: Option<PathBuf>,
     console_log: PathBuf,
     ctx: JudgeCtx,
     finished: Arc<AtomicBool>,
@@ -160,7 +162,7 @@ fn start(
         Target::Host(h) => Some(h),
         Target::Vm { .. } => None,
     };
-    let batch = BatchSpec {
+    let mut batch = BatchSpec {
         cells: cells
             .iter()
             .map(|c| BatchCell {
@@ -169,11 +171,16 @@ fn start(
             })
             .collect(),
         host: host.map(|h| h.placement(shape.cpus)),
-        serve,
+        serve: None,
     };
     std::fs::create_dir_all(&session.dir)
         .with_context(|| format!("creating {}", session.dir.display()))?;
     let sdir = std::fs::canonicalize(&session.dir)?;
+    if serve {
+        // Made by `Live::run` once the guest side started: the VM runner
+        // makes the shared directory afresh as the VM starts.
+        batch.serve = Some(sdir.join("shared").join("queue"));
+    }
     // The guest reads the spec from here: the host's files are its root.
     let spec_file = sdir.join(protocol::BATCH_SPEC);
     write_atomic(&spec_file, &serde_json::to_vec(&batch)?)?;
@@ -238,6 +245,7 @@ fn start(
         })
     };
     Ok(Running {
+        queue: batch.serve.clone(),
         shared,
         console_log,
         ctx,
@@ -436,8 +444,13 @@ impl<'s> Live<'s> {
                 spec: c.agent_spec(host.as_deref()),
             };
             let deadline_at = std::time::Instant::now() + deadline(&cell.spec);
-            let file = protocol::queued_cell(&self.running.shared, i);
-            std::fs::create_dir_all(file.parent().expect("queue dir"))?;
+            let queue = self.running.queue.clone().expect("a serving session");
+            if !queue.is_dir() {
+                self.wait_started()?;
+                std::fs::create_dir_all(&queue)
+                    .with_context(|| format!("creating {}", queue.display()))?;
+            }
+            let file = protocol::queued_cell(&queue, i);
             write_atomic(&file, &serde_json::to_vec(&cell)?)?;
             let queued = std::time::SystemTime::now();
             self.timing = None;
@@ -484,15 +497,29 @@ impl<'s> Live<'s> {
         self.running.judge_missing(i, c, end, why)
     }
 
+    /// Waits until a VM's guest command has started (its shared directory
+    /// is then the one it keeps), or the session ended.
+    fn wait_started(&self) -> Result<()> {
+        if matches!(self.target, Target::Host(_)) {
+            return Ok(());
+        }
+        let started = self.running.shared.join(protocol::STARTED);
+        while !started.exists() && !self.running.finished.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
     /// Asks the guest side to end after its current cell and waits for the
     /// session's end.
     pub fn finish(mut self) -> Result<SessionEnd> {
         if let Some(end) = self.end.take() {
             return Ok(end);
         }
-        let quit = protocol::quit_file(&self.running.shared);
-        std::fs::create_dir_all(quit.parent().expect("queue dir"))?;
-        write_atomic(&quit, b"")?;
+        let queue = self.running.queue.clone().expect("a serving session");
+        self.wait_started()?;
+        std::fs::create_dir_all(&queue)?;
+        write_atomic(&protocol::quit_file(&queue), b"")?;
         self.running.join()
     }
 }

@@ -49,6 +49,8 @@ void BPF_STRUCT_OPS(local_running, struct task_struct *p)
 struct Out {
     rx: Receiver<String>,
     seen: Vec<String>,
+    /// Where dev's stderr goes, shown when a line never comes.
+    stderr: std::path::PathBuf,
 }
 
 impl Out {
@@ -86,8 +88,9 @@ impl Out {
                     let _ = child.kill();
                     let _ = child.wait();
                     panic!(
-                        "no line starting {prefix:?} within {within:?}; dev said:\n{}",
-                        self.seen.join("\n")
+                        "no line starting {prefix:?} within {within:?}; dev said:\n{}\nstderr:\n{}",
+                        self.seen.join("\n"),
+                        std::fs::read_to_string(&self.stderr).unwrap_or_default()
                     );
                 }
             }
@@ -141,6 +144,7 @@ fn vm_dev_rebuilds_on_each_save_keeps_the_vm_and_calls_a_delay_worse() {
     let mut out = Out {
         rx,
         seen: Vec::new(),
+        stderr: dir.path().join("stderr"),
     };
     let long = Duration::from_secs(240);
 
@@ -220,42 +224,80 @@ fn vm_dev_rebuilds_on_each_save_keeps_the_vm_and_calls_a_delay_worse() {
         out.seen.join("\n")
     );
 
-    // Quit: the session ends, and nothing is left running.
-    writeln!(child.stdin.as_mut().unwrap(), "q").unwrap();
-    let tail = out.until("report: ", long, &mut child);
-    let status = child.wait().unwrap();
-    assert!(
-        tail.iter().any(|l| l.starts_with("dev: 4 build(s)")),
-        "{}",
-        out.seen.join("\n")
-    );
-    assert_eq!(
-        status.code(),
-        Some(if verdict.starts_with("build 4: pass") {
-            0
-        } else {
-            1
-        }),
-        "{}",
-        out.seen.join("\n")
-    );
+    assert!(verdict.starts_with("build 4: pass"), "{verdict}");
     // One VM booted for all four builds.
-    let vms: Vec<_> = std::fs::read_dir(run.join("sessions"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(vms, vec!["vm-1".to_string()], "{}", out.seen.join("\n"));
+    let vms = || -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(run.join("sessions"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(vms(), ["vm-1"], "{}", out.seen.join("\n"));
     let console = std::fs::read_to_string(run.join("sessions/vm-1/console.log")).unwrap();
     assert_eq!(
         console.matches("Linux version").count(),
         1,
         "the guest booted more than once"
     );
+
+    // A guest kernel crash: said, the VM booted again once, and the loop
+    // goes on there (the scenario crashes the first VM only: its marker
+    // is in that VM's writable shared directory, which the second VM sees
+    // read-only).
+    let marker = run.join("sessions/vm-1/shared/crashed-once");
+    let crash = dir.path().join("crash.yaml");
+    std::fs::write(
+        &crash,
+        format!(
+            "name: dev-crash\ndescription: panics the first VM on purpose\nduration: 3s\nwarmup: 500ms\n\
+             groups:\n  - name: sysrq\n    work: {{ kind: command, argv: [sh, -c, 'test -e {m} || {{ touch {m}; echo c > /proc/sysrq-trigger; }}'] }}\n",
+            m = marker.display()
+        ),
+    )
+    .unwrap();
+    writeln!(child.stdin.as_mut().unwrap(), "s {}", crash.display()).unwrap();
+    writeln!(child.stdin.as_mut().unwrap(), "r").unwrap();
+    let crashed = out.verdict(4, long, &mut child);
+    assert!(
+        crashed.iter().any(
+            |l| l.starts_with("dev: the VM ended (the guest kernel crashed")
+                && l.ends_with("booting it again, once")
+        ),
+        "{}",
+        out.seen.join("\n")
+    );
+    assert!(
+        crashed
+            .last()
+            .unwrap()
+            .starts_with("build 4: ERROR (1 of 3 run(s))"),
+        "{}",
+        out.seen.join("\n")
+    );
+    assert_eq!(vms(), ["vm-1", "vm-2"], "{}", out.seen.join("\n"));
+
+    // Quit: the session ends, and nothing is left running.
+    writeln!(child.stdin.as_mut().unwrap(), "q").unwrap();
+    let tail = out.until("report: ", long, &mut child);
+    let status = child.wait().unwrap();
+    assert!(
+        tail.iter()
+            .any(|l| l.starts_with("dev: 4 build(s), 21 run(s)")),
+        "{}",
+        out.seen.join("\n")
+    );
+    assert_eq!(status.code(), Some(0), "{}", out.seen.join("\n"));
     assert!(common::qemus_mentioning(dir.path()).is_empty());
     // The session's record: a line per build, the results document.
     let jsonl = std::fs::read_to_string(run.join("session.jsonl")).unwrap();
-    assert_eq!(jsonl.lines().count(), 4, "{jsonl}");
+    assert_eq!(
+        jsonl.lines().count(),
+        5,
+        "a line per build and the rerun:\n{jsonl}"
+    );
     assert!(run.join("results.json").is_file());
     eprintln!("{}", out.seen.join("\n"));
 }

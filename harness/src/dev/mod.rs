@@ -164,6 +164,8 @@ pub struct Dev<'a> {
     baseline: Option<usize>,
     live: Option<Live<'a>>,
     reboots: usize,
+    /// Cells finished in the current VM.
+    cells_since_boot: usize,
     /// Scenario hashes already run in this VM.
     seen_in_vm: std::collections::HashSet<String>,
     log: std::fs::File,
@@ -202,6 +204,7 @@ impl<'a> Dev<'a> {
             baseline: None,
             live: None,
             reboots: 0,
+            cells_since_boot: 0,
             seen_in_vm: Default::default(),
             cell_runs: 0,
         })
@@ -339,6 +342,7 @@ impl<'a> Dev<'a> {
         let started = Instant::now();
         let live = Live::start(&first, &session)?;
         self.seen_in_vm.clear();
+        self.cells_since_boot = 0;
         self.live = Some(live);
         tracing::debug!("session started in {:?}", started.elapsed());
         Ok(())
@@ -472,21 +476,27 @@ impl<'a> Dev<'a> {
                 }
             }
         }
+        // Ready for the next save at once.
+        self.ensure_vm()?;
         Ok(lines)
     }
 
-    /// Runs build `b` on scenario `sc` once, in the session's VM (booted
-    /// again once if the last one ended).
-    fn run_cell(&mut self, b: usize, sc: usize) -> Result<CellLine> {
+    /// Boots the VM again if the session ended (a kernel crash, a cell
+    /// past its deadline), once per end: a VM that ends before any cell
+    /// of its own finished (the same crash again) is not booted a third
+    /// time, and that is an error.
+    fn ensure_vm(&mut self) -> Result<()> {
+        if crate::process::interrupted() {
+            return Ok(());
+        }
         if self.live.as_ref().is_some_and(|l| l.ended().is_some()) {
             let end = self.live.take().and_then(|l| l.finish().ok());
-            if self.reboots >= 1 {
+            let what = end.as_ref().map_or("?".into(), describe_end);
+            if self.cells_since_boot == 0 {
                 return Err(fail(
                     Failure::KernelCrash,
                     format!(
-                        "the VM ended again ({}) after the reboot; stopping\n  console: {}",
-                        end.as_ref()
-                            .map_or("?".into(), |e| format!("{:?}", e.outcome)),
+                        "the VM ended again ({what}) before a cell finished in it; stopping\n  console: {}",
                         end.as_ref()
                             .map_or(String::new(), |e| e.console_log.display().to_string())
                     ),
@@ -494,12 +504,17 @@ impl<'a> Dev<'a> {
             }
             self.reboots += 1;
             self.say(format!(
-                "dev: the VM ended ({}); booting it again, once",
-                end.as_ref()
-                    .map_or("?".into(), |e| format!("{:?}", e.outcome))
+                "dev: the VM ended ({what}); booting it again, once"
             ));
             self.start_vm()?;
         }
+        Ok(())
+    }
+
+    /// Runs build `b` on scenario `sc` once, in the session's VM (booted
+    /// again once if the last one ended).
+    fn run_cell(&mut self, b: usize, sc: usize) -> Result<CellLine> {
+        self.ensure_vm()?;
         let build = &self.builds[b];
         let built = build.built.as_ref().expect("a good build");
         let scenario = &self.scenarios[sc];
@@ -525,6 +540,9 @@ impl<'a> Dev<'a> {
         let started = Instant::now();
         let live = self.live.as_mut().expect("a session");
         let r = live.run(&planned)?;
+        if live.ended().is_none() {
+            self.cells_since_boot += 1;
+        }
         let wall = started.elapsed().as_secs_f64();
         let timing = live.timing();
         let ended = live.ended().is_some();
@@ -783,6 +801,23 @@ impl<'a> Dev<'a> {
         } else {
             0
         })
+    }
+}
+
+/// How a session ended, in a few words and the crash's line.
+fn describe_end(e: &crate::vm::SessionEnd) -> String {
+    use crate::vm::Outcome;
+    let crash = e
+        .crashes
+        .iter()
+        .find(|c| c.kind.is_fatal())
+        .map_or(String::new(), |c| format!(": {}", c.text));
+    match &e.outcome {
+        Outcome::KernelCrash => format!("the guest kernel crashed{crash}"),
+        Outcome::TimedOut { .. } => "stopped: a cell ran past its deadline".into(),
+        Outcome::Interrupted => "interrupted".into(),
+        Outcome::InfraFailure { reason } => reason.clone(),
+        Outcome::Exited { code } => format!("the guest side exited with status {code}"),
     }
 }
 
