@@ -915,6 +915,7 @@ pub fn edit_loop(
     scenario: &str,
     saves: usize,
     file: Option<&Path>,
+    tree: Option<&Path>,
 ) -> Result<i32> {
     let exe = std::env::current_exe()?;
     let stamp = std::time::SystemTime::now()
@@ -988,19 +989,19 @@ pub fn edit_loop(
 
     // dev.
     let out = root.join("dev");
-    let mut child = std::process::Command::new(&exe)
-        .arg("dev")
-        .arg(name)
-        .arg(scenario)
-        .args(kernel_arg)
-        .arg("--out")
+    let mut cmd = SupervisedCommand::new(&exe, Terminal::Detached);
+    cmd.arg("dev").arg(name).arg(scenario).args(kernel_arg);
+    if let Some(t) = tree {
+        cmd.arg("--tree").arg(t);
+    }
+    cmd.arg("--out")
         .arg(&out)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting scx-harness dev")?;
-    let lines = BufReader::new(child.stdout.take().context("dev's stdout")?).lines();
+        .stderr(Stdio::null());
+    // Supervised: an error below kills it, and its VM, on the way out.
+    let mut child = cmd.spawn("scx-harness dev")?;
+    let lines = BufReader::new(child.child_mut().stdout.take().context("dev's stdout")?).lines();
     let mut lines = lines.map_while(std::result::Result::ok);
     let mut wait_verdict = |n: usize| -> Result<()> {
         let at = format!("build {n}: ");
@@ -1034,9 +1035,12 @@ pub fn edit_loop(
     }
     {
         use std::io::Write;
-        let _ = writeln!(child.stdin.as_mut().context("dev's stdin")?, "q");
+        let _ = writeln!(
+            child.child_mut().stdin.as_mut().context("dev's stdin")?,
+            "q"
+        );
     }
-    let _ = child.wait();
+    child.wait(Some(Instant::now() + Duration::from_secs(120)))?;
     // The split, from dev's own record of each build.
     let jsonl = std::fs::read_to_string(out.join("session.jsonl"))?;
     for (line, save) in jsonl.lines().skip(1).zip(dev.iter_mut()) {
@@ -1044,8 +1048,7 @@ pub fn edit_loop(
         save.build = v["build_s"].as_f64().unwrap_or(0.0);
         if let Some(c) = v["cells"].as_array().and_then(|c| c.first()) {
             save.load = c["attach_ms"].as_f64().unwrap_or(0.0) / 1000.0;
-            save.judging = c["timing"]["judging"]["secs"].as_f64().unwrap_or(0.0)
-                + c["timing"]["judging"]["nanos"].as_f64().unwrap_or(0.0) / 1e9;
+            save.judging = c["timing"]["judging_s"].as_f64().unwrap_or(0.0);
         }
     }
     let stat = |xs: Vec<f64>| {

@@ -348,6 +348,16 @@ impl CompareReport {
     }
 }
 
+/// A comparison's 95% interval of the ratio as people read it,
+/// `[0.912, 1.034]`, or `-` when there were too few samples for one.
+pub fn interval(st: &crate::stats::Comparison) -> String {
+    if st.ci_low.is_finite() {
+        format!("[{:.3}, {:.3}]", st.ci_low, st.ci_high)
+    } else {
+        "-".into()
+    }
+}
+
 /// The comparison as a terminal table, a block per scenario.
 pub fn table(c: &CompareReport) -> String {
     let mut t = format!(
@@ -399,11 +409,7 @@ pub fn table(c: &CompareReport) -> String {
                 show(st.median_a),
                 show(st.median_b),
                 st.ratio,
-                if st.ci_low.is_finite() {
-                    format!("[{:.3}, {:.3}]", st.ci_low, st.ci_high)
-                } else {
-                    "-".into()
-                },
+                interval(st),
                 st.p_value,
                 st.verdict.label(),
                 if m.key { "" } else { " (not key)" }

@@ -231,6 +231,7 @@ impl Host {
             timeout,
             prepare: self.prepare.clone(),
             left_behind: self.left_behind.clone(),
+            stop: None,
         }
     }
 
@@ -706,9 +707,18 @@ pub struct AgentRun {
     timeout: Duration,
     prepare: Arc<Mutex<Option<Prepare>>>,
     left_behind: Arc<Mutex<Vec<String>>>,
+    /// Set by another thread to end the session now, as at its deadline.
+    stop: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl AgentRun {
+    /// Ends the session as at its deadline once `stop` is set (a serving
+    /// session's cell past its own deadline).
+    pub fn stop_on(mut self, stop: Arc<std::sync::atomic::AtomicBool>) -> AgentRun {
+        self.stop = Some(stop);
+        self
+    }
+
     /// Runs the agent to its end (or the deadline, or SIGINT/SIGTERM),
     /// copying the kernel's log lines to the console log as they come,
     /// then kills and removes the session's cgroup subtree, makes sure the
@@ -758,7 +768,11 @@ impl AgentRun {
                 child.kill();
                 break Outcome::Interrupted;
             }
-            if Instant::now() >= deadline {
+            let stopped = self
+                .stop
+                .as_ref()
+                .is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst));
+            if stopped || Instant::now() >= deadline {
                 child.kill();
                 break Outcome::TimedOut {
                     reached_guest: true,

@@ -55,10 +55,12 @@ pub enum Event<'a> {
     Cell(&'a CellResult),
 }
 
-/// How long one cell may take: the scenario once or twice, the scheduler's
-/// attach and detach, and the groups' exit.
+/// How long one cell may take: the scenario under the scheduler, under
+/// the fair class when it compares with it, and once more for an
+/// application scenario's warm-up; the scheduler's attach and detach, and
+/// the groups' exit.
 pub fn deadline(spec: &crate::agent::AgentSpec) -> Duration {
-    let passes = if spec.baseline { 2 } else { 1 };
+    let passes = 1 + u32::from(spec.baseline) + u32::from(spec.scenario.runs_applications());
     spec.scenario.duration * passes
         + Duration::from_millis(spec.scheduler.attach_timeout_ms)
         + spec
@@ -234,7 +236,9 @@ fn start(
                 Box::new(move || vm::run(&vm_spec).map(|v| SessionEnd::from(&v)))
             }
             Target::Host(h) => {
-                let run = h.agent_run(argv, shared.clone(), console_log.clone(), timeout);
+                let run = h
+                    .agent_run(argv, shared.clone(), console_log.clone(), timeout)
+                    .stop_on(stop.clone());
                 Box::new(move || run.run())
             }
         };
@@ -373,18 +377,22 @@ pub struct Live<'s> {
 /// (their modification times, on the host's clock).
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct CellTiming {
-    /// From the host queueing the cell to the guest starting it.
-    pub pickup: Duration,
-    /// From the guest starting the cell to its measurements written.
-    pub cell: Duration,
-    /// From the measurements written to the cell judged on the host.
-    pub judging: Duration,
+    /// From the host queueing the cell to the guest starting it, seconds.
+    pub pickup_s: f64,
+    /// From the guest starting the cell to its measurements written,
+    /// seconds.
+    pub cell_s: f64,
+    /// From the measurements written to the cell judged on the host,
+    /// seconds.
+    pub judging_s: f64,
 }
 
 impl<'s> Live<'s> {
-    /// Boots the session for cells like `first` (nothing runs yet). The
-    /// session's deadline is `session.timeout`, default a day.
-    pub fn start(first: &Planned, session: &Session<'s>) -> Result<Live<'s>> {
+    /// Boots the session for cells of `first`'s VM shape, with a scratch
+    /// disk when `scratch` (nothing runs yet). The session's deadline is
+    /// `session.timeout`, default a day; each cell has its own
+    /// ([`deadline`]).
+    pub fn start(first: &Planned, scratch: bool, session: &Session<'s>) -> Result<Live<'s>> {
         let mut s = Session {
             target: session.target,
             harness: session.harness,
@@ -392,7 +400,6 @@ impl<'s> Live<'s> {
             timeout: session.timeout,
         };
         s.timeout.get_or_insert(Duration::from_secs(24 * 3600));
-        let scratch = first.scenario.scenario.needs_scratch_disk();
         Ok(Live {
             running: start(first, &[], scratch, true, &s)?,
             target: session.target,
@@ -404,14 +411,34 @@ impl<'s> Live<'s> {
         })
     }
 
-    /// Whether `c` can run in this session (its VM shape and scratch disk).
-    pub fn fits(&self, c: &Planned) -> bool {
-        c.scenario.scenario.vm == self.shape
-            && (self.scratch || !c.scenario.scenario.needs_scratch_disk())
+    /// Why `c` cannot run in this session (another VM shape, or a scratch
+    /// disk the VM lacks), or `None`.
+    pub fn misfit(&self, c: &Planned) -> Option<String> {
+        let s = &c.scenario.scenario;
+        if matches!(self.target, Target::Host(_)) {
+            return None;
+        }
+        if s.vm != self.shape {
+            return Some(format!(
+                "{} needs a VM of another shape (`vm:`) than this session's",
+                s.name
+            ));
+        }
+        if s.needs_scratch_disk() && !self.scratch {
+            return Some(format!(
+                "{} needs a scratch disk (block_io), and this session's VM has none",
+                s.name
+            ));
+        }
+        None
     }
 
-    /// How the session ended, once it has.
-    pub fn ended(&self) -> Option<&SessionEnd> {
+    /// How the session ended, once it has (also between cells: a VM past
+    /// its deadline, a guest side that exited).
+    pub fn ended(&mut self) -> Option<&SessionEnd> {
+        if self.end.is_none() && self.running.finished.load(Ordering::SeqCst) {
+            self.end = self.running.join().ok();
+        }
         self.end.as_ref()
     }
 
@@ -427,14 +454,11 @@ impl<'s> Live<'s> {
     /// [`Live::ended`]. `Err` for a cell that does not [`Live::fits`] or a
     /// file that cannot be written.
     pub fn run(&mut self, c: &Planned) -> Result<CellResult> {
-        anyhow::ensure!(
-            self.fits(c),
-            "{} needs a VM of another shape than this session's",
-            c.id()
-        );
+        if let Some(why) = self.misfit(c) {
+            anyhow::bail!("{why}");
+        }
         let i = self.next;
-        self.next += 1;
-        if self.end.is_none() {
+        if self.ended().is_none() {
             let host = match self.target {
                 Target::Host(h) => Some(h.cpus(self.shape.cpus)),
                 Target::Vm { .. } => None,
@@ -443,19 +467,26 @@ impl<'s> Live<'s> {
                 id: c.id(),
                 spec: c.agent_spec(host.as_deref()),
             };
-            let deadline_at = std::time::Instant::now() + deadline(&cell.spec);
             let queue = self.running.queue.clone().expect("a serving session");
             if !queue.is_dir() {
-                self.wait_started()?;
+                // The boot has the minute `run_session` gives it.
+                self.wait_started(std::time::Instant::now() + Duration::from_secs(60));
                 std::fs::create_dir_all(&queue)
                     .with_context(|| format!("creating {}", queue.display()))?;
             }
+            let deadline_at = std::time::Instant::now() + deadline(&cell.spec);
             let file = protocol::queued_cell(&queue, i);
             write_atomic(&file, &serde_json::to_vec(&cell)?)?;
+            self.next += 1;
             let queued = std::time::SystemTime::now();
             self.timing = None;
             loop {
+                let stopped = self.running.stop.load(Ordering::SeqCst);
                 if let Some(r) = self.running.judge_ready(i, c, None) {
+                    if stopped {
+                        // Its result came as the VM was being stopped.
+                        self.end = Some(self.running.join()?);
+                    }
                     let dir = protocol::cell_dir(&self.running.shared, i);
                     let at = |name: &str| {
                         std::fs::metadata(dir.join(name))
@@ -463,12 +494,13 @@ impl<'s> Live<'s> {
                             .unwrap_or(queued)
                     };
                     let (started, output) = (at(protocol::STARTED), at(protocol::AGENT_OUTPUT));
-                    let since =
-                        |a: std::time::SystemTime, b| a.duration_since(b).unwrap_or_default();
+                    let since = |a: std::time::SystemTime, b| {
+                        a.duration_since(b).unwrap_or_default().as_secs_f64()
+                    };
                     self.timing = Some(CellTiming {
-                        pickup: since(started, queued),
-                        cell: since(output, started),
-                        judging: since(std::time::SystemTime::now(), output),
+                        pickup_s: since(started, queued),
+                        cell_s: since(output, started),
+                        judging_s: since(std::time::SystemTime::now(), output),
                     });
                     return Ok(r);
                 }
@@ -494,20 +526,30 @@ impl<'s> Live<'s> {
             std::slice::from_ref(c),
             &[reached],
         );
+        self.next = self.next.max(i + 1);
         self.running.judge_missing(i, c, end, why)
     }
 
+    /// Whether any cell started in this session (a session that ended
+    /// before one did never got going: a boot failure).
+    pub fn started_any(&self) -> bool {
+        self.running.reached(0)
+    }
+
     /// Waits until a VM's guest command has started (its shared directory
-    /// is then the one it keeps), or the session ended.
-    fn wait_started(&self) -> Result<()> {
+    /// is then the one it keeps), or the session ended; past `by`, the VM
+    /// is stopped.
+    fn wait_started(&self, by: std::time::Instant) {
         if matches!(self.target, Target::Host(_)) {
-            return Ok(());
+            return;
         }
         let started = self.running.shared.join(protocol::STARTED);
         while !started.exists() && !self.running.finished.load(Ordering::SeqCst) {
+            if std::time::Instant::now() >= by {
+                self.running.stop.store(true, Ordering::SeqCst);
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(())
     }
 
     /// Asks the guest side to end after its current cell and waits for the
@@ -517,9 +559,18 @@ impl<'s> Live<'s> {
             return Ok(end);
         }
         let queue = self.running.queue.clone().expect("a serving session");
-        self.wait_started()?;
+        self.wait_started(std::time::Instant::now() + Duration::from_secs(60));
         std::fs::create_dir_all(&queue)?;
         write_atomic(&protocol::quit_file(&queue), b"")?;
+        // The guest ends after the cell it may be running; a session that
+        // does not end within a minute of that is stopped.
+        let by = std::time::Instant::now() + Duration::from_secs(60);
+        while !self.running.finished.load(Ordering::SeqCst) {
+            if std::time::Instant::now() >= by {
+                self.running.stop.store(true, Ordering::SeqCst);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         self.running.join()
     }
 }

@@ -59,13 +59,8 @@ pub struct CompareArgs {
     /// The most runs per side `--runs auto` takes.
     #[arg(long, default_value_t = 30)]
     pub max_runs: usize,
-    /// Significance level of the Mann-Whitney test and the bootstrap
-    /// interval (1 - confidence).
-    #[arg(long, default_value_t = 0.05)]
-    pub alpha: f64,
-    /// Changes smaller than this fraction are never a verdict (0.05: 5%).
-    #[arg(long, default_value_t = 0.05)]
-    pub noise: f64,
+    #[command(flatten)]
+    pub stats: StatsOpts,
     /// Where the run directory goes (default: ./scx-runs/compare-TIMESTAMP).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -79,6 +74,43 @@ pub struct CompareArgs {
     /// Scenario files or bundled scenario names.
     #[arg(required = true)]
     pub scenarios: Vec<String>,
+}
+
+/// How a difference is judged (`compare`, `dev`).
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct StatsOpts {
+    /// Significance level of the Mann-Whitney test and the bootstrap
+    /// interval (1 - confidence).
+    #[arg(long, default_value_t = 0.05)]
+    pub alpha: f64,
+    /// Changes smaller than this fraction are never a verdict (0.05: 5%).
+    #[arg(long, default_value_t = 0.05)]
+    pub noise: f64,
+}
+
+impl StatsOpts {
+    /// Refuses an alpha outside (0, 0.5) or a noise outside [0, 1).
+    pub fn check(&self) -> Result<()> {
+        if !(0.0 < self.alpha && self.alpha < 0.5) {
+            return Err(fail(
+                Failure::BadInput,
+                format!(
+                    "--alpha {} is outside (0, 0.5)\n  fix: e.g. --alpha 0.05",
+                    self.alpha
+                ),
+            ));
+        }
+        if !(0.0..1.0).contains(&self.noise) {
+            return Err(fail(
+                Failure::BadInput,
+                format!(
+                    "--noise {} is outside [0, 1)\n  fix: e.g. --noise 0.05",
+                    self.noise
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// "scx_fault --delay-ms 5" -> ("scx_fault", ["--delay-ms", "5"]).
@@ -117,24 +149,7 @@ fn round_order(first_run: usize, runs: usize, scenarios: usize) -> Vec<(usize, u
 }
 
 pub fn run(args: CompareArgs) -> Result<i32> {
-    if !(0.0 < args.alpha && args.alpha < 0.5) {
-        return Err(fail(
-            Failure::BadInput,
-            format!(
-                "--alpha {} is outside (0, 0.5)\n  fix: e.g. --alpha 0.05",
-                args.alpha
-            ),
-        ));
-    }
-    if !(0.0..1.0).contains(&args.noise) {
-        return Err(fail(
-            Failure::BadInput,
-            format!(
-                "--noise {} is outside [0, 1)\n  fix: e.g. --noise 0.05",
-                args.noise
-            ),
-        ));
-    }
+    args.stats.check()?;
     args.target.check()?;
     let on_host = args.target.target == TargetKind::Host;
     if on_host && (args.baseline_kernel.is_some() || args.candidate_kernel.is_some()) {
@@ -329,8 +344,14 @@ pub fn run(args: CompareArgs) -> Result<i32> {
                 let unsettled: Vec<String> = report
                     .scenarios
                     .iter()
-                    .filter(|s| !s.settled(args.noise))
-                    .map(|s| format!("{}: {}", s.scenario, s.unsettled(args.noise).join(", ")))
+                    .filter(|s| !s.settled(args.stats.noise))
+                    .map(|s| {
+                        format!(
+                            "{}: {}",
+                            s.scenario,
+                            s.unsettled(args.stats.noise).join(", ")
+                        )
+                    })
                     .collect();
                 if unsettled.is_empty() {
                     stopped = format!(
@@ -398,15 +419,15 @@ fn summarise(
         .map(|sc| {
             let a: Vec<&CellResult> = results[0][sc].iter().collect();
             let b: Vec<&CellResult> = results[1][sc].iter().collect();
-            compare::compare_scenario(&a, &b, args.alpha, args.noise)
+            compare::compare_scenario(&a, &b, args.stats.alpha, args.stats.noise)
         })
         .collect();
     CompareReport {
         schema: compare::SCHEMA.into(),
         baseline: sides[0].variant.clone(),
         candidate: sides[1].variant.clone(),
-        alpha: args.alpha,
-        noise: args.noise,
+        alpha: args.stats.alpha,
+        noise: args.stats.noise,
         runs: match args.runs {
             Runs::Fixed(n) => format!("fixed {n}"),
             Runs::Auto => format!("auto (max {})", args.max_runs),

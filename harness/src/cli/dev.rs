@@ -36,12 +36,8 @@ pub struct DevArgs {
     /// run of the previous build, for a delta with statistics.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub runs: u32,
-    /// Significance level of the deltas' tests (as `compare`).
-    #[arg(long, default_value_t = 0.05)]
-    pub alpha: f64,
-    /// Changes smaller than this fraction are never a verdict.
-    #[arg(long, default_value_t = 0.05)]
-    pub noise: f64,
+    #[command(flatten)]
+    pub stats: super::compare::StatsOpts,
     /// End after this many builds (failed ones included), e.g. in scripts;
     /// default: until `q`, end of watching, or SIGINT.
     #[arg(long, value_name = "N")]
@@ -61,6 +57,19 @@ pub struct DevArgs {
 
 pub fn run(args: DevArgs) -> Result<i32> {
     args.target.check()?;
+    args.stats.check()?;
+    if args.target.no_build {
+        return Err(fail(
+            Failure::BadInput,
+            "dev builds the scheduler on every save; --no-build does not apply\n  fix: drop --no-build",
+        ));
+    }
+    if args.vm.timeout.is_some() {
+        return Err(fail(
+            Failure::BadInput,
+            "dev keeps its VM for as long as it runs (each cell has its own deadline); --timeout does not apply\n  fix: drop --timeout",
+        ));
+    }
     let on_host = args.target.target == TargetKind::Host;
     let registry = args.registry.load()?;
     let names = if args.scenarios.is_empty() {
@@ -132,7 +141,7 @@ pub fn run(args: DevArgs) -> Result<i32> {
         },
         harness: &harness,
         dir: dir.join(crate::report::SESSIONS_DIR),
-        timeout: args.vm.timeout,
+        timeout: None,
     };
     let (tx, rx) = std::sync::mpsc::channel::<Input>();
     let relevant = {
@@ -150,8 +159,8 @@ pub fn run(args: DevArgs) -> Result<i32> {
         dir.clone(),
         Options {
             runs: args.runs as usize,
-            alpha: args.alpha,
-            noise: args.noise,
+            alpha: args.stats.alpha,
+            noise: args.stats.noise,
             max_builds: args.max_builds,
         },
     )?;
@@ -165,6 +174,9 @@ pub fn run(args: DevArgs) -> Result<i32> {
             let id = super::history::record_or_explain(db, &dir, &results)?;
             println!("recorded as run {id} in {}", db.display());
         }
+    }
+    if let Some(h) = &host {
+        h.check_left_nothing()?;
     }
     code
 }

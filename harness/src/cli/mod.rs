@@ -807,6 +807,7 @@ pub fn bench_dev(args: BenchDevArgs) -> Result<i32> {
         &args.scenario,
         args.saves.max(2),
         args.file.as_deref(),
+        args.tree.as_deref(),
     )
 }
 

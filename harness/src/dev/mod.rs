@@ -6,8 +6,9 @@
 //! verdict per run and each key metric's change against the previous build
 //! and against the baseline build (the session's first, or the one marked)
 //! by `compare`'s statistics. A build that fails shows the compiler's
-//! lines and keeps the VM and the last good build; a session the guest
-//! kernel ends is booted again once.
+//! lines and keeps the VM and the last good build; a VM that ends (a
+//! kernel crash, a cell past its deadline) is booted again, one whose
+//! boot failed is not.
 //!
 //! Each build is `RUN/builds/N/` (the build's log and snapshot, a
 //! directory per cell run); `RUN/session.log` is what was printed and
@@ -164,8 +165,6 @@ pub struct Dev<'a> {
     baseline: Option<usize>,
     live: Option<Live<'a>>,
     reboots: usize,
-    /// Cells finished in the current VM.
-    cells_since_boot: usize,
     /// Scenario hashes already run in this VM.
     seen_in_vm: std::collections::HashSet<String>,
     log: std::fs::File,
@@ -204,7 +203,6 @@ impl<'a> Dev<'a> {
             baseline: None,
             live: None,
             reboots: 0,
-            cells_since_boot: 0,
             seen_in_vm: Default::default(),
             cell_runs: 0,
         })
@@ -227,8 +225,8 @@ impl<'a> Dev<'a> {
             .collect()
     }
 
-    /// Runs the loop until `quit`, `max_builds`, an interrupt, or a
-    /// second session end in a row. Returns the exit code: 0, or 1 when
+    /// Runs the loop until `quit`, `max_builds`, an interrupt, or a VM
+    /// that ended before it started a cell. Returns the exit code: 0, or 1 when
     /// the last build failed to build or failed a check.
     pub fn run(&mut self, inputs: &Receiver<Input>) -> Result<i32> {
         self.say(format!(
@@ -255,24 +253,24 @@ impl<'a> Dev<'a> {
         self.say(format!("dev: {COMMANDS}"));
         self.start_vm()?;
         self.build_and_run(Vec::new())?;
-        let mut closed = false;
+        // Commands typed while a save settled, handled after its build.
+        let mut pending: std::collections::VecDeque<Input> = Default::default();
         loop {
             if self.done() {
                 break;
             }
-            let input = match inputs.recv_timeout(Duration::from_millis(200)) {
-                Ok(i) => i,
-                Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => break,
+            let input = match pending.pop_front() {
+                Some(i) => i,
+                None => match inputs.recv_timeout(Duration::from_millis(200)) {
+                    Ok(i) => i,
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
             };
             match input {
                 Input::Changed(p) => {
-                    let changed = self.settle(inputs, vec![p], &mut closed);
-                    if let Some(changed) = changed {
-                        self.build_and_run(changed)?;
-                    } else {
-                        break;
-                    }
+                    let changed = self.settle(inputs, vec![p], &mut pending);
+                    self.build_and_run(changed)?;
                 }
                 Input::Command(Command::Quit) => break,
                 Input::Command(Command::Help) => self.say(COMMANDS),
@@ -280,12 +278,7 @@ impl<'a> Dev<'a> {
                 Input::Command(Command::Baseline) => self.mark_baseline(),
                 Input::Command(Command::Scenario(s)) => self.switch(&s),
                 Input::Bad(why) => self.say(format!("dev: {why}")),
-                Input::Closed => {
-                    if !closed {
-                        closed = true;
-                        tracing::debug!("standard input ended; watching on");
-                    }
-                }
+                Input::Closed => tracing::debug!("standard input ended; watching on"),
             }
         }
         self.stop()
@@ -297,30 +290,24 @@ impl<'a> Dev<'a> {
     }
 
     /// Waits until the sources have been quiet for 100 ms (one save is a
-    /// burst of events), collecting the changed paths; `None` if a quit
-    /// came meanwhile.
+    /// burst of events), collecting the changed paths; anything else that
+    /// comes meanwhile goes to `pending`, for after the build.
     fn settle(
         &mut self,
         inputs: &Receiver<Input>,
         mut changed: Vec<PathBuf>,
-        closed: &mut bool,
-    ) -> Option<Vec<String>> {
-        loop {
-            match inputs.recv_timeout(Duration::from_millis(100)) {
-                Ok(Input::Changed(p)) => changed.push(p),
-                Ok(Input::Command(Command::Quit)) => return None,
-                Ok(Input::Closed) => *closed = true,
-                Ok(Input::Command(c)) => {
-                    self.say(format!("dev: {c:?} after this build"));
-                }
-                Ok(Input::Bad(why)) => self.say(format!("dev: {why}")),
-                Err(_) => break,
+        pending: &mut std::collections::VecDeque<Input>,
+    ) -> Vec<String> {
+        while let Ok(i) = inputs.recv_timeout(Duration::from_millis(100)) {
+            match i {
+                Input::Changed(p) => changed.push(p),
+                other => pending.push_back(other),
             }
         }
         let mut names: Vec<String> = changed.iter().map(|p| p.display().to_string()).collect();
         names.sort();
         names.dedup();
-        Some(names)
+        names
     }
 
     fn scenario_names(&self) -> Vec<String> {
@@ -340,9 +327,12 @@ impl<'a> Dev<'a> {
             timeout: self.session.timeout,
         };
         let started = Instant::now();
-        let live = Live::start(&first, &session)?;
+        let scratch = self
+            .scenarios
+            .iter()
+            .any(|s| s.scenario.needs_scratch_disk());
+        let live = Live::start(&first, scratch, &session)?;
         self.seen_in_vm.clear();
-        self.cells_since_boot = 0;
         self.live = Some(live);
         tracing::debug!("session started in {:?}", started.elapsed());
         Ok(())
@@ -482,37 +472,43 @@ impl<'a> Dev<'a> {
     }
 
     /// Boots the VM again if the session ended (a kernel crash, a cell
-    /// past its deadline), once per end: a VM that ends before any cell
-    /// of its own finished (the same crash again) is not booted a third
-    /// time, and that is an error.
+    /// past its deadline). A VM that ended before any cell started in it
+    /// (its boot failed) is not booted again: that is an error, of the
+    /// class of how it ended.
     fn ensure_vm(&mut self) -> Result<()> {
         if crate::process::interrupted() {
             return Ok(());
         }
-        if self.live.as_ref().is_some_and(|l| l.ended().is_some()) {
-            let end = self.live.take().and_then(|l| l.finish().ok());
+        if self.live.as_mut().is_some_and(|l| l.ended().is_some()) {
+            let live = self.live.take().expect("a session");
+            let got_going = live.started_any();
+            let end = live.finish().ok();
             let what = end.as_ref().map_or("?".into(), describe_end);
-            if self.cells_since_boot == 0 {
+            // A VM that never started a cell (its boot failed) is not
+            // booted again and again.
+            if !got_going {
+                let class = match end.as_ref().map(|e| &e.outcome) {
+                    Some(crate::vm::Outcome::KernelCrash) => Failure::KernelCrash,
+                    _ => Failure::Infrastructure,
+                };
                 return Err(fail(
-                    Failure::KernelCrash,
+                    class,
                     format!(
-                        "the VM ended again ({what}) before a cell finished in it; stopping\n  console: {}",
+                        "the VM ended ({what}) before any cell started in it; stopping\n  console: {}",
                         end.as_ref()
                             .map_or(String::new(), |e| e.console_log.display().to_string())
                     ),
                 ));
             }
             self.reboots += 1;
-            self.say(format!(
-                "dev: the VM ended ({what}); booting it again, once"
-            ));
+            self.say(format!("dev: the VM ended ({what}); booting it again"));
             self.start_vm()?;
         }
         Ok(())
     }
 
     /// Runs build `b` on scenario `sc` once, in the session's VM (booted
-    /// again once if the last one ended).
+    /// again if the last one ended).
     fn run_cell(&mut self, b: usize, sc: usize) -> Result<CellLine> {
         self.ensure_vm()?;
         let build = &self.builds[b];
@@ -540,9 +536,6 @@ impl<'a> Dev<'a> {
         let started = Instant::now();
         let live = self.live.as_mut().expect("a session");
         let r = live.run(&planned)?;
-        if live.ended().is_none() {
-            self.cells_since_boot += 1;
-        }
         let wall = started.elapsed().as_secs_f64();
         let timing = live.timing();
         let ended = live.ended().is_some();
@@ -577,9 +570,9 @@ impl<'a> Dev<'a> {
             line.scenario,
             r.verdict.label(),
             attach_ms.map_or("-".into(), |m| format!("{:.2} s", m as f64 / 1000.0)),
-            timing.map_or("-".into(), |t| format!("{:.2} s", t.judging.as_secs_f64())),
+            timing.map_or("-".into(), |t| format!("{:.2} s", t.judging_s)),
             (wall - own - attach_ms.unwrap_or(0) as f64 / 1000.0
-                - timing.map_or(0.0, |t| t.judging.as_secs_f64()))
+                - timing.map_or(0.0, |t| t.judging_s))
             .max(0.0),
             if r.verdict == CellVerdict::Pass {
                 String::new()
@@ -653,11 +646,7 @@ impl<'a> Dev<'a> {
                         show(st.median_a),
                         show(st.median_b),
                         st.ratio,
-                        if st.ci_low.is_finite() {
-                            format!("[{:.3}, {:.3}]", st.ci_low, st.ci_high)
-                        } else {
-                            "-".into()
-                        },
+                        crate::compare::interval(st),
                         st.p_value,
                         st.verdict.label()
                     ));
@@ -722,17 +711,16 @@ impl<'a> Dev<'a> {
                 return;
             }
         };
-        let fits = self.live.as_ref().is_none_or(|l| {
+        let misfit = self.live.as_ref().and_then(|l| {
             let p = Planned {
                 scenario: &loaded,
                 ..self.planned_placeholder()
             };
-            l.fits(&p)
+            l.misfit(&p)
         });
-        if !fits {
+        if let Some(why) = misfit {
             self.say(format!(
-                "dev: {} needs a VM of another shape (vm: in the scenario) than this session's\n  fix: quit and start `dev` with it",
-                loaded.scenario.name
+                "dev: {why}\n  fix: quit and start `dev` with it among its scenarios"
             ));
             return;
         }

@@ -19,6 +19,10 @@ use crate::progress::Progress;
 use crate::scheduler::build::{Artifact, Built};
 use crate::scheduler::registry::{Def, Kind, Source};
 
+/// Directories that hold build products or a VCS's files, never sources:
+/// not watched, and a change under them is not a save.
+pub const NOT_SOURCES: &[&str] = &["target", "build", ".git", ".output"];
+
 /// How a build is made.
 #[derive(Debug, Clone)]
 pub enum Recipe {
@@ -142,7 +146,7 @@ impl DevSource {
                     Recipe::Cargo {
                         manifest: root.join("Cargo.toml"),
                         package: pkg.clone(),
-                        profile: if cfg!(debug_assertions) { "dev" } else { "release" }.into(),
+                        profile: crate::scheduler::build::profile().0.into(),
                     },
                     vec![root.join("schedulers").join(pkg), root.join("schedulers/common")],
                 ),
@@ -203,11 +207,17 @@ impl DevSource {
     /// (`.c`, `.h`, `.rs`, `.toml`, `build.rs`...), not a build product, a
     /// VCS file or an editor's swap or backup file.
     pub fn relevant(&self, path: &Path) -> bool {
-        if path.components().any(|c| {
-            matches!(
-                c.as_os_str().to_str(),
-                Some("target" | "build" | ".git" | ".output")
-            )
+        // Only the part below the watched directory counts (a tree may
+        // itself sit under a directory named `build`).
+        let below = self
+            .watch
+            .iter()
+            .find_map(|w| path.strip_prefix(w).ok())
+            .unwrap_or(path);
+        if below.components().any(|c| {
+            c.as_os_str()
+                .to_str()
+                .is_some_and(|n| NOT_SOURCES.contains(&n))
         }) {
             return false;
         }
@@ -263,7 +273,9 @@ impl DevSource {
                 profile,
             } => self.cargo(manifest, package, profile, out, &log, progress),
             Recipe::BpfC { file } => self.bpf_c(file, out, &log, kernel, cache, progress),
-            Recipe::KernelExample { dir, name } => self.make(dir, name, out, &log, progress),
+            Recipe::KernelExample { dir, name } => {
+                self.make(dir, name, out, &log, kernel, cache, progress)
+            }
         };
         result.map_err(|e| failed(e, &log))
     }
@@ -339,14 +351,30 @@ impl DevSource {
         Ok(self.built(Artifact::Object(obj.clone()), &obj))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn make(
         &self,
         dir: &Path,
         name: &str,
         out: &Path,
         log: &Path,
+        kernel: Option<&Entry>,
+        cache: &Cache,
         progress: &mut Progress,
     ) -> Result<Built> {
+        // A cached kernel's tree: its examples are cached from the tree as
+        // it was (before any edit), and `make` waits for any other build
+        // of them.
+        let tree = dir.parent().and_then(Path::parent).unwrap_or(dir);
+        if let Some(entry) =
+            kernel.filter(|e| crate::kernel::source_tree(e, cache).is_ok_and(|t| t == tree))
+        {
+            crate::scheduler::kernel_examples::build(cache, entry, progress)?;
+        }
+        let _lock = crate::kernel::lock(
+            &cache.locks_dir(),
+            &crate::kernel::tree_lock_name("examples", tree),
+        )?;
         let mut file = std::fs::File::create(log)?;
         let mut make = SupervisedCommand::new("make", Terminal::Detached);
         make.arg("-C")
@@ -390,6 +418,9 @@ pub fn diagnostics(output: &str) -> Vec<String> {
     let lines: Vec<&str> = output.lines().collect();
     let mut found = Vec::new();
     for (i, l) in lines.iter().enumerate() {
+        // cargo indents a build script's output (a Rust scheduler's BPF
+        // compile) and run_logged's summary indents too.
+        let l = l.trim_start();
         if c_error.is_match(l) {
             found.push(l.to_string());
         } else if let Some(c) = rust_error.captures(l) {
@@ -438,6 +469,11 @@ make: *** [Makefile:1: all] Error 2
             ]
         );
         assert!(diagnostics("all good\n").is_empty());
+        // A build script's stderr, as cargo shows it.
+        assert_eq!(
+            diagnostics("  warning: x\n  src/bpf/main.bpf.c:3:1: error: expected ';'\n"),
+            vec!["src/bpf/main.bpf.c:3:1: error: expected ';'".to_string()]
+        );
     }
 
     #[test]
@@ -457,6 +493,13 @@ make: *** [Makefile:1: all] Error 2
         assert!(!s.relevant(Path::new("/w/src/.main.rs.swp")));
         assert!(!s.relevant(Path::new("/w/src/main.rs~")));
         assert!(!s.relevant(Path::new("/w/src/4913")));
+        // A tree under a directory named `build` still counts.
+        let under = DevSource {
+            watch: vec!["/home/me/build/linux".into()],
+            ..s.clone()
+        };
+        assert!(under.relevant(Path::new("/home/me/build/linux/src/main.rs")));
+        assert!(!under.relevant(Path::new("/home/me/build/linux/build/x.c")));
         let b = DevSource {
             recipe: Recipe::BpfC {
                 file: "/w/a.bpf.c".into(),

@@ -187,7 +187,7 @@ fn artifact_of(kind: Kind, p: PathBuf) -> Artifact {
 
 /// The cargo profile the harness was built with: scheduler binaries come
 /// from the same build, so tests do not compile everything twice.
-fn profile() -> (&'static str, &'static str) {
+pub(crate) fn profile() -> (&'static str, &'static str) {
     if cfg!(debug_assertions) {
         ("dev", "debug")
     } else {
