@@ -1,4 +1,4 @@
-//! `scx-harness schedulers ...` on bad input: one clear error, the right
+//! `scx-harness schedulers ...` and `dev` on bad input: one clear error, the right
 //! exit code, and no VM booted (the kernel given is a fake bzImage that
 //! could not boot anyway).
 
@@ -147,4 +147,42 @@ fn list_shows_every_scheduler_with_source_and_status() {
     }
     assert!(out.contains("crates.io scx_bpfland"), "{out}");
     assert!(out.contains("[fixture]"), "{out}");
+}
+
+/// `dev` refuses what it cannot edit, build or watch before it boots,
+/// each with one error that says what to do.
+#[test]
+fn dev_refuses_what_it_cannot_rebuild_before_booting() {
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = fake_bzimage(dir.path());
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let cases: [(&[&str], &str); 5] = [
+        (&["dev", "scx_nope"], "unknown scheduler \"scx_nope\""),
+        (
+            &["dev", "default"],
+            "the fair class: there is nothing to build",
+        ),
+        (&["dev", "scx_bpfland"], "fix: check out its sources"),
+        (
+            &["dev", "scx_vtime", "--no-build"],
+            "--no-build does not apply",
+        ),
+        (
+            &["dev", "my_sched", "--tree"],
+            "no Cargo.toml, no my_sched.bpf.c",
+        ),
+    ];
+    for (args, expect) in cases {
+        let mut cmd = harness(dir.path());
+        cmd.args(args);
+        if args.last() == Some(&"--tree") {
+            cmd.arg(&empty);
+        }
+        let (code, _, err) = run(cmd.arg("--kernel").arg(&kernel));
+        assert_eq!(code, BAD_INPUT, "{args:?}: {err}");
+        assert!(err.contains(expect), "{args:?}: {err}");
+        assert_eq!(err.matches("error:").count(), 1, "{args:?}: {err}");
+    }
+    assert!(common::qemus_mentioning(dir.path()).is_empty());
 }
