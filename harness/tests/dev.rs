@@ -299,5 +299,21 @@ fn vm_dev_rebuilds_on_each_save_keeps_the_vm_and_calls_a_delay_worse() {
         "a line per build and the rerun:\n{jsonl}"
     );
     assert!(run.join("results.json").is_file());
+    // The session replayed as a compare of builds 2 and 4, nothing booted:
+    // the delay is worse there too.
+    let (code, table, err) = common::run(
+        std::process::Command::new(env!("CARGO_BIN_EXE_scx-harness"))
+            .args(["dev", "--replay"])
+            .arg(&run)
+            .args(["--baseline-build", "2", "--candidate-build", "4"]),
+    );
+    assert_eq!(code, Some(1), "a worse candidate exits 1:\n{table}\n{err}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.trim_start().starts_with("run_delay.nappers.p50") && l.contains("WORSE")),
+        "{table}"
+    );
+    assert!(run.join("replay-2-4.json").is_file());
     eprintln!("{}", out.seen.join("\n"));
 }

@@ -23,7 +23,8 @@ pub struct DevArgs {
     pub registry: super::schedulers::RegistryOpt,
     /// The scheduler: a registry name (its sources are watched), or any
     /// name with --tree.
-    pub scheduler: String,
+    #[arg(required_unless_present = "replay")]
+    pub scheduler: Option<String>,
     /// Scenario files or bundled names (default: idle-baseline). All must
     /// have one VM shape.
     pub scenarios: Vec<String>,
@@ -49,13 +50,64 @@ pub struct DevArgs {
     /// ends.
     #[arg(long, value_name = "DB")]
     pub record: Option<PathBuf>,
+    /// Replay a finished session (its directory) as a `compare` of two of
+    /// its builds, without booting: --baseline-build against
+    /// --candidate-build (default: its first and last builds that ran).
+    #[arg(long, value_name = "SESSION_DIR")]
+    pub replay: Option<PathBuf>,
+    /// With --replay: the baseline build's number.
+    #[arg(long, value_name = "N", requires = "replay")]
+    pub baseline_build: Option<usize>,
+    /// With --replay: the candidate build's number.
+    #[arg(long, value_name = "N", requires = "replay")]
+    pub candidate_build: Option<usize>,
     #[command(flatten)]
     pub vm: VmOpts,
     #[command(flatten)]
     pub target: TargetOpts,
 }
 
+/// `dev --replay`: the comparison table, `compare.json`-shaped JSON beside
+/// the session (`replay-A-B.json`), exit 1 when the candidate is worse on
+/// a key metric or failed.
+fn replay(args: &DevArgs, dir: &std::path::Path) -> Result<i32> {
+    args.stats.check()?;
+    let report = dev::replay(
+        dir,
+        args.baseline_build,
+        args.candidate_build,
+        args.stats.alpha,
+        args.stats.noise,
+    )?;
+    print!("{}", crate::compare::table(&report));
+    let name = format!(
+        "replay-{}-{}.json",
+        report
+            .baseline
+            .label
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("a"),
+        report
+            .candidate
+            .label
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("b")
+    );
+    crate::kernel::cache::write_atomic(&dir.join(&name), &serde_json::to_vec_pretty(&report)?)?;
+    println!("comparison: {}", dir.join(name).display());
+    Ok(i32::from(report.regressed()))
+}
+
 pub fn run(args: DevArgs) -> Result<i32> {
+    if let Some(dir) = &args.replay {
+        return replay(&args, dir);
+    }
+    let name = args
+        .scheduler
+        .clone()
+        .expect("clap requires it without --replay");
     args.target.check()?;
     args.stats.check()?;
     if args.target.no_build {
@@ -101,13 +153,13 @@ pub fn run(args: DevArgs) -> Result<i32> {
         kernel_for(&args.vm)?
     };
     let registry = registry.for_kernel(kernel.name());
-    let def = registry.get(&args.scheduler).ok();
+    let def = registry.get(&name).ok();
     if def.is_none() && args.tree.is_none() {
-        registry.get(&args.scheduler)?;
+        registry.get(&name)?;
     }
     let source = DevSource::resolve(
         def,
-        &args.scheduler,
+        &name,
         args.tree.as_deref(),
         kernel.entry.as_ref(),
         &cache,

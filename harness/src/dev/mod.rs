@@ -866,3 +866,159 @@ mod tests {
             .contains("unexpected `now`"));
     }
 }
+
+/// The build a result of a `dev` session belongs to: its directory is
+/// `SESSION/builds/N/SCENARIO/RUN`.
+fn build_of(session: &Path, r: &CellResult) -> Option<usize> {
+    let rel = r.dir.strip_prefix(session).ok()?;
+    let mut parts = rel.components();
+    (parts.next()?.as_os_str() == "builds")
+        .then(|| parts.next()?.as_os_str().to_str()?.parse().ok())
+        .flatten()
+}
+
+/// A finished `dev` session replayed as a `compare`: every run of build
+/// `candidate` against every run of build `baseline` (default: the first
+/// and the last build that ran), per scenario, with `compare`'s
+/// statistics; nothing boots. Errors (bad input) name the session and the
+/// builds it has.
+pub fn replay(
+    session: &Path,
+    baseline: Option<usize>,
+    candidate: Option<usize>,
+    alpha: f64,
+    noise: f64,
+) -> Result<crate::compare::CompareReport> {
+    let session = std::fs::canonicalize(session).map_err(|e| {
+        fail(
+            Failure::BadInput,
+            format!(
+                "{}: {e}\n  fix: name the directory a `dev` session wrote",
+                session.display()
+            ),
+        )
+    })?;
+    let results = crate::report::load_run(&session)?;
+    let mut by_build: BTreeMap<usize, Vec<&CellResult>> = BTreeMap::new();
+    for r in &results {
+        if let Some(n) = build_of(&session, r) {
+            by_build.entry(n).or_default().push(r);
+        }
+    }
+    let have: Vec<String> = by_build.keys().map(|n| n.to_string()).collect();
+    let pick = |n: Option<usize>, default: Option<&usize>, flag: &str| -> Result<usize> {
+        let n = n.or(default.copied()).ok_or_else(|| {
+            fail(
+                Failure::BadInput,
+                format!(
+                    "{}: no build of this session ran a scenario\n  fix: name a `dev` session's directory",
+                    session.display()
+                ),
+            )
+        })?;
+        if !by_build.contains_key(&n) {
+            return Err(fail(
+                Failure::BadInput,
+                format!(
+                    "{}: build {n} ran no scenario (builds that did: {})\n  fix: {flag} one of them",
+                    session.display(),
+                    have.join(", ")
+                ),
+            ));
+        }
+        Ok(n)
+    };
+    let a = pick(baseline, by_build.keys().next(), "--baseline-build")?;
+    let b = pick(candidate, by_build.keys().next_back(), "--candidate-build")?;
+    let mut scenarios: Vec<&str> = by_build[&a]
+        .iter()
+        .map(|r| r.scenario.as_str())
+        .filter(|s| by_build[&b].iter().any(|r| r.scenario == *s))
+        .collect();
+    scenarios.sort();
+    scenarios.dedup();
+    let variant = |n: usize| {
+        let first = by_build[&n][0];
+        crate::compare::Variant {
+            label: format!("build {n} ({})", first.scheduler_version),
+            scheduler: first.scheduler.clone(),
+            args: first.scheduler_args.clone(),
+            kernel: first.kernel_id.clone(),
+        }
+    };
+    let runs = |n: usize, sc: &str| -> Vec<&CellResult> {
+        by_build[&n]
+            .iter()
+            .copied()
+            .filter(|r| r.scenario == sc)
+            .collect()
+    };
+    Ok(crate::compare::CompareReport {
+        schema: crate::compare::SCHEMA.into(),
+        baseline: variant(a),
+        candidate: variant(b),
+        alpha,
+        noise,
+        runs: "as the session ran them".into(),
+        stopped: format!("replayed from {}", session.display()),
+        scenarios: scenarios
+            .iter()
+            .map(|sc| crate::compare::compare_scenario(&runs(a, sc), &runs(b, sc), alpha, noise))
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod replay_tests {
+    use super::*;
+
+    /// A session directory with `delays[n]` ms runs for build n + 1.
+    fn session(dir: &Path, delays: &[&[u64]]) {
+        let mut all = Vec::new();
+        for (b, ds) in delays.iter().enumerate() {
+            for (k, d) in ds.iter().enumerate() {
+                let mut r = crate::compare::sample_result(*d, CellVerdict::Pass);
+                r.dir = dir
+                    .join("builds")
+                    .join((b + 1).to_string())
+                    .join(&r.scenario)
+                    .join(format!("{:03}", k + 1));
+                all.push(r);
+            }
+        }
+        crate::kernel::cache::write_atomic(
+            &dir.join("results.json"),
+            &serde_json::to_vec(&all).unwrap(),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_session_is_replayed_as_a_comparison_of_two_builds() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = std::fs::canonicalize(t.path()).unwrap();
+        session(&dir, &[&[1, 1, 1, 1], &[1, 1, 1, 1], &[5, 5, 5, 5]]);
+        let c = replay(&dir, None, None, 0.05, 0.05).unwrap();
+        assert!(
+            c.baseline.label.starts_with("build 1 "),
+            "{}",
+            c.baseline.label
+        );
+        assert!(
+            c.candidate.label.starts_with("build 3 "),
+            "{}",
+            c.candidate.label
+        );
+        assert_eq!(c.scenarios.len(), 1);
+        assert_eq!(c.scenarios[0].runs_candidate, 4);
+        assert!(c.regressed(), "{}", crate::compare::table(&c));
+        let same = replay(&dir, Some(1), Some(2), 0.05, 0.05).unwrap();
+        assert!(!same.regressed(), "{}", crate::compare::table(&same));
+        let e = replay(&dir, Some(7), None, 0.05, 0.05).unwrap_err();
+        assert_eq!(crate::classify(&e), Some(Failure::BadInput));
+        assert!(
+            format!("{e:#}").contains("builds that did: 1, 2, 3"),
+            "{e:#}"
+        );
+    }
+}
