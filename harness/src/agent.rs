@@ -934,19 +934,32 @@ fn start_ahead(dir: &Path, n: usize) {
         let Ok(stderr) = std::fs::File::create(&path) else {
             return;
         };
-        let mut cmd = Command::new(&exe);
-        crate::process::die_with_parent(&mut cmd);
-        let child = cmd
-            .args(["guest", "workload-group"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn();
-        match child {
+        match group_process(&exe, stderr, None) {
             Ok(c) => pool.push((c, path)),
             Err(e) => tracing::warn!("starting a group process ahead: {e}"),
         }
     }
+}
+
+/// Starts a group process (`guest workload-group`) of the harness binary
+/// `exe`, stdin and stdout piped to the agent, stderr to `stderr`, dying
+/// with the agent; `spec`: its `workload::GroupSpec` as JSON, or `None`
+/// for one started ahead, which reads it on stdin.
+fn group_process(
+    exe: &Path,
+    stderr: std::fs::File,
+    spec: Option<String>,
+) -> std::io::Result<Child> {
+    let mut cmd = Command::new(exe);
+    crate::process::die_with_parent(&mut cmd);
+    cmd.args(["guest", "workload-group"]);
+    if let Some(json) = spec {
+        cmd.arg("--spec-json").arg(json);
+    }
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
 }
 
 /// A group process started ahead for this cell (`dir`), given `spec`, its
@@ -1303,14 +1316,7 @@ fn run_pass(
             Some(c) => c,
             None => {
                 let stderr = std::fs::File::create(&stderr_path)?;
-                let mut cmd = Command::new(&exe);
-                crate::process::die_with_parent(&mut cmd);
-                cmd.args(["guest", "workload-group", "--spec-json"])
-                    .arg(serde_json::to_string(&gspec)?)
-                    .stdin(Stdio::piped())
-                    .stdout(Stdio::piped())
-                    .stderr(stderr)
-                    .spawn()
+                group_process(&exe, stderr, Some(serde_json::to_string(&gspec)?))
                     .with_context(|| format!("starting group {}", g.name))?
             }
         };

@@ -564,6 +564,17 @@ pub fn probe_summary(with: &[f64], without: &[f64]) -> String {
     out
 }
 
+/// A bench's own directory for the runs it keeps:
+/// `scx-runs/bench-NAME-UNIXTIME`, made.
+fn bench_dir(name: &str) -> Result<PathBuf> {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let root = PathBuf::from("scx-runs").join(format!("bench-{name}-{stamp}"));
+    std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+    Ok(root)
+}
+
 /// `scx-harness bench hotswap`: the same cells run with a VM per cell and
 /// hot-swapped in one VM, each as a whole `scx-harness run` (build checks,
 /// boots, cells, reports), alternating which goes first from round to
@@ -577,11 +588,7 @@ pub fn hotswap(
     host_in: Option<&Path>,
 ) -> Result<i32> {
     let exe = std::env::current_exe()?;
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let root = PathBuf::from("scx-runs").join(format!("bench-hotswap-{stamp}"));
-    std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+    let root = bench_dir("hotswap")?;
     let names = ["vm-per-cell", "hot-swap", "host"];
     let modes = if host_in.is_some() { 3 } else { 2 };
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); modes];
@@ -874,18 +881,13 @@ fn file_to_edit(src: &crate::dev::source::DevSource, file: Option<&Path>) -> Res
         Recipe::BpfC { file } => file.clone(),
         Recipe::KernelExample { dir, name } => dir.join(format!("{name}.bpf.c")),
         Recipe::Cargo { .. } => {
-            let mut found: Vec<PathBuf> = Vec::new();
-            let mut dirs = vec![src.watch[0].clone()];
-            while let Some(d) = dirs.pop() {
-                for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-                    let p = e.path();
-                    if p.is_dir() && p.file_name().is_some_and(|n| n != "target") {
-                        dirs.push(p);
-                    } else if p.to_string_lossy().ends_with(".bpf.c") {
-                        found.push(p);
-                    }
-                }
-            }
+            // The first BPF source among the directories dev watches.
+            let mut found: Vec<PathBuf> = crate::dev::watch::source_dirs(&src.watch[0])
+                .iter()
+                .flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten())
+                .map(|e| e.path())
+                .filter(|p| p.to_string_lossy().ends_with(".bpf.c"))
+                .collect();
             found.sort();
             found.into_iter().next().with_context(|| {
                 format!(
@@ -918,13 +920,7 @@ pub fn edit_loop(
     tree: Option<&Path>,
 ) -> Result<i32> {
     let exe = std::env::current_exe()?;
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let root = std::fs::canonicalize(".")?
-        .join("scx-runs")
-        .join(format!("bench-dev-{stamp}"));
-    std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+    let root = std::fs::canonicalize(bench_dir("dev")?)?;
     let loaded = crate::scenario::resolve(scenario)?;
     let own = loaded.scenario.duration.as_secs_f64();
     let path = file_to_edit(src, file)?;

@@ -34,6 +34,21 @@ pub enum Target<'a> {
     Host(&'a crate::host::Host),
 }
 
+impl<'a> Target<'a> {
+    /// The machine itself when the host preflight gave `host`, else a VM
+    /// of `kernel` with `accel`.
+    pub fn of(
+        host: Option<&'a crate::host::Host>,
+        kernel: &'a Path,
+        accel: vm::AccelChoice,
+    ) -> Target<'a> {
+        match host {
+            Some(h) => Target::Host(h),
+            None => Target::Vm { kernel, accel },
+        }
+    }
+}
+
 /// One session: a VM boot, or one agent on the host, running some cells
 /// one after the other (schedulers hot-swapped between them).
 pub struct Session<'a> {
@@ -150,16 +165,15 @@ struct Running {
 }
 
 /// Writes the batch (`cells`, or none for a serving session) and starts
-/// the session's guest side in a VM of `first`'s shape (with a scratch disk
-/// when `scratch`), or on the host.
+/// the session's guest side in a VM of `shape` (with a scratch disk when
+/// `scratch`), or on the host.
 fn start(
-    first: &Planned,
+    shape: &crate::scenario::VmShape,
     cells: &[Planned],
     scratch: bool,
     serve: bool,
     session: &Session,
 ) -> Result<Running> {
-    let shape = &first.scenario.scenario.vm;
     let host = match session.target {
         Target::Host(h) => Some(h),
         Target::Vm { .. } => None,
@@ -296,6 +310,17 @@ impl Running {
         Ok(r)
     }
 
+    /// Polls every 20 ms until `done()` or the session's end; past `by`,
+    /// the session is stopped (and so ends).
+    fn wait_until(&self, by: std::time::Instant, mut done: impl FnMut() -> bool) {
+        while !done() && !self.finished.load(Ordering::SeqCst) {
+            if std::time::Instant::now() >= by {
+                self.stop.store(true, Ordering::SeqCst);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Waits for the session's end (once).
     fn join(&mut self) -> Result<SessionEnd> {
         self.worker
@@ -319,7 +344,7 @@ pub fn run_session(
     let scratch = cells
         .iter()
         .any(|c| c.scenario.scenario.needs_scratch_disk());
-    let mut running = start(first, cells, scratch, false, session)?;
+    let mut running = start(&first.scenario.scenario.vm, cells, scratch, false, session)?;
     // Judge each cell as its agent output appears.
     let mut results: Vec<Option<CellResult>> = cells.iter().map(|_| None).collect();
     let judge_ready = |running: &Running,
@@ -388,22 +413,24 @@ pub struct CellTiming {
 }
 
 impl<'s> Live<'s> {
-    /// Boots the session for cells of `first`'s VM shape, with a scratch
+    /// Boots the session for cells of VM shape `shape`, with a scratch
     /// disk when `scratch` (nothing runs yet). The session's deadline is
     /// `session.timeout`, default a day; each cell has its own
     /// ([`deadline`]).
-    pub fn start(first: &Planned, scratch: bool, session: &Session<'s>) -> Result<Live<'s>> {
-        let mut s = Session {
-            target: session.target,
-            harness: session.harness,
+    pub fn start(
+        shape: &crate::scenario::VmShape,
+        scratch: bool,
+        session: &Session<'s>,
+    ) -> Result<Live<'s>> {
+        let s = Session {
             dir: session.dir.clone(),
-            timeout: session.timeout,
+            timeout: Some(session.timeout.unwrap_or(Duration::from_secs(24 * 3600))),
+            ..*session
         };
-        s.timeout.get_or_insert(Duration::from_secs(24 * 3600));
         Ok(Live {
-            running: start(first, &[], scratch, true, &s)?,
+            running: start(shape, &[], scratch, true, &s)?,
             target: session.target,
-            shape: first.scenario.scenario.vm.clone(),
+            shape: shape.clone(),
             scratch,
             next: 0,
             end: None,
@@ -411,10 +438,9 @@ impl<'s> Live<'s> {
         })
     }
 
-    /// Why `c` cannot run in this session (another VM shape, or a scratch
-    /// disk the VM lacks), or `None`.
-    pub fn misfit(&self, c: &Planned) -> Option<String> {
-        let s = &c.scenario.scenario;
+    /// Why scenario `s` cannot run in this session (another VM shape, or a
+    /// scratch disk the VM lacks), or `None`.
+    pub fn misfit(&self, s: &crate::scenario::Scenario) -> Option<String> {
         if matches!(self.target, Target::Host(_)) {
             return None;
         }
@@ -451,10 +477,10 @@ impl<'s> Live<'s> {
     /// Runs `c` in the session and judges it. A cell that runs past its
     /// [`deadline`] stops the VM. Once the session has ended (a kernel
     /// crash, a stop), every cell is `not run` with the reason; see
-    /// [`Live::ended`]. `Err` for a cell that does not [`Live::fits`] or a
-    /// file that cannot be written.
+    /// [`Live::ended`]. `Err` for a cell whose scenario is a
+    /// [`Live::misfit`] or a file that cannot be written.
     pub fn run(&mut self, c: &Planned) -> Result<CellResult> {
-        if let Some(why) = self.misfit(c) {
+        if let Some(why) = self.misfit(&c.scenario.scenario) {
             anyhow::bail!("{why}");
         }
         let i = self.next;
@@ -467,13 +493,7 @@ impl<'s> Live<'s> {
                 id: c.id(),
                 spec: c.agent_spec(host.as_deref()),
             };
-            let queue = self.running.queue.clone().expect("a serving session");
-            if !queue.is_dir() {
-                // The boot has the minute `run_session` gives it.
-                self.wait_started(std::time::Instant::now() + Duration::from_secs(60));
-                std::fs::create_dir_all(&queue)
-                    .with_context(|| format!("creating {}", queue.display()))?;
-            }
+            let queue = self.queue()?;
             let deadline_at = std::time::Instant::now() + deadline(&cell.spec);
             let file = protocol::queued_cell(&queue, i);
             write_atomic(&file, &serde_json::to_vec(&cell)?)?;
@@ -536,20 +556,23 @@ impl<'s> Live<'s> {
         self.running.reached(0)
     }
 
-    /// Waits until a VM's guest command has started (its shared directory
-    /// is then the one it keeps), or the session ended; past `by`, the VM
-    /// is stopped.
-    fn wait_started(&self, by: std::time::Instant) {
-        if matches!(self.target, Target::Host(_)) {
-            return;
-        }
-        let started = self.running.shared.join(protocol::STARTED);
-        while !started.exists() && !self.running.finished.load(Ordering::SeqCst) {
-            if std::time::Instant::now() >= by {
-                self.running.stop.store(true, Ordering::SeqCst);
+    /// The queue directory, made once a VM's guest command has started
+    /// (the VM runner makes the shared directory afresh as it boots); the
+    /// boot has the minute `run_session` gives it, then the VM is stopped.
+    fn queue(&self) -> Result<PathBuf> {
+        let queue = self.running.queue.clone().expect("a serving session");
+        if !queue.is_dir() {
+            if matches!(self.target, Target::Vm { .. }) {
+                let started = self.running.shared.join(protocol::STARTED);
+                self.running
+                    .wait_until(std::time::Instant::now() + Duration::from_secs(60), || {
+                        started.exists()
+                    });
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::fs::create_dir_all(&queue)
+                .with_context(|| format!("creating {}", queue.display()))?;
         }
+        Ok(queue)
     }
 
     /// Asks the guest side to end after its current cell and waits for the
@@ -558,19 +581,13 @@ impl<'s> Live<'s> {
         if let Some(end) = self.end.take() {
             return Ok(end);
         }
-        let queue = self.running.queue.clone().expect("a serving session");
-        self.wait_started(std::time::Instant::now() + Duration::from_secs(60));
-        std::fs::create_dir_all(&queue)?;
-        write_atomic(&protocol::quit_file(&queue), b"")?;
+        write_atomic(&protocol::quit_file(&self.queue()?), b"")?;
         // The guest ends after the cell it may be running; a session that
         // does not end within a minute of that is stopped.
-        let by = std::time::Instant::now() + Duration::from_secs(60);
-        while !self.running.finished.load(Ordering::SeqCst) {
-            if std::time::Instant::now() >= by {
-                self.running.stop.store(true, Ordering::SeqCst);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.running
+            .wait_until(std::time::Instant::now() + Duration::from_secs(60), || {
+                false
+            });
         self.running.join()
     }
 }

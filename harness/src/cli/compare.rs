@@ -303,13 +303,7 @@ pub fn run(args: CompareArgs) -> Result<i32> {
                 .collect();
             let kernel = &sides[planned[idx[0]].0].kernel;
             let session = Session {
-                target: match &host {
-                    Some(h) => Target::Host(h),
-                    None => Target::Vm {
-                        kernel: &kernel.bzimage,
-                        accel: args.vm.accel,
-                    },
-                },
+                target: Target::of(host.as_ref(), &kernel.bzimage, args.vm.accel),
                 harness: &harness,
                 dir: dir.join(crate::report::SESSIONS_DIR).join(vm_n.to_string()),
                 timeout: args.vm.timeout,

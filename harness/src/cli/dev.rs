@@ -172,10 +172,9 @@ pub fn run(args: DevArgs) -> Result<i32> {
         )?),
         false => None,
     };
-    let stamp = super::run::timestamp();
     let rundir = crate::rundir::RunDir::create(
-        Some(dev::session_dir(args.out.as_deref(), &stamp)),
-        &format!("dev-{stamp}"),
+        args.out.clone(),
+        &format!("dev-{}", super::run::timestamp()),
         64,
     )?;
     let dir = std::fs::canonicalize(rundir.path())?;
@@ -184,13 +183,7 @@ pub fn run(args: DevArgs) -> Result<i32> {
     }
     let harness = std::env::current_exe()?;
     let session = Session {
-        target: match &host {
-            Some(h) => Target::Host(h),
-            None => Target::Vm {
-                kernel: &kernel.bzimage,
-                accel: args.vm.accel,
-            },
-        },
+        target: Target::of(host.as_ref(), &kernel.bzimage, args.vm.accel),
         harness: &harness,
         dir: dir.join(crate::report::SESSIONS_DIR),
         timeout: None,

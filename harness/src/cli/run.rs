@@ -523,13 +523,7 @@ fn run_on_kernel(
             dir: cell_dir(name, sc, i),
         })
         .collect();
-    let target = match host {
-        Some(h) => Target::Host(h),
-        None => Target::Vm {
-            kernel: &kernel.bzimage,
-            accel: args.vm.accel,
-        },
-    };
+    let target = Target::of(host, &kernel.bzimage, args.vm.accel);
     let sessions = runner::sessions(&planned, args.vm_per_cell).len();
     ui.say(format!(
         "running {} cell(s) in {} {} on {}; results in {}",

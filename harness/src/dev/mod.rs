@@ -169,7 +169,6 @@ pub struct Dev<'a> {
     seen_in_vm: std::collections::HashSet<String>,
     log: std::fs::File,
     jsonl: std::fs::File,
-    cell_runs: usize,
 }
 
 impl<'a> Dev<'a> {
@@ -204,7 +203,6 @@ impl<'a> Dev<'a> {
             live: None,
             reboots: 0,
             seen_in_vm: Default::default(),
-            cell_runs: 0,
         })
     }
 
@@ -318,44 +316,20 @@ impl<'a> Dev<'a> {
     }
 
     fn start_vm(&mut self) -> Result<()> {
-        let first = self.planned_placeholder();
-        let dir = self.session.dir.join(format!("vm-{}", self.reboots + 1));
         let session = Session {
-            target: self.session.target,
-            harness: self.session.harness,
-            dir,
-            timeout: self.session.timeout,
+            dir: self.session.dir.join(format!("vm-{}", self.reboots + 1)),
+            ..self.session
         };
         let started = Instant::now();
         let scratch = self
             .scenarios
             .iter()
             .any(|s| s.scenario.needs_scratch_disk());
-        let live = Live::start(&first, scratch, &session)?;
+        let live = Live::start(&self.scenarios[0].scenario.vm, scratch, &session)?;
         self.seen_in_vm.clear();
         self.live = Some(live);
         tracing::debug!("session started in {:?}", started.elapsed());
         Ok(())
-    }
-
-    /// A cell of the first scenario, for the session's VM shape.
-    fn planned_placeholder(&self) -> Planned<'_> {
-        static NOTHING: std::sync::OnceLock<Built> = std::sync::OnceLock::new();
-        let nothing = NOTHING.get_or_init(|| Built {
-            def: crate::scheduler::registry::Def::named(
-                "default",
-                crate::scheduler::registry::Kind::Default,
-            ),
-            artifact: crate::scheduler::build::Artifact::Nothing,
-            version: String::new(),
-        });
-        Planned {
-            scenario: &self.scenarios[0],
-            scheduler: nothing,
-            args: Vec::new(),
-            swap_to: Vec::new(),
-            dir: self.dir.clone(),
-        }
     }
 
     /// Builds the sources as they are now, and runs the build if it
@@ -519,7 +493,6 @@ impl<'a> Dev<'a> {
             .samples
             .get(&scenario.scenario.name)
             .map_or(0, Vec::len);
-        self.cell_runs += 1;
         let dir = self
             .dir
             .join("builds")
@@ -711,13 +684,7 @@ impl<'a> Dev<'a> {
                 return;
             }
         };
-        let misfit = self.live.as_ref().and_then(|l| {
-            let p = Planned {
-                scenario: &loaded,
-                ..self.planned_placeholder()
-            };
-            l.misfit(&p)
-        });
+        let misfit = self.live.as_ref().and_then(|l| l.misfit(&loaded.scenario));
         if let Some(why) = misfit {
             self.say(format!(
                 "dev: {why}\n  fix: quit and start `dev` with it among its scenarios"
@@ -779,7 +746,11 @@ impl<'a> Dev<'a> {
         self.say(format!(
             "dev: {} build(s), {} run(s); session in {}",
             self.builds.len(),
-            self.cell_runs,
+            self.builds
+                .iter()
+                .flat_map(|b| b.samples.values())
+                .map(Vec::len)
+                .sum::<usize>(),
             self.dir.display()
         ));
         Ok(if crate::process::interrupted() {
@@ -836,12 +807,6 @@ pub fn read_commands(tx: std::sync::mpsc::Sender<Input>) {
             }
         }
     });
-}
-
-/// Where `dev` keeps a session: `out`, or `./scx-runs/dev-TIMESTAMP`.
-pub fn session_dir(out: Option<&Path>, stamp: &str) -> PathBuf {
-    out.map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("scx-runs").join(format!("dev-{stamp}")))
 }
 
 #[cfg(test)]

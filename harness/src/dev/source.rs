@@ -320,10 +320,7 @@ impl DevSource {
             .filter_map(|v| v["executable"].as_str().map(PathBuf::from))
             .next_back()
             .with_context(|| format!("{what} reported no executable named {package}"))?;
-        let snap = out.join(package);
-        std::fs::copy(&exe, &snap)
-            .with_context(|| format!("copying {} to {}", exe.display(), snap.display()))?;
-        Ok(self.built(Artifact::Binary(snap), &exe))
+        self.snapshot(&exe, out, package)
     }
 
     fn bpf_c(
@@ -387,10 +384,17 @@ impl DevSource {
             .arg(name);
         run_logged(make, &format!("make {name}"), &mut file, log, progress)?;
         let bin = dir.join("build/bin").join(name);
+        self.snapshot(&bin, out, name)
+    }
+
+    /// The executable `product` copied into the build's own directory
+    /// `out` as `name`: what the guest runs, never rewritten by a later
+    /// build.
+    fn snapshot(&self, product: &Path, out: &Path, name: &str) -> Result<Built> {
         let snap = out.join(name);
-        std::fs::copy(&bin, &snap)
-            .with_context(|| format!("copying {} to {}", bin.display(), snap.display()))?;
-        Ok(self.built(Artifact::Binary(snap), &bin))
+        std::fs::copy(product, &snap)
+            .with_context(|| format!("copying {} to {}", product.display(), snap.display()))?;
+        Ok(self.built(Artifact::Binary(snap), product))
     }
 
     /// The build's version: the content hash of what was built (so two

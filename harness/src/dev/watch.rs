@@ -18,8 +18,9 @@ pub struct Watch {
     _watcher: notify::RecommendedWatcher,
 }
 
-/// `dir` and its subdirectories, build products and hidden ones left out.
-fn source_dirs(dir: &Path) -> Vec<PathBuf> {
+/// `dir` and its subdirectories, build products and hidden ones left out
+/// (also where `bench dev` looks for the file to edit).
+pub(crate) fn source_dirs(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut todo = vec![dir.to_path_buf()];
     while let Some(d) = todo.pop() {
