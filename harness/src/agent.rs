@@ -838,8 +838,8 @@ pub struct BatchCell {
     pub spec: AgentSpec,
 }
 
-/// Turns the kernel's trace buffer off: the trace events `vm::BOOT_ARGS`
-/// enables are there to pin their tracepoints' static calls, not to
+/// Turns the kernel's trace buffers off (the global one and each
+/// instance's): the trace events `vm::BOOT_ARGS` enables are there to pin their tracepoints' static calls, not to
 /// record, and with the buffer off each costs one check. Mounts tracefs if
 /// nothing has. A failure is logged, not fatal (the events then record
 /// into a ring buffer, a small cost).
@@ -851,11 +851,16 @@ pub fn quiet_tracing() {
             .arg(dir)
             .status();
     }
-    if let Err(e) = std::fs::write(dir.join("tracing_on"), "0") {
-        tracing::warn!(
-            "cannot turn the trace buffer off ({}): {e}",
-            dir.join("tracing_on").display()
-        );
+    // The global buffer, and each instance's (vm::BOOT_ARGS makes one).
+    let instances = std::fs::read_dir(dir.join("instances"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("tracing_on"));
+    for on in std::iter::once(dir.join("tracing_on")).chain(instances) {
+        if let Err(e) = std::fs::write(&on, "0") {
+            tracing::warn!("cannot turn the trace buffer off ({}): {e}", on.display());
+        }
     }
 }
 

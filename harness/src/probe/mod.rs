@@ -503,10 +503,8 @@ impl Probe {
             .filter(|t| t.runnable_since != 0 && t.runnable_since <= now)
             .map(|t| {
                 let waited_ns = self.in_watch(t.runnable_since, now);
-                let higher = self
-                    .ran_higher_ns(t.cpu, now)
-                    .saturating_sub(t.higher_mark)
-                    .min(waited_ns);
+                let higher =
+                    ran_since(self.ran_higher_ns(t.cpu, now), t.higher_mark).min(waited_ns);
                 Waiting {
                     tid: t.tid,
                     tgid: t.tgid,
@@ -661,4 +659,34 @@ fn comm_str(raw: &[std::ffi::c_char]) -> String {
 /// A duration in ns as a `Duration`.
 pub fn ns(v: u64) -> Duration {
     Duration::from_nanos(v)
+}
+
+/// What a CPU ran of one kind since a wait's mark, in ns: `sum` (its
+/// running sum now) less `mark`, compared as signed and never negative, as
+/// ran_since() in probe.bpf.c. After a migration the mark is the new CPU's
+/// sum less what the old CPU ran of the wait (on_migrate), so it lies above
+/// the sum (modulo 2^64) when the new CPU ran less than that in all; a mark
+/// from a stale read of another CPU's record may exceed the sum too.
+fn ran_since(sum: u64, mark: u64) -> u64 {
+    (sum.wrapping_sub(mark) as i64).max(0) as u64
+}
+
+#[cfg(test)]
+mod ran_since_tests {
+    use super::ran_since;
+
+    #[test]
+    fn a_mark_moved_above_the_new_cpus_sum_still_counts_the_old_cpus_part() {
+        // 300 ns behind a higher class on the old CPU; the new CPU had run
+        // 100 ns of it in all when the task moved, then 50 ns more.
+        let mark = 100u64.wrapping_sub(300);
+        assert_eq!(ran_since(150, mark), 350);
+        assert_eq!(ran_since(100, mark), 300);
+    }
+
+    #[test]
+    fn a_stale_mark_above_the_sum_counts_nothing() {
+        assert_eq!(ran_since(1_000, 1_200), 0);
+        assert_eq!(ran_since(1_000, 400), 600);
+    }
 }

@@ -14,8 +14,10 @@
  *                                   it waits again from now; exited if it
  *                                   is TASK_DEAD: its sums stay); next
  *                                   starts running (its wait ends)
+ *  sched_migrate_task               a waiting task moved to another CPU's
+ *                                   runqueue: its wait goes on there
  *
- * Only these three: the guest's kernel command line enables their trace
+ * Only these four: the guest's kernel command line enables their trace
  * events at boot (vm::boot_args), so each has two functions registered
  * before the second CPU starts and attaching or detaching the probe never
  * re-patches their call sites in running kernel text (under QEMU's TCG
@@ -134,8 +136,10 @@ struct task_stat {
 	u64 max_wait_window;	/* the longest of them */
 	u64 max_runnable;	/* longest runnable time inside the watch */
 	u64 nr_events;		/* tracepoint hits for this task */
-	u64 higher_mark;	/* cpu_ran[cpu].ns[RAN_HIGHER] at the wait's start */
-	u64 idle_mark;		/* cpu_ran[cpu].ns[RAN_IDLE] at the wait's start */
+	u64 higher_mark;	/* cpu_ran[cpu].ns[RAN_HIGHER] at the wait's start,
+				 * less what earlier CPUs of the wait ran so
+				 * (on_migrate) */
+	u64 idle_mark;		/* the same of cpu_ran[cpu].ns[RAN_IDLE] */
 	u64 wait_higher_ns;	/* of wait_ns: behind a higher class */
 	u64 wait_idle_ns;	/* of wait_ns: while its CPU idled */
 	u64 max_own;		/* longest wait in the window minus its higher part */
@@ -380,6 +384,16 @@ static __always_inline void mark_wait(struct task_stat *ts, u32 cpu, u64 now)
 	ts->idle_mark = ran_ns(cpu, RAN_IDLE, now);
 }
 
+/* What CPU `cpu` ran of kind `what` since `mark`: the sums only grow, but
+ * the mark may be another CPU's stale read or, after a migration, lie
+ * above the sum (see on_migrate): compared as signed, never negative. */
+static __always_inline u64 ran_since(u32 cpu, u32 what, u64 mark, u64 now)
+{
+	s64 d = ran_ns(cpu, what, now) - mark;
+
+	return d > 0 ? d : 0;
+}
+
 /* What CPU `cpu` runs from now on: `next`. Only that CPU calls this. */
 static __always_inline void cpu_switch(u32 cpu, struct task_struct *next, u64 now)
 {
@@ -416,6 +430,35 @@ static __always_inline void became_runnable(struct task_struct *p)
 	}
 }
 
+/*
+ * A task moves to `dest_cpu`'s runqueue. If it is waiting (a scheduler
+ * moved it while queued: a sched_ext scheduler taking it into another CPU's
+ * local DSQ, the fair class's load balancer), its wait goes on there: what
+ * its old CPU ran of a higher class and idle meanwhile stays counted, and
+ * from now on what the new CPU runs counts, so the reason split and the CPU
+ * a stall names are where it waited last. (A sleeping task moved by its
+ * wakeup has no open wait: sched_wakeup marks the CPU it wakes on.)
+ */
+SEC("tp_btf/sched_migrate_task")
+int BPF_PROG(on_migrate, struct task_struct *p, int dest_cpu)
+{
+	struct task_stat *ts = lookup(p);
+	u64 now, higher, idle;
+
+	if (!ts || !ts->runnable_since || ts->running_since || dest_cpu < 0)
+		return 0;
+	ts->nr_events++;
+	now = bpf_ktime_get_ns();
+	higher = ran_since(ts->cpu, RAN_HIGHER, ts->higher_mark, now);
+	idle = ran_since(ts->cpu, RAN_IDLE, ts->idle_mark, now);
+	/* Marks that many ns below the new CPU's sums (modulo 2^64: above
+	 * them when it ran less than that so far). */
+	ts->cpu = dest_cpu;
+	ts->higher_mark = ran_ns(dest_cpu, RAN_HIGHER, now) - higher;
+	ts->idle_mark = ran_ns(dest_cpu, RAN_IDLE, now) - idle;
+	return 0;
+}
+
 SEC("tp_btf/sched_wakeup")
 int BPF_PROG(on_wakeup, struct task_struct *p)
 {
@@ -425,7 +468,7 @@ int BPF_PROG(on_wakeup, struct task_struct *p)
 
 /* A new process joins its parent's group (a new thread has its process's
  * tgid already). Here rather than on sched_process_fork: the probe uses
- * only the three tracepoints the guest's kernel command line enables at
+ * only the four tracepoints the guest's kernel command line enables at
  * boot, so attaching it never re-patches their call sites (see
  * vm::boot_args). */
 SEC("tp_btf/sched_wakeup_new")
@@ -514,10 +557,8 @@ int BPF_PROG(on_switch, bool preempt, struct task_struct *prev,
 		if (since && since <= now) {
 			u64 wait = now - since, inside = in_watch(since, now);
 			u32 g = ns->group;
-			u64 h = ran_ns(ns->cpu, RAN_HIGHER, now);
-			u64 i = ran_ns(ns->cpu, RAN_IDLE, now);
-			u64 higher = h > ns->higher_mark ? h - ns->higher_mark : 0;
-			u64 idle = i > ns->idle_mark ? i - ns->idle_mark : 0;
+			u64 higher = ran_since(ns->cpu, RAN_HIGHER, ns->higher_mark, now);
+			u64 idle = ran_since(ns->cpu, RAN_IDLE, ns->idle_mark, now);
 			u64 own;
 
 			/* Marks read from another CPU's record (a stale read)

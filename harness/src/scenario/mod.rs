@@ -641,6 +641,13 @@ pub enum Property {
     /// task) runs soon after it wakes while every CPU is busy: its wakeup
     /// latency stays near what the fair class gives it.
     Interactive,
+    /// A task that a higher class (an RT or deadline task) preempts, or
+    /// that waits on the CPU one takes, goes on on another CPU it may run
+    /// on instead of waiting for the higher class to let go (for sched_ext:
+    /// ops.cpu_release hands the CPU's local DSQ back with
+    /// scx_bpf_reenqueue_local(); kernel/sched/ext.c leaves a preempted task
+    /// at the head of that DSQ otherwise).
+    HigherClassHandoff,
 }
 
 impl Property {
@@ -650,6 +657,7 @@ impl Property {
             Property::NiceWeights => "nice_weights",
             Property::CgroupWeights => "cgroup_weights",
             Property::Interactive => "interactive",
+            Property::HigherClassHandoff => "higher_class_handoff",
         }
     }
 }

@@ -359,17 +359,21 @@ fn patches_text_at_run_time(bzimage: &Path) -> bool {
 }
 
 /// Kernel arguments of every guest. `loglevel=7`: every kernel line on the
-/// console. `trace_event=...`: the sched_switch and sched_wakeup(_new)
-/// trace events are enabled at boot, which registers two functions on each
-/// tracepoint (the event's and the comm recorder's) while only one CPU
-/// runs. Without it the first BPF program that attaches to them (the
+/// console. `trace_event=...` and `trace_instance=...`: at least two
+/// functions are registered on each of the probe's four tracepoints while
+/// only one CPU runs: on sched_switch and sched_wakeup(_new) the trace
+/// event's and the comm recorder's; on sched_migrate_task, which the comm
+/// recorder does not hook, the event's in the global buffer and in an
+/// instance of ours (`scx_harness_pin`; both kernels, 6.12 and 7.3, take
+/// events there at boot). Without it the first BPF program that attaches
+/// to them (the
 /// probe), or that calls bpf_trace_printk (scx_utils's schedulers do: it
 /// starts the comm recorder), switches their static calls, patching a
 /// `call` in ttwu_do_activate and __schedule with an int3 while the other
 /// vCPU runs it; under QEMU's multi-threaded TCG that crashed 1 VM in
 /// about 20 ("Oops: int3" in ttwu_do_activate). With two functions there,
 /// later ones do not change the static call. The agent turns the trace
-/// buffer off (`agent::quiet_tracing`), so the events cost one check each.
+/// buffers off (`agent::quiet_tracing`), so the events cost one check each.
 ///
 /// `tsc=reliable`: no clocksource watchdog on the TSC. Under TCG the
 /// watchdog's HPET reads are delayed whenever a vCPU thread waits for a
@@ -381,7 +385,8 @@ fn patches_text_at_run_time(bzimage: &Path) -> bool {
 pub const BOOT_ARGS: &[&str] = &[
     "loglevel=7",
     "tsc=reliable",
-    "trace_event=sched:sched_switch,sched:sched_wakeup,sched:sched_wakeup_new",
+    "trace_event=sched:sched_switch,sched:sched_wakeup,sched:sched_wakeup_new,sched:sched_migrate_task",
+    "trace_instance=scx_harness_pin,sched:sched_migrate_task",
 ];
 
 /// Boots the VM, runs the command, and waits for it, the deadline, or an

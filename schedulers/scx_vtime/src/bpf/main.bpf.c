@@ -23,7 +23,9 @@
  * fairness holds across CPUs and no CPU idles while a task it may run waits;
  * the task whose slice just ended is weighed against those heads and keeps
  * the CPU while its vtime is the lowest (the kernel asks for the next task
- * before it queues the previous one again).
+ * before it queues the previous one again). A CPU a higher class takes
+ * hands the tasks waiting on it back to those queues (ops.cpu_release), so
+ * an RT hog holds up only the tasks pinned to its CPU.
  */
 #include <scx/common.bpf.h>
 
@@ -273,6 +275,21 @@ void BPF_STRUCT_OPS(vtime_stopping, struct task_struct *p, bool runnable)
 		charge(p, tctx, bpf_ktime_get_ns());
 }
 
+/*
+ * A higher class (an RT or deadline task, a stopper) took @cpu. The task it
+ * preempted was put back at the head of @cpu's local DSQ with its slice left
+ * (kernel/sched/ext.c, put_prev_task_scx()), and tasks already moved there
+ * wait too: none of them runs until @cpu comes back, however long the
+ * higher class holds it, though another CPU may be free to run them. Hand
+ * them back to enqueue (SCX_ENQ_REENQ), which queues them where any CPU
+ * they may run on takes them. Tasks pinned to @cpu still wait: for them
+ * the kernel decides (the fair class's deadline server, RT throttling).
+ */
+void BPF_STRUCT_OPS(vtime_cpu_release, s32 cpu, struct scx_cpu_release_args *args)
+{
+	scx_bpf_reenqueue_local();
+}
+
 void BPF_STRUCT_OPS(vtime_enable, struct task_struct *p)
 {
 	p->scx.dsq_vtime = vtime_now;
@@ -353,6 +370,7 @@ SCX_OPS_DEFINE(vtime_ops,
 	       .runnable		= (void *)vtime_runnable,
 	       .running			= (void *)vtime_running,
 	       .stopping		= (void *)vtime_stopping,
+	       .cpu_release		= (void *)vtime_cpu_release,
 	       .quiescent		= (void *)vtime_quiescent,
 	       .set_weight		= (void *)vtime_set_weight,
 	       .enable			= (void *)vtime_enable,
