@@ -11,6 +11,7 @@ pub use error::{classify, fail, ExitCode, Failure};
 pub mod agent;
 pub mod appmetric;
 pub mod bench;
+pub mod bisect;
 pub mod bpflog;
 pub mod cell;
 pub mod checks;

@@ -53,6 +53,11 @@ enum Command {
     /// A/B: two variants (schedulers, argument sets, kernels) over the same
     /// scenarios, interleaved, with statistics per metric.
     Compare(cli::compare::CompareArgs),
+    /// The first bad commit of a scheduler's git tree between a good and a
+    /// bad one: each tested commit built in a worktree and run in one VM,
+    /// judged by the scenarios' checks or, beside the good end, by
+    /// compare's statistics.
+    Bisect(cli::bisect::BisectArgs),
     /// The results database: record runs, show a metric over time, check a
     /// run against history.
     History {
@@ -171,6 +176,7 @@ fn main() -> ProcessExit {
         Command::Run(a) => cli::run::run(a),
         Command::Compare(a) => cli::compare::run(a),
         Command::Dev(a) => cli::dev::run(a),
+        Command::Bisect(a) => cli::bisect::run(a),
         Command::History { command } => cli::history::run(command),
         Command::Check(a) => cli::scenarios::check(a),
         Command::Report(a) => cli::run::report(a),

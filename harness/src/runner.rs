@@ -17,6 +17,7 @@ use anyhow::{Context, Result};
 
 use crate::agent::{AgentOutput, BatchCell, BatchSpec};
 use crate::cell::{self, JudgeCtx, Planned};
+use crate::error::{fail, Failure};
 use crate::kernel::cache::write_atomic;
 use crate::protocol;
 use crate::report::{CellResult, CellVerdict};
@@ -589,6 +590,71 @@ impl<'s> Live<'s> {
                 false
             });
         self.running.join()
+    }
+}
+
+/// Keeps `live` serving `scenarios` (one VM shape; a scratch disk when
+/// any needs one): boots a session when there is none, or again when the
+/// last one ended between cells (a guest kernel crash, a cell past its
+/// deadline), each in `base.dir/vm-N` with N counted in `vms`; then
+/// `Ok(Some(how))` says how that one ended. A session that ended before
+/// any cell started in it (its boot failed) is not booted again: an error
+/// of the class of its end (a kernel crash, or infrastructure), naming its
+/// console log. Used by `dev` and `bisect`.
+pub fn keep_serving<'s>(
+    live: &mut Option<Live<'s>>,
+    vms: &mut usize,
+    scenarios: &[crate::scenario::Loaded],
+    base: &Session<'s>,
+) -> Result<Option<String>> {
+    let mut ended = None;
+    if live.as_mut().is_some_and(|l| l.ended().is_some()) {
+        let last = live.take().expect("a session");
+        let got_going = last.started_any();
+        let end = last.finish().ok();
+        let what = end.as_ref().map_or("?".into(), describe_end);
+        if !got_going {
+            let class = match end.as_ref().map(|e| &e.outcome) {
+                Some(crate::vm::Outcome::KernelCrash) => Failure::KernelCrash,
+                _ => Failure::Infrastructure,
+            };
+            return Err(fail(
+                class,
+                format!(
+                    "the VM ended ({what}) before any cell started in it; stopping\n  console: {}",
+                    end.as_ref()
+                        .map_or(String::new(), |e| e.console_log.display().to_string())
+                ),
+            ));
+        }
+        ended = Some(what);
+    }
+    if live.is_none() {
+        let session = Session {
+            dir: base.dir.join(format!("vm-{}", *vms + 1)),
+            ..*base
+        };
+        let scratch = scenarios.iter().any(|s| s.scenario.needs_scratch_disk());
+        *live = Some(Live::start(&scenarios[0].scenario.vm, scratch, &session)?);
+        *vms += 1;
+    }
+    Ok(ended)
+}
+
+/// How a session ended, in a few words and the crash's line.
+pub fn describe_end(e: &SessionEnd) -> String {
+    use crate::vm::Outcome;
+    let crash = e
+        .crashes
+        .iter()
+        .find(|c| c.kind.is_fatal())
+        .map_or(String::new(), |c| format!(": {}", c.text));
+    match &e.outcome {
+        Outcome::KernelCrash => format!("the guest kernel crashed{crash}"),
+        Outcome::TimedOut { .. } => "stopped: a cell ran past its deadline".into(),
+        Outcome::Interrupted => "interrupted".into(),
+        Outcome::InfraFailure { reason } => reason.clone(),
+        Outcome::Exited { code } => format!("the guest side exited with status {code}"),
     }
 }
 

@@ -24,7 +24,7 @@ pub enum Runs {
     Auto,
 }
 
-fn parse_runs(s: &str) -> std::result::Result<Runs, String> {
+pub(crate) fn parse_runs(s: &str) -> std::result::Result<Runs, String> {
     if s == "auto" {
         return Ok(Runs::Auto);
     }
@@ -135,7 +135,11 @@ struct Side {
 /// The runs of one round, in the order they run: baseline and candidate
 /// alternate, and which goes first alternates from run to run (ABBA), so
 /// drift in the VM hits both alike.
-fn round_order(first_run: usize, runs: usize, scenarios: usize) -> Vec<(usize, usize, usize)> {
+pub(crate) fn round_order(
+    first_run: usize,
+    runs: usize,
+    scenarios: usize,
+) -> Vec<(usize, usize, usize)> {
     let mut order = Vec::new();
     for run in first_run..first_run + runs {
         for sc in 0..scenarios {

@@ -9,7 +9,6 @@ use super::{kernel_for, TargetKind, TargetOpts, VmOpts};
 use crate::dev::{self, source::DevSource, Dev, Input, Options};
 use crate::error::{fail, Failure};
 use crate::kernel::Cache;
-use crate::runner::{Session, Target};
 use crate::scenario;
 
 /// The scenario `dev` runs when none is named: 6 s, three tasks that
@@ -133,19 +132,7 @@ pub fn run(args: DevArgs) -> Result<i32> {
         .iter()
         .map(|s| scenario::resolve(s))
         .collect::<Result<Vec<_>>>()?;
-    if let Some(other) = scenarios
-        .iter()
-        .find(|s| s.scenario.vm != scenarios[0].scenario.vm)
-    {
-        return Err(fail(
-            Failure::BadInput,
-            format!(
-                "{}: its VM shape (`vm:`) differs from {}'s, and dev keeps one VM\n  fix: run scenarios of one shape",
-                other.path.display(),
-                scenarios[0].path.display()
-            ),
-        ));
-    }
+    super::one_vm_shape(&scenarios, "dev")?;
     let cache = Cache::user();
     let kernel = if on_host {
         super::host_build_kernel(&args.vm)?
@@ -165,29 +152,15 @@ pub fn run(args: DevArgs) -> Result<i32> {
         &cache,
         registry.dir(),
     )?;
-    let host = match on_host {
-        true => Some(crate::host::preflight(
-            crate::host::Needs::of(&scenarios),
-            args.target.replace,
-        )?),
-        false => None,
-    };
-    let rundir = crate::rundir::RunDir::create(
+    let serving = super::Serving::start(
+        "dev",
+        &args.target,
+        &scenarios,
         args.out.clone(),
-        &format!("dev-{}", super::run::timestamp()),
-        64,
+        args.record.as_deref(),
     )?;
-    let dir = std::fs::canonicalize(rundir.path())?;
-    if let Some(db) = &args.record {
-        crate::history::Db::open(db)?;
-    }
-    let harness = std::env::current_exe()?;
-    let session = Session {
-        target: Target::of(host.as_ref(), &kernel.bzimage, args.vm.accel),
-        harness: &harness,
-        dir: dir.join(crate::report::SESSIONS_DIR),
-        timeout: None,
-    };
+    let dir = serving.dir.clone();
+    let session = serving.session(&kernel, args.vm.accel);
     let (tx, rx) = std::sync::mpsc::channel::<Input>();
     let relevant = {
         let s = source.clone();
@@ -212,7 +185,7 @@ pub fn run(args: DevArgs) -> Result<i32> {
     let code = dev.run(&rx);
     let results = dev.results();
     drop(dev);
-    let html = rundir.finish(&results)?;
+    let html = serving.rundir.finish(&results)?;
     println!("report: {}", html.display());
     if let Some(db) = &args.record {
         if !results.is_empty() {
@@ -220,7 +193,7 @@ pub fn run(args: DevArgs) -> Result<i32> {
             println!("recorded as run {id} in {}", db.display());
         }
     }
-    if let Some(h) = &host {
+    if let Some(h) = &serving.host {
         h.check_left_nothing()?;
     }
     code

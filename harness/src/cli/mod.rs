@@ -12,6 +12,7 @@ use crate::kernel::{self, BuildSpec, Cache, Kernel};
 use crate::progress::Progress;
 use crate::units::parse_positive_duration;
 
+pub mod bisect;
 pub mod compare;
 pub mod dev;
 pub mod history;
@@ -140,6 +141,84 @@ impl TargetOpts {
                 ),
             )
         })
+    }
+}
+
+/// What a command that keeps one serving session sets up (`dev`,
+/// `bisect`), in this order: the host target's preflight (with
+/// `--target host`), its run directory (`--out`, else
+/// ./scx-runs/PREFIX-TIMESTAMP; canonical, as the guest sees it), the
+/// history database opened once (so a bad `--record` fails before
+/// anything runs), and the harness's own executable (what the guest
+/// runs).
+pub struct Serving {
+    pub host: Option<crate::host::Host>,
+    pub rundir: crate::rundir::RunDir,
+    pub dir: PathBuf,
+    pub harness: PathBuf,
+}
+
+impl Serving {
+    pub fn start(
+        prefix: &str,
+        target: &TargetOpts,
+        scenarios: &[crate::scenario::Loaded],
+        out: Option<PathBuf>,
+        record: Option<&std::path::Path>,
+    ) -> Result<Serving> {
+        let host = match target.target == TargetKind::Host {
+            true => Some(crate::host::preflight(
+                crate::host::Needs::of(scenarios),
+                target.replace,
+            )?),
+            false => None,
+        };
+        let rundir =
+            crate::rundir::RunDir::create(out, &format!("{prefix}-{}", run::timestamp()), 64)?;
+        let dir = std::fs::canonicalize(rundir.path())?;
+        if let Some(db) = record {
+            crate::history::Db::open(db)?;
+        }
+        Ok(Serving {
+            host,
+            rundir,
+            dir,
+            harness: std::env::current_exe()?,
+        })
+    }
+
+    /// The serving session's base (its VMs go under `sessions/`), on
+    /// `kernel` unless on the host.
+    pub fn session<'a>(
+        &'a self,
+        kernel: &'a Kernel,
+        accel: AccelChoice,
+    ) -> crate::runner::Session<'a> {
+        crate::runner::Session {
+            target: crate::runner::Target::of(self.host.as_ref(), &kernel.bzimage, accel),
+            harness: &self.harness,
+            dir: self.dir.join(crate::report::SESSIONS_DIR),
+            timeout: None,
+        }
+    }
+}
+
+/// Refuses scenarios of more than one VM shape (`vm:`) for a command that
+/// keeps one VM (`who`: dev, bisect); bad input naming the two files.
+pub fn one_vm_shape(scenarios: &[crate::scenario::Loaded], who: &str) -> Result<()> {
+    match scenarios
+        .iter()
+        .find(|s| s.scenario.vm != scenarios[0].scenario.vm)
+    {
+        Some(other) => Err(fail(
+            Failure::BadInput,
+            format!(
+                "{}: its VM shape (`vm:`) differs from {}'s, and {who} keeps one VM\n  fix: run scenarios of one shape",
+                other.path.display(),
+                scenarios[0].path.display()
+            ),
+        )),
+        None => Ok(()),
     }
 }
 

@@ -164,7 +164,8 @@ pub struct Dev<'a> {
     /// one marked).
     baseline: Option<usize>,
     live: Option<Live<'a>>,
-    reboots: usize,
+    /// VMs booted so far (the session's `vm-N` directories).
+    vms: usize,
     /// Scenario hashes already run in this VM.
     seen_in_vm: std::collections::HashSet<String>,
     log: std::fs::File,
@@ -201,7 +202,7 @@ impl<'a> Dev<'a> {
             builds: Vec::new(),
             baseline: None,
             live: None,
-            reboots: 0,
+            vms: 0,
             seen_in_vm: Default::default(),
         })
     }
@@ -249,7 +250,7 @@ impl<'a> Dev<'a> {
             self.dir.display()
         ));
         self.say(format!("dev: {COMMANDS}"));
-        self.start_vm()?;
+        self.ensure_vm()?;
         self.build_and_run(Vec::new())?;
         // Commands typed while a save settled, handled after its build.
         let mut pending: std::collections::VecDeque<Input> = Default::default();
@@ -313,23 +314,6 @@ impl<'a> Dev<'a> {
             .iter()
             .map(|s| s.scenario.name.clone())
             .collect()
-    }
-
-    fn start_vm(&mut self) -> Result<()> {
-        let session = Session {
-            dir: self.session.dir.join(format!("vm-{}", self.reboots + 1)),
-            ..self.session
-        };
-        let started = Instant::now();
-        let scratch = self
-            .scenarios
-            .iter()
-            .any(|s| s.scenario.needs_scratch_disk());
-        let live = Live::start(&self.scenarios[0].scenario.vm, scratch, &session)?;
-        self.seen_in_vm.clear();
-        self.live = Some(live);
-        tracing::debug!("session started in {:?}", started.elapsed());
-        Ok(())
     }
 
     /// Builds the sources as they are now, and runs the build if it
@@ -445,38 +429,26 @@ impl<'a> Dev<'a> {
         Ok(lines)
     }
 
-    /// Boots the VM again if the session ended (a kernel crash, a cell
-    /// past its deadline). A VM that ended before any cell started in it
-    /// (its boot failed) is not booted again: that is an error, of the
-    /// class of how it ended.
+    /// Boots the VM: the first time, or again when the session ended (a
+    /// kernel crash, a cell past its deadline). A VM that ended before any
+    /// cell started in it (its boot failed) is not booted again: that is an
+    /// error, of the class of how it ended (`runner::keep_serving`).
     fn ensure_vm(&mut self) -> Result<()> {
         if crate::process::interrupted() {
             return Ok(());
         }
-        if self.live.as_mut().is_some_and(|l| l.ended().is_some()) {
-            let live = self.live.take().expect("a session");
-            let got_going = live.started_any();
-            let end = live.finish().ok();
-            let what = end.as_ref().map_or("?".into(), describe_end);
-            // A VM that never started a cell (its boot failed) is not
-            // booted again and again.
-            if !got_going {
-                let class = match end.as_ref().map(|e| &e.outcome) {
-                    Some(crate::vm::Outcome::KernelCrash) => Failure::KernelCrash,
-                    _ => Failure::Infrastructure,
-                };
-                return Err(fail(
-                    class,
-                    format!(
-                        "the VM ended ({what}) before any cell started in it; stopping\n  console: {}",
-                        end.as_ref()
-                            .map_or(String::new(), |e| e.console_log.display().to_string())
-                    ),
-                ));
-            }
-            self.reboots += 1;
+        let before = self.vms;
+        let ended = crate::runner::keep_serving(
+            &mut self.live,
+            &mut self.vms,
+            &self.scenarios,
+            &self.session,
+        )?;
+        if self.vms != before {
+            self.seen_in_vm.clear();
+        }
+        if let Some(what) = ended {
             self.say(format!("dev: the VM ended ({what}); booting it again"));
-            self.start_vm()?;
         }
         Ok(())
     }
@@ -760,23 +732,6 @@ impl<'a> Dev<'a> {
         } else {
             0
         })
-    }
-}
-
-/// How a session ended, in a few words and the crash's line.
-fn describe_end(e: &crate::vm::SessionEnd) -> String {
-    use crate::vm::Outcome;
-    let crash = e
-        .crashes
-        .iter()
-        .find(|c| c.kind.is_fatal())
-        .map_or(String::new(), |c| format!(": {}", c.text));
-    match &e.outcome {
-        Outcome::KernelCrash => format!("the guest kernel crashed{crash}"),
-        Outcome::TimedOut { .. } => "stopped: a cell ran past its deadline".into(),
-        Outcome::Interrupted => "interrupted".into(),
-        Outcome::InfraFailure { reason } => reason.clone(),
-        Outcome::Exited { code } => format!("the guest side exited with status {code}"),
     }
 }
 

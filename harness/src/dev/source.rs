@@ -33,6 +33,10 @@ pub enum Recipe {
         package: String,
         /// A cargo profile ("dev" or "release").
         profile: String,
+        /// `--target-dir` (default: the workspace's own): bisect shares
+        /// one among the worktrees of a tree, so each commit's build is
+        /// incremental.
+        target_dir: Option<PathBuf>,
     },
     /// clang-19 of one BPF C file against the kernel's tree (a
     /// `bpf_object` scheduler).
@@ -95,6 +99,7 @@ impl DevSource {
                         manifest: tree.join("Cargo.toml"),
                         package: name.to_string(),
                         profile: "release".into(),
+                        target_dir: None,
                     },
                     watch: vec![tree],
                 });
@@ -147,6 +152,7 @@ impl DevSource {
                         manifest: root.join("Cargo.toml"),
                         package: pkg.clone(),
                         profile: crate::scheduler::build::profile().0.into(),
+                        target_dir: None,
                     },
                     vec![root.join("schedulers").join(pkg), root.join("schedulers/common")],
                 ),
@@ -271,7 +277,16 @@ impl DevSource {
                 manifest,
                 package,
                 profile,
-            } => self.cargo(manifest, package, profile, out, &log, progress),
+                target_dir,
+            } => self.cargo(
+                manifest,
+                package,
+                profile,
+                target_dir.as_deref(),
+                out,
+                &log,
+                progress,
+            ),
             Recipe::BpfC { file } => self.bpf_c(file, out, &log, kernel, cache, progress),
             Recipe::KernelExample { dir, name } => {
                 self.make(dir, name, out, &log, kernel, cache, progress)
@@ -280,11 +295,13 @@ impl DevSource {
         result.map_err(|e| failed(e, &log))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn cargo(
         &self,
         manifest: &Path,
         package: &str,
         profile: &str,
+        target_dir: Option<&Path>,
         out: &Path,
         log: &Path,
         progress: &mut Progress,
@@ -307,6 +324,9 @@ impl DevSource {
         .arg("--manifest-path")
         .arg(manifest)
         .env("BPF_CLANG", "clang-19");
+        if let Some(t) = target_dir {
+            cmd.arg("--target-dir").arg(t);
+        }
         let what = format!("cargo build -p {package}");
         run_logged(cmd, &what, &mut file, log, progress)?;
         drop(file);
@@ -488,6 +508,7 @@ make: *** [Makefile:1: all] Error 2
                 manifest: "/w/Cargo.toml".into(),
                 package: "x".into(),
                 profile: "dev".into(),
+                target_dir: None,
             },
             watch: vec!["/w".into()],
         };

@@ -1,0 +1,856 @@
+//! `scx-harness bisect`: the first bad commit of a scheduler's git tree
+//! between a good and a bad end (the search and the judging:
+//! `crate::bisect`). Each commit is built in a worktree of its own (the
+//! user's checkout untouched) the way `dev --tree` builds that tree, and
+//! cached by commit; every step runs in one serving session (one VM, the
+//! scheduler hot-swapped), beside the good end when a metric decides.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::compare::{parse_runs, Runs, StatsOpts};
+use super::{kernel_for, TargetKind, TargetOpts, VmOpts};
+use crate::bisect::git::{self, Rev, Worktree};
+use crate::bisect::{combine, judge, Criterion, Judgement, Mark, Next, Search, Shift};
+use crate::cell::Planned;
+use crate::dev::source::{DevSource, Recipe};
+use crate::error::{fail, Failure};
+use crate::kernel::{Cache, Kernel};
+use crate::progress::Progress;
+use crate::report::CellResult;
+use crate::runner::{Live, Session};
+use crate::scenario::{self, Loaded};
+use crate::scheduler::build::{Artifact, Built};
+use crate::scheduler::registry::{Def, Kind};
+
+/// What makes a commit bad.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BadIf {
+    /// A check of a scenario fails in any of the commit's runs (or the
+    /// scheduler fails: it does not attach, exits, stalls a task).
+    Checks,
+    /// Worse than the good end by compare's statistics, on --metric (by
+    /// default any key metric); each step runs beside the good end.
+    Worse,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BisectArgs {
+    #[command(flatten)]
+    pub registry: super::schedulers::RegistryOpt,
+    /// The scheduler, as it is named in --tree: a cargo package of an
+    /// scx-style checkout, NAME.bpf.c, or a kernel tree's example. Its
+    /// registry entry (arguments, expectations) applies when it has one.
+    pub scheduler: String,
+    /// Scenario files or bundled names (default: idle-baseline). All must
+    /// have one VM shape.
+    pub scenarios: Vec<String>,
+    /// The scheduler's git repository (never modified: each commit is
+    /// checked out in a worktree of its own).
+    #[arg(long, value_name = "DIR")]
+    pub tree: PathBuf,
+    /// A commit (id, branch, tag) where the scheduler is good.
+    #[arg(long, value_name = "REV")]
+    pub good: String,
+    /// A later commit where it is bad.
+    #[arg(long, value_name = "REV")]
+    pub bad: String,
+    /// What makes a commit bad.
+    #[arg(long, value_enum, default_value_t = BadIf::Checks)]
+    pub bad_if: BadIf,
+    /// With --bad-if worse: the metric that decides, as `compare` names it
+    /// (e.g. run_delay.nappers.p99); default: any key metric.
+    #[arg(long, value_name = "NAME")]
+    pub metric: Option<String>,
+    /// Runs per step (with --bad-if worse: per side), or `auto`: with
+    /// checks one, with worse rounds of 4 per side until the verdict
+    /// settles, at most --max-runs.
+    #[arg(long, value_parser = parse_runs, default_value = "auto")]
+    pub runs: Runs,
+    /// The most runs per side `--runs auto` takes at a step.
+    #[arg(long, default_value_t = 16)]
+    pub max_runs: usize,
+    #[command(flatten)]
+    pub stats: StatsOpts,
+    /// Where the search goes (default: ./scx-runs/bisect-TIMESTAMP).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Also record every run in this history database.
+    #[arg(long, value_name = "DB")]
+    pub record: Option<PathBuf>,
+    #[command(flatten)]
+    pub vm: VmOpts,
+    #[command(flatten)]
+    pub target: TargetOpts,
+}
+
+/// A round of `--runs auto` with a metric: 4 per side, the fewest with
+/// which a Mann-Whitney test can reach p < 0.05 (4 against 4: at best
+/// 2/70 = 0.029, two-sided).
+const AUTO_ROUND: usize = 4;
+
+/// A commit's build as cached: the artifact's file name in the entry and
+/// the version (content hash) it was built as.
+#[derive(Serialize, Deserialize)]
+struct CachedBuild {
+    file: String,
+    object: bool,
+    version: String,
+}
+
+/// One step as tested, for the output and `bisect.json`.
+#[derive(Debug, Clone, Serialize)]
+struct StepRecord {
+    /// 0: the good end; n: the bad end.
+    step: usize,
+    rev: Rev,
+    mark: Mark,
+    /// Per scenario, why.
+    why: Vec<(String, Judgement)>,
+    runs: usize,
+    good_runs: usize,
+    seconds: f64,
+    /// Where the step's runs are.
+    evidence: PathBuf,
+}
+
+#[derive(Serialize)]
+struct Outcome<'a> {
+    scheduler: &'a str,
+    tree: &'a Path,
+    good: &'a Rev,
+    bad: &'a Rev,
+    criterion: String,
+    /// `found`, `range`, `undecided`, `ends` (the ends are not as
+    /// stated), or `stopped` (an error or an interrupt; `message` says
+    /// which).
+    result: &'static str,
+    /// The first bad commit, when found.
+    first_bad: Option<&'a Rev>,
+    /// The commits that hold the change, oldest first, when not found.
+    range: Vec<&'a Rev>,
+    message: String,
+    steps: &'a [StepRecord],
+    seconds: f64,
+}
+
+struct Bisect<'a> {
+    args: &'a BisectArgs,
+    criterion: Criterion,
+    tree: PathBuf,
+    /// revs[0]: the good end; revs[n]: the bad end.
+    revs: Vec<Rev>,
+    def: Option<&'a Def>,
+    kernel: &'a Kernel,
+    cache: &'a Cache,
+    registry_dir: &'a Path,
+    scenarios: Vec<Loaded>,
+    dir: PathBuf,
+    session: Session<'a>,
+    live: Option<Live<'a>>,
+    vms: usize,
+    /// Builds by step; `Err`: why it did not build.
+    builds: HashMap<usize, std::result::Result<Built, String>>,
+    /// Every run so far, for results.json and history.
+    results: Vec<CellResult>,
+    /// Per scenario, the metrics worse at the bad end than at the good end
+    /// (with `--bad-if worse`): what the steps between are judged on.
+    ends: HashMap<String, Vec<Shift>>,
+    steps: Vec<StepRecord>,
+}
+
+impl<'a> Bisect<'a> {
+    fn say(&self, line: impl AsRef<str>) {
+        println!("{}", line.as_ref());
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+    }
+
+    /// The build of step `i`, from the cache when this commit was built
+    /// before for this kernel, else in a worktree (then cached).
+    fn build(&mut self, i: usize) -> Result<std::result::Result<Built, String>> {
+        if let Some(b) = self.builds.get(&i) {
+            return Ok(b.clone());
+        }
+        let rev = self.revs[i].clone();
+        let kernel_key = self.kernel.entry.as_ref().map_or_else(
+            || self.kernel.bzimage.display().to_string(),
+            |e| e.meta.key.clone(),
+        );
+        let key = crate::kernel::cache::sha256_hex(
+            format!("{}\n{}\n{}", rev.id, self.args.scheduler, kernel_key).as_bytes(),
+        )[..16]
+            .to_string();
+        let entry = self.cache.root().join("bisect").join(&key);
+        let got = match self.cached(&entry) {
+            Some(b) => {
+                self.say(format!("  {}: built before (cached)", rev.line));
+                Ok(b)
+            }
+            None => self.build_fresh(&rev, &entry)?,
+        };
+        self.builds.insert(i, got.clone());
+        Ok(got)
+    }
+
+    fn cached(&self, entry: &Path) -> Option<Built> {
+        let meta: CachedBuild =
+            serde_json::from_slice(&std::fs::read(entry.join("built.json")).ok()?).ok()?;
+        let path = entry.join(&meta.file);
+        let kind = if meta.object {
+            Kind::BpfObject
+        } else {
+            Kind::Binary
+        };
+        path.is_file().then(|| Built {
+            def: Def {
+                kind,
+                ..self
+                    .def
+                    .cloned()
+                    .unwrap_or_else(|| Def::named(&self.args.scheduler, kind))
+            },
+            artifact: if meta.object {
+                Artifact::Object(path)
+            } else {
+                Artifact::Binary(path)
+            },
+            version: meta.version,
+        })
+    }
+
+    fn build_fresh(
+        &mut self,
+        rev: &Rev,
+        entry: &Path,
+    ) -> Result<std::result::Result<Built, String>> {
+        let short = &rev.id[..12];
+        let wt = Worktree::add(&self.tree, rev, &self.dir.join("worktrees").join(short))?;
+        let mut source = match DevSource::resolve(
+            self.def,
+            &self.args.scheduler,
+            Some(&wt.path),
+            self.kernel.entry.as_ref(),
+            self.cache,
+            self.registry_dir,
+        ) {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(format!("{e:#}").lines().next().unwrap_or("").into())),
+        };
+        if let Recipe::Cargo { target_dir, .. } = &mut source.recipe {
+            // One target directory for the tree's worktrees: each commit's
+            // build is incremental on the last.
+            let tree_key = crate::kernel::cache::sha256_hex(self.tree.to_string_lossy().as_bytes());
+            *target_dir = Some(
+                self.cache
+                    .root()
+                    .join("bisect")
+                    .join(format!("target-{}", &tree_key[..16])),
+            );
+        }
+        let out = self.dir.join("builds").join(short);
+        let started = Instant::now();
+        let mut progress = Progress::new("bisect build");
+        let built = source.build(&out, self.kernel.entry.as_ref(), self.cache, &mut progress);
+        drop(progress);
+        drop(wt);
+        let built = match built {
+            Ok(b) => b,
+            Err(f) => {
+                if f.interrupted {
+                    return Err(fail(Failure::Interrupted, "interrupted during a build"));
+                }
+                let mut why = format!(
+                    "did not build: {}",
+                    f.lines.first().cloned().unwrap_or_default()
+                );
+                why.push_str(&format!(" (log: {})", f.log.display()));
+                return Ok(Err(why));
+            }
+        };
+        let (path, object) = match &built.artifact {
+            Artifact::Binary(p) => (p.clone(), false),
+            Artifact::Object(p) => (p.clone(), true),
+            Artifact::Nothing => anyhow::bail!("a build of {} made nothing to run", rev.line),
+        };
+        let file = path
+            .file_name()
+            .context("a built artifact has a name")?
+            .to_string_lossy()
+            .to_string();
+        crate::kernel::cache::install_dir(entry, |staging| {
+            std::fs::copy(&path, staging.join(&file))
+                .with_context(|| format!("copying {}", path.display()))?;
+            let meta = CachedBuild {
+                file: file.clone(),
+                object,
+                version: built.version.clone(),
+            };
+            std::fs::write(
+                staging.join("built.json"),
+                serde_json::to_vec_pretty(&meta)?,
+            )?;
+            Ok(())
+        })?;
+        self.say(format!(
+            "  {}: built in {:.1} s",
+            rev.line,
+            started.elapsed().as_secs_f64()
+        ));
+        Ok(Ok(self.cached(entry).context("the build just cached")?))
+    }
+
+    /// The session, booted the first time and again when it ended
+    /// between runs (`runner::keep_serving`).
+    fn ensure_vm(&mut self) -> Result<()> {
+        let ended = crate::runner::keep_serving(
+            &mut self.live,
+            &mut self.vms,
+            &self.scenarios,
+            &self.session,
+        )?;
+        if let Some(what) = ended {
+            self.say(format!("  the VM ended ({what}); booting it again"));
+        }
+        Ok(())
+    }
+
+    /// One run of `built` on scenario `sc`, its result in `dir`.
+    fn run_once(&mut self, built: &Built, sc: usize, dir: PathBuf) -> Result<CellResult> {
+        self.ensure_vm()?;
+        let planned = Planned {
+            scenario: &self.scenarios[sc],
+            scheduler: built,
+            args: Vec::new(),
+            swap_to: Vec::new(),
+            dir,
+        };
+        let r = self.live.as_mut().expect("a session").run(&planned)?;
+        self.results.push(r.clone());
+        Ok(r)
+    }
+
+    /// Tests step `i` (the good end too, for the check criterion) and
+    /// records it.
+    fn test(&mut self, i: usize, what: &str) -> Result<Mark> {
+        let rev = self.revs[i].clone();
+        let started = Instant::now();
+        let evidence = self.dir.join("steps").join(&rev.id[..12]);
+        let candidate = match self.build(i)? {
+            Ok(b) => b,
+            Err(why) => {
+                self.record(
+                    i,
+                    Mark::Skip,
+                    vec![(
+                        String::new(),
+                        Judgement {
+                            mark: Mark::Skip,
+                            why,
+                            shifts: Vec::new(),
+                        },
+                    )],
+                    0,
+                    0,
+                    started,
+                    evidence,
+                );
+                return Ok(Mark::Skip);
+            }
+        };
+        // The good end's build (search() built it first: it is there).
+        let good = match self.criterion.needs_good_runs() {
+            true => Some(
+                self.build(0)?
+                    .map_err(|why| anyhow::anyhow!("the good end {} {why}", self.revs[0].line))?,
+            ),
+            false => None,
+        };
+        let n_sc = self.scenarios.len();
+        let mut cand_runs: Vec<Vec<CellResult>> = vec![Vec::new(); n_sc];
+        let mut good_runs: Vec<Vec<CellResult>> = vec![Vec::new(); n_sc];
+        let (mut mark, mut why);
+        loop {
+            let done = cand_runs[0].len();
+            let round = match (self.args.runs, &good) {
+                (Runs::Fixed(n), _) => n,
+                (Runs::Auto, None) => 1,
+                (Runs::Auto, Some(_)) => AUTO_ROUND
+                    .min(self.args.max_runs.saturating_sub(done))
+                    .max(1),
+            };
+            // Beside the good end: compare's ABBA order (side 0 the good
+            // end, 1 the candidate); alone, the candidate's runs.
+            let order: Vec<(usize, usize, usize)> = match good {
+                Some(_) => super::compare::round_order(done, round, n_sc),
+                None => (done..done + round)
+                    .flat_map(|run| (0..n_sc).map(move |sc| (1, sc, run)))
+                    .collect(),
+            };
+            for (side, sc, run) in order {
+                if crate::process::interrupted() {
+                    return Err(fail(Failure::Interrupted, "interrupted"));
+                }
+                let name = &self.scenarios[sc].scenario.name;
+                let at = evidence
+                    .join(if side == 0 { "good" } else { "candidate" })
+                    .join(name)
+                    .join(format!("{:03}", run + 1));
+                let built = match (side, &good) {
+                    (0, Some(g)) => g,
+                    _ => &candidate,
+                };
+                let r = self.run_once(built, sc, at)?;
+                if side == 0 {
+                    good_runs[sc].push(r);
+                } else {
+                    cand_runs[sc].push(r);
+                }
+            }
+            // A run cut short by an interrupt is no verdict on the commit.
+            if crate::process::interrupted() {
+                return Err(fail(Failure::Interrupted, "interrupted"));
+            }
+            why = Vec::new();
+            for sc in 0..n_sc {
+                let g: Vec<&CellResult> = good_runs[sc].iter().collect();
+                let c: Vec<&CellResult> = cand_runs[sc].iter().collect();
+                let name = &self.scenarios[sc].scenario.name;
+                // Between the ends: what moved between them.
+                let ends = (i != self.revs.len() - 1)
+                    .then(|| self.ends.get(name).map_or(&[][..], Vec::as_slice));
+                let j = judge(
+                    &self.criterion,
+                    &g,
+                    &c,
+                    self.args.stats.alpha,
+                    self.args.stats.noise,
+                    ends,
+                )
+                .map_err(|e| fail(Failure::BadInput, e))?;
+                why.push((name.clone(), j));
+            }
+            mark = combine(why.iter().map(|(_, j)| j.mark));
+            let more = mark == Mark::Undecided
+                && self.args.runs == Runs::Auto
+                && good.is_some()
+                && cand_runs[0].len() < self.args.max_runs;
+            if !more {
+                break;
+            }
+            self.say(format!(
+                "  {}: not settled after {} run(s) per side; more",
+                rev.line,
+                cand_runs[0].len(),
+            ));
+        }
+        if i == self.revs.len() - 1 {
+            self.ends = why
+                .iter()
+                .map(|(sc, j)| (sc.clone(), j.shifts.clone()))
+                .collect();
+        }
+        let runs = cand_runs.iter().map(Vec::len).sum();
+        let good_n = good_runs.iter().map(Vec::len).sum();
+        let rec = self.record(i, mark, why, runs, good_n, started, evidence);
+        self.say(format!(
+            "{what} {}: {}  [{} run(s){}, {:.0} s]\n{}",
+            rev.line,
+            label(mark),
+            rec.runs,
+            if rec.good_runs > 0 {
+                format!(" + {} of the good end", rec.good_runs)
+            } else {
+                String::new()
+            },
+            rec.seconds,
+            rec.why
+                .iter()
+                .map(|(sc, j)| format!("  {sc}: {}", j.why))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ));
+        Ok(mark)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &mut self,
+        i: usize,
+        mark: Mark,
+        why: Vec<(String, Judgement)>,
+        runs: usize,
+        good_runs: usize,
+        started: Instant,
+        evidence: PathBuf,
+    ) -> StepRecord {
+        let rec = StepRecord {
+            step: i,
+            rev: self.revs[i].clone(),
+            mark,
+            why,
+            runs,
+            good_runs,
+            seconds: started.elapsed().as_secs_f64(),
+            evidence,
+        };
+        if mark == Mark::Skip {
+            self.say(format!(
+                "skip {}: {}",
+                rec.rev.line,
+                rec.why.first().map_or("", |(_, j)| j.why.as_str())
+            ));
+        }
+        self.steps.push(rec.clone());
+        rec
+    }
+
+    fn step_of(&self, i: usize) -> Option<&StepRecord> {
+        self.steps.iter().rev().find(|s| s.step == i)
+    }
+}
+
+fn label(m: Mark) -> &'static str {
+    match m {
+        Mark::Good => "good",
+        Mark::Bad => "BAD",
+        Mark::Skip => "skipped",
+        Mark::Undecided => "cannot decide",
+    }
+}
+
+pub fn run(args: BisectArgs) -> Result<i32> {
+    let started = Instant::now();
+    args.target.check()?;
+    args.stats.check()?;
+    if args.target.no_build {
+        return Err(fail(
+            Failure::BadInput,
+            "bisect builds every commit it tests; --no-build does not apply\n  fix: drop --no-build",
+        ));
+    }
+    let criterion = match (args.bad_if, &args.metric) {
+        (BadIf::Checks, Some(_)) => {
+            return Err(fail(
+                Failure::BadInput,
+                "--metric decides only with --bad-if worse\n  fix: add --bad-if worse, or drop --metric",
+            ))
+        }
+        (BadIf::Checks, None) => Criterion::Checks,
+        (BadIf::Worse, m) => Criterion::Worse(m.clone()),
+    };
+    if args.bad_if == BadIf::Worse {
+        if args.runs == Runs::Auto && args.max_runs < AUTO_ROUND {
+            return Err(fail(
+                Failure::BadInput,
+                format!("--max-runs {}: a round of --runs auto is {AUTO_ROUND} runs per side\n  fix: --max-runs {AUTO_ROUND} or more", args.max_runs),
+            ));
+        }
+        if let Runs::Fixed(n) = args.runs {
+            if n < 3 {
+                return Err(fail(
+                    Failure::BadInput,
+                    format!("--runs {n}: compare's statistics need at least 3 runs per side (4 to reach p < 0.05)\n  fix: --runs 4 or more, or --runs auto"),
+                ));
+            }
+        }
+    }
+    let on_host = args.target.target == TargetKind::Host;
+    let registry = args.registry.load()?;
+    let names = if args.scenarios.is_empty() {
+        vec![super::dev::DEFAULT_SCENARIO.to_string()]
+    } else {
+        args.scenarios.clone()
+    };
+    let scenarios = names
+        .iter()
+        .map(|s| scenario::resolve(s))
+        .collect::<Result<Vec<_>>>()?;
+    super::one_vm_shape(&scenarios, "bisect")?;
+    let tree = std::fs::canonicalize(&args.tree).map_err(|e| {
+        fail(
+            Failure::BadInput,
+            format!(
+                "--tree {}: {e}\n  fix: name the scheduler's git repository",
+                args.tree.display()
+            ),
+        )
+    })?;
+    let good = git::resolve(&tree, &args.good, "--good")?;
+    let bad = git::resolve(&tree, &args.bad, "--bad")?;
+    let mut revs = vec![good.clone()];
+    revs.extend(git::between(&tree, &good, &bad)?);
+    let n = revs.len() - 1;
+    let cache = Cache::user();
+    let kernel = if on_host {
+        super::host_build_kernel(&args.vm)?
+    } else {
+        kernel_for(&args.vm)?
+    };
+    let registry = registry.for_kernel(kernel.name());
+    let def = registry.get(&args.scheduler).ok();
+    let serving = super::Serving::start(
+        "bisect",
+        &args.target,
+        &scenarios,
+        args.out.clone(),
+        args.record.as_deref(),
+    )?;
+    let dir = serving.dir.clone();
+    let session = serving.session(&kernel, args.vm.accel);
+    let mut b = Bisect {
+        args: &args,
+        criterion: criterion.clone(),
+        tree: tree.clone(),
+        revs,
+        def,
+        kernel: &kernel,
+        cache: &cache,
+        registry_dir: registry.dir(),
+        scenarios,
+        dir: dir.clone(),
+        session,
+        live: None,
+        vms: 0,
+        builds: HashMap::new(),
+        results: Vec::new(),
+        ends: HashMap::new(),
+        steps: Vec::new(),
+    };
+    b.say(format!(
+        "bisect {} in {}: {} commit(s) after {} up to {}; bad if {}; results in {}",
+        args.scheduler,
+        tree.display(),
+        n,
+        good.line,
+        bad.line,
+        describe(&criterion),
+        dir.display()
+    ));
+    let searched = search(&mut b, n);
+    if let Some(live) = b.live.take() {
+        let _ = live.finish();
+    }
+    // An error (an interrupt, the VM, a metric that is not there) stops
+    // the search, and what ran so far is still written.
+    let (searched, error) = match searched {
+        Ok(s) => (s, None),
+        Err(e) => (("stopped", format!("{e:#}"), None, None), Some(e)),
+    };
+    let (result, message, first_bad, range) = searched;
+    let seconds = started.elapsed().as_secs_f64();
+    let tested = b
+        .steps
+        .iter()
+        .filter(|s| s.step != 0 && s.step != n)
+        .count();
+    let runs: usize = b.steps.iter().map(|s| s.runs + s.good_runs).sum();
+    if error.is_none() {
+        b.say(format!(
+            "{message}\n{tested} step(s) between the ends tested ({} for a binary search over {n} commit(s)), {runs} run(s), {:.0} s",
+            (n as f64).log2().ceil(),
+            seconds
+        ));
+    }
+    let revs = b.revs.clone();
+    let outcome = Outcome {
+        scheduler: &args.scheduler,
+        tree: &tree,
+        good: &revs[0],
+        bad: &revs[n],
+        criterion: describe(&criterion),
+        result,
+        first_bad: first_bad.map(|i| &revs[i]),
+        range: range.map_or_else(Vec::new, |(lo, hi)| revs[lo + 1..=hi].iter().collect()),
+        message,
+        steps: &b.steps,
+        seconds,
+    };
+    crate::kernel::cache::write_atomic(
+        &dir.join("bisect.json"),
+        &serde_json::to_vec_pretty(&outcome)?,
+    )?;
+    let results = std::mem::take(&mut b.results);
+    drop(b);
+    let html = serving.rundir.finish(&results)?;
+    if let Some(e) = error {
+        eprintln!(
+            "bisect: stopped; the steps so far are in {}",
+            dir.join("bisect.json").display()
+        );
+        return Err(e);
+    }
+    println!(
+        "bisect: {}\nreport: {}",
+        dir.join("bisect.json").display(),
+        html.display()
+    );
+    if let Some(db) = &args.record {
+        if !results.is_empty() {
+            let id = super::history::record_or_explain(db, &dir, &results)?;
+            println!("recorded as run {id} in {}", db.display());
+        }
+    }
+    if let Some(h) = &serving.host {
+        h.check_left_nothing()?;
+    }
+    Ok(if result == "found" { 0 } else { 1 })
+}
+
+fn describe(c: &Criterion) -> String {
+    match c {
+        Criterion::Checks => "a check fails".into(),
+        Criterion::Worse(None) => "any key metric is worse than at the good end".into(),
+        Criterion::Worse(Some(m)) => format!("{m} is worse than at the good end"),
+    }
+}
+
+type Searched = (&'static str, String, Option<usize>, Option<(usize, usize)>);
+
+/// Verifies the ends, then searches. The result kind, the message, the
+/// first bad step (found) or the range of steps that holds the change.
+fn search(b: &mut Bisect, n: usize) -> Result<Searched> {
+    let line = |b: &Bisect, i: usize| b.revs[i].line.clone();
+    // With a metric the good end is never a step of its own: its runs
+    // are beside each step's (steps/COMMIT/good/).
+    let evidence = |b: &Bisect, i: usize| {
+        b.step_of(i).map_or_else(
+            || {
+                format!(
+                    "beside each step's, {}",
+                    b.dir.join("steps/*/good").display()
+                )
+            },
+            |s| s.evidence.display().to_string(),
+        )
+    };
+    // The ends first: a search between ends that are not as stated would
+    // name a commit for nothing.
+    if let Err(why) = b.build(0)? {
+        return Ok((
+            "ends",
+            format!(
+                "the good end {} {why}; nothing was searched\n  fix: name a good commit that builds",
+                line(b, 0)
+            ),
+            None,
+            None,
+        ));
+    }
+    if b.criterion == Criterion::Checks {
+        match b.test(0, "good end")? {
+            Mark::Good => {}
+            Mark::Bad => {
+                return Ok((
+                    "ends",
+                    format!(
+                        "the good end {} is in fact bad (a check fails there too); nothing was searched\n  evidence: {}\n  fix: name an earlier --good",
+                        line(b, 0),
+                        evidence(b, 0)
+                    ),
+                    None,
+                    None,
+                ))
+            }
+            _ => {
+                return Ok((
+                    "ends",
+                    format!(
+                        "the good end {} could not be tested ({}); nothing was searched",
+                        line(b, 0),
+                        b.step_of(0).and_then(|s| s.why.first()).map_or("", |(_, j)| j.why.as_str())
+                    ),
+                    None,
+                    None,
+                ))
+            }
+        }
+    }
+    match b.test(n, "bad end")? {
+        Mark::Bad => {}
+        m => {
+            let what = match (m, &b.criterion) {
+                (Mark::Good, Criterion::Checks) => "is not bad: every check passes there",
+                (Mark::Good, _) => "is no worse than the good end",
+                (Mark::Skip, _) => "could not be tested (it did not build or was not measured)",
+                _ => "cannot be told from the good end: its verdict did not settle within --max-runs (a change about the size of --noise, or runs that disagree)",
+            };
+            return Ok((
+                "ends",
+                format!(
+                    "the bad end {} {what}; nothing was searched\n  evidence: {}",
+                    line(b, n),
+                    evidence(b, n)
+                ),
+                None,
+                None,
+            ));
+        }
+    }
+    let mut s = Search::new(n);
+    let mut k = 0;
+    loop {
+        match s.next() {
+            Next::Test(i) => {
+                k += 1;
+                let m = b.test(i, &format!("step {k}"))?;
+                s.mark(i, m);
+            }
+            Next::Found(i) => {
+                let last_good = (0..i)
+                    .rev()
+                    .find(|j| b.step_of(*j).is_some_and(|s| s.mark == Mark::Good))
+                    .unwrap_or(0);
+                return Ok((
+                    "found",
+                    format!(
+                        "first bad commit: {}\n  {}\n  its evidence: {}\n  last good: {}, evidence: {}",
+                        b.revs[i].id,
+                        line(b, i),
+                        evidence(b, i),
+                        line(b, last_good),
+                        evidence(b, last_good)
+                    ),
+                    Some(i),
+                    None,
+                ));
+            }
+            Next::Range { good, bad } => {
+                let list: Vec<String> = (good + 1..=bad)
+                    .map(|j| format!("  {}", line(b, j)))
+                    .collect();
+                return Ok((
+                    "range",
+                    format!(
+                        "the first bad commit is one of these (the ones before {} were skipped):\n{}",
+                        line(b, bad),
+                        list.join("\n")
+                    ),
+                    None,
+                    Some((good, bad)),
+                ));
+            }
+            Next::Undecided { at, good, bad } => {
+                let list: Vec<String> = (good + 1..=bad)
+                    .map(|j| format!("  {}", line(b, j)))
+                    .collect();
+                return Ok((
+                    "undecided",
+                    format!(
+                        "cannot decide at {}: {}\nthe change lies in these commits (after {}, good):\n{}\n  fix: more runs (--max-runs), a metric that moves more (--metric), or a quieter machine",
+                        line(b, at),
+                        b.step_of(at).and_then(|s| s.why.iter().find(|(_, j)| j.mark == Mark::Undecided)).map_or("", |(_, j)| j.why.as_str()),
+                        line(b, good),
+                        list.join("\n")
+                    ),
+                    None,
+                    Some((good, bad)),
+                ));
+            }
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! `scx-harness bisect` end to end: a git repository made here holds
+//! scx_local's BPF source over nine commits; the fifth after the good end
+//! adds a 1 ms spin to `ops.running` (every run delay grows by it), the
+//! sixth does not compile and the seventh mends it. bisect names the fifth,
+//! in one VM, skipping the sixth as `git bisect skip` would, and leaves the
+//! repository as it was. Bad ends are said so before anything is searched.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+/// Three tasks that wake every 2 to 10 ms for 200 us of work: their median
+/// run delay must stay under 500 us (scx_local: tens of us under TCG).
+const QUICK: &str = "name: bisect-quick
+description: three tasks wake every 2 to 10 ms for 200 us of work, a median run delay under 500 us
+duration: 3s
+warmup: 500ms
+seed: 1
+groups:
+  - name: nappers
+    threads: 3
+    work: { kind: sleepy, run: 200us, min_sleep: 2ms, max_sleep: 10ms }
+checks:
+  - run_delay: { group: nappers, p50: 500us }
+  - stall: { max_runnable: 2s, tasks: guest }
+  - scheduler_healthy: {}
+";
+
+/// The regression: every task spins 1 ms in `ops.running` before it runs.
+const DELAY: &str = "
+static long spin_until(u64 i, void *ctx)
+{
+\treturn bpf_ktime_get_ns() >= *(u64 *)ctx;
+}
+
+void BPF_STRUCT_OPS(local_running, struct task_struct *p)
+{
+\tu64 until = bpf_ktime_get_ns() + 1000 * 1000;
+
+\tbpf_loop(1 << 20, spin_until, &until, 0);
+}
+";
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The repository: commit 0 is scx_local as it is; commit i (1..=8) adds a
+/// comment line; commit 5 also adds the delay, 6 a line that is not C,
+/// which 7 removes. Returns the commit ids, oldest first.
+fn repo(dir: &Path) -> Vec<String> {
+    git(dir, &["init", "-q", "-b", "main"]);
+    let file = dir.join("scx_local.bpf.c");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../schedulers/bpf/scx_local.bpf.c"),
+        &file,
+    )
+    .unwrap();
+    let mut ids = Vec::new();
+    for i in 0..=8 {
+        let mut text = std::fs::read_to_string(&file).unwrap();
+        if i > 0 {
+            text.push_str(&format!("/* change {i} */\n"));
+        }
+        let subject = match i {
+            5 => {
+                text = text
+                    .replace(
+                        "void BPF_STRUCT_OPS(local_exit,",
+                        &format!("{DELAY}\nvoid BPF_STRUCT_OPS(local_exit,"),
+                    )
+                    .replace(
+                        ".exit\t\t= (void *)local_exit,",
+                        ".exit\t\t= (void *)local_exit,\n\t       .running\t= (void *)local_running,",
+                    );
+                assert!(text.contains(".running"), "the delay went in");
+                "spin in running".to_string()
+            }
+            6 => {
+                text.push_str("this_is_not_c;\n");
+                "break the build".to_string()
+            }
+            7 => {
+                text = text.replace("this_is_not_c;\n", "");
+                "mend the build".to_string()
+            }
+            _ => format!("change {i}"),
+        };
+        std::fs::write(&file, text).unwrap();
+        git(dir, &["add", "scx_local.bpf.c"]);
+        git(dir, &["commit", "-q", "-m", &subject]);
+        ids.push(git(dir, &["rev-parse", "HEAD"]));
+    }
+    ids
+}
+
+#[test]
+fn vm_bisect_names_the_commit_that_added_a_dispatch_delay() {
+    let kernel = common::test_kernel();
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    let ids = repo(&tree);
+    let scenario = dir.path().join("quick.yaml");
+    std::fs::write(&scenario, QUICK).unwrap();
+    let out = dir.path().join("run");
+    let (code, stdout, stderr) = common::run(
+        Command::new(env!("CARGO_BIN_EXE_scx-harness"))
+            .args(["bisect", "scx_local"])
+            .arg(&scenario)
+            .arg("--tree")
+            .arg(&tree)
+            .args(["--good", &ids[0], "--bad", "main", "--out"])
+            .arg(&out)
+            .arg("--kernel")
+            .arg(&kernel),
+    );
+    let all = format!("{stdout}\n{stderr}");
+    assert_eq!(code, Some(0), "{all}");
+    assert!(
+        stdout.contains(&format!("first bad commit: {}", ids[5])),
+        "{all}"
+    );
+    assert!(stdout.contains("spin in running"), "{all}");
+    // The commit that does not build was skipped, and said so.
+    assert!(
+        stdout.lines().any(|l| l.starts_with("skip ")
+            && l.contains("break the build")
+            && l.contains("did not build")),
+        "{all}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("bisect.json")).unwrap()).unwrap();
+    assert_eq!(report["result"], "found", "{report:#}");
+    assert_eq!(report["first_bad"]["id"], ids[5].as_str(), "{report:#}");
+    let steps = report["steps"].as_array().unwrap();
+    // The ends, then at most log2(8) = 3 steps and the one skipped.
+    let between: Vec<&serde_json::Value> = steps
+        .iter()
+        .filter(|s| s["step"] != 0 && s["step"] != 8)
+        .collect();
+    assert!(between.len() <= 4, "{report:#}");
+    assert_eq!(
+        between.iter().filter(|s| s["mark"] == "skip").count(),
+        1,
+        "{report:#}"
+    );
+    let bad = steps.iter().find(|s| s["step"] == 5).unwrap();
+    assert_eq!(bad["mark"], "bad", "{report:#}");
+    let why = bad["why"][0][1]["why"].as_str().unwrap();
+    assert!(why.contains("run_delay"), "the failing check: {why}");
+    // One VM for the whole search.
+    let vms: Vec<_> = std::fs::read_dir(out.join("sessions"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(vms, ["vm-1"], "{all}");
+    // The repository is as it was: on main, clean, one worktree.
+    assert_eq!(git(&tree, &["rev-parse", "HEAD"]), ids[8]);
+    assert_eq!(git(&tree, &["status", "--porcelain"]), "");
+    assert_eq!(
+        git(&tree, &["worktree", "list", "--porcelain"])
+            .matches("worktree ")
+            .count(),
+        1
+    );
+    assert!(common::qemus_mentioning(dir.path()).is_empty());
+
+    // A good end that is in fact bad: said so, nothing searched, exit 1.
+    let out2 = dir.path().join("run2");
+    let (code, stdout, stderr) = common::run(
+        Command::new(env!("CARGO_BIN_EXE_scx-harness"))
+            .args(["bisect", "scx_local"])
+            .arg(&scenario)
+            .arg("--tree")
+            .arg(&tree)
+            .args(["--good", &ids[5], "--bad", &ids[8], "--out"])
+            .arg(&out2)
+            .arg("--kernel")
+            .arg(&kernel),
+    );
+    assert_eq!(code, Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("is in fact bad") && stdout.contains("spin in running"),
+        "{stdout}\n{stderr}"
+    );
+    // Its build was cached by the first search.
+    assert!(stdout.contains("built before (cached)"), "{stdout}");
+}
+
+#[test]
+fn revisions_that_are_not_commits_or_out_of_order_are_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    git(&tree, &["init", "-q", "-b", "main"]);
+    for i in 0..3 {
+        std::fs::write(tree.join("f"), i.to_string()).unwrap();
+        git(&tree, &["add", "f"]);
+        git(&tree, &["commit", "-q", "-m", &format!("c{i}")]);
+    }
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--good", "nosuch", "--bad", "main"],
+            "--good nosuch: not a commit",
+        ),
+        (
+            &["--good", "main", "--bad", "main~2"],
+            "is not an ancestor of --bad",
+        ),
+        (&["--good", "main", "--bad", "main"], "the same commit"),
+        (
+            &["--good", "main~2", "--bad", "main", "--metric", "x"],
+            "--metric decides only with --bad-if worse",
+        ),
+        (
+            &[
+                "--good", "main~2", "--bad", "main", "--bad-if", "worse", "--runs", "2",
+            ],
+            "need at least 3 runs per side",
+        ),
+    ];
+    for (args, says) in cases {
+        let (code, stdout, stderr) = common::run(
+            common::harness(&dir.path().join("cache"))
+                .args(["bisect", "scx_local", "--tree"])
+                .arg(&tree)
+                .args(*args)
+                .arg("--out")
+                .arg(dir.path().join("never")),
+        );
+        assert_eq!(code, Some(65), "{args:?}: {stdout}\n{stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert!(stderr.contains("fix: "), "{args:?}: {stderr}");
+        assert!(!dir.path().join("never").exists(), "{args:?}");
+    }
+}
