@@ -227,7 +227,7 @@ fn revisions_that_are_not_commits_or_out_of_order_are_refused_before_anything_ru
             &[
                 "--good", "main~2", "--bad", "main", "--bad-if", "worse", "--runs", "2",
             ],
-            "need at least 3 runs per side",
+            "cannot reach p < 0.05",
         ),
     ];
     for (args, says) in cases {

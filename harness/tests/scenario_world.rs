@@ -276,8 +276,8 @@ fn vm_a_task_free_to_move_is_not_held_behind_an_rt_hog() {
     }
     // scx_simple: each cell passes (the property is not its claim, and no
     // wait reaches the stall bound); in at least one run the property
-    // does not hold, a free task's wait of about a hog phase (2 s), nearly
-    // all of it behind the hog.
+    // does not hold, a free task's wait past the bound, nearly all of it
+    // behind the hog.
     let mut caught = 0;
     for c in of("scx_simple") {
         assert_pass(c);
@@ -288,8 +288,9 @@ fn vm_a_task_free_to_move_is_not_held_behind_an_rt_hog() {
         }
         caught += 1;
         let free = &main_pass(c).group("free").unwrap().probe;
+        // A hog phase (2 s) on 6.12; the deadline server's 950 ms on 7.3.
         assert!(
-            free.max_wait_ns > 1_500_000_000,
+            free.max_wait_ns > 500_000_000,
             "scx_simple: the longest free wait {} ns",
             free.max_wait_ns
         );

@@ -341,6 +341,13 @@ fn vm_tracepoint_registrations_do_not_patch_kernel_text_under_load() {
         .collect::<Vec<_>>()
         .join(" ");
     assert!(events.contains("sched/sched_migrate_task"), "{events}");
+    // The second function on sched_migrate_task: our instance's event.
+    let (instance, instance_event) = vm::BOOT_ARGS
+        .iter()
+        .find_map(|a| a.strip_prefix("trace_instance="))
+        .and_then(|a| a.split_once(','))
+        .map(|(i, e)| (i.to_string(), e.replace(':', "/")))
+        .expect("a trace_instance= boot argument");
     let r = vm::run(&spec(
         work.path(),
         sh(&format!(
@@ -348,6 +355,7 @@ fn vm_tracepoint_registrations_do_not_patch_kernel_text_under_load() {
             T=/sys/kernel/tracing
             [ -e $T/tracing_on ] || mount -t tracefs nodev $T
             for e in {events}; do grep -q 1 $T/events/$e/enable; done
+            grep -q 1 $T/instances/{instance}/events/{instance_event}/enable
             (cd /tmp && exec stress-ng --switch 2 --timeout 120s >/dev/null 2>&1) &
             LOAD=$!
             mkdir -p $T/instances/t

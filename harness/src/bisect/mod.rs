@@ -154,9 +154,11 @@ pub struct Shift {
 /// scenario (the bad end's [`Judgement::shifts`]; `None` while judging the
 /// bad end itself): a step between them is then judged on those metrics
 /// only, good when each one's interval lies on the good end's side of
-/// halfway to the bad end's ratio (and within the noise at least), so the
-/// search finds the change between the ends rather than asking every step
-/// to be equal to the good end within the noise. `Err` when the named
+/// halfway to the bad end's ratio (and within the noise at least), bad when
+/// it is worse and its interval lies past halfway on the bad end's side,
+/// undecided otherwise (a smaller change, or too few runs), so the search
+/// finds the change between the ends rather than asking every step to be
+/// equal to the good end within the noise. `Err` when the named
 /// metric is not among those the runs have (bad input: the message lists
 /// them).
 pub fn judge(
@@ -254,11 +256,27 @@ fn worse(
     };
     // Worse; or, for a metric named on its own that has no better
     // direction, changed beyond the noise (what the user asked about).
+    // Between the ends, only as far as halfway to the bad end's change on
+    // its side: a smaller change is not the one searched for.
+    let past_half = |m: &crate::compare::MetricComparison| match ends {
+        None => true,
+        Some(shifts) => shifts.iter().any(|s| {
+            s.metric == m.name && {
+                let half = ((s.ratio - 1.0).abs() / 2.0).max(noise);
+                if s.ratio >= 1.0 {
+                    m.stats.ci_low > 1.0 + half
+                } else {
+                    m.stats.ci_high < 1.0 - half
+                }
+            }
+        }),
+    };
     let worse: Vec<_> = chosen
         .iter()
         .filter(|m| {
-            m.stats.verdict == Verdict::Worse
-                || (metric.is_some() && m.stats.verdict == Verdict::Changed)
+            (m.stats.verdict == Verdict::Worse
+                || (metric.is_some() && m.stats.verdict == Verdict::Changed))
+                && past_half(m)
         })
         .collect();
     if let Some(m) = worse.first() {
@@ -468,6 +486,15 @@ mod tests {
         // Too few runs to say: undecided.
         let j = between(&any, &[1, 1], &[1, 1], Some(&shifts)).unwrap();
         assert_eq!(j.mark, Mark::Undecided, "{}", j.why);
+        // Twice worse, tightly: worse than the good end on its own, but on
+        // the good end's side of halfway to the 5x searched for (a smaller
+        // change); 4x is past halfway: bad.
+        let j = judged(&any, &[1, 1, 1, 1], &[2, 2, 2, 2]).unwrap();
+        assert_eq!(j.mark, Mark::Bad, "{}", j.why);
+        let j = between(&any, &[1, 1, 1, 1], &[2, 2, 2, 2], Some(&shifts)).unwrap();
+        assert_eq!(j.mark, Mark::Good, "{}", j.why);
+        let j = between(&any, &[1, 1, 1, 1], &[4, 4, 4, 4], Some(&shifts)).unwrap();
+        assert_eq!(j.mark, Mark::Bad, "{}", j.why);
     }
 
     #[test]

@@ -416,6 +416,7 @@ impl<'a> Bisect<'a> {
                 return Err(fail(Failure::Interrupted, "interrupted"));
             }
             why = Vec::new();
+            let mut missing = Vec::new();
             for sc in 0..n_sc {
                 let g: Vec<&CellResult> = good_runs[sc].iter().collect();
                 let c: Vec<&CellResult> = cand_runs[sc].iter().collect();
@@ -423,16 +424,24 @@ impl<'a> Bisect<'a> {
                 // Between the ends: what moved between them.
                 let ends = (i != self.revs.len() - 1)
                     .then(|| self.ends.get(name).map_or(&[][..], Vec::as_slice));
-                let j = judge(
+                match judge(
                     &self.criterion,
                     &g,
                     &c,
                     self.args.stats.alpha,
                     self.args.stats.noise,
                     ends,
-                )
-                .map_err(|e| fail(Failure::BadInput, e))?;
-                why.push((name.clone(), j));
+                ) {
+                    Ok(j) => why.push((name.clone(), j)),
+                    // A metric one scenario lacks is judged on the others.
+                    Err(e) => missing.push(e),
+                }
+            }
+            if why.is_empty() {
+                return Err(fail(
+                    Failure::BadInput,
+                    missing.first().cloned().unwrap_or_default(),
+                ));
             }
             mark = combine(why.iter().map(|(_, j)| j.mark));
             let more = mark == Mark::Undecided
@@ -551,10 +560,10 @@ pub fn run(args: BisectArgs) -> Result<i32> {
             ));
         }
         if let Runs::Fixed(n) = args.runs {
-            if n < 3 {
+            if n < AUTO_ROUND {
                 return Err(fail(
                     Failure::BadInput,
-                    format!("--runs {n}: compare's statistics need at least 3 runs per side (4 to reach p < 0.05)\n  fix: --runs 4 or more, or --runs auto"),
+                    format!("--runs {n}: with fewer than {AUTO_ROUND} runs per side the Mann-Whitney test cannot reach p < 0.05 (3 against 3: at best 0.1), so nothing could be called worse\n  fix: --runs {AUTO_ROUND} or more, or --runs auto"),
                 ));
             }
         }
@@ -776,14 +785,23 @@ fn search(b: &mut Bisect, n: usize) -> Result<Searched> {
             let what = match (m, &b.criterion) {
                 (Mark::Good, Criterion::Checks) => "is not bad: every check passes there",
                 (Mark::Good, _) => "is no worse than the good end",
-                (Mark::Skip, _) => "could not be tested (it did not build or was not measured)",
+                (Mark::Skip, _) => "could not be tested",
                 _ => "cannot be told from the good end: its verdict did not settle within --max-runs (a change about the size of --noise, or runs that disagree)",
             };
             return Ok((
                 "ends",
                 format!(
-                    "the bad end {} {what}; nothing was searched\n  evidence: {}",
+                    "the bad end {} {what}; nothing was searched\n  why: {}\n  evidence: {}",
                     line(b, n),
+                    b.step_of(n)
+                        .map(|s| {
+                            s.why
+                                .iter()
+                                .map(|(sc, j)| format!("{sc}: {}", j.why))
+                                .collect::<Vec<_>>()
+                                .join("; ")
+                        })
+                        .unwrap_or_default(),
                     evidence(b, n)
                 ),
                 None,
