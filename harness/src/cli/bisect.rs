@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::compare::{parse_runs, Runs, StatsOpts};
-use super::{kernel_for, TargetKind, TargetOpts, VmOpts};
+use super::{TargetOpts, VmOpts};
 use crate::bisect::git::{self, Rev, Worktree};
 use crate::bisect::{combine, judge, Criterion, Judgement, Mark, Next, Search, Shift};
 use crate::cell::Planned;
@@ -23,7 +23,7 @@ use crate::kernel::{Cache, Kernel};
 use crate::progress::Progress;
 use crate::report::CellResult;
 use crate::runner::{Live, Session};
-use crate::scenario::{self, Loaded};
+use crate::scenario::Loaded;
 use crate::scheduler::build::{Artifact, Built};
 use crate::scheduler::registry::{Def, Kind};
 
@@ -568,18 +568,8 @@ pub fn run(args: BisectArgs) -> Result<i32> {
             }
         }
     }
-    let on_host = args.target.target == TargetKind::Host;
     let registry = args.registry.load()?;
-    let names = if args.scenarios.is_empty() {
-        vec![super::dev::DEFAULT_SCENARIO.to_string()]
-    } else {
-        args.scenarios.clone()
-    };
-    let scenarios = names
-        .iter()
-        .map(|s| scenario::resolve(s))
-        .collect::<Result<Vec<_>>>()?;
-    super::one_vm_shape(&scenarios, "bisect")?;
+    let scenarios = super::one_vm_scenarios(&args.scenarios, "bisect")?;
     let tree = std::fs::canonicalize(&args.tree).map_err(|e| {
         fail(
             Failure::BadInput,
@@ -595,11 +585,7 @@ pub fn run(args: BisectArgs) -> Result<i32> {
     revs.extend(git::between(&tree, &good, &bad)?);
     let n = revs.len() - 1;
     let cache = Cache::user();
-    let kernel = if on_host {
-        super::host_build_kernel(&args.vm)?
-    } else {
-        kernel_for(&args.vm)?
-    };
+    let kernel = args.target.kernel(&args.vm)?;
     let registry = registry.for_kernel(kernel.name());
     let def = registry.get(&args.scheduler).ok();
     let serving = super::Serving::start(

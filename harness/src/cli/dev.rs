@@ -5,11 +5,10 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use super::{kernel_for, TargetKind, TargetOpts, VmOpts};
+use super::{TargetOpts, VmOpts};
 use crate::dev::{self, source::DevSource, Dev, Input, Options};
 use crate::error::{fail, Failure};
 use crate::kernel::Cache;
-use crate::scenario;
 
 /// The scenario `dev` runs when none is named: 6 s, three tasks that
 /// sleep and wake, bounded run delays; what a scheduler change moves
@@ -121,24 +120,10 @@ pub fn run(args: DevArgs) -> Result<i32> {
             "dev keeps its VM for as long as it runs (each cell has its own deadline); --timeout does not apply\n  fix: drop --timeout",
         ));
     }
-    let on_host = args.target.target == TargetKind::Host;
     let registry = args.registry.load()?;
-    let names = if args.scenarios.is_empty() {
-        vec![DEFAULT_SCENARIO.to_string()]
-    } else {
-        args.scenarios.clone()
-    };
-    let scenarios = names
-        .iter()
-        .map(|s| scenario::resolve(s))
-        .collect::<Result<Vec<_>>>()?;
-    super::one_vm_shape(&scenarios, "dev")?;
+    let scenarios = super::one_vm_scenarios(&args.scenarios, "dev")?;
     let cache = Cache::user();
-    let kernel = if on_host {
-        super::host_build_kernel(&args.vm)?
-    } else {
-        kernel_for(&args.vm)?
-    };
+    let kernel = args.target.kernel(&args.vm)?;
     let registry = registry.for_kernel(kernel.name());
     let def = registry.get(&name).ok();
     if def.is_none() && args.tree.is_none() {

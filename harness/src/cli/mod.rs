@@ -108,6 +108,18 @@ pub struct TargetOpts {
 }
 
 impl TargetOpts {
+    /// The kernel the target needs: in a VM, `--kernel`'s (fetched or built
+    /// if it must be, `kernel_for`); on the host, the one whose tree builds
+    /// kernel-example schedulers (`host_build_kernel`).
+    pub fn kernel(&self, vm: &VmOpts) -> Result<Kernel> {
+        match self.target {
+            TargetKind::Host => host_build_kernel(vm),
+            TargetKind::Vm => kernel_for(vm),
+        }
+    }
+}
+
+impl TargetOpts {
     /// `--replace` without `--target host` is refused: it would do nothing.
     pub fn check(&self) -> Result<()> {
         if self.replace && self.target != TargetKind::Host {
@@ -203,9 +215,19 @@ impl Serving {
     }
 }
 
-/// Refuses scenarios of more than one VM shape (`vm:`) for a command that
-/// keeps one VM (`who`: dev, bisect); bad input naming the two files.
-pub fn one_vm_shape(scenarios: &[crate::scenario::Loaded], who: &str) -> Result<()> {
+/// The scenarios of a command that keeps one VM (`who`: dev, bisect):
+/// `names` resolved (files or bundled names; none: `dev::DEFAULT_SCENARIO`),
+/// refused as bad input naming the two files when their VM shapes (`vm:`)
+/// differ.
+pub fn one_vm_scenarios(names: &[String], who: &str) -> Result<Vec<crate::scenario::Loaded>> {
+    let names = match names.is_empty() {
+        true => vec![dev::DEFAULT_SCENARIO.to_string()],
+        false => names.to_vec(),
+    };
+    let scenarios = names
+        .iter()
+        .map(|s| crate::scenario::resolve(s))
+        .collect::<Result<Vec<_>>>()?;
     match scenarios
         .iter()
         .find(|s| s.scenario.vm != scenarios[0].scenario.vm)
@@ -218,7 +240,7 @@ pub fn one_vm_shape(scenarios: &[crate::scenario::Loaded], who: &str) -> Result<
                 scenarios[0].path.display()
             ),
         )),
-        None => Ok(()),
+        None => Ok(scenarios),
     }
 }
 

@@ -310,10 +310,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
         false => None,
     };
     // Then the kernel (fetched or built if it must be).
-    let kernel = match on_host {
-        true => super::host_build_kernel(&args.vm)?,
-        false => kernel_for(&args.vm)?,
-    };
+    let kernel = args.target.kernel(&args.vm)?;
     let cache = Cache::user();
     let ctx = BuildCtx {
         cache: &cache,
