@@ -27,21 +27,6 @@ checks:
   - scheduler_healthy: {}
 ";
 
-/// The regression: every task spins 1 ms in `ops.running` before it runs.
-const DELAY: &str = "
-static long spin_until(u64 i, void *ctx)
-{
-\treturn bpf_ktime_get_ns() >= *(u64 *)ctx;
-}
-
-void BPF_STRUCT_OPS(local_running, struct task_struct *p)
-{
-\tu64 until = bpf_ktime_get_ns() + 1000 * 1000;
-
-\tbpf_loop(1 << 20, spin_until, &until, 0);
-}
-";
-
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .arg("-C")
@@ -73,16 +58,8 @@ fn repo(dir: &Path) -> Vec<String> {
         }
         let subject = match i {
             5 => {
-                text = text
-                    .replace(
-                        "void BPF_STRUCT_OPS(local_exit,",
-                        &format!("{DELAY}\nvoid BPF_STRUCT_OPS(local_exit,"),
-                    )
-                    .replace(
-                        ".exit\t\t= (void *)local_exit,",
-                        ".exit\t\t= (void *)local_exit,\n\t       .running\t= (void *)local_running,",
-                    );
-                assert!(text.contains(".running"), "the delay went in");
+                // The regression: every task spins 1 ms in ops.running.
+                text = common::scx_local_with_spin(&text, 1_000_000);
                 "spin in running".to_string()
             }
             6 => {

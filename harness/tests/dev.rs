@@ -28,22 +28,6 @@ checks:
   - scheduler_healthy: {}
 ";
 
-/// The delay: every task spins 200 us in `ops.running` before it runs, so
-/// each run delay the probe measures (wakeup to switch-in) grows by that.
-const DELAY: &str = "
-static long spin_until(u64 i, void *ctx)
-{
-\treturn bpf_ktime_get_ns() >= *(u64 *)ctx;
-}
-
-void BPF_STRUCT_OPS(local_running, struct task_struct *p)
-{
-\tu64 until = bpf_ktime_get_ns() + 200 * 1000;
-
-\tbpf_loop(1 << 20, spin_until, &until, 0);
-}
-";
-
 /// `dev`'s stdout, line by line, with everything read so far kept for
 /// failure messages.
 struct Out {
@@ -198,15 +182,8 @@ fn vm_dev_rebuilds_on_each_save_keeps_the_vm_and_calls_a_delay_worse() {
     // A change that adds a dispatch delay: reported worse on run delay
     // than the previous build, in the same VM.
     edit(&file, |t| {
-        t.replace("\nthis_is_not_c;\n", "")
-            .replace(
-                "void BPF_STRUCT_OPS(local_exit,",
-                &format!("{DELAY}\nvoid BPF_STRUCT_OPS(local_exit,"),
-            )
-            .replace(
-                ".exit\t\t= (void *)local_exit,",
-                ".exit\t\t= (void *)local_exit,\n\t       .running\t= (void *)local_running,",
-            )
+        // Every task spins 200 us in ops.running before it runs.
+        common::scx_local_with_spin(&t.replace("\nthis_is_not_c;\n", ""), 200_000)
     });
     let delayed = out.verdict(4, long, &mut child);
     let verdict = delayed.last().unwrap().clone();

@@ -523,3 +523,39 @@ pub fn compare_report(out: &Path) -> scx_harness::compare::CompareReport {
         .unwrap_or_else(|e| panic!("{}: {e}", out.display()));
     serde_json::from_slice(&bytes).unwrap()
 }
+
+/// scx_local's BPF source (`text`) with a dispatch delay: every task spins
+/// `ns` in `ops.running` before it runs, so each run delay the probe
+/// measures (wakeup to switch-in) grows by that. Panics if the source no
+/// longer has the places it edits.
+pub fn scx_local_with_spin(text: &str, ns: u64) -> String {
+    let spin = format!(
+        "
+static long spin_until(u64 i, void *ctx)
+{{
+\treturn bpf_ktime_get_ns() >= *(u64 *)ctx;
+}}
+
+void BPF_STRUCT_OPS(local_running, struct task_struct *p)
+{{
+\tu64 until = bpf_ktime_get_ns() + {ns};
+
+\tbpf_loop(1 << 20, spin_until, &until, 0);
+}}
+"
+    );
+    let out = text
+        .replace(
+            "void BPF_STRUCT_OPS(local_exit,",
+            &format!("{spin}\nvoid BPF_STRUCT_OPS(local_exit,"),
+        )
+        .replace(
+            ".exit\t\t= (void *)local_exit,",
+            ".exit\t\t= (void *)local_exit,\n\t       .running\t= (void *)local_running,",
+        );
+    assert!(
+        out.contains("spin_until") && out.contains(".running"),
+        "scx_local's source no longer has local_exit where the spin goes"
+    );
+    out
+}
