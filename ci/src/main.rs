@@ -1,7 +1,8 @@
 //! Project automation in the cargo-xtask pattern: `cargo ci TASK`.
 //!
 //! - `setup`  installs every host dependency (Debian packages, virtme-ng
-//!   from PyPI into a virtualenv, cargo-nextest), idempotently.
+//!   from PyPI into a virtualenv, cargo-nextest, and for `fuzz` nightly
+//!   Rust and cargo-fuzz), idempotently.
 //! - `kernel` builds (or reuses) the default sched_ext kernel.
 //! - `run`    setup + the main job (`scx-harness run`).
 //! - `test`   setup + kernel + every scheduler in the registry + the test
@@ -13,7 +14,9 @@
 //!   (harness/fuzz: scenario, registry, console) for SECONDS (default 600)
 //!   on nightly Rust with cargo-fuzz, starting from the saved corpus; with
 //!   `--save`, inputs that reach new code are merged into that corpus.
-//!   `test` runs a 30-second smoke of each.
+//!   The nightly workflow (ci/nightly.yml) runs it; `test` replays the
+//!   saved corpus on stable Rust instead (the unit tests of
+//!   harness/src/fuzz.rs).
 //! - `nightly [ARGS...]` runs the full matrix (suite `nightly`) three times
 //!   per cell, records it in the results database ($SCX_HARNESS_DB or the
 //!   default) and checks every cell against its recent history: non-zero,
@@ -94,7 +97,10 @@ fn main() -> Result<()> {
     let root = project_root();
     sh.change_dir(&root);
     match args.first().map(String::as_str) {
-        Some("setup") => setup(&sh),
+        Some("setup") => {
+            setup(&sh)?;
+            setup_fuzz(&sh)
+        }
         Some("kernel") => {
             setup(&sh)?;
             kernel(&sh)
@@ -129,13 +135,14 @@ fn main() -> Result<()> {
             // tests, not inside a test's deadline: crates take minutes, once.
             step("test: build or reuse every scheduler on every kernel");
             cmd!(sh, "{harness} schedulers build --kernel all").run()?;
-            test(&sh, &args[1..])?;
-            step("test: fuzz smoke (30 s per target; `cargo ci fuzz` runs longer)");
-            fuzz(&sh, &root, &["30".to_string()])
+            // The saved fuzz corpus is replayed by the unit tests (stable
+            // Rust); fuzzing itself is `cargo ci fuzz` (the nightly job):
+            // its nightly build alone took minutes of CI's 90.
+            test(&sh, &args[1..])
         }
         Some("soak") => soak(&sh, &root, &args[1..]),
         Some("fuzz") => {
-            setup(&sh)?;
+            setup_fuzz(&sh)?;
             fuzz(&sh, &root, &args[1..])
         }
         Some("nightly") => {
@@ -231,6 +238,12 @@ fn setup(sh: &Shell) -> Result<()> {
         cmd!(sh, "cargo install --locked cargo-nextest").run()?;
     }
 
+    apps()
+}
+
+/// What only `fuzz` needs beyond [`setup`]: nightly Rust and cargo-fuzz
+/// (`cargo ci setup` installs them too; `test` does not need them).
+fn setup_fuzz(sh: &Shell) -> Result<()> {
     step(&format!(
         "setup: nightly Rust and cargo-fuzz {CARGO_FUZZ_VERSION} (the fuzz targets)"
     ));
@@ -265,7 +278,7 @@ fn setup(sh: &Shell) -> Result<()> {
         )
         .run()?;
     }
-    apps()
+    Ok(())
 }
 
 /// Where app-build's sources go: the data directory's `apps/`, which
@@ -438,7 +451,7 @@ fn test(sh: &Shell, extra: &[String]) -> Result<()> {
     // only the cells asked for run.
     let _sessions = extra
         .is_empty()
-        .then(|| sh.push_env("SCX_HARNESS_MATRIX_SESSIONS", "1"));
+        .then(|| sh.push_env("SCX_HARNESS_SHARED_SESSIONS", "1"));
     cmd!(
         sh,
         "cargo nextest run --workspace --profile {profile} {extra...}"

@@ -51,6 +51,13 @@ pub const BATCH_SPEC: &str = "batch.json";
 /// `schedulers run`'s lifecycle report, written by the guest side.
 pub const SCHEDULER_REPORT: &str = "report.json";
 
+/// The lifecycle report of the `i`th scheduler of several run in turn in
+/// one VM (`scheduler::lifecycle::run_each_in_vm`), written by the guest
+/// side.
+pub fn scheduler_report(i: usize) -> String {
+    format!("report-{i}.json")
+}
+
 /// A serving session's queued cell `i` (an `agent::BatchCell`) in its
 /// queue directory, written atomically by the host side, read by the
 /// guest side once cell `i - 1` has ended.

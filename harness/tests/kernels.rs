@@ -12,7 +12,6 @@
 mod common;
 
 use libtest_mimic::{Arguments, Trial};
-use scx_harness::cli::schedulers::cpu_load;
 use scx_harness::scheduler::registry::Kind;
 
 fn trials() -> Vec<Trial> {
@@ -27,7 +26,7 @@ fn trials() -> Vec<Trial> {
                 format!("lifecycle::{kernel}::{name}"),
                 move || {
                     let entry = common::named_kernel(&kernel);
-                    common::check_clean_on(&entry, &name, cpu_load(4, 3.0));
+                    common::check_clean_on(&entry, &name);
                     Ok(())
                 },
             ));
@@ -39,11 +38,11 @@ fn trials() -> Vec<Trial> {
     for (kernel, has) in [("stable", true), ("lts", false)] {
         out.push(Trial::test(format!("events::{kernel}"), move || {
             let entry = common::named_kernel(kernel);
-            let run = common::run_scheduler_on(&entry, "scx_local", &[], Some(cpu_load(4, 2.0)));
+            let run = common::lifecycle_of(&entry, "scx_local");
             let r = run
                 .report
                 .as_ref()
-                .ok_or_else(|| format!("no report\n{}", common::explain_vm(&run.vm)))?;
+                .ok_or_else(|| format!("no report\n{}", run.context))?;
             if has {
                 for name in ["SCX_EV_SELECT_CPU_FALLBACK", "SCX_EV_BYPASS_DURATION"] {
                     if !r.events.contains_key(name) {

@@ -14,7 +14,7 @@
 //! that names an unknown kernel, scheduler or scenario fails the listing
 //! with the file, the line and the known names.
 //!
-//! With `SCX_HARNESS_MATRIX_SESSIONS=1` under nextest (`cargo ci test`
+//! With `SCX_HARNESS_SHARED_SESSIONS=1` under nextest (`cargo ci test`
 //! without arguments), the first test of a kernel runs every cell of the suite on
 //! it as one `scx-harness run` (hot-swapped, a VM per shape) and each test
 //! judges its own cell from that run's results: the same cells and checks
@@ -89,7 +89,7 @@ fn run(cell: &Cell) -> Result<(), Failed> {
         Err(_) => 1,
     };
     let results = std::env::var_os("SCX_HARNESS_RESULTS").map(std::path::PathBuf::from);
-    if let (Some(run_id), 1, None) = (shared_sessions(), repeat, &results) {
+    if let (Some(run_id), 1, None) = (common::shared_sessions(), repeat, &results) {
         return from_shared_run(cell, &entry, &run_id);
     }
     let mut failures = Vec::new();
@@ -121,17 +121,6 @@ fn run(cell: &Cell) -> Result<(), Failed> {
     }
 }
 
-/// The nextest run whose matrix tests share one `scx-harness run` per
-/// kernel: with `SCX_HARNESS_MATRIX_SESSIONS=1` (`cargo ci test` without
-/// arguments sets it; with a partition or a filter it does not, and each
-/// cell that runs boots its own VM) under nextest (`NEXTEST_RUN_ID`).
-fn shared_sessions() -> Option<String> {
-    if std::env::var("SCX_HARNESS_MATRIX_SESSIONS").ok()? != "1" {
-        return None;
-    }
-    std::env::var("NEXTEST_RUN_ID").ok()
-}
-
 /// The cell's result from the run of every cell of its kernel that the
 /// first matrix test of this nextest run started: `scx-harness run` of
 /// the suite on that kernel (the one pipeline, schedulers hot-swapped in a
@@ -142,35 +131,24 @@ fn from_shared_run(
     entry: &scx_harness::kernel::Entry,
     run_id: &str,
 ) -> Result<(), Failed> {
-    use std::os::fd::AsRawFd;
-    let root = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("matrix-{run_id}"))
-        .join(&entry.meta.key);
-    std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
-    let lock = std::fs::File::create(root.join("lock")).map_err(|e| e.to_string())?;
-    // SAFETY: flock on a file we hold; released when it closes.
-    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(format!("locking {}", root.display()).into());
-    }
-    let out = root.join("run");
-    let log = root.join("run.log");
-    if !out.join("results.json").is_file() && !log.is_file() {
+    let root = common::once_per_run(run_id, "matrix", &entry.meta.key, |root| {
         let suite = Overrides::from_env()
             .suite
             .unwrap_or_else(|| "default".into());
-        let log_file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
+        let log_file = std::fs::File::create(root.join("run.log")).map_err(|e| e.to_string())?;
         let status = std::process::Command::new(env!("CARGO_BIN_EXE_scx-harness"))
             .args(["run", "--suite", &suite, "--kernel"])
             .arg(entry.bzimage())
             .arg("--out")
-            .arg(&out)
+            .arg(root.join("run"))
             .stdout(log_file.try_clone().map_err(|e| e.to_string())?)
             .stderr(log_file)
             .status()
             .map_err(|e| format!("running scx-harness run: {e}"))?;
         eprintln!("the suite on {}: {status}", entry.meta.key);
-    }
-    drop(lock);
+        Ok(())
+    })?;
+    let (out, log) = (root.join("run"), root.join("run.log"));
     let results = scx_harness::report::load_run(&out).map_err(|e| {
         format!(
             "the shared run wrote no results ({e:#}); its output: {}",

@@ -9,6 +9,10 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
+/// `cargo nextest ARGS` in the workspace. Each call selects the whole
+/// workspace, as `cargo ci test` does: `-p scx-harness` alone unifies
+/// features differently and rebuilds 28 crates (108 s from a fresh clone,
+/// the slowest "listing" test in CI).
 fn nextest(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
     let root = scx_harness::paths::workspace_root();
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
@@ -59,8 +63,7 @@ fn vm_partitions_of_an_archive_cover_the_matrix_once() {
     let (ok, _, err) = nextest(
         &[
             "archive",
-            "-p",
-            "scx-harness",
+            "--workspace",
             "--test",
             "matrix",
             "--archive-file",
@@ -144,7 +147,7 @@ fn a_matrix_with_an_unknown_scheduler_fails_the_listing() {
     .unwrap();
     let bad_s = bad.display().to_string();
     let (ok, out, err) = nextest(
-        &["list", "-p", "scx-harness", "--test", "matrix"],
+        &["list", "--workspace", "--test", "matrix"],
         &[("SCX_HARNESS_MATRIX", &bad_s)],
     );
     assert!(!ok, "listing succeeded:\n{out}");

@@ -8,11 +8,6 @@ use scx_harness::cli::schedulers::cpu_load;
 use scx_harness::scheduler::exit::ExitKind;
 use scx_harness::scheduler::lifecycle::{Report, Run, Verdict};
 
-/// Twice the guest's 2 vCPUs of busy loops for 3 s.
-fn load() -> String {
-    cpu_load(4, 3.0)
-}
-
 fn report(run: &Run) -> &Report {
     run.report
         .as_ref()
@@ -24,7 +19,7 @@ fn report(run: &Run) -> &Report {
 /// and one with a known issue may exit during the run or detach badly, but
 /// only in the way the registry describes.
 fn check_clean(name: &str) {
-    common::check_clean_on(&common::test_kernel_entry(), name, load());
+    common::check_clean_on(&common::test_kernel_entry(), name);
 }
 
 macro_rules! clean_tests {
@@ -51,6 +46,75 @@ clean_tests! {
     vm_crate_scx_flash_attaches_runs_and_detaches => "scx_flash",
 }
 
+/// Several schedulers in turn in one boot (how the clean-lifecycle tests
+/// share a VM per kernel): each turn is judged on its own kernel lines and
+/// counters, so a scheduler that errors out between two clean ones is the
+/// only one that fails, and the one after it attaches and detaches clean.
+#[test]
+fn vm_schedulers_in_turn_in_one_vm_are_each_judged_on_their_own_turn() {
+    let entry = common::test_kernel_entry();
+    let turns: [(&str, &[&str]); 3] = [
+        ("scx_simple", &[]),
+        ("scx_fault", &["--error-after", "1000"]),
+        ("scx_fifo", &[]),
+    ];
+    let specs: Vec<_> = turns
+        .iter()
+        .map(|(name, args)| common::guest_spec(&entry, name, args, Some(cpu_load(2, 2.0))))
+        .collect();
+    let work = tempfile::tempdir().unwrap();
+    let batch = scx_harness::scheduler::lifecycle::run_each_in_vm(
+        &entry.bzimage(),
+        std::path::Path::new(env!("CARGO_BIN_EXE_scx-harness")),
+        &specs,
+        work.path(),
+        std::time::Duration::from_secs(150),
+    )
+    .unwrap();
+    let explain = common::explain_vm(&batch.vm);
+    let reports: Vec<&Report> = batch
+        .reports
+        .iter()
+        .map(|r| {
+            r.as_ref()
+                .unwrap_or_else(|| panic!("a turn wrote no report\n{explain}"))
+        })
+        .collect();
+    for (r, (name, _)) in reports.iter().zip(&turns) {
+        assert_eq!(&r.name, name);
+    }
+    assert_eq!(batch.verdict(0), Verdict::Clean, "{:#?}", reports[0]);
+    match batch.verdict(1) {
+        Verdict::ExitedDuringRun { why } => assert!(why.contains("ErrorBpf"), "{why}"),
+        v => panic!("expected exited_during_run, got {v:?}\n{:#?}", reports[1]),
+    }
+    assert_eq!(batch.verdict(2), Verdict::Clean, "{:#?}", reports[2]);
+    assert_eq!(reports[2].exit_kind, Some(ExitKind::Unreg));
+    // Each turn's own kernel lines only: the fault's error is in its turn
+    // (ops "fault_*") and not in the next.
+    let fault_ops = reports[1].ops.as_deref().expect("the fault attached");
+    assert!(
+        reports[1].kernel_log.iter().any(|l| l.contains(fault_ops)),
+        "{:?}",
+        reports[1].kernel_log
+    );
+    assert!(
+        reports[2].kernel_log.iter().all(|l| !l.contains(fault_ops)),
+        "{:?}",
+        reports[2].kernel_log
+    );
+    // One attach each, in order.
+    assert_eq!(
+        reports[1].before.enable_seq,
+        reports[0].before.enable_seq + 1
+    );
+    assert_eq!(
+        reports[2].before.enable_seq,
+        reports[0].before.enable_seq + 2
+    );
+    assert!(batch.vm.crashes.is_empty(), "{explain}");
+}
+
 #[test]
 fn every_scheduler_under_test_has_a_clean_run_test() {
     // The list above must follow the registry: a scheduler added there and
@@ -72,7 +136,7 @@ fn every_scheduler_under_test_has_a_clean_run_test() {
 
 #[test]
 fn vm_default_scheduler_runs_the_load_on_the_fair_class() {
-    let run = common::run_scheduler("default", &[], Some(load()));
+    let run = common::run_scheduler("default", &[], Some(common::lifecycle_load()));
     let r = report(&run);
     assert_eq!(run.verdict(), Verdict::Clean, "{r:#?}");
     assert_eq!(r.ops, None);
@@ -200,7 +264,11 @@ fn vm_fault_user_space_abort_is_a_crash_and_the_kernel_unloads_it() {
 
 #[test]
 fn vm_fault_verifier_rejection_before_attaching_is_failed_to_attach() {
-    let run = common::run_scheduler("scx_fault", &["--reject-verifier"], Some(load()));
+    let run = common::run_scheduler(
+        "scx_fault",
+        &["--reject-verifier"],
+        Some(common::lifecycle_load()),
+    );
     let r = report(&run);
     assert!(
         matches!(run.verdict(), Verdict::FailedToAttach { .. }),
@@ -218,7 +286,7 @@ fn vm_fault_verifier_rejection_before_attaching_is_failed_to_attach() {
 
 #[test]
 fn vm_bpf_object_the_verifier_refuses_is_failed_to_attach_with_its_log() {
-    let run = common::run_scheduler("fault_verifier", &[], Some(load()));
+    let run = common::run_scheduler("fault_verifier", &[], Some(common::lifecycle_load()));
     let r = report(&run);
     match run.verdict() {
         Verdict::FailedToAttach { why } => assert!(why.contains("loading"), "{why}"),
@@ -233,7 +301,7 @@ fn vm_bpf_object_the_verifier_refuses_is_failed_to_attach_with_its_log() {
 
 #[test]
 fn vm_bpf_object_exit_info_is_read_from_its_uei() {
-    let run = common::run_scheduler("scx_local", &[], Some(load()));
+    let run = common::run_scheduler("scx_local", &[], Some(common::lifecycle_load()));
     let r = report(&run);
     let uei = r
         .uei
@@ -245,7 +313,7 @@ fn vm_bpf_object_exit_info_is_read_from_its_uei() {
 
 #[test]
 fn vm_arguments_the_scheduler_rejects_are_failed_to_attach_with_its_message() {
-    let run = common::run_scheduler("scx_fifo", &["--bogus"], Some(load()));
+    let run = common::run_scheduler("scx_fifo", &["--bogus"], Some(common::lifecycle_load()));
     let r = report(&run);
     match run.verdict() {
         Verdict::FailedToAttach { why } => {

@@ -387,12 +387,14 @@ pub struct BenchBootArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct GuestRunSchedulerArgs {
-    /// The `scheduler::lifecycle::GuestSpec`, as JSON.
-    #[arg(long)]
-    pub spec_json: String,
-    /// Where to write the report (`@shared/NAME`: the VM's shared directory).
-    #[arg(long)]
-    pub out: String,
+    /// The `scheduler::lifecycle::GuestSpec`, as JSON. Several run in turn,
+    /// each with the `--out` of the same place.
+    #[arg(long, required = true)]
+    pub spec_json: Vec<String>,
+    /// Where to write the report (`@shared/NAME`: the VM's shared
+    /// directory), one per `--spec-json`.
+    #[arg(long, required = true)]
+    pub out: Vec<String>,
     /// Running on a host (`--target host`): its trace settings are left
     /// alone.
     #[arg(long)]
@@ -921,12 +923,42 @@ pub fn guest_run_scheduler(args: GuestRunSchedulerArgs) -> Result<i32> {
     if !args.on_host {
         crate::agent::quiet_tracing();
     }
-    let spec: crate::scheduler::lifecycle::GuestSpec = serde_json::from_str(&args.spec_json)
-        .map_err(|e| fail(Failure::BadInput, format!("--spec-json: {e}")))?;
-    let out = crate::protocol::guest_path(&args.out);
-    let report = crate::scheduler::lifecycle::run_in_guest(&spec, &out)?;
-    println!("{}", serde_json::to_string(&report.verdict)?);
-    Ok(0)
+    if args.spec_json.len() != args.out.len() {
+        return Err(fail(
+            Failure::BadInput,
+            format!(
+                "{} --spec-json and {} --out: give one --out per --spec-json",
+                args.spec_json.len(),
+                args.out.len()
+            ),
+        ));
+    }
+    let specs = args
+        .spec_json
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            serde_json::from_str::<crate::scheduler::lifecycle::GuestSpec>(s)
+                .map_err(|e| fail(Failure::BadInput, format!("--spec-json #{}: {e}", i + 1)))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // In turn; one that cannot be run (its report is then missing, and the
+    // host side says so) does not keep the others from running.
+    let mut failed = None;
+    for (spec, out) in specs.iter().zip(&args.out) {
+        let out = crate::protocol::guest_path(out);
+        match crate::scheduler::lifecycle::run_in_guest(spec, &out) {
+            Ok(report) => println!("{}: {}", spec.name, serde_json::to_string(&report.verdict)?),
+            Err(e) => {
+                eprintln!("scx-harness: {}: {e:#}", spec.name);
+                failed.get_or_insert(e.context(format!("running {}", spec.name)));
+            }
+        }
+        if crate::process::interrupted() {
+            break;
+        }
+    }
+    failed.map_or(Ok(0), Err)
 }
 
 pub(crate) fn utc(secs: u64) -> String {

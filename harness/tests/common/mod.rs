@@ -234,21 +234,8 @@ pub fn run_scheduler_on(
     args: &[&str],
     payload: Option<String>,
 ) -> TestRun {
-    use scx_harness::scheduler::{build, lifecycle, status};
-    let entry = entry.clone();
-    let cache = scx_harness::kernel::Cache::user();
-    let registry = registry().for_kernel(entry.meta.name.as_deref());
-    let def = registry.get(name).unwrap();
-    let ctx = build::BuildCtx {
-        cache: &cache,
-        kernel: Some(&entry),
-        registry: &registry,
-    };
-    let mut progress = scx_harness::progress::Progress::new(name);
-    let built =
-        build::build(def, &ctx, &mut progress).unwrap_or_else(|e| panic!("building {name}: {e:#}"));
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    let spec = lifecycle::GuestSpec::for_built(&built, &args, payload);
+    use scx_harness::scheduler::{lifecycle, status};
+    let spec = guest_spec(entry, name, args, payload);
     let work = tempfile::Builder::new()
         .prefix(&format!("scx-harness-test-{name}-"))
         .tempdir()
@@ -261,6 +248,7 @@ pub fn run_scheduler_on(
         std::time::Duration::from_secs(150),
     )
     .unwrap();
+    let cache = scx_harness::kernel::Cache::user();
     status::record(&cache, &entry.bzimage(), name, &run.verdict()).unwrap();
     TestRun {
         run,
@@ -268,33 +256,243 @@ pub fn run_scheduler_on(
     }
 }
 
-/// Attaches within its deadline, keeps `payload` running, detaches cleanly,
-/// on the cached kernel `entry`. A scheduler the registry marks unsupported
-/// (on that kernel) may instead fail to attach, and one with a known issue
-/// may exit during the run or detach badly, but only in the way the
-/// registry describes.
-pub fn check_clean_on(entry: &scx_harness::kernel::Entry, name: &str, payload: String) {
-    use scx_harness::scheduler::exit::ExitKind;
-    use scx_harness::scheduler::lifecycle::{expected_failure, Verdict};
-    let run = run_scheduler_on(entry, name, &[], Some(payload));
-    let r = run
-        .report
-        .as_ref()
-        .unwrap_or_else(|| panic!("no report from the guest\n{}", explain_vm(&run.vm)));
+/// `name` built for the cached kernel `entry` (in the user's cache, shared
+/// with `cargo ci test`'s pre-build), as the guest side runs it: with
+/// `args` after the registry's and `payload` under it.
+pub fn guest_spec(
+    entry: &scx_harness::kernel::Entry,
+    name: &str,
+    args: &[&str],
+    payload: Option<String>,
+) -> scx_harness::scheduler::lifecycle::GuestSpec {
+    try_guest_spec(entry, name, args, payload).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`guest_spec`], with a build that fails as an error naming the
+/// scheduler.
+pub fn try_guest_spec(
+    entry: &scx_harness::kernel::Entry,
+    name: &str,
+    args: &[&str],
+    payload: Option<String>,
+) -> Result<scx_harness::scheduler::lifecycle::GuestSpec, String> {
+    use scx_harness::scheduler::{build, lifecycle};
+    let cache = scx_harness::kernel::Cache::user();
+    let registry = registry().for_kernel(entry.meta.name.as_deref());
+    let def = registry.get(name).map_err(|e| format!("{e:#}"))?;
+    let ctx = build::BuildCtx {
+        cache: &cache,
+        kernel: Some(entry),
+        registry: &registry,
+    };
+    let mut progress = scx_harness::progress::Progress::new(name);
+    let built =
+        build::build(def, &ctx, &mut progress).map_err(|e| format!("building {name}: {e:#}"))?;
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    Ok(lifecycle::GuestSpec::for_built(&built, &args, payload))
+}
+
+/// The load every clean-lifecycle test runs under its scheduler: twice the
+/// guest's 2 vCPUs of busy loops for 3 s.
+pub fn lifecycle_load() -> String {
+    scx_harness::cli::schedulers::cpu_load(4, 3.0)
+}
+
+/// Attaches within its deadline, keeps [`lifecycle_load`] running, detaches
+/// cleanly, on the cached kernel `entry`. A scheduler the registry marks
+/// unsupported (on that kernel) may instead fail to attach, and one with a
+/// known issue may exit during the run or detach badly, but only in the
+/// way the registry describes.
+///
+/// With [`shared_sessions`], every scheduler under test on that kernel
+/// runs in turn in one VM, booted by the first of these tests to get there
+/// (`scheduler::lifecycle::run_each_in_vm`), and each test judges its own
+/// turn; otherwise this one boots a VM of its own.
+pub fn check_clean_on(entry: &scx_harness::kernel::Entry, name: &str) {
     let def = registry()
         .for_kernel(entry.meta.name.as_deref())
         .get(name)
         .unwrap()
         .clone();
-    let verdict = run.verdict();
-    if let Some(reason) = expected_failure(&def, &verdict, &r.loader_log) {
+    let l = lifecycle_of(entry, name);
+    judge_clean(&def, &l.verdict, l.report.as_ref(), &l.crashes, &l.context);
+}
+
+/// One scheduler's clean-lifecycle run under [`lifecycle_load`] on the
+/// cached kernel `entry`: its turn in the shared VM of every scheduler on
+/// that kernel with [`shared_sessions`], else a VM of its own (kept, and
+/// named, if the test panics).
+pub struct Lifecycle {
+    pub verdict: scx_harness::scheduler::lifecycle::Verdict,
+    pub report: Option<scx_harness::scheduler::lifecycle::Report>,
+    /// The kernel's crash lines in the VM it ran in.
+    pub crashes: Vec<String>,
+    /// Where to look when a check of it fails.
+    pub context: String,
+    _run: Option<TestRun>,
+}
+
+/// See [`Lifecycle`].
+pub fn lifecycle_of(entry: &scx_harness::kernel::Entry, name: &str) -> Lifecycle {
+    let Some(run_id) = shared_sessions() else {
+        let run = run_scheduler_on(entry, name, &[], Some(lifecycle_load()));
+        return Lifecycle {
+            verdict: run.verdict(),
+            report: run.report.clone(),
+            crashes: run.vm.crashes.iter().map(|c| c.text.clone()).collect(),
+            context: explain_vm(&run.vm),
+            _run: Some(run),
+        };
+    };
+    let dir = once_per_run(&run_id, "lifecycle", &entry.meta.key, |dir| {
+        every_lifecycle(entry, dir)
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let file = dir.join(SHARED_LIFECYCLES);
+    let shared: SharedLifecycles = serde_json::from_slice(
+        &std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display())),
+    )
+    .unwrap();
+    let turn = shared
+        .turns
+        .into_iter()
+        .find(|t| t.name == name)
+        .unwrap_or_else(|| panic!("{name} had no turn in {}", file.display()));
+    let verdict = turn
+        .verdict
+        .unwrap_or_else(|| panic!("{name}: {}", turn.error.as_deref().unwrap_or("no verdict")));
+    if let Some(r) = &turn.report {
+        assert_eq!(r.name, name, "a turn's report is another scheduler's");
+    }
+    Lifecycle {
+        verdict,
+        report: turn.report,
+        crashes: shared.crashes,
+        context: format!(
+            "{name}'s turn in the VM every scheduler under test on {} ran in ({}); console log: {}",
+            entry.meta.key,
+            file.display(),
+            shared.console_log.display()
+        ),
+        _run: None,
+    }
+}
+
+/// Where [`check_clean_on`]'s shared run leaves its turns.
+const SHARED_LIFECYCLES: &str = "lifecycles.json";
+
+/// Every scheduler under test on a kernel, run in turn in one VM.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SharedLifecycles {
+    console_log: PathBuf,
+    /// The kernel's crash lines in the whole session.
+    crashes: Vec<String>,
+    turns: Vec<Turn>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Turn {
+    name: String,
+    /// None when it could not be built.
+    verdict: Option<scx_harness::scheduler::lifecycle::Verdict>,
+    report: Option<scx_harness::scheduler::lifecycle::Report>,
+    error: Option<String>,
+}
+
+/// Builds every scheduler under test on `entry` (the fair class aside: it
+/// has no lifecycle), runs them in turn in one VM, records each verdict for
+/// `schedulers list`, and writes `dir/lifecycles.json`.
+fn every_lifecycle(entry: &scx_harness::kernel::Entry, dir: &Path) -> Result<(), String> {
+    use scx_harness::scheduler::{lifecycle, registry::Kind, status};
+    let cache = scx_harness::kernel::Cache::user();
+    let mut turns = Vec::new();
+    let mut specs = Vec::new();
+    for def in registry()
+        .for_kernel(entry.meta.name.as_deref())
+        .under_test()
+        .filter(|d| d.kind != Kind::Default)
+    {
+        let (verdict, report) = (None, None);
+        match try_guest_spec(entry, &def.name, &[], Some(lifecycle_load())) {
+            Ok(spec) => {
+                specs.push(spec);
+                turns.push(Turn {
+                    name: def.name.clone(),
+                    verdict,
+                    report,
+                    error: None,
+                });
+            }
+            Err(e) => turns.push(Turn {
+                name: def.name.clone(),
+                verdict,
+                report,
+                error: Some(e),
+            }),
+        }
+    }
+    // Each turn's attach deadline, its 3 s of load and 20 s to start and
+    // stop; a minute to boot.
+    let timeout = std::time::Duration::from_secs(60)
+        + specs
+            .iter()
+            .map(|s| std::time::Duration::from_millis(s.attach_timeout_ms + 23_000))
+            .sum::<std::time::Duration>();
+    let work = dir.join("vm");
+    std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+    let batch = lifecycle::run_each_in_vm(
+        &entry.bzimage(),
+        Path::new(env!("CARGO_BIN_EXE_scx-harness")),
+        &specs,
+        &work,
+        timeout,
+    )
+    .map_err(|e| format!("running every scheduler on {}: {e:#}", entry.meta.key))?;
+    eprintln!(
+        "every scheduler on {}: {:?} in {:.0?}",
+        entry.meta.key, batch.vm.outcome, batch.vm.elapsed
+    );
+    for (i, spec) in specs.iter().enumerate() {
+        let verdict = batch.verdict(i);
+        status::record(&cache, &entry.bzimage(), &spec.name, &verdict)
+            .map_err(|e| format!("{e:#}"))?;
+        let turn = turns.iter_mut().find(|t| t.name == spec.name).unwrap();
+        turn.verdict = Some(verdict);
+        turn.report = batch.reports[i].clone();
+    }
+    let shared = SharedLifecycles {
+        console_log: batch.vm.console_log.clone(),
+        crashes: batch.vm.crashes.iter().map(|c| c.text.clone()).collect(),
+        turns,
+    };
+    scx_harness::kernel::cache::write_atomic(
+        &dir.join(SHARED_LIFECYCLES),
+        &serde_json::to_vec_pretty(&shared).unwrap(),
+    )
+    .map_err(|e| format!("{e:#}"))
+}
+
+/// The clean-lifecycle verdict on one scheduler's run: `context` says
+/// where to look when it fails.
+fn judge_clean(
+    def: &scx_harness::scheduler::registry::Def,
+    verdict: &scx_harness::scheduler::lifecycle::Verdict,
+    report: Option<&scx_harness::scheduler::lifecycle::Report>,
+    crashes: &[String],
+    context: &str,
+) {
+    use scx_harness::scheduler::exit::ExitKind;
+    use scx_harness::scheduler::lifecycle::{expected_failure, Verdict};
+    let name = &def.name;
+    let r = report.unwrap_or_else(|| panic!("no report from the guest ({verdict:?})\n{context}"));
+    if let Some(reason) = expected_failure(def, verdict, &r.loader_log) {
         eprintln!(
             "{name}: {} as its registry entry expects ({reason})",
             verdict.why()
         );
         return;
     }
-    assert_eq!(run.verdict(), Verdict::Clean, "{r:#?}");
+    assert_eq!(*verdict, Verdict::Clean, "{r:#?}\n{context}");
     assert!(def.ops_matches(r.ops.as_deref().unwrap_or("")), "{r:#?}");
     assert_eq!(r.exit_kind, Some(ExitKind::Unreg), "{r:#?}");
     assert_eq!(r.after.enable_seq, r.before.enable_seq + 1, "{r:#?}");
@@ -306,7 +504,7 @@ pub fn check_clean_on(entry: &scx_harness::kernel::Entry, name: &str, payload: S
         assert_eq!(r.attached.as_ref().unwrap().switch_all, 1, "{r:#?}");
     }
     assert!(r.attach_ms.unwrap() <= def.attach_timeout.as_millis() as u64);
-    assert!(run.vm.crashes.is_empty(), "{:?}", run.vm.crashes);
+    assert!(crashes.is_empty(), "the kernel: {crashes:?}\n{context}");
     let ops = r.ops.as_deref().unwrap();
     assert!(
         r.kernel_log
@@ -315,6 +513,54 @@ pub fn check_clean_on(entry: &scx_harness::kernel::Entry, name: &str, payload: S
         "the kernel never logged the attach: {:?}",
         r.kernel_log
     );
+}
+
+/// With `SCX_HARNESS_SHARED_SESSIONS=1` under nextest (`cargo ci test`
+/// without arguments sets it; with a partition or a filter it does not):
+/// this nextest run's id. Tests that can share a VM (the matrix's cells of
+/// a kernel, the schedulers' clean lifecycles on a kernel) then share one
+/// through [`once_per_run`]; otherwise each boots its own.
+pub fn shared_sessions() -> Option<String> {
+    if std::env::var("SCX_HARNESS_SHARED_SESSIONS").ok()? != "1" {
+        return None;
+    }
+    std::env::var("NEXTEST_RUN_ID").ok()
+}
+
+/// The directory `WHAT-RUN_ID/KEY` under the target's test scratch, filled
+/// by `fill` in the first test process of nextest run `run_id` to get
+/// here, under a lock the others wait on. A fill that failed is not tried
+/// again: the others read what it left (and its error is in their own
+/// checks of it).
+pub fn once_per_run(
+    run_id: &str,
+    what: &str,
+    key: &str,
+    fill: impl FnOnce(&Path) -> Result<(), String>,
+) -> Result<PathBuf, String> {
+    use std::os::fd::AsRawFd;
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("{what}-{run_id}"))
+        .join(key);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let lock = std::fs::File::create(dir.join("lock")).map_err(|e| e.to_string())?;
+    // SAFETY: flock on a file we hold; released when it closes.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(format!("locking {}", dir.display()));
+    }
+    let attempted = dir.join("attempted");
+    if !attempted.exists() {
+        std::fs::write(&attempted, b"").map_err(|e| e.to_string())?;
+        if let Err(e) = fill(&dir) {
+            eprintln!("{what} on {key}: {e}");
+            std::fs::write(dir.join("error"), e.as_bytes()).map_err(|e| e.to_string())?;
+        }
+    }
+    drop(lock);
+    match std::fs::read_to_string(dir.join("error")) {
+        Ok(e) => Err(format!("the shared {what} run on {key} failed: {e}")),
+        Err(_) => Ok(dir),
+    }
 }
 
 /// A cell's result and its directory, which is kept (and named) when the
