@@ -93,23 +93,28 @@ pub fn page(results: &[CellResult], compare: Option<&CompareReport>) -> String {
     for r in results {
         out.push_str(&cell(r, &mut plots));
     }
-    let _ = write!(
-        out,
+    out.push_str(&plot_counter(plots));
+    out.push_str("</body></html>\n");
+    out
+}
+
+/// A script that counts the plots the browser laid out (a plot is an SVG
+/// with a drawn line of non-zero size) beside the `expected` count, as
+/// `data-plots-rendered` and `data-plots-expected` on the body.
+fn plot_counter(expected: usize) -> String {
+    format!(
         "<script>\n\
-         // Counts the plots the browser laid out: a plot is an SVG with a\n\
-         // drawn line of non-zero size.\n\
          (function () {{\n\
            var n = 0;\n\
            document.querySelectorAll('svg.plot').forEach(function (svg) {{\n\
              var line = svg.querySelector('polyline');\n\
              if (line && line.getBBox().width > 0) n++;\n\
            }});\n\
-           document.body.setAttribute('data-plots-expected', '{plots}');\n\
+           document.body.setAttribute('data-plots-expected', '{expected}');\n\
            document.body.setAttribute('data-plots-rendered', String(n));\n\
          }})();\n\
-         </script>\n</body></html>\n"
-    );
-    out
+         </script>\n"
+    )
 }
 
 const STYLE: &str = "body{font-family:sans-serif;margin:1.5em;color:#222}\
@@ -645,6 +650,194 @@ fn share_plot(p: &Pass, cpus: u32, plots: &mut usize) -> String {
         &legend,
         &body,
     )
+}
+
+/// The page of a sweep (`sweep.html`): each point's objective values (dots,
+/// median bar; grey when dropped or failed, green for the best, dashed
+/// references), the frontier's scatter when one was asked for, and the
+/// table with each point against the defaults with its interval. Pure.
+pub fn sweep_page(r: &crate::sweep::Report) -> String {
+    use crate::sweep::{PointKind, Status};
+    let mut plots = 0usize;
+    let colour = |p: &crate::sweep::PointSummary| match (&p.status, p.point.kind) {
+        (Status::Best, _) => "#2ca02c",
+        (Status::Dropped { .. } | Status::Failed { .. }, _) => "#aaaaaa",
+        (_, PointKind::Defaults) => "#1f77b4",
+        (_, PointKind::FairClass) => "#9467bd",
+        _ => "#ff7f0e",
+    };
+    let mut out = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <title>scx-harness sweep</title><style>{STYLE}</style></head><body>\n\
+         <h1>sweep of {}</h1>\n<p class=\"summary\">objective {} ({} is better); {} run(s) in {} round(s), {:.0} s; seed {}; {}; stopped: {}</p>\n",
+        esc(&r.scheduler),
+        esc(&r.objective.to_string()),
+        match r.objective.better {
+            crate::stats::Better::Higher => "higher",
+            _ => "lower",
+        },
+        r.runs,
+        r.rounds,
+        r.seconds,
+        r.seed,
+        if r.racing { "raced" } else { "the full grid" },
+        esc(&r.stopped)
+    );
+    // The objective, point by point.
+    let all: Vec<f64> = r
+        .points
+        .iter()
+        .flat_map(|p| p.metrics[0].samples.iter().copied())
+        .filter(|v| v.is_finite())
+        .collect();
+    if !all.is_empty() && !r.points.is_empty() {
+        let (lo, hi) = all
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(l, h), v| (l.min(*v), h.max(*v)));
+        let (lo, hi) = if hi > lo {
+            (lo, hi)
+        } else {
+            (lo * 0.9, hi * 1.1 + 1e-9)
+        };
+        let yf = |v: f64| (v - lo) / (hi - lo);
+        let show = |v| crate::metric::show(&r.objective.metric, "", v);
+        let n = r.points.len() as f64;
+        let mut body = String::new();
+        for (i, p) in r.points.iter().enumerate() {
+            let c = colour(p);
+            let centre = (i as f64 + 0.5) / n;
+            for (j, v) in p.metrics[0].samples.iter().enumerate() {
+                let dx = ((j % 5) as f64 - 2.0) * 0.004;
+                let _ = write!(
+                    body,
+                    "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{c}\" fill-opacity=\"0.7\"><title>{}: {}</title></circle>",
+                    x_of(centre + dx),
+                    y_of(yf(*v)),
+                    esc(&p.point.label),
+                    esc(&show(*v))
+                );
+            }
+            if let Some(med) = p.metrics[0].median {
+                let _ = write!(
+                    body,
+                    "<polyline fill=\"none\" stroke=\"{c}\" stroke-width=\"2\"{} points=\"{:.1},{:.1} {:.1},{:.1}\"/>",
+                    if p.point.kind == PointKind::Grid { "" } else { " stroke-dasharray=\"4 3\"" },
+                    x_of(centre - 0.3 / n),
+                    y_of(yf(med)),
+                    x_of(centre + 0.3 / n),
+                    y_of(yf(med))
+                );
+            }
+        }
+        let x_ticks: Vec<(f64, String)> = r
+            .points
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (x_of((i as f64 + 0.5) / n), p.point.label.clone()))
+            .collect();
+        let y_ticks: Vec<(f64, String)> = [0.0, 0.5, 1.0]
+            .iter()
+            .map(|f| (y_of(*f), show(lo + f * (hi - lo))))
+            .collect();
+        plots += 1;
+        out.push_str(&svg(
+            &r.objective.to_string(),
+            "",
+            "",
+            &x_ticks,
+            &y_ticks,
+            &[],
+            &body,
+        ));
+    }
+    // The frontier: medians of its two metrics.
+    if let Some((a, b)) = &r.frontier {
+        let pts: Vec<(&crate::sweep::PointSummary, f64, f64)> = r
+            .points
+            .iter()
+            .filter_map(|p| Some((p, p.metrics[1].median?, p.metrics[2].median?)))
+            .collect();
+        if !pts.is_empty() {
+            let range = |f: &dyn Fn(&(&crate::sweep::PointSummary, f64, f64)) -> f64| {
+                let (l, h) = pts
+                    .iter()
+                    .map(f)
+                    .fold((f64::MAX, f64::MIN), |(l, h), v| (l.min(v), h.max(v)));
+                if h > l {
+                    (l, h)
+                } else {
+                    (l * 0.9, h * 1.1 + 1e-9)
+                }
+            };
+            let (xl, xh) = range(&|p| p.1);
+            let (yl, yh) = range(&|p| p.2);
+            let mut body = String::new();
+            let mut front: Vec<(f64, f64)> = pts
+                .iter()
+                .filter(|(p, _, _)| p.on_frontier)
+                .map(|(_, x, y)| ((x - xl) / (xh - xl), (y - yl) / (yh - yl)))
+                .collect();
+            front.sort_by(|u, v| u.0.partial_cmp(&v.0).unwrap_or(std::cmp::Ordering::Equal));
+            let line: Vec<String> = front
+                .iter()
+                .map(|(x, y)| format!("{:.1},{:.1}", x_of(*x), y_of(*y)))
+                .collect();
+            // A tick under each frontier point first (the plot counter
+            // looks at the first line: a one-point frontier has no width),
+            // then the line through them.
+            for (x, y) in &front {
+                let _ = write!(
+                    body,
+                    "<polyline fill=\"none\" stroke=\"#2ca02c\" stroke-width=\"2\" points=\"{:.1},{:.1} {:.1},{:.1}\"/>",
+                    x_of(*x) - 6.0,
+                    y_of(*y) + 8.0,
+                    x_of(*x) + 6.0,
+                    y_of(*y) + 8.0
+                );
+            }
+            let _ = write!(
+                body,
+                "<polyline fill=\"none\" stroke=\"#2ca02c\" stroke-width=\"1.5\" points=\"{}\"/>",
+                line.join(" ")
+            );
+            for (p, x, y) in &pts {
+                let _ = write!(
+                    body,
+                    "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"{}\" fill=\"{}\"><title>{}: {}, {}</title></circle>",
+                    x_of((x - xl) / (xh - xl)),
+                    y_of((y - yl) / (yh - yl)),
+                    if p.on_frontier { 5 } else { 3 },
+                    colour(p),
+                    esc(&p.point.label),
+                    esc(&crate::metric::show(&a.metric, "", *x)),
+                    esc(&crate::metric::show(&b.metric, "", *y))
+                );
+            }
+            let ticks = |l: f64, h: f64, m: &str, at: &dyn Fn(f64) -> f64| -> Vec<(f64, String)> {
+                [0.0, 0.5, 1.0]
+                    .iter()
+                    .map(|f| (at(*f), crate::metric::show(m, "", l + f * (h - l))))
+                    .collect()
+            };
+            plots += 1;
+            out.push_str(&svg(
+                "the frontier (medians)",
+                &a.to_string(),
+                &b.to_string(),
+                &ticks(xl, xh, &a.metric, &x_of),
+                &ticks(yl, yh, &b.metric, &y_of),
+                &[],
+                &body,
+            ));
+        }
+    }
+    let _ = write!(
+        out,
+        "<pre>{}</pre>\n{}</body></html>\n",
+        esc(&crate::sweep::table(r)),
+        plot_counter(plots)
+    );
+    out
 }
 
 #[cfg(test)]

@@ -38,6 +38,7 @@ pub mod sched;
 pub mod scheduler;
 pub mod selftests;
 pub mod stats;
+pub mod sweep;
 pub mod units;
 pub mod vm;
 pub mod vng;

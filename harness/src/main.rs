@@ -58,6 +58,11 @@ enum Command {
     /// judged by the scenarios' checks or, beside the good end, by
     /// compare's statistics.
     Bisect(cli::bisect::BisectArgs),
+    /// One scheduler over a grid of argument sets, hot-swapped in one VM:
+    /// rounds in a seeded order, racing on an objective metric, the best
+    /// point, the Pareto frontier over two metrics, the defaults and the
+    /// fair class beside them.
+    Sweep(cli::sweep::SweepArgs),
     /// The results database: record runs, show a metric over time, check a
     /// run against history.
     History {
@@ -177,6 +182,7 @@ fn main() -> ProcessExit {
         Command::Compare(a) => cli::compare::run(a),
         Command::Dev(a) => cli::dev::run(a),
         Command::Bisect(a) => cli::bisect::run(a),
+        Command::Sweep(a) => cli::sweep::run(a),
         Command::History { command } => cli::history::run(command),
         Command::Check(a) => cli::scenarios::check(a),
         Command::Report(a) => cli::run::report(a),

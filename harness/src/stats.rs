@@ -36,11 +36,13 @@ pub fn quantile(xs: &[f64], q: f64) -> f64 {
     }
 }
 
-/// A small deterministic random stream (splitmix64).
-struct Rng(u64);
+/// A small deterministic random stream (splitmix64): the same seed gives
+/// the same stream on every machine and every version (the bootstrap's
+/// resamples, a sweep's round order).
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -50,6 +52,13 @@ impl Rng {
 
     fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
+    }
+
+    /// Shuffles `xs` in place (Fisher-Yates).
+    pub(crate) fn shuffle<T>(&mut self, xs: &mut [T]) {
+        for i in (1..xs.len()).rev() {
+            xs.swap(i, self.below(i + 1));
+        }
     }
 }
 

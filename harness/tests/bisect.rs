@@ -208,17 +208,16 @@ fn revisions_that_are_not_commits_or_out_of_order_are_refused_before_anything_ru
         ),
     ];
     for (args, says) in cases {
-        let (code, stdout, stderr) = common::run(
+        let never = dir.path().join("never");
+        common::assert_refused(
             common::harness(&dir.path().join("cache"))
                 .args(["bisect", "scx_local", "--tree"])
                 .arg(&tree)
                 .args(*args)
                 .arg("--out")
-                .arg(dir.path().join("never")),
+                .arg(&never),
+            says,
+            &never,
         );
-        assert_eq!(code, Some(65), "{args:?}: {stdout}\n{stderr}");
-        assert!(stderr.contains(says), "{args:?}: {stderr}");
-        assert!(stderr.contains("fix: "), "{args:?}: {stderr}");
-        assert!(!dir.path().join("never").exists(), "{args:?}");
     }
 }

@@ -9,15 +9,7 @@ use scx_harness::stats::Verdict;
 
 use common::{compare, compare_report as report};
 
-/// Tasks named "delayed" wake every 20 ms for 1 ms of work.
-const DELAYED: &str = "name: delay-ab\n\
-    description: a periodic group, for delay A/B\n\
-    duration: 2s\n\
-    warmup: 300ms\n\
-    groups:\n\
-    \x20 - { name: delayed, threads: 2, work: { kind: periodic, run: 1ms, period: 20ms } }\n\
-    checks:\n\
-    \x20 - scheduler_healthy: {}\n";
+use common::DELAYED;
 
 #[test]
 fn vm_an_injected_5ms_delay_is_worse_with_an_interval_that_excludes_1() {

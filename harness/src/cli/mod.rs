@@ -19,6 +19,7 @@ pub mod history;
 pub mod run;
 pub mod scenarios;
 pub mod schedulers;
+pub mod sweep;
 use crate::vm::{self, AccelChoice, GuestCommand, VmSpec};
 
 #[derive(Debug, clap::Args)]

@@ -985,6 +985,28 @@ pub struct ShareCheck {
 }
 
 impl Scenario {
+    /// Which way is better for metric `name` of this scenario's runs: an
+    /// application metric's as its group declares it (`app.GROUP.NAME`),
+    /// else what the name says (`metric::kind`).
+    pub fn better(&self, name: &str) -> crate::stats::Better {
+        if let Some(crate::metric::Metric::App { group, name: m }) =
+            crate::metric::Metric::parse(name)
+        {
+            let declared = self
+                .groups
+                .iter()
+                .filter(|g| g.name == group)
+                .find_map(|g| match &g.work {
+                    Work::Command { metrics, .. } => metrics.iter().find(|x| x.name == m),
+                    _ => None,
+                });
+            if let Some(d) = declared {
+                return d.better.into();
+            }
+        }
+        crate::metric::kind(name).0
+    }
+
     /// Whether a group has, or is given by the timeline, `policy: ext`:
     /// what a scheduler that switches only SCHED_EXT tasks schedules.
     pub fn uses_sched_ext_policy(&self) -> bool {

@@ -454,8 +454,12 @@ fn every_lifecycle(entry: &scx_harness::kernel::Entry, dir: &Path) -> Result<(),
     );
     for (i, spec) in specs.iter().enumerate() {
         let verdict = batch.verdict(i);
-        status::record(&cache, &entry.bzimage(), &spec.name, &verdict)
-            .map_err(|e| format!("{e:#}"))?;
+        // `schedulers list` learns only what a scheduler's own turn said:
+        // a turn the VM never reached is no verdict on it.
+        if batch.reports[i].is_some() {
+            status::record(&cache, &entry.bzimage(), &spec.name, &verdict)
+                .map_err(|e| format!("{e:#}"))?;
+        }
         let turn = turns.iter_mut().find(|t| t.name == spec.name).unwrap();
         turn.verdict = Some(verdict);
         turn.report = batch.reports[i].clone();
@@ -548,18 +552,25 @@ pub fn once_per_run(
     if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
         return Err(format!("locking {}", dir.display()));
     }
-    let attempted = dir.join("attempted");
+    let (attempted, done) = (dir.join("attempted"), dir.join("done"));
     if !attempted.exists() {
         std::fs::write(&attempted, b"").map_err(|e| e.to_string())?;
-        if let Err(e) = fill(&dir) {
-            eprintln!("{what} on {key}: {e}");
-            std::fs::write(dir.join("error"), e.as_bytes()).map_err(|e| e.to_string())?;
+        match fill(&dir) {
+            Ok(()) => std::fs::write(&done, b"").map_err(|e| e.to_string())?,
+            Err(e) => {
+                eprintln!("{what} on {key}: {e}");
+                std::fs::write(dir.join("error"), e.as_bytes()).map_err(|e| e.to_string())?;
+            }
         }
     }
     drop(lock);
     match std::fs::read_to_string(dir.join("error")) {
         Ok(e) => Err(format!("the shared {what} run on {key} failed: {e}")),
-        Err(_) => Ok(dir),
+        Err(_) if done.exists() => Ok(dir),
+        Err(_) => Err(format!(
+            "the test that ran the shared {what} run on {key} did not finish it (it panicked, or nextest stopped it at its slow-timeout): see that test's output; what it left is in {}",
+            dir.display()
+        )),
     }
 }
 
@@ -804,4 +815,28 @@ void BPF_STRUCT_OPS(local_running, struct task_struct *p)
         "scx_local's source no longer has local_exit where the spin goes"
     );
     out
+}
+
+/// A periodic group whose tasks, named "delayed", wake every 20 ms for
+/// 1 ms of work: what scx_fault's `--delay-comm delayed` holds (compare's
+/// and sweep's delay tests). 2 s, 300 ms warm-up.
+pub const DELAYED: &str = "name: delay-ab\n\
+    description: a periodic group, for delay A/B\n\
+    duration: 2s\n\
+    warmup: 300ms\n\
+    groups:\n\
+    \x20 - { name: delayed, threads: 2, work: { kind: periodic, run: 1ms, period: 20ms } }\n\
+    checks:\n\
+    \x20 - scheduler_healthy: {}\n";
+
+/// Runs `cmd` (a command whose input is bad) and asserts it is refused as
+/// bad input: exit 65, `says` and a `fix:` line on stderr, and `never`
+/// (its `--out`) not made.
+pub fn assert_refused(cmd: &mut Command, says: &str, never: &Path) {
+    let shown = format!("{cmd:?}");
+    let (code, stdout, stderr) = run(cmd);
+    assert_eq!(code, Some(65), "{shown}: {stdout}\n{stderr}");
+    assert!(stderr.contains(says), "{shown}: {stderr}");
+    assert!(stderr.contains("fix: "), "{shown}: {stderr}");
+    assert!(!never.exists(), "{shown}");
 }
