@@ -205,24 +205,23 @@ pub fn best_of(samples: &[Vec<f64>], among: &[usize], better: Better) -> Option<
 
 /// The Pareto frontier of `values` (point, x, y; medians): the points no
 /// other point beats, at least as good on both metrics and better on one,
-/// in the order given. `bx`, `by`: which way each metric is better
-/// (`Neither` counts as lower-is-better nowhere: callers refuse it).
-pub fn frontier(values: &[(usize, f64, f64)], bx: Better, by: Better) -> Vec<usize> {
-    let at_least = |b: Better, u: f64, v: f64| match b {
-        Better::Higher => u >= v,
-        _ => u <= v,
-    };
-    let beats = |b: Better, u: f64, v: f64| match b {
-        Better::Higher => u > v,
-        _ => u < v,
+/// in the order given. Differences within `noise` (a fraction: 0.05 is 5%)
+/// count as equal: a point kept on the frontier only by a 0.6% edge that
+/// the runs cannot tell apart is not a setting worth choosing. `bx`, `by`:
+/// which way each metric is better (`Neither` is read as lower).
+pub fn frontier(values: &[(usize, f64, f64)], bx: Better, by: Better, noise: f64) -> Vec<usize> {
+    // q better than p on a metric beyond the noise.
+    let beats = |b: Better, q: f64, p: f64| match b {
+        Better::Higher => q > p * (1.0 + noise),
+        _ => q * (1.0 + noise) < p,
     };
     values
         .iter()
         .filter(|(p, x, y)| {
             !values.iter().any(|(q, qx, qy)| {
                 q != p
-                    && at_least(bx, *qx, *x)
-                    && at_least(by, *qy, *y)
+                    && !beats(bx, *x, *qx)
+                    && !beats(by, *y, *qy)
                     && (beats(bx, *qx, *x) || beats(by, *qy, *y))
             })
         })
@@ -543,8 +542,16 @@ mod tests {
             (3, 0.5, 5.0),
             (4, 2.0, 20.0), // equal to 1: neither beats the other
         ];
-        assert_eq!(frontier(&v, Better::Lower, Better::Higher), [0, 1, 3, 4]);
-        assert_eq!(frontier(&v, Better::Higher, Better::Higher), [1, 2, 4]);
+        assert_eq!(
+            frontier(&v, Better::Lower, Better::Higher, 0.0),
+            [0, 1, 3, 4]
+        );
+        assert_eq!(frontier(&v, Better::Higher, Better::Higher, 0.0), [1, 2, 4]);
+        // Within the noise is equal: 1 ms and 16380/s beats 1.6 ms and
+        // 16472/s (a 0.6% edge), which is then off the frontier.
+        let w = [(0, 1.0, 16380.0), (1, 1.6, 16472.0)];
+        assert_eq!(frontier(&w, Better::Lower, Better::Higher, 0.05), [0]);
+        assert_eq!(frontier(&w, Better::Lower, Better::Higher, 0.0), [0, 1]);
     }
 
     #[test]

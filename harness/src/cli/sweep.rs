@@ -510,7 +510,7 @@ pub fn run(args: SweepArgs) -> Result<i32> {
                 ))
             })
             .collect();
-        for p in sweep::frontier(&values, a.better, b.better) {
+        for p in sweep::frontier(&values, a.better, b.better, args.stats.noise) {
             summaries[p].on_frontier = true;
         }
     }
