@@ -44,9 +44,9 @@ pub struct SweepArgs {
     /// direction is the metric's own.
     #[arg(long, value_name = "[SCENARIO:]METRIC")]
     pub objective: String,
-    /// Two metrics, `[SCENARIO:]A,[SCENARIO:]B`: the points no other point
-    /// beats on both (e.g. one scenario's p99 delay against another's
-    /// throughput).
+    /// Two metrics, `[SCENARIO:]A,[SCENARIO:]B`: the grid's points no other
+    /// grid point beats on both, differences within --noise counting as
+    /// equal (e.g. one scenario's p99 delay against another's throughput).
     #[arg(long, value_name = "A,B")]
     pub frontier: Option<String>,
     /// Runs of each point on each scenario per round.
