@@ -528,24 +528,26 @@ fn comparison(c: &CompareReport, plots: &mut usize) -> String {
     out
 }
 
+/// The axis range of `values`' finite ones: lowest to highest, widened
+/// around a single value so that it has a height; None when none is
+/// finite.
+fn span(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
+    let (lo, hi) = values
+        .filter(|v| v.is_finite())
+        .fold((f64::MAX, f64::MIN), |(l, h), v| (l.min(v), h.max(v)));
+    match (lo > hi, hi > lo) {
+        (true, _) => None,
+        (false, true) => Some((lo, hi)),
+        (false, false) => Some((lo * 0.9, hi * 1.1 + 1e-9)),
+    }
+}
+
 /// One metric's samples, baseline and candidate side by side, each with
 /// its median as a line.
 fn strip_plot(m: &MetricComparison, plots: &mut usize) -> String {
     let show = |v| crate::metric::show(&m.name, &m.unit, v);
-    let all = m
-        .baseline
-        .iter()
-        .chain(&m.candidate)
-        .copied()
-        .filter(|v| v.is_finite());
-    let (lo, hi) = all.fold((f64::MAX, f64::MIN), |(l, h), v| (l.min(v), h.max(v)));
-    if lo > hi {
+    let Some((lo, hi)) = span(m.baseline.iter().chain(&m.candidate).copied()) else {
         return String::new();
-    }
-    let (lo, hi) = if hi > lo {
-        (lo, hi)
-    } else {
-        (lo * 0.9, hi * 1.1 + 1e-9)
     };
     let yf = |v: f64| (v - lo) / (hi - lo);
     let mut body = String::new();
@@ -684,21 +686,11 @@ pub fn sweep_page(r: &crate::sweep::Report) -> String {
         esc(&r.stopped)
     );
     // The objective, point by point.
-    let all: Vec<f64> = r
-        .points
-        .iter()
-        .flat_map(|p| p.metrics[0].samples.iter().copied())
-        .filter(|v| v.is_finite())
-        .collect();
-    if !all.is_empty() && !r.points.is_empty() {
-        let (lo, hi) = all
+    if let Some((lo, hi)) = span(
+        r.points
             .iter()
-            .fold((f64::MAX, f64::MIN), |(l, h), v| (l.min(*v), h.max(*v)));
-        let (lo, hi) = if hi > lo {
-            (lo, hi)
-        } else {
-            (lo * 0.9, hi * 1.1 + 1e-9)
-        };
+            .flat_map(|p| p.metrics[0].samples.iter().copied()),
+    ) {
         let yf = |v: f64| (v - lo) / (hi - lo);
         let show = |v| crate::metric::show(&r.objective.metric, "", v);
         let n = r.points.len() as f64;
@@ -757,20 +749,9 @@ pub fn sweep_page(r: &crate::sweep::Report) -> String {
             .iter()
             .filter_map(|p| Some((p, p.metrics[1].median?, p.metrics[2].median?)))
             .collect();
-        if !pts.is_empty() {
-            let range = |f: &dyn Fn(&(&crate::sweep::PointSummary, f64, f64)) -> f64| {
-                let (l, h) = pts
-                    .iter()
-                    .map(f)
-                    .fold((f64::MAX, f64::MIN), |(l, h), v| (l.min(v), h.max(v)));
-                if h > l {
-                    (l, h)
-                } else {
-                    (l * 0.9, h * 1.1 + 1e-9)
-                }
-            };
-            let (xl, xh) = range(&|p| p.1);
-            let (yl, yh) = range(&|p| p.2);
+        if let (Some((xl, xh)), Some((yl, yh))) =
+            (span(pts.iter().map(|p| p.1)), span(pts.iter().map(|p| p.2)))
+        {
             let mut body = String::new();
             let mut front: Vec<(f64, f64)> = pts
                 .iter()
