@@ -864,12 +864,6 @@ pub fn quiet_tracing() {
     }
 }
 
-fn kmsg(line: &str) {
-    if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open("/dev/kmsg") {
-        let _ = writeln!(f, "{line}");
-    }
-}
-
 /// Runs the batch: each cell's output goes to `cells/I/agent.json` as soon
 /// as the cell ends, so a kernel crash later keeps the finished ones. A
 /// serving batch (`serve`) then runs the cells the host queues there
@@ -886,9 +880,9 @@ pub fn run_batch(batch: &BatchSpec, shared: &Path) -> Result<()> {
         let dir = protocol::cell_dir(shared, i);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         write_atomic(&dir.join(protocol::STARTED), b"")?;
-        kmsg(&protocol::marker(i, &cell.id, Mark::Begins));
+        crate::kmsg::write(&protocol::marker(i, &cell.id, Mark::Begins));
         let output = run_cell(&cell.spec, &dir, batch.host.as_ref(), &mut probe, &mut fair);
-        kmsg(&protocol::marker(i, &cell.id, Mark::Ends));
+        crate::kmsg::write(&protocol::marker(i, &cell.id, Mark::Ends));
         write_atomic(
             &dir.join(protocol::AGENT_OUTPUT),
             &serde_json::to_vec(&output)?,

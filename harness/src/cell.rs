@@ -78,24 +78,13 @@ pub(crate) fn cell_console(console_log: &Path, i: usize, id: &str) -> String {
         protocol::marker(i, id, Mark::Begins),
         protocol::marker(i, id, Mark::Ends),
     );
-    let mut lines = text.lines();
-    let mut part = Vec::new();
-    if !text.contains(&begin) {
-        return String::new();
-    }
-    for l in lines.by_ref() {
-        if l.contains(&begin) {
-            part.push(l);
-            break;
+    match protocol::marked_lines(&text, &begin, &end) {
+        Some(part) => {
+            let lines: Vec<&str> = text.lines().skip(part.start).take(part.len()).collect();
+            lines.join("\n") + "\n"
         }
+        None => String::new(),
     }
-    for l in lines {
-        part.push(l);
-        if l.contains(&end) {
-            break;
-        }
-    }
-    part.join("\n") + "\n"
 }
 
 /// What every cell of a session shares.

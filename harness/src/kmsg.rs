@@ -8,6 +8,16 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::OpenOptionsExt;
 
+/// Appends `line` to the kernel log (`/dev/kmsg`), as a marker the host
+/// finds in the console; nothing happens where it cannot be opened (not
+/// root: on a host without a VM).
+pub fn write(line: &str) {
+    use std::io::Write;
+    if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open("/dev/kmsg") {
+        let _ = writeln!(f, "{line}");
+    }
+}
+
 /// A position in the kernel log.
 pub struct Cursor {
     file: Option<File>,

@@ -1,6 +1,6 @@
 //! The protocol between the host side and the guest side of a session:
 //! the shared directory's layout, its file names, the kernel-log markers
-//! around each cell, and how a guest-side path argument names the shared
+//! around each cell and each scheduler's turn, and how a guest-side path argument names the shared
 //! directory. Both sides use this module and no other spelling of these
 //! names; the guest side is a VM's guest, or the machine itself with
 //! `--target host`, which runs the same guest-side commands.
@@ -83,14 +83,40 @@ pub enum Mark {
     Ends,
 }
 
+impl Mark {
+    fn word(self) -> &'static str {
+        match self {
+            Mark::Begins => "begins",
+            Mark::Ends => "ends",
+        }
+    }
+}
+
 /// The kernel-log line around cell `i` (the agent writes it to /dev/kmsg,
 /// so the host can cut each cell's part out of the console or kernel log).
 pub fn marker(i: usize, id: &str, mark: Mark) -> String {
-    let what = match mark {
-        Mark::Begins => "begins",
-        Mark::Ends => "ends",
-    };
-    format!("scx-harness: cell {i} {id} {what}")
+    format!("scx-harness: cell {i} {id} {}", mark.word())
+}
+
+/// The kernel-log line around turn `i` of a guest-side `run-scheduler`
+/// given several schedulers (`scheduler::lifecycle::run_each_in_vm`), the
+/// turn of scheduler `name`: the host cuts each turn's part out of the
+/// console with it, as a cell's with [`marker`].
+pub fn turn_marker(i: usize, name: &str, mark: Mark) -> String {
+    format!("scx-harness: turn {i} {name} {}", mark.word())
+}
+
+/// The lines of `text` from the first holding `begin` to the next holding
+/// `end`, both included, or to the last line when none holds `end` (the
+/// VM ended in that part): 0-based line indices. None when no line holds
+/// `begin` (that part never began).
+pub fn marked_lines(text: &str, begin: &str, end: &str) -> Option<std::ops::Range<usize>> {
+    let mut lines = text.lines().enumerate();
+    let start = lines.find(|(_, l)| l.contains(begin))?.0;
+    let stop = lines
+        .find(|(_, l)| l.contains(end))
+        .map_or(text.lines().count(), |(i, _)| i + 1);
+    Some(start..stop)
 }
 
 /// The argument that names `name` inside the shared directory, for a
@@ -117,6 +143,22 @@ mod tests {
         let b1 = marker(1, "a/b", Mark::Begins);
         assert!(!marker(11, "a/b", Mark::Begins).contains(&b1));
         assert_ne!(b1, marker(1, "a/b", Mark::Ends));
+        assert!(!turn_marker(11, "x", Mark::Begins).contains(&turn_marker(1, "x", Mark::Begins)));
+        assert!(!b1.contains(&turn_marker(1, "a/b", Mark::Begins)));
+    }
+
+    #[test]
+    fn a_marked_part_runs_from_its_begin_line_to_its_end_line_or_the_last() {
+        let (b, e) = (marker(2, "s", Mark::Begins), marker(2, "s", Mark::Ends));
+        let text = format!("boot\n[ 1.0] {b}\nin it\n[ 2.0] {e}\nafter\n");
+        assert_eq!(marked_lines(&text, &b, &e), Some(1..4));
+        // The VM ended inside it: to the last line.
+        let text = format!("boot\n[ 1.0] {b}\nin it\nKernel panic\n");
+        assert_eq!(marked_lines(&text, &b, &e), Some(1..4));
+        assert_eq!(marked_lines("boot\n", &b, &e), None);
+        // An end marker before the begin is not the end.
+        let text = format!("{e}\n{b}\nx\n");
+        assert_eq!(marked_lines(&text, &b, &e), Some(1..3));
     }
 
     #[test]

@@ -47,9 +47,11 @@ clean_tests! {
 }
 
 /// Several schedulers in turn in one boot (how the clean-lifecycle tests
-/// share a VM per kernel): each turn is judged on its own kernel lines and
-/// counters, so a scheduler that errors out between two clean ones is the
-/// only one that fails, and the one after it attaches and detaches clean.
+/// share a VM per kernel): each turn is judged on its own kernel lines,
+/// crash lines and counters, so a scheduler that errors out between two
+/// clean ones is the only one that fails, and the one after it attaches
+/// and detaches clean. The fault's turn also prints a kernel WARNING line
+/// (its payload writes one to /dev/kmsg): the crash line is its turn's.
 #[test]
 fn vm_schedulers_in_turn_in_one_vm_are_each_judged_on_their_own_turn() {
     let entry = common::test_kernel_entry();
@@ -58,9 +60,17 @@ fn vm_schedulers_in_turn_in_one_vm_are_each_judged_on_their_own_turn() {
         ("scx_fault", &["--error-after", "1000"]),
         ("scx_fifo", &[]),
     ];
+    const WARNING: &str = "WARNING: CPU: 0 PID: 1 at scx-harness fault fixture";
     let specs: Vec<_> = turns
         .iter()
-        .map(|(name, args)| common::guest_spec(&entry, name, args, Some(cpu_load(2, 2.0))))
+        .map(|(name, args)| {
+            let load = cpu_load(2, 2.0);
+            let payload = match *name {
+                "scx_fault" => format!("echo '{WARNING}' > /dev/kmsg; {load}"),
+                _ => load,
+            };
+            common::guest_spec(&entry, name, args, Some(payload))
+        })
         .collect();
     let work = tempfile::tempdir().unwrap();
     let batch = scx_harness::scheduler::lifecycle::run_each_in_vm(
@@ -112,7 +122,16 @@ fn vm_schedulers_in_turn_in_one_vm_are_each_judged_on_their_own_turn() {
         reports[2].before.enable_seq,
         reports[0].before.enable_seq + 2
     );
-    assert!(batch.vm.crashes.is_empty(), "{explain}");
+    // The crash line is the fault's turn's, and no other's.
+    let crashes = |i| -> Vec<&str> { batch.crashes(i).iter().map(|c| c.text.as_str()).collect() };
+    assert!(
+        matches!(crashes(1)[..], [w] if w.contains(WARNING)),
+        "{:?}\n{explain}",
+        crashes(1)
+    );
+    assert!(crashes(0).is_empty() && crashes(2).is_empty(), "{explain}");
+    assert!(batch.crashes_outside_turns().is_empty(), "{explain}");
+    assert_eq!(batch.vm.crashes.len(), 1, "{explain}");
 }
 
 #[test]

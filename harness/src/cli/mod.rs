@@ -945,10 +945,21 @@ pub fn guest_run_scheduler(args: GuestRunSchedulerArgs) -> Result<i32> {
         .collect::<Result<Vec<_>>>()?;
     // In turn; one that cannot be run (its report is then missing, and the
     // host side says so) does not keep the others from running.
+    // Each turn between its markers in the kernel log, for the host side to
+    // cut the turn's part of the console out (not on a host: its log is
+    // not ours to write in).
+    let mark = |i: usize, name: &str, mark| {
+        if !args.on_host {
+            crate::kmsg::write(&crate::protocol::turn_marker(i, name, mark));
+        }
+    };
     let mut failed = None;
-    for (spec, out) in specs.iter().zip(&args.out) {
+    for (i, (spec, out)) in specs.iter().zip(&args.out).enumerate() {
         let out = crate::protocol::guest_path(out);
-        match crate::scheduler::lifecycle::run_in_guest(spec, &out) {
+        mark(i, &spec.name, crate::protocol::Mark::Begins);
+        let ran = crate::scheduler::lifecycle::run_in_guest(spec, &out);
+        mark(i, &spec.name, crate::protocol::Mark::Ends);
+        match ran {
             Ok(report) => println!("{}: {}", spec.name, serde_json::to_string(&report.verdict)?),
             Err(e) => {
                 eprintln!("scx-harness: {}: {e:#}", spec.name);

@@ -978,9 +978,45 @@ pub fn run_in_vm(
 pub struct Batch {
     pub vm: VmResult,
     pub reports: Vec<Option<Report>>,
+    /// Each turn's lines of the console log (0-based, its markers
+    /// included; to the end when the VM ended in it), None for a turn that
+    /// never began.
+    pub turns: Vec<Option<std::ops::Range<usize>>>,
 }
 
 impl Batch {
+    /// The kernel's crash lines printed during the `i`th turn. A stall is
+    /// reported in the turn it was printed in, which may come after the
+    /// one it began in: the kernel prints an RCU stall once it has lasted
+    /// CONFIG_RCU_CPU_STALL_TIMEOUT (21 s by default).
+    pub fn crashes(&self, i: usize) -> Vec<&crate::vm::console::CrashLine> {
+        let Some(turn) = &self.turns[i] else {
+            return Vec::new();
+        };
+        self.vm
+            .crashes
+            .iter()
+            .filter(|c| turn.contains(&(c.line_no - 1)))
+            .collect()
+    }
+
+    /// The kernel's crash lines printed outside every turn: while booting,
+    /// between two turns, after the last. No scheduler's, and every one's
+    /// concern.
+    pub fn crashes_outside_turns(&self) -> Vec<&crate::vm::console::CrashLine> {
+        self.vm
+            .crashes
+            .iter()
+            .filter(|c| {
+                !self
+                    .turns
+                    .iter()
+                    .flatten()
+                    .any(|t| t.contains(&(c.line_no - 1)))
+            })
+            .collect()
+    }
+
     /// The verdict of the `i`th scheduler: its report's, or, with none,
     /// what the host saw (the kernel crash, the VM that ended, while it or
     /// one before it ran).
@@ -1032,7 +1068,20 @@ pub fn run_each_in_vm(
                 .and_then(|b| serde_json::from_slice(&b).ok())
         })
         .collect();
-    Ok(Batch { vm, reports })
+    let console = std::fs::read_to_string(&vm.console_log).unwrap_or_default();
+    let turns = specs
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| {
+            let mark = |m| crate::protocol::turn_marker(i, &spec.name, m);
+            crate::protocol::marked_lines(
+                &console,
+                &mark(crate::protocol::Mark::Begins),
+                &mark(crate::protocol::Mark::Ends),
+            )
+        })
+        .collect();
+    Ok(Batch { vm, reports, turns })
 }
 
 #[cfg(test)]

@@ -175,8 +175,15 @@ pub fn qemus_mentioning(dir: &Path) -> Vec<PathBuf> {
 pub fn explain_vm(r: &scx_harness::vm::VmResult) -> String {
     let console = std::fs::read_to_string(&r.console_log).unwrap_or_default();
     let tail: Vec<&str> = console.lines().rev().take(30).collect();
+    let trouble = r.crashes.first().map_or(String::new(), |c| {
+        format!(
+            "\n--- the kernel's first trouble (console line {}) ---\n{}",
+            c.line_no,
+            crash_excerpt(&console, c)
+        )
+    });
     format!(
-        "outcome: {:?}\naccel: {}\n--- stdout ---\n{}\n--- stderr ---\n{}\n--- console (last 30 lines of {}) ---\n{}",
+        "outcome: {:?}\naccel: {}\n--- stdout ---\n{}\n--- stderr ---\n{}\n--- console (last 30 lines of {}) ---\n{}{trouble}",
         r.outcome,
         r.accel,
         r.stdout,
@@ -184,6 +191,12 @@ pub fn explain_vm(r: &scx_harness::vm::VmResult) -> String {
         r.console_log.display(),
         tail.into_iter().rev().collect::<Vec<_>>().join("\n")
     )
+}
+
+/// A crash line and the 40 console lines after it: an RCU stall's report
+/// (which CPU or task, its backtrace), a WARNING's backtrace.
+fn crash_excerpt(console: &str, c: &scx_harness::vm::console::CrashLine) -> String {
+    scx_harness::vm::console::excerpt(console, c, 40)
 }
 
 /// The bundled scheduler registry.
@@ -325,7 +338,8 @@ pub fn check_clean_on(entry: &scx_harness::kernel::Entry, name: &str) {
 pub struct Lifecycle {
     pub verdict: scx_harness::scheduler::lifecycle::Verdict,
     pub report: Option<scx_harness::scheduler::lifecycle::Report>,
-    /// The kernel's crash lines in the VM it ran in.
+    /// The kernel's crash lines: in its turn and outside every turn of the
+    /// shared VM, or in the whole of a VM of its own.
     pub crashes: Vec<String>,
     /// Where to look when a check of it fails.
     pub context: String,
@@ -364,12 +378,22 @@ pub fn lifecycle_of(entry: &scx_harness::kernel::Entry, name: &str) -> Lifecycle
     if let Some(r) = &turn.report {
         assert_eq!(r.name, name, "a turn's report is another scheduler's");
     }
+    let outside = shared
+        .crashes_outside_turns
+        .iter()
+        .map(|c| format!("{c} (printed outside every turn)"));
+    let trouble = turn
+        .first_crash
+        .iter()
+        .chain(&shared.first_crash_outside_turns)
+        .map(|e| format!("\n--- the kernel's trouble ---\n{e}"))
+        .collect::<String>();
     Lifecycle {
         verdict,
         report: turn.report,
-        crashes: shared.crashes,
+        crashes: turn.crashes.into_iter().chain(outside).collect(),
         context: format!(
-            "{name}'s turn in the VM every scheduler under test on {} ran in ({}); console log: {}",
+            "{name}'s turn in the VM every scheduler under test on {} ran in ({}); console log: {}{trouble}",
             entry.meta.key,
             file.display(),
             shared.console_log.display()
@@ -385,8 +409,11 @@ const SHARED_LIFECYCLES: &str = "lifecycles.json";
 #[derive(serde::Serialize, serde::Deserialize)]
 struct SharedLifecycles {
     console_log: PathBuf,
-    /// The kernel's crash lines in the whole session.
-    crashes: Vec<String>,
+    /// The kernel's crash lines printed outside every turn (booting,
+    /// between turns): every turn fails on them.
+    crashes_outside_turns: Vec<String>,
+    /// The first of them with the console lines after it.
+    first_crash_outside_turns: Option<String>,
     turns: Vec<Turn>,
 }
 
@@ -396,6 +423,10 @@ struct Turn {
     /// None when it could not be built.
     verdict: Option<scx_harness::scheduler::lifecycle::Verdict>,
     report: Option<scx_harness::scheduler::lifecycle::Report>,
+    /// The kernel's crash lines printed during its turn.
+    crashes: Vec<String>,
+    /// The first of them with the console lines after it.
+    first_crash: Option<String>,
     error: Option<String>,
 }
 
@@ -420,6 +451,8 @@ fn every_lifecycle(entry: &scx_harness::kernel::Entry, dir: &Path) -> Result<(),
                     name: def.name.clone(),
                     verdict,
                     report,
+                    crashes: Vec::new(),
+                    first_crash: None,
                     error: None,
                 });
             }
@@ -427,6 +460,8 @@ fn every_lifecycle(entry: &scx_harness::kernel::Entry, dir: &Path) -> Result<(),
                 name: def.name.clone(),
                 verdict,
                 report,
+                crashes: Vec::new(),
+                first_crash: None,
                 error: Some(e),
             }),
         }
@@ -452,6 +487,7 @@ fn every_lifecycle(entry: &scx_harness::kernel::Entry, dir: &Path) -> Result<(),
         "every scheduler on {}: {:?} in {:.0?}",
         entry.meta.key, batch.vm.outcome, batch.vm.elapsed
     );
+    let console = std::fs::read_to_string(&batch.vm.console_log).unwrap_or_default();
     for (i, spec) in specs.iter().enumerate() {
         let verdict = batch.verdict(i);
         // `schedulers list` learns only what a scheduler's own turn said:
@@ -463,10 +499,20 @@ fn every_lifecycle(entry: &scx_harness::kernel::Entry, dir: &Path) -> Result<(),
         let turn = turns.iter_mut().find(|t| t.name == spec.name).unwrap();
         turn.verdict = Some(verdict);
         turn.report = batch.reports[i].clone();
+        turn.crashes = batch.crashes(i).iter().map(|c| c.text.clone()).collect();
+        turn.first_crash = batch.crashes(i).first().map(|c| crash_excerpt(&console, c));
     }
     let shared = SharedLifecycles {
         console_log: batch.vm.console_log.clone(),
-        crashes: batch.vm.crashes.iter().map(|c| c.text.clone()).collect(),
+        crashes_outside_turns: batch
+            .crashes_outside_turns()
+            .iter()
+            .map(|c| c.text.clone())
+            .collect(),
+        first_crash_outside_turns: batch
+            .crashes_outside_turns()
+            .first()
+            .map(|c| crash_excerpt(&console, c)),
         turns,
     };
     scx_harness::kernel::cache::write_atomic(
