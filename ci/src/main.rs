@@ -83,6 +83,10 @@ const PACKAGES: &[(&str, &str)] = &[
         "links the runner of each kernel's sched_ext selftests (tools/testing/selftests/sched_ext)",
     ),
     (
+        "curl",
+        "reads crates.io's index: the published versions `bisect` steps through without --tree",
+    ),
+    (
         "debian-archive-keyring",
         "apt checks the packages the harness fetches for the `stable` and `debian` kernels",
     ),

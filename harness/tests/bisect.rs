@@ -221,3 +221,53 @@ fn revisions_that_are_not_commits_or_out_of_order_are_refused_before_anything_ru
         );
     }
 }
+
+/// Without --tree the steps are crates.io's published versions (read from
+/// its index: this test needs the network, as `cargo ci setup` does). A
+/// version never published, ends out of order, and a scheduler that is not
+/// a crate are refused before anything is installed or booted.
+#[test]
+fn versions_that_were_never_published_or_out_of_order_are_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: &[(&str, &[&str], &str)] = &[
+        (
+            "scx_bpfland",
+            &["--good", "1.0.999", "--bad", "1.1.4"],
+            "--good 1.0.999: scx_bpfland has no published version 1.0.999; crates.io lists 1.0.0, 1.0.1",
+        ),
+        (
+            "scx_bpfland",
+            &["--good", "1.1.4", "--bad", "1.1.0"],
+            "--good 1.1.4 is not older than --bad 1.1.0",
+        ),
+        (
+            "scx_bpfland",
+            &["--good", "latest", "--bad", "1.1.0"],
+            "--good latest: not a version",
+        ),
+        (
+            "scx_harness_no_such_crate",
+            &["--good", "1.0.0", "--bad", "1.0.1"],
+            "crates.io has no crate of that name",
+        ),
+        (
+            "scx_fifo",
+            &["--good", "0.1.0", "--bad", "0.2.0"],
+            "is not a crates.io scheduler",
+        ),
+    ];
+    for (scheduler, args, says) in cases {
+        let never = dir.path().join("never");
+        common::assert_refused(
+            common::harness(&dir.path().join("cache"))
+                .args(["bisect", scheduler])
+                .args(*args)
+                .arg("--out")
+                .arg(&never),
+            says,
+            &never,
+        );
+        // Nothing was installed.
+        assert!(!dir.path().join("cache/schedulers/crates").exists());
+    }
+}

@@ -7,8 +7,9 @@
 //! for a metric) into a [`Mark`].
 //!
 //! Knows compare's statistics and cell results; nothing about git, builds
-//! or VMs (`bisect::git`, `cli::bisect`).
+//! or VMs (`bisect::git`, `bisect::crates`, `cli::bisect`).
 
+pub mod crates;
 pub mod git;
 
 use serde::Serialize;

@@ -1,8 +1,10 @@
-//! `scx-harness bisect`: the first bad commit of a scheduler's git tree
-//! between a good and a bad end (the search and the judging:
-//! `crate::bisect`). Each commit is built in a worktree of its own (the
-//! user's checkout untouched) the way `dev --tree` builds that tree, and
-//! cached by commit; every step runs in one serving session (one VM, the
+//! `scx-harness bisect`: the first bad commit of a scheduler's git tree,
+//! or the first bad version of a scheduler published on crates.io, between
+//! a good and a bad end (the search and the judging: `crate::bisect`).
+//! Each commit is built in a worktree of its own (the user's checkout
+//! untouched) the way `dev --tree` builds that tree, and cached by commit;
+//! each version is installed as the registry's `crate` sources are, and
+//! cached by version. Every step runs in one serving session (one VM, the
 //! scheduler hot-swapped), beside the good end when a metric decides.
 
 use std::collections::HashMap;
@@ -43,20 +45,24 @@ pub struct BisectArgs {
     #[command(flatten)]
     pub registry: super::schedulers::RegistryOpt,
     /// The scheduler, as it is named in --tree: a cargo package of an
-    /// scx-style checkout, NAME.bpf.c, or a kernel tree's example. Its
-    /// registry entry (arguments, expectations) applies when it has one.
+    /// scx-style checkout, NAME.bpf.c, or a kernel tree's example; without
+    /// --tree, a crate on crates.io (a registry entry's `crate` source
+    /// names it). Its registry entry (arguments, expectations) applies when
+    /// it has one.
     pub scheduler: String,
     /// Scenario files or bundled names (default: idle-baseline). All must
     /// have one VM shape.
     pub scenarios: Vec<String>,
     /// The scheduler's git repository (never modified: each commit is
-    /// checked out in a worktree of its own).
+    /// checked out in a worktree of its own). Without it the steps are the
+    /// scheduler's versions published on crates.io, yanked ones left out.
     #[arg(long, value_name = "DIR")]
-    pub tree: PathBuf,
-    /// A commit (id, branch, tag) where the scheduler is good.
+    pub tree: Option<PathBuf>,
+    /// A commit (id, branch, tag) where the scheduler is good; without
+    /// --tree, a published version (1.0.5).
     #[arg(long, value_name = "REV")]
     pub good: String,
-    /// A later commit where it is bad.
+    /// A later commit, or a newer version, where it is bad.
     #[arg(long, value_name = "REV")]
     pub bad: String,
     /// What makes a commit bad.
@@ -121,7 +127,11 @@ struct StepRecord {
 #[derive(Serialize)]
 struct Outcome<'a> {
     scheduler: &'a str,
-    tree: &'a Path,
+    /// The git tree searched, or None for crates.io's versions.
+    tree: Option<&'a Path>,
+    /// The crate whose published versions were searched.
+    #[serde(rename = "crate")]
+    krate: Option<&'a str>,
     good: &'a Rev,
     bad: &'a Rev,
     criterion: String,
@@ -129,24 +139,39 @@ struct Outcome<'a> {
     /// stated), or `stopped` (an error or an interrupt; `message` says
     /// which).
     result: &'static str,
-    /// The first bad commit, when found.
+    /// The first bad commit or version, when found.
     first_bad: Option<&'a Rev>,
-    /// The commits that hold the change, oldest first, when not found.
+    /// The commits or versions that hold the change, oldest first, when
+    /// not found.
     range: Vec<&'a Rev>,
     message: String,
     steps: &'a [StepRecord],
     seconds: f64,
 }
 
+/// What the steps are.
+enum Axis {
+    /// The commits of a git tree.
+    Tree(PathBuf),
+    /// The published versions of a crate.
+    Crate(String),
+}
+
+/// A step's name in paths: a commit's short id, or a version.
+fn short(rev: &Rev) -> String {
+    rev.id.chars().take(12).collect()
+}
+
 struct Bisect<'a> {
     args: &'a BisectArgs,
     criterion: Criterion,
-    tree: PathBuf,
+    axis: Axis,
     /// revs[0]: the good end; revs[n]: the bad end.
     revs: Vec<Rev>,
     def: Option<&'a Def>,
     kernel: &'a Kernel,
     cache: &'a Cache,
+    registry: &'a crate::scheduler::registry::Registry,
     registry_dir: &'a Path,
     scenarios: Vec<Loaded>,
     dir: PathBuf,
@@ -164,6 +189,14 @@ struct Bisect<'a> {
 }
 
 impl<'a> Bisect<'a> {
+    /// "commit" or "version".
+    fn unit(&self) -> &'static str {
+        match self.axis {
+            Axis::Tree(_) => "commit",
+            Axis::Crate(_) => "version",
+        }
+    }
+
     fn say(&self, line: impl AsRef<str>) {
         println!("{}", line.as_ref());
         use std::io::Write as _;
@@ -177,6 +210,11 @@ impl<'a> Bisect<'a> {
             return Ok(b.clone());
         }
         let rev = self.revs[i].clone();
+        if let Axis::Crate(name) = &self.axis {
+            let got = self.install(name.clone(), &rev)?;
+            self.builds.insert(i, got.clone());
+            return Ok(got);
+        }
         let kernel_key = self.kernel.entry.as_ref().map_or_else(
             || self.kernel.bzimage.display().to_string(),
             |e| e.meta.key.clone(),
@@ -195,6 +233,52 @@ impl<'a> Bisect<'a> {
         };
         self.builds.insert(i, got.clone());
         Ok(got)
+    }
+
+    /// Version `rev` of crate `name`, installed as a registry `crate`
+    /// source is (`cargo install --locked`, cached by version).
+    fn install(&mut self, name: String, rev: &Rev) -> Result<std::result::Result<Built, String>> {
+        use crate::scheduler::registry::{CrateSource, Source};
+        let def = Def {
+            source: Some(Source::Crate(CrateSource {
+                name,
+                version: rev.id.clone(),
+            })),
+            ..self
+                .def
+                .cloned()
+                .unwrap_or_else(|| Def::named(&self.args.scheduler, Kind::Binary))
+        };
+        let ctx = crate::scheduler::build::BuildCtx {
+            cache: self.cache,
+            kernel: self.kernel.entry.as_ref(),
+            registry: self.registry,
+        };
+        let was = crate::scheduler::build::cached(&def, &ctx).is_some();
+        let started = Instant::now();
+        let mut progress = Progress::new("bisect build");
+        let built = crate::scheduler::build::build(&def, &ctx, &mut progress);
+        drop(progress);
+        if crate::process::interrupted() {
+            return Err(fail(Failure::Interrupted, "interrupted during a build"));
+        }
+        Ok(match built {
+            Ok(b) => {
+                self.say(match was {
+                    true => format!("  {}: built before (cached)", rev.line),
+                    false => format!(
+                        "  {}: installed in {:.1} s",
+                        rev.line,
+                        started.elapsed().as_secs_f64()
+                    ),
+                });
+                Ok(b)
+            }
+            Err(e) => Err(format!(
+                "did not build: {}",
+                format!("{e:#}").lines().next().unwrap_or("")
+            )),
+        })
     }
 
     fn cached(&self, entry: &Path) -> Option<Built> {
@@ -228,8 +312,12 @@ impl<'a> Bisect<'a> {
         rev: &Rev,
         entry: &Path,
     ) -> Result<std::result::Result<Built, String>> {
-        let short = &rev.id[..12];
-        let wt = Worktree::add(&self.tree, rev, &self.dir.join("worktrees").join(short))?;
+        let Axis::Tree(tree) = &self.axis else {
+            unreachable!("only a tree's commits are built in worktrees")
+        };
+        let tree = tree.clone();
+        let short = short(rev);
+        let wt = Worktree::add(&tree, rev, &self.dir.join("worktrees").join(&short))?;
         let mut source = match DevSource::resolve(
             self.def,
             &self.args.scheduler,
@@ -244,7 +332,7 @@ impl<'a> Bisect<'a> {
         if let Recipe::Cargo { target_dir, .. } = &mut source.recipe {
             // One target directory for the tree's worktrees: each commit's
             // build is incremental on the last.
-            let tree_key = crate::kernel::cache::sha256_hex(self.tree.to_string_lossy().as_bytes());
+            let tree_key = crate::kernel::cache::sha256_hex(tree.to_string_lossy().as_bytes());
             *target_dir = Some(
                 self.cache
                     .root()
@@ -252,7 +340,7 @@ impl<'a> Bisect<'a> {
                     .join(format!("target-{}", &tree_key[..16])),
             );
         }
-        let out = self.dir.join("builds").join(short);
+        let out = self.dir.join("builds").join(&short);
         let started = Instant::now();
         let mut progress = Progress::new("bisect build");
         let built = source.build(&out, self.kernel.entry.as_ref(), self.cache, &mut progress);
@@ -339,7 +427,7 @@ impl<'a> Bisect<'a> {
     fn test(&mut self, i: usize, what: &str) -> Result<Mark> {
         let rev = self.revs[i].clone();
         let started = Instant::now();
-        let evidence = self.dir.join("steps").join(&rev.id[..12]);
+        let evidence = self.dir.join("steps").join(short(&rev));
         let candidate = match self.build(i)? {
             Ok(b) => b,
             Err(why) => {
@@ -570,20 +658,34 @@ pub fn run(args: BisectArgs) -> Result<i32> {
     }
     let registry = args.registry.load()?;
     let scenarios = super::one_vm_scenarios(&args.scenarios, "bisect")?;
-    let tree = std::fs::canonicalize(&args.tree).map_err(|e| {
-        fail(
-            Failure::BadInput,
-            format!(
-                "--tree {}: {e}\n  fix: name the scheduler's git repository",
-                args.tree.display()
-            ),
-        )
-    })?;
-    let good = git::resolve(&tree, &args.good, "--good")?;
-    let bad = git::resolve(&tree, &args.bad, "--bad")?;
-    let mut revs = vec![good.clone()];
-    revs.extend(git::between(&tree, &good, &bad)?);
+    let (axis, good, between) = match &args.tree {
+        Some(t) => {
+            let tree = std::fs::canonicalize(t).map_err(|e| {
+                fail(
+                    Failure::BadInput,
+                    format!(
+                        "--tree {}: {e}\n  fix: name the scheduler's git repository",
+                        t.display()
+                    ),
+                )
+            })?;
+            let good = git::resolve(&tree, &args.good, "--good")?;
+            let bad = git::resolve(&tree, &args.bad, "--bad")?;
+            let between = git::between(&tree, &good, &bad)?;
+            (Axis::Tree(tree), good, between)
+        }
+        None => {
+            let name = crate_of(&registry, &args.scheduler)?;
+            let published = crate::bisect::crates::fetch(&name)?;
+            let (good, between) =
+                crate::bisect::crates::between(&name, &published, &args.good, &args.bad)?;
+            (Axis::Crate(name), good, between)
+        }
+    };
+    let mut revs = vec![good];
+    revs.extend(between);
     let n = revs.len() - 1;
+    let (good, bad) = (revs[0].clone(), revs[n].clone());
     let cache = Cache::user();
     let kernel = args.target.kernel(&args.vm)?;
     let registry = registry.for_kernel(kernel.name());
@@ -600,11 +702,12 @@ pub fn run(args: BisectArgs) -> Result<i32> {
     let mut b = Bisect {
         args: &args,
         criterion: criterion.clone(),
-        tree: tree.clone(),
+        axis,
         revs,
         def,
         kernel: &kernel,
         cache: &cache,
+        registry: &registry,
         registry_dir: registry.dir(),
         scenarios,
         dir: dir.clone(),
@@ -616,11 +719,14 @@ pub fn run(args: BisectArgs) -> Result<i32> {
         ends: HashMap::new(),
         steps: Vec::new(),
     };
+    let searched_in = match &b.axis {
+        Axis::Tree(tree) => format!("in {}", tree.display()),
+        Axis::Crate(name) => format!("over {name}'s versions on crates.io"),
+    };
     b.say(format!(
-        "bisect {} in {}: {} commit(s) after {} up to {}; bad if {}; results in {}",
+        "bisect {} {searched_in}: {n} {}(s) after {} up to {}; bad if {}; results in {}",
         args.scheduler,
-        tree.display(),
-        n,
+        b.unit(),
         good.line,
         bad.line,
         describe(&criterion),
@@ -646,15 +752,21 @@ pub fn run(args: BisectArgs) -> Result<i32> {
     let runs: usize = b.steps.iter().map(|s| s.runs + s.good_runs).sum();
     if error.is_none() {
         b.say(format!(
-            "{message}\n{tested} step(s) between the ends tested ({} for a binary search over {n} commit(s)), {runs} run(s), {:.0} s",
+            "{message}\n{tested} step(s) between the ends tested ({} for a binary search over {n} {}(s)), {runs} run(s), {:.0} s",
             (n as f64).log2().ceil(),
+            b.unit(),
             seconds
         ));
     }
     let revs = b.revs.clone();
+    let (tree, krate) = match &b.axis {
+        Axis::Tree(t) => (Some(t.clone()), None),
+        Axis::Crate(c) => (None, Some(c.clone())),
+    };
     let outcome = Outcome {
         scheduler: &args.scheduler,
-        tree: &tree,
+        tree: tree.as_deref(),
+        krate: krate.as_deref(),
         good: &revs[0],
         bad: &revs[n],
         criterion: describe(&criterion),
@@ -696,6 +808,23 @@ pub fn run(args: BisectArgs) -> Result<i32> {
     Ok(if result == "found" { 0 } else { 1 })
 }
 
+/// The crate whose versions `scheduler` names: its registry entry's
+/// `crate` source, else a crate of that name.
+fn crate_of(registry: &crate::scheduler::registry::Registry, scheduler: &str) -> Result<String> {
+    use crate::scheduler::registry::Source;
+    match registry.get(scheduler).ok().and_then(|d| d.source.as_ref()) {
+        Some(Source::Crate(c)) => Ok(c.name.clone()),
+        Some(_) => Err(fail(
+            Failure::BadInput,
+            format!(
+                "{scheduler} is not a crates.io scheduler in {} (its source is not `crate`), so it has no published versions to search\n  fix: bisect its git tree with --tree DIR",
+                registry.path.display()
+            ),
+        )),
+        None => Ok(scheduler.to_string()),
+    }
+}
+
 fn describe(c: &Criterion) -> String {
     match c {
         Criterion::Checks => "a check fails".into(),
@@ -729,8 +858,9 @@ fn search(b: &mut Bisect, n: usize) -> Result<Searched> {
         return Ok((
             "ends",
             format!(
-                "the good end {} {why}; nothing was searched\n  fix: name a good commit that builds",
-                line(b, 0)
+                "the good end {} {why}; nothing was searched\n  fix: name a good {} that builds",
+                line(b, 0),
+                b.unit()
             ),
             None,
             None,
@@ -812,7 +942,8 @@ fn search(b: &mut Bisect, n: usize) -> Result<Searched> {
                 return Ok((
                     "found",
                     format!(
-                        "first bad commit: {}\n  {}\n  its evidence: {}\n  last good: {}, evidence: {}",
+                        "first bad {}: {}\n  {}\n  its evidence: {}\n  last good: {}, evidence: {}",
+                        b.unit(),
                         b.revs[i].id,
                         line(b, i),
                         evidence(b, i),
@@ -830,7 +961,8 @@ fn search(b: &mut Bisect, n: usize) -> Result<Searched> {
                 return Ok((
                     "range",
                     format!(
-                        "the first bad commit is one of these (the ones before {} were skipped):\n{}",
+                        "the first bad {} is one of these (the ones before {} were skipped):\n{}",
+                        b.unit(),
                         line(b, bad),
                         list.join("\n")
                     ),
@@ -845,9 +977,10 @@ fn search(b: &mut Bisect, n: usize) -> Result<Searched> {
                 return Ok((
                     "undecided",
                     format!(
-                        "cannot decide at {}: {}\nthe change lies in these commits (after {}, good):\n{}\n  fix: more runs (--max-runs), a metric that moves more (--metric), or a quieter machine",
+                        "cannot decide at {}: {}\nthe change lies in these {}s (after {}, good):\n{}\n  fix: more runs (--max-runs), a metric that moves more (--metric), or a quieter machine",
                         line(b, at),
                         b.step_of(at).and_then(|s| s.why.iter().find(|(_, j)| j.mark == Mark::Undecided)).map_or("", |(_, j)| j.why.as_str()),
+                        b.unit(),
                         line(b, good),
                         list.join("\n")
                     ),
