@@ -14,7 +14,9 @@ use std::os::unix::fs::OpenOptionsExt;
 pub fn write(line: &str) {
     use std::io::Write;
     if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open("/dev/kmsg") {
-        let _ = writeln!(f, "{line}");
+        // One write, one record: writeln! would write the newline apart,
+        // a second (empty) record.
+        let _ = f.write_all(format!("{line}\n").as_bytes());
     }
 }
 

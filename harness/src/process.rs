@@ -110,6 +110,17 @@ pub enum Waited {
     Interrupted,
 }
 
+impl std::fmt::Display for Waited {
+    /// "exit status: 101", "signal: 9 (SIGKILL)", "timed out", "interrupted".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Waited::Exited(s) => write!(f, "{s}"),
+            Waited::TimedOut => f.write_str("timed out"),
+            Waited::Interrupted => f.write_str("interrupted"),
+        }
+    }
+}
+
 /// A running child process tree that is killed when this value is dropped.
 #[derive(Debug)]
 pub struct Supervised {

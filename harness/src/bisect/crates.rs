@@ -33,14 +33,25 @@ pub fn index_path(name: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Published {
     pub version: Version,
-    /// Withdrawn by its authors (`cargo yank`): still installable with an
-    /// exact version, skipped between the ends.
+    /// Withdrawn by its authors (`cargo yank`): `cargo install` refuses it
+    /// even at an exact version, so it is no step and no end.
     pub yanked: bool,
 }
 
-/// The versions an index file lists, in semver order. Lines that are not
-/// a version entry are an error naming the line (the format changed, or
-/// the body is not an index file).
+/// Whether `name` can be a crate's name (ASCII letters, digits, `_`, `-`;
+/// at most 64: crates.io's rule), and so a path of the index.
+pub fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// The versions an index file lists, in semver order (not the order they
+/// were published in: a 1.0.21 published after 1.1.0 sorts before it).
+/// A line whose version semver cannot read (crates.io took a few before
+/// it checked) is left out; anything else that is not a version entry is
+/// an error naming the line (the body is not an index file).
 pub fn parse_index(text: &str) -> Result<Vec<Published>, String> {
     #[derive(serde::Deserialize)]
     struct Line {
@@ -55,8 +66,14 @@ pub fn parse_index(text: &str) -> Result<Vec<Published>, String> {
         .filter(|(_, l)| !l.trim().is_empty())
     {
         let line: Line = serde_json::from_str(l).map_err(|e| format!("line {}: {e}", i + 1))?;
-        let version = Version::parse(&line.vers)
-            .map_err(|e| format!("line {}: version {:?}: {e}", i + 1, line.vers))?;
+        let Ok(version) = Version::parse(&line.vers) else {
+            tracing::debug!(
+                "index line {}: {:?} is not semver; left out",
+                i + 1,
+                line.vers
+            );
+            continue;
+        };
         out.push(Published {
             version,
             yanked: line.yanked,
@@ -69,6 +86,12 @@ pub fn parse_index(text: &str) -> Result<Vec<Published>, String> {
 /// `name`'s published versions, read from crates.io (curl, 60 s at most).
 /// Errors: curl missing or failing (no network), no such crate.
 pub fn fetch(name: &str) -> Result<Vec<Published>> {
+    if !valid_name(name) {
+        return Err(fail(
+            Failure::BadInput,
+            format!("{name:?} cannot be a crate's name (ASCII letters, digits, _ and -, at most 64)\n  fix: name a scheduler published on crates.io, such as scx_lavd"),
+        ));
+    }
     let url = format!("https://index.crates.io/{}", index_path(name));
     let mut c = Command::new("curl");
     c.args(["--silent", "--show-error", "--location", "--max-time", "60"])
@@ -81,6 +104,9 @@ pub fn fetch(name: &str) -> Result<Vec<Published>> {
             format!("curl (to read {url}): {e}\n  fix: `cargo ci setup` installs it"),
         )
     })?;
+    if crate::process::interrupted() {
+        return Err(fail(Failure::Interrupted, "interrupted"));
+    }
     let body = String::from_utf8_lossy(&out.stdout);
     let (text, code) = body.rsplit_once('\n').unwrap_or(("", &body));
     if !out.status.success() {
@@ -93,12 +119,16 @@ pub fn fetch(name: &str) -> Result<Vec<Published>> {
         ));
     }
     match code.trim() {
-        "200" => parse_index(text)
-            .map_err(|e| anyhow::anyhow!("{url} is not a crates.io index file: {e}")),
+        "200" => parse_index(text).map_err(|e| {
+            fail(
+                Failure::Infrastructure,
+                format!("{url} is not a crates.io index file: {e}\n  fix: run it again; if it stays so, bisect the scheduler's git tree with --tree"),
+            )
+        }),
         "404" => Err(fail(
             Failure::BadInput,
             format!(
-                "{name}: crates.io has no crate of that name ({url}: 404)\n  fix: name a scheduler published on crates.io (scx_lavd, scx_bpfland, ...), or bisect its git tree with --tree"
+                "{name}: crates.io has no crate of that name ({url}: 404)\n  fix: name a scheduler published on crates.io (scx_lavd, scx_bpfland, ...; `_` and `-` differ), or bisect its git tree with --tree"
             ),
         )),
         other => Err(fail(
@@ -111,7 +141,8 @@ pub fn fetch(name: &str) -> Result<Vec<Published>> {
 /// The versions after `good` up to and including `bad`, oldest first,
 /// yanked ones left out, each as a [`Rev`] (id: the version; line: "NAME
 /// VERSION"); and `good` as a Rev. Bad input, naming the published
-/// versions, when either end is not one of them or `good` is not older.
+/// versions, when either end is not one of them, is yanked, or `good` is
+/// not older.
 pub fn between(
     name: &str,
     published: &[Published],
@@ -123,7 +154,11 @@ pub fn between(
         line: format!("{name} {v}"),
     };
     let listed = || {
-        let all: Vec<String> = published.iter().map(|p| p.version.to_string()).collect();
+        let all: Vec<String> = published
+            .iter()
+            .filter(|p| !p.yanked)
+            .map(|p| p.version.to_string())
+            .collect();
         match all.len() {
             0 => "none".to_string(),
             n if n <= 12 => all.join(", "),
@@ -141,19 +176,32 @@ pub fn between(
                 format!("{flag} {v}: not a version ({e})\n  fix: a version as crates.io lists it, such as 1.0.11"),
             )
         })?;
-        if !published.iter().any(|p| p.version == version) {
-            return Err(fail(
+        match published.iter().find(|p| p.version == version) {
+            None => Err(fail(
                 Failure::BadInput,
                 format!(
                     "{flag} {v}: {name} has no published version {version}; crates.io lists {}\n  fix: name one of those",
                     listed()
                 ),
-            ));
+            )),
+            Some(p) if p.yanked => Err(fail(
+                Failure::BadInput,
+                format!(
+                    "{flag} {v}: {name} {version} was yanked, and cargo installs no yanked version; crates.io lists {}\n  fix: name one of those",
+                    listed()
+                ),
+            )),
+            Some(_) => Ok(version),
         }
-        Ok(version)
     };
     let (g, b) = (find("--good", good)?, find("--bad", bad)?);
-    if g >= b {
+    if g == b {
+        return Err(fail(
+            Failure::BadInput,
+            format!("--good and --bad are the same version ({g})\n  fix: name a newer --bad"),
+        ));
+    }
+    if g > b {
         return Err(fail(
             Failure::BadInput,
             format!(
@@ -163,7 +211,7 @@ pub fn between(
     }
     let steps = published
         .iter()
-        .filter(|p| p.version > g && p.version <= b && (!p.yanked || p.version == b))
+        .filter(|p| p.version > g && p.version <= b && !p.yanked)
         .map(|p| rev(&p.version))
         .collect();
     Ok((rev(&g), steps))
@@ -206,6 +254,15 @@ mod tests {
         assert_eq!(v, ["1.0.9", "1.0.10", "1.0.11", "1.1.0-rc.1", "1.1.0"]);
         assert!(index()[2].yanked);
         assert!(parse_index("not json\n").unwrap_err().contains("line 1"));
+        // A version semver cannot read is left out, not the whole crate.
+        let odd = parse_index(
+            r#"{"vers":"0.1.01"}
+{"vers":"0.1.2"}"#,
+        )
+        .unwrap();
+        assert_eq!(odd.len(), 1);
+        assert!(valid_name("scx_lavd") && valid_name("scx-lavd"));
+        assert!(!valid_name("añxx") && !valid_name("../x") && !valid_name(""));
     }
 
     #[test]
@@ -214,9 +271,6 @@ mod tests {
         assert_eq!(good.line, "x 1.0.9");
         let ids: Vec<&str> = steps.iter().map(|r| r.id.as_str()).collect();
         assert_eq!(ids, ["1.0.10", "1.1.0-rc.1", "1.1.0"]);
-        // A yanked bad end is still the user's to name.
-        let (_, steps) = between("x", &index(), "1.0.10", "1.0.11").unwrap();
-        assert_eq!(steps[0].id, "1.0.11");
     }
 
     #[test]
@@ -236,5 +290,19 @@ mod tests {
         assert!(e.contains("not older"), "{e}");
         let e = format!("{:#}", between("x", &index(), "one", "1.0.9").unwrap_err());
         assert!(e.contains("not a version"), "{e}");
+        // cargo installs no yanked version, so it cannot be an end.
+        let e = format!(
+            "{:#}",
+            between("x", &index(), "1.0.10", "1.0.11").unwrap_err()
+        );
+        assert!(
+            e.contains("was yanked") && e.contains("lists 1.0.9, 1.0.10, 1.1.0-rc.1, 1.1.0"),
+            "{e}"
+        );
+        let e = format!(
+            "{:#}",
+            between("x", &index(), "1.0.9", "1.0.9").unwrap_err()
+        );
+        assert!(e.contains("the same version"), "{e}");
     }
 }

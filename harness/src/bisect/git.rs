@@ -12,12 +12,14 @@ use anyhow::{Context, Result};
 
 use crate::error::{fail, Failure};
 
-/// One commit.
+/// One step of a search: a commit, or a published version
+/// (`bisect::crates`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Rev {
-    /// The full commit id.
+    /// The full commit id, or the version.
     pub id: String,
-    /// `git log --oneline`'s line: short id and subject.
+    /// `git log --oneline`'s line (short id and subject), or "CRATE
+    /// VERSION".
     pub line: String,
 }
 

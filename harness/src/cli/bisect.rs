@@ -65,7 +65,7 @@ pub struct BisectArgs {
     /// A later commit, or a newer version, where it is bad.
     #[arg(long, value_name = "REV")]
     pub bad: String,
-    /// What makes a commit bad.
+    /// What makes a commit or version bad.
     #[arg(long, value_enum, default_value_t = BadIf::Checks)]
     pub bad_if: BadIf,
     /// With --bad-if worse: the metric that decides, as `compare` names it
@@ -157,9 +157,13 @@ enum Axis {
     Crate(String),
 }
 
-/// A step's name in paths: a commit's short id, or a version.
+/// A step's name in paths: a commit's short id, or a version whole.
 fn short(rev: &Rev) -> String {
-    rev.id.chars().take(12).collect()
+    let commit = rev.id.len() == 40 && rev.id.bytes().all(|b| b.is_ascii_hexdigit());
+    match commit {
+        true => rev.id[..12].to_string(),
+        false => rev.id.clone(),
+    }
 }
 
 struct Bisect<'a> {
@@ -274,10 +278,13 @@ impl<'a> Bisect<'a> {
                 });
                 Ok(b)
             }
-            Err(e) => Err(format!(
-                "did not build: {}",
-                format!("{e:#}").lines().next().unwrap_or("")
-            )),
+            // The compiler refused it: a skip, as `git bisect skip`.
+            Err(e) if compile_failure(&format!("{e:#}")) => Err(install_failure(&format!("{e:#}"))),
+            // Anything else (no network, a full disk) is no verdict on the
+            // version: the search stops, with what ran so far written.
+            Err(e) => {
+                return Err(e.context(format!("installing {} (not a compiler error)", rev.line)))
+            }
         })
     }
 
@@ -808,6 +815,32 @@ pub fn run(args: BisectArgs) -> Result<i32> {
     Ok(if result == "found" { 0 } else { 1 })
 }
 
+/// Whether a failed `cargo install` failed in the compiler (the
+/// version's code or its locked dependencies do not build with this
+/// toolchain), not in fetching or writing.
+fn compile_failure(error: &str) -> bool {
+    error.contains("could not compile") || error.contains("error[E")
+}
+
+/// Why a version did not install, in a line: the compiler's first error
+/// (cargo's own last, "failed to compile", says less) and the log.
+fn install_failure(error: &str) -> String {
+    let first = error.lines().next().unwrap_or("").trim();
+    let cause = error
+        .lines()
+        .skip(1)
+        .map(str::trim)
+        .find(|l| l.starts_with("error"))
+        .unwrap_or(first);
+    match error
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("full log: "))
+    {
+        Some(log) => format!("did not build: {cause} (log: {log})"),
+        None => format!("did not build: {cause}"),
+    }
+}
+
 /// The crate whose versions `scheduler` names: its registry entry's
 /// `crate` source, else a crate of that name.
 fn crate_of(registry: &crate::scheduler::registry::Registry, scheduler: &str) -> Result<String> {
@@ -989,5 +1022,27 @@ fn search(b: &mut Bisect, n: usize) -> Result<Searched> {
                 ));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_version_that_did_not_install_is_told_by_the_compilers_first_error() {
+        let e = "cargo install scx_lavd 1.0.5 failed (exit status: 101):\n  \
+                 error[E0521]: borrowed data escapes outside of associated function\n  \
+                 error: could not compile `metrics` (lib) due to 1 previous error\n  \
+                 full log: /c/logs/crate-scx_lavd-1.0.5.log";
+        assert_eq!(
+            install_failure(e),
+            "did not build: error[E0521]: borrowed data escapes outside of associated function (log: /c/logs/crate-scx_lavd-1.0.5.log)"
+        );
+        assert_eq!(install_failure("no network"), "did not build: no network");
+        assert!(compile_failure(e));
+        assert!(!compile_failure(
+            "cargo install x 1.0.0 failed (exit status: 101):\n  error: failed to download `libbpf-rs v0.24.8`"
+        ));
     }
 }

@@ -547,7 +547,7 @@ pub(crate) fn run_logged(
     Err(fail(
         Failure::HostTool,
         format!(
-            "{what} failed ({waited:?}):\n  {}\n  full log: {}",
+            "{what} failed ({waited}):\n  {}\n  full log: {}",
             shown.join("\n  "),
             log_path.display()
         ),

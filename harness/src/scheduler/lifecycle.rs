@@ -1018,11 +1018,25 @@ impl Batch {
     }
 
     /// The verdict of the `i`th scheduler: its report's, or, with none,
-    /// what the host saw (the kernel crash, the VM that ended, while it or
-    /// one before it ran).
+    /// what the host saw while it ran (the kernel crash, the VM that
+    /// ended), or, for a turn that never began, that it never ran.
     pub fn verdict(&self, i: usize) -> Verdict {
         match &self.reports[i] {
             Some(r) => r.verdict.clone(),
+            // It never began, and an earlier turn did: the VM ended in
+            // that one, whose verdict the crash is.
+            None if self.turns[i].is_none() && self.turns[..i].iter().any(Option::is_some) => {
+                let last = self.turns[..i]
+                    .iter()
+                    .rposition(Option::is_some)
+                    .unwrap_or(0);
+                Verdict::NoReport {
+                    why: format!(
+                        "never ran: the VM ended ({:?}) in turn {last}, before this one began",
+                        self.vm.outcome
+                    ),
+                }
+            }
             None => verdict_of(&crate::vm::SessionEnd::from(&self.vm), None),
         }
     }
@@ -1069,7 +1083,7 @@ pub fn run_each_in_vm(
         })
         .collect();
     let console = std::fs::read_to_string(&vm.console_log).unwrap_or_default();
-    let turns = specs
+    let mut turns: Vec<Option<std::ops::Range<usize>>> = specs
         .iter()
         .enumerate()
         .map(|(i, spec)| {
@@ -1081,6 +1095,14 @@ pub fn run_each_in_vm(
             )
         })
         .collect();
+    // A turn whose end marker is missing (lost, or cut by output on the
+    // same console line) ends where the next one begins, not at the end.
+    for i in 0..turns.len() {
+        let next = turns[i + 1..].iter().flatten().map(|t| t.start).next();
+        if let (Some(t), Some(next)) = (&mut turns[i], next) {
+            t.end = t.end.min(next);
+        }
+    }
     Ok(Batch { vm, reports, turns })
 }
 
