@@ -73,7 +73,7 @@ impl Planned<'_> {
 /// The part of the console log between cell `i`'s markers (to the end when
 /// it never ended), or the whole log for a one-cell VM without markers.
 pub(crate) fn cell_console(console_log: &Path, i: usize, id: &str) -> String {
-    let text = std::fs::read_to_string(console_log).unwrap_or_default();
+    let text = console::read(console_log);
     let (begin, end) = (
         protocol::marker(i, id, Mark::Begins),
         protocol::marker(i, id, Mark::Ends),

@@ -809,7 +809,7 @@ impl AgentRun {
                 l.extend(left.iter().cloned());
             }
         }
-        let text = std::fs::read_to_string(&self.console_log).unwrap_or_default();
+        let text = crate::vm::console::read(&self.console_log);
         Ok(SessionEnd {
             outcome,
             crashes: crate::vm::console::scan(&text),

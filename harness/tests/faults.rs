@@ -124,7 +124,7 @@ impl Faulted {
             if r.agent.is_none() && r.session_end.is_none() {
                 continue; // its scheduler did not build: no VM, no console
             }
-            let console = std::fs::read_to_string(&r.console_log).unwrap_or_default();
+            let console = scx_harness::vm::console::read(&r.console_log);
             assert!(
                 !console.is_empty(),
                 "no console kept in {}",
@@ -268,7 +268,7 @@ fn check<'a>(r: &'a CellResult, name: &str) -> &'a scx_harness::checks::Outcome 
 }
 
 fn cell_console(r: &CellResult) -> String {
-    std::fs::read_to_string(&r.console_log).unwrap_or_default()
+    scx_harness::vm::console::read(&r.console_log)
 }
 
 /// Every fault's run ends long before its VM deadline unless the fault is

@@ -1082,7 +1082,7 @@ pub fn run_each_in_vm(
                 .and_then(|b| serde_json::from_slice(&b).ok())
         })
         .collect();
-    let console = std::fs::read_to_string(&vm.console_log).unwrap_or_default();
+    let console = crate::vm::console::read(&vm.console_log);
     let mut turns: Vec<Option<std::ops::Range<usize>>> = specs
         .iter()
         .enumerate()

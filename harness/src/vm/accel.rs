@@ -165,7 +165,7 @@ pub fn probe_kvm(kernel: &Path) -> Result<Probe> {
     drop(qemu);
     let _ = reader.join();
     let err = err_text.lock().expect("probe stderr lock").clone();
-    let console = std::fs::read_to_string(out.path()).unwrap_or_default();
+    let console = super::console::read(out.path());
     let booted = console.contains("Linux version") && console.contains("Kernel panic");
     match waited {
         _ if err.contains("KVM internal error") => tcg(format!(

@@ -71,6 +71,16 @@ fn classify_line(line: &str) -> Option<CrashKind> {
         .map(|(_, k)| *k)
 }
 
+/// The console log at `path` as text, bytes that are not UTF-8 replaced
+/// (a guest program's binary output or serial noise must not make the
+/// whole log unreadable, and with it every crash line); empty when it
+/// cannot be read.
+pub fn read(path: &std::path::Path) -> String {
+    std::fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
+}
+
 /// Every line of `console` that announces kernel trouble.
 pub fn scan(console: &str) -> Vec<CrashLine> {
     console
@@ -169,6 +179,21 @@ mod tests {
             None,
         );
         check("hello from the guest", None);
+    }
+
+    #[test]
+    fn a_byte_that_is_not_utf8_hides_no_crash_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("console.log");
+        std::fs::write(
+            &log,
+            b"boot \xff\xfe noise\n[ 3.1] Kernel panic - not syncing: x\n",
+        )
+        .unwrap();
+        let found = scan(&read(&log));
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].line_no, 2);
+        assert_eq!(read(&dir.path().join("none")), "");
     }
 
     #[test]

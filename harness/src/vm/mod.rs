@@ -178,7 +178,7 @@ impl VmResult {
         match &self.outcome {
             Outcome::Exited { code } => Ok(*code),
             Outcome::KernelCrash => {
-                let console = std::fs::read_to_string(&self.console_log).unwrap_or_default();
+                let console = console::read(&self.console_log);
                 let first = self
                     .crashes
                     .iter()
@@ -515,7 +515,7 @@ pub fn run(spec: &VmSpec) -> Result<VmResult> {
     };
     let vng_stderr = String::from_utf8_lossy(&vng_stderr).to_string();
     let elapsed = started.elapsed();
-    let console = std::fs::read_to_string(&console_log).unwrap_or_default();
+    let console = console::read(&console_log);
     let crashes = console::scan(&console);
     let reached_guest = shared.join(crate::protocol::STARTED).exists();
     let status = std::fs::read_to_string(shared.join("status"))

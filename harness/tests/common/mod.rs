@@ -173,7 +173,7 @@ pub fn qemus_mentioning(dir: &Path) -> Vec<PathBuf> {
 
 /// What a person needs when a VM test fails: outcome, output, console tail.
 pub fn explain_vm(r: &scx_harness::vm::VmResult) -> String {
-    let console = std::fs::read_to_string(&r.console_log).unwrap_or_default();
+    let console = scx_harness::vm::console::read(&r.console_log);
     let tail: Vec<&str> = console.lines().rev().take(30).collect();
     let trouble = r.crashes.first().map_or(String::new(), |c| {
         format!(
@@ -487,7 +487,7 @@ fn every_lifecycle(entry: &scx_harness::kernel::Entry, dir: &Path) -> Result<(),
         "every scheduler on {}: {:?} in {:.0?}",
         entry.meta.key, batch.vm.outcome, batch.vm.elapsed
     );
-    let console = std::fs::read_to_string(&batch.vm.console_log).unwrap_or_default();
+    let console = scx_harness::vm::console::read(&batch.vm.console_log);
     for (i, spec) in specs.iter().enumerate() {
         let verdict = batch.verdict(i);
         // `schedulers list` learns only what a scheduler's own turn said:
