@@ -71,7 +71,7 @@ impl Planned<'_> {
 }
 
 /// The part of the console log between cell `i`'s markers (to the end when
-/// it never ended), or the whole log for a one-cell VM without markers.
+/// it never ended); empty when the cell never began.
 pub(crate) fn cell_console(console_log: &Path, i: usize, id: &str) -> String {
     let text = console::read(console_log);
     let (begin, end) = (

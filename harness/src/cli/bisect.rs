@@ -157,15 +157,6 @@ enum Axis {
     Crate(String),
 }
 
-/// A step's name in paths: a commit's short id, or a version whole.
-fn short(rev: &Rev) -> String {
-    let commit = rev.id.len() == 40 && rev.id.bytes().all(|b| b.is_ascii_hexdigit());
-    match commit {
-        true => rev.id[..12].to_string(),
-        false => rev.id.clone(),
-    }
-}
-
 struct Bisect<'a> {
     args: &'a BisectArgs,
     criterion: Criterion,
@@ -176,7 +167,6 @@ struct Bisect<'a> {
     kernel: &'a Kernel,
     cache: &'a Cache,
     registry: &'a crate::scheduler::registry::Registry,
-    registry_dir: &'a Path,
     scenarios: Vec<Loaded>,
     dir: PathBuf,
     session: Session<'a>,
@@ -193,6 +183,14 @@ struct Bisect<'a> {
 }
 
 impl<'a> Bisect<'a> {
+    /// A step's name in paths: a commit's short id, or a version whole.
+    fn short(&self, rev: &Rev) -> String {
+        match self.axis {
+            Axis::Tree(_) => rev.id.chars().take(12).collect(),
+            Axis::Crate(_) => rev.id.clone(),
+        }
+    }
+
     /// "commit" or "version".
     fn unit(&self) -> &'static str {
         match self.axis {
@@ -323,7 +321,7 @@ impl<'a> Bisect<'a> {
             unreachable!("only a tree's commits are built in worktrees")
         };
         let tree = tree.clone();
-        let short = short(rev);
+        let short = self.short(rev);
         let wt = Worktree::add(&tree, rev, &self.dir.join("worktrees").join(&short))?;
         let mut source = match DevSource::resolve(
             self.def,
@@ -331,7 +329,7 @@ impl<'a> Bisect<'a> {
             Some(&wt.path),
             self.kernel.entry.as_ref(),
             self.cache,
-            self.registry_dir,
+            self.registry.dir(),
         ) {
             Ok(s) => s,
             Err(e) => return Ok(Err(format!("{e:#}").lines().next().unwrap_or("").into())),
@@ -434,7 +432,7 @@ impl<'a> Bisect<'a> {
     fn test(&mut self, i: usize, what: &str) -> Result<Mark> {
         let rev = self.revs[i].clone();
         let started = Instant::now();
-        let evidence = self.dir.join("steps").join(short(&rev));
+        let evidence = self.dir.join("steps").join(self.short(&rev));
         let candidate = match self.build(i)? {
             Ok(b) => b,
             Err(why) => {
@@ -715,7 +713,6 @@ pub fn run(args: BisectArgs) -> Result<i32> {
         kernel: &kernel,
         cache: &cache,
         registry: &registry,
-        registry_dir: registry.dir(),
         scenarios,
         dir: dir.clone(),
         session,

@@ -985,18 +985,23 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// The turn a console line (0-based) was printed in, if any: the
+    /// turns' lines never overlap (see [`run_each_in_vm`]).
+    fn turn_of(&self, line: usize) -> Option<usize> {
+        self.turns
+            .iter()
+            .position(|t| t.as_ref().is_some_and(|t| t.contains(&line)))
+    }
+
     /// The kernel's crash lines printed during the `i`th turn. A stall is
     /// reported in the turn it was printed in, which may come after the
     /// one it began in: the kernel prints an RCU stall once it has lasted
     /// CONFIG_RCU_CPU_STALL_TIMEOUT (21 s by default).
     pub fn crashes(&self, i: usize) -> Vec<&crate::vm::console::CrashLine> {
-        let Some(turn) = &self.turns[i] else {
-            return Vec::new();
-        };
         self.vm
             .crashes
             .iter()
-            .filter(|c| turn.contains(&(c.line_no - 1)))
+            .filter(|c| self.turn_of(c.line_no - 1) == Some(i))
             .collect()
     }
 
@@ -1007,13 +1012,7 @@ impl Batch {
         self.vm
             .crashes
             .iter()
-            .filter(|c| {
-                !self
-                    .turns
-                    .iter()
-                    .flatten()
-                    .any(|t| t.contains(&(c.line_no - 1)))
-            })
+            .filter(|c| self.turn_of(c.line_no - 1).is_none())
             .collect()
     }
 
