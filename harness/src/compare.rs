@@ -170,6 +170,16 @@ pub struct MetricComparison {
     pub stats: Comparison,
 }
 
+impl MetricComparison {
+    /// Whether these samples could call this metric different at `alpha`
+    /// at all: the smallest p-value their values can give
+    /// ([`stats::smallest_p_of`]), times its family's size (Holm's first
+    /// step), is below `alpha`.
+    pub fn callable(&self, alpha: f64) -> bool {
+        stats::callable(&self.baseline, &self.candidate, self.stats.family, alpha)
+    }
+}
+
 /// A run that failed outright.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outright {
@@ -214,6 +224,28 @@ impl ScenarioComparison {
                     .all(|m| stats::settled(&m.stats, noise)))
     }
 
+    /// When these runs cannot call any key metric different at `alpha`,
+    /// however far apart the sides are, what to do about it ("with 5 and
+    /// 5 runs ... use --runs 6 or more"); None when they can.
+    pub fn blind(&self, alpha: f64) -> Option<String> {
+        let key: Vec<&MetricComparison> = self.metrics.iter().filter(|m| m.key).collect();
+        if key.is_empty() || key.iter().any(|m| m.callable(alpha)) {
+            return None;
+        }
+        let m = key[0].stats.family;
+        let p = key
+            .iter()
+            .map(|k| stats::smallest_p_of(&k.baseline, &k.candidate))
+            .fold(1.0, f64::min);
+        Some(stats::blind_note(
+            (self.runs_baseline, self.runs_candidate),
+            p,
+            m,
+            alpha,
+            ("--runs", stats::runs_needed(m, alpha, None)),
+        ))
+    }
+
     pub fn unsettled(&self, noise: f64) -> Vec<&str> {
         self.metrics
             .iter()
@@ -230,12 +262,27 @@ fn seed(name: &str) -> u64 {
     })
 }
 
-/// Compares the runs of one scenario on both sides.
+/// Compares the runs of one scenario on both sides. The key metrics decide
+/// and are tested as one family (Holm's correction across them, see
+/// [`stats::compare_family`]); the other metrics are a second family, for
+/// information.
 pub fn compare_scenario(
     baseline: &[&CellResult],
     candidate: &[&CellResult],
     alpha: f64,
     noise: f64,
+) -> ScenarioComparison {
+    compare_scenario_deciding(baseline, candidate, alpha, noise, &|_, key| key)
+}
+
+/// [`compare_scenario`] with the deciding family chosen by `decides(name,
+/// key)` (bisect's `--metric` decides on one metric alone).
+pub fn compare_scenario_deciding(
+    baseline: &[&CellResult],
+    candidate: &[&CellResult],
+    alpha: f64,
+    noise: f64,
+    decides: &dyn Fn(&str, bool) -> bool,
 ) -> ScenarioComparison {
     let first = baseline.first().or(candidate.first());
     let mut outright = Vec::new();
@@ -264,6 +311,7 @@ pub fn compare_scenario(
         let mut names: Vec<&String> = ma.iter().chain(&mb).flat_map(|m| m.keys()).collect();
         names.sort();
         names.dedup();
+        let mut samples = Vec::new();
         for name in names {
             let a: Vec<f64> = ma.iter().filter_map(|m| m.get(name).copied()).collect();
             let b: Vec<f64> = mb.iter().filter_map(|m| m.get(name).copied()).collect();
@@ -273,15 +321,43 @@ pub fn compare_scenario(
             if name.starts_with("sched_ext_event.") && (a.is_empty() || b.is_empty()) {
                 continue;
             }
-            let (better, key, _) = declared.kind(name);
-            let stats = stats::compare(&a, &b, better, alpha, noise, seed(name));
+            samples.push((name.clone(), a, b));
+        }
+        let mut stats: Vec<Option<Comparison>> = vec![None; samples.len()];
+        for deciding in [true, false] {
+            let family: Vec<usize> = (0..samples.len())
+                .filter(|&i| {
+                    let name = &samples[i].0;
+                    decides(name, declared.kind(name).1) == deciding
+                })
+                .collect();
+            let sides: Vec<stats::Sides> = family
+                .iter()
+                .map(|&i| {
+                    let (name, a, b) = &samples[i];
+                    stats::Sides {
+                        a,
+                        b,
+                        better: declared.kind(name).0,
+                        seed: seed(name),
+                    }
+                })
+                .collect();
+            for (i, st) in family
+                .iter()
+                .zip(stats::compare_family(&sides, alpha, noise))
+            {
+                stats[*i] = Some(st);
+            }
+        }
+        for ((name, a, b), st) in samples.into_iter().zip(stats) {
             metrics.push(MetricComparison {
-                name: name.clone(),
-                key,
-                unit: declared.unit(name).to_string(),
+                key: declared.kind(&name).1,
+                unit: declared.unit(&name).to_string(),
+                name,
                 baseline: a,
                 candidate: b,
-                stats,
+                stats: st.expect("every metric is in one of the two families"),
             });
         }
     }
@@ -348,7 +424,23 @@ impl CompareReport {
     }
 }
 
-/// A comparison's 95% interval of the ratio as people read it,
+/// The level of the intervals compared at `alpha` as people read it:
+/// "95% CI" at 0.05, "99.9% CI" at 0.001.
+pub fn ci_label(alpha: f64) -> String {
+    format!("{}% CI", ((1.0 - alpha) * 100_000.0).round() / 1000.0)
+}
+
+/// What a p-value shown beside a comparison is, when it is not the
+/// metric's own: ", Holm across 3 (raw 0.0079)"; empty for a family of 1.
+pub fn holm_note(st: &crate::stats::Comparison) -> String {
+    if st.family > 1 {
+        format!(", Holm across {} (raw {:.4})", st.family, st.p_raw)
+    } else {
+        String::new()
+    }
+}
+
+/// A comparison's `1 - alpha` interval of the ratio as people read it,
 /// `[0.912, 1.034]`, or `-` when there were too few samples for one.
 pub fn interval(st: &crate::stats::Comparison) -> String {
     if st.ci_low.is_finite() {
@@ -396,9 +488,32 @@ pub fn table(c: &CompareReport) -> String {
             t.push_str("  no statistics: a variant that fails is reported as failing\n");
             continue;
         }
+        let (key, other) =
+            s.metrics.iter().fold(
+                (0, 0),
+                |(k, o), m| {
+                    if m.key {
+                        (k + 1, o)
+                    } else {
+                        (k, o + 1)
+                    }
+                },
+            );
+        t.push_str(&format!(
+            "  p: Holm-adjusted across the {key} key metric(s), and apart across the {other} other(s)\n"
+        ));
+        if let Some(why) = s.blind(c.alpha) {
+            t.push_str(&format!("  NOTE: {why}\n"));
+        }
         t.push_str(&format!(
             "  {:<28} {:>10} {:>10} {:>7} {:>17} {:>8}  {}\n",
-            "metric", "baseline", "candidate", "ratio", "95% CI", "p", "verdict"
+            "metric",
+            "baseline",
+            "candidate",
+            "ratio",
+            ci_label(c.alpha),
+            "p",
+            "verdict"
         ));
         for m in &s.metrics {
             let show = |v| crate::metric::show(&m.name, &m.unit, v);
@@ -525,6 +640,26 @@ pub fn with_sample_app_metric(r: &mut CellResult, name: &str, value: f64, unit: 
 mod tests {
     use super::*;
 
+    /// A report of scenario `s` between variants "a" and "b", `runs` a side.
+    fn report_of(s: ScenarioComparison, alpha: f64, runs: usize) -> CompareReport {
+        let variant = |name: &str| Variant {
+            label: name.into(),
+            scheduler: name.into(),
+            args: vec![],
+            kernel: "k".into(),
+        };
+        CompareReport {
+            schema: SCHEMA.into(),
+            baseline: variant("a"),
+            candidate: variant("b"),
+            alpha,
+            noise: 0.05,
+            runs: format!("fixed {runs}"),
+            stopped: format!("{runs} runs each"),
+            scenarios: vec![s],
+        }
+    }
+
     const MS: u64 = 1_000_000;
 
     fn result(delay_ms: u64, verdict: CellVerdict) -> CellResult {
@@ -606,31 +741,80 @@ mod tests {
             ("candidate", 2)
         );
         assert_eq!(s.outright[0].reason, "it broke");
-        let report = CompareReport {
-            schema: SCHEMA.into(),
-            baseline: Variant {
-                label: "a".into(),
-                scheduler: "a".into(),
-                args: vec![],
-                kernel: "k".into(),
-            },
-            candidate: Variant {
-                label: "b".into(),
-                scheduler: "b".into(),
-                args: vec![],
-                kernel: "k".into(),
-            },
-            alpha: 0.05,
-            noise: 0.05,
-            runs: "fixed 6".into(),
-            stopped: "6 runs each".into(),
-            scenarios: vec![s],
-        };
+        let report = report_of(s, 0.05, 6);
         assert!(report.regressed());
         assert!(
             table(&report).contains("candidate run 3 failed outright: it broke"),
             "{}",
             table(&report)
+        );
+    }
+
+    /// The key metrics are one family and the rest another, each with
+    /// Holm's correction; runs too few for the key family to call anything
+    /// say so, with the runs that would do; bisect's `--metric` makes a
+    /// family of one.
+    #[test]
+    fn key_metrics_are_tested_as_a_family_and_too_few_runs_say_so() {
+        let side = |delay: u64, n: usize| -> Vec<CellResult> {
+            (0..n).map(|_| result(delay, CellVerdict::Pass)).collect()
+        };
+        let (a, b) = (side(1, 5), side(6, 5));
+        let (ar, br): (Vec<&CellResult>, Vec<&CellResult>) =
+            (a.iter().collect(), b.iter().collect());
+        let s = compare_scenario(&ar, &br, 0.05, 0.05);
+        let key: Vec<&MetricComparison> = s.metrics.iter().filter(|m| m.key).collect();
+        let other: Vec<&MetricComparison> = s.metrics.iter().filter(|m| !m.key).collect();
+        assert!(key.len() >= 2 && other.len() >= 2, "{s:?}");
+        assert!(key.iter().all(|m| m.stats.family == key.len()), "{key:?}");
+        assert!(
+            other.iter().all(|m| m.stats.family == other.len()),
+            "{other:?}"
+        );
+        assert!(
+            key.iter().all(|m| m.stats.verdict == Verdict::Worse),
+            "{key:?}"
+        );
+        assert!(
+            s.metrics.iter().all(|m| m.stats.p_value >= m.stats.p_raw),
+            "{s:?}"
+        );
+        assert_eq!(s.blind(0.05), None);
+
+        // At 0.005 the key family of two is not called (2 x 0.004), where
+        // p99 deciding on its own is.
+        let s = compare_scenario(&ar, &br, 0.005, 0.05);
+        let p99 = |s: &ScenarioComparison| {
+            let m = s
+                .metrics
+                .iter()
+                .find(|m| m.name == "run_delay.g.p99")
+                .unwrap();
+            (m.stats.family, m.stats.verdict)
+        };
+        assert_eq!(p99(&s), (key.len(), Verdict::NoDifference), "{s:?}");
+        let one = compare_scenario_deciding(&ar, &br, 0.005, 0.05, &|n, _| n == "run_delay.g.p99");
+        assert_eq!(p99(&one), (1, Verdict::Worse), "{one:?}");
+
+        // Three runs a side cannot call a family of two at 0.01, however
+        // far apart: the comparison says so, and what would do.
+        let (a, b) = (side(1, 3), side(6, 3));
+        let (ar, br): (Vec<&CellResult>, Vec<&CellResult>) =
+            (a.iter().collect(), b.iter().collect());
+        let s = compare_scenario(&ar, &br, 0.01, 0.05);
+        assert!(
+            s.metrics
+                .iter()
+                .all(|m| m.stats.verdict == Verdict::NoDifference),
+            "{s:?}"
+        );
+        let why = s.blind(0.01).expect("blind with 3 runs a side");
+        assert!(why.contains("use --runs"), "{why}");
+        let report = report_of(s, 0.01, 3);
+        let t = table(&report);
+        assert!(
+            t.contains("NOTE: with 3 against 3 samples") && t.contains("99% CI"),
+            "{t}"
         );
     }
 }

@@ -354,6 +354,11 @@ pub struct CellCheck {
     /// The declared units of the application metrics among them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub units: BTreeMap<String, String>,
+    /// When this run's samples could not call any key metric worse
+    /// however far they moved ([`stats::blind_note`]): the cell was not
+    /// judged, and this says why and what would do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blind: Option<String>,
     pub dirs: Vec<PathBuf>,
 }
 
@@ -403,8 +408,12 @@ pub fn check_run(
         let mut regressed = Vec::new();
         let declared = compare::declared(runs.iter().copied());
         let mut units = BTreeMap::new();
+        let mut blind = None;
         if failed.is_none() && history.len() >= MIN_HISTORY {
             let now: Vec<_> = runs.iter().map(|r| compare::metrics(r)).collect();
+            // The key metrics, tested as one family (Holm): a nightly run
+            // with many groups is not called regressed by one lucky metric.
+            let mut samples = Vec::new();
             for name in now[0].keys() {
                 let (better, key, _) = declared.kind(name);
                 if !key {
@@ -415,13 +424,42 @@ pub fn check_run(
                     .filter_map(|m| m.get(name).copied())
                     .collect();
                 let b: Vec<f64> = now.iter().filter_map(|m| m.get(name).copied()).collect();
-                let c = stats::compare(&a, &b, better, alpha, noise, 1);
+                samples.push((name, a, b, better));
+            }
+            let sides: Vec<stats::Sides> = samples
+                .iter()
+                .map(|(_, a, b, better)| stats::Sides {
+                    a,
+                    b,
+                    better: *better,
+                    seed: 1,
+                })
+                .collect();
+            let m = sides.len();
+            if m > 0 && !sides.iter().any(|s| stats::callable(s.a, s.b, m, alpha)) {
+                let p = sides
+                    .iter()
+                    .map(|s| stats::smallest_p_of(s.a, s.b))
+                    .fold(1.0, f64::min);
+                blind = Some(stats::blind_note(
+                    (history.len(), runs.len()),
+                    p,
+                    m,
+                    alpha,
+                    (
+                        "runs of the cell (run --repeat)",
+                        stats::runs_needed(m, alpha, Some(history.len())),
+                    ),
+                ));
+            }
+            let family = stats::compare_family(&sides, alpha, noise);
+            for ((name, ..), c) in samples.iter().zip(family) {
                 if c.verdict == Verdict::Worse {
                     let unit = declared.unit(name);
                     if !unit.is_empty() {
-                        units.insert(name.clone(), unit.to_string());
+                        units.insert((*name).clone(), unit.to_string());
                     }
-                    regressed.push((name.clone(), c));
+                    regressed.push(((*name).clone(), c));
                 }
             }
         }
@@ -434,6 +472,7 @@ pub fn check_run(
             failed,
             regressed,
             units,
+            blind,
             dirs: runs.iter().map(|r| r.dir.clone()).collect(),
         });
     }
@@ -461,13 +500,14 @@ pub fn check_table(checks: &[CellCheck]) -> String {
                     let unit = c.units.get(name).map_or("", String::as_str);
                     let show = |v| crate::metric::show(name, unit, v);
                     t.push_str(&format!(
-                        "  {name}: {} now, {} before: x{:.3} (95% CI [{:.3}, {:.3}], p {:.4})\n",
+                        "  {name}: {} now, {} before: x{:.3} (interval [{:.3}, {:.3}], p {:.4}{})\n",
                         show(s.median_b),
                         show(s.median_a),
                         s.ratio,
                         s.ci_low,
                         s.ci_high,
-                        s.p_value
+                        s.p_value,
+                        crate::compare::holm_note(s)
                     ));
                 }
             }
@@ -476,16 +516,27 @@ pub fn check_table(checks: &[CellCheck]) -> String {
             t.push_str(&format!("  evidence: {}\n", d.display()));
         }
     }
-    let judged = checks
-        .iter()
-        .filter(|c| c.history >= MIN_HISTORY || c.failed.is_some())
-        .count();
+    for c in checks.iter().filter(|c| !c.bad()) {
+        if let Some(why) = &c.blind {
+            t.push_str(&format!(
+                "NOT JUDGED {} / {}: {why}\n",
+                c.scheduler, c.scenario
+            ));
+        }
+    }
     let bad = checks.iter().filter(|c| c.bad()).count();
+    let blind = checks
+        .iter()
+        .filter(|c| !c.bad() && c.blind.is_some())
+        .count();
+    let young = checks
+        .iter()
+        .filter(|c| !c.bad() && c.history < MIN_HISTORY)
+        .count();
     t.push_str(&format!(
-        "{} cell(s): {bad} regressed or failed, {} judged against history, {} with too little history (< {MIN_HISTORY} runs) to judge\n",
+        "{} cell(s): {bad} regressed or failed, {} judged against history, {young} with too little history (< {MIN_HISTORY} runs) to judge, {blind} with too few runs to call a change\n",
         checks.len(),
-        judged - bad.min(judged),
-        checks.len() - judged
+        checks.len() - bad - blind - young,
     ));
     t
 }
@@ -576,23 +627,44 @@ mod tests {
         let same = check(
             &mut db,
             "same",
-            (0..3).map(|i| at(4 + i % 3, 1000 + i)).collect(),
+            (0..5).map(|i| at(4 + i % 3, 1000 + i)).collect(),
         );
         assert_eq!(same.len(), 1);
         assert!(!same[0].bad(), "{}", check_table(&same));
-        assert_eq!(same[0].history, 18);
+        assert_eq!((same[0].history, &same[0].blind), (18, &None));
 
         let slow = check(
             &mut db,
             "slow",
-            (0..3).map(|i| at(10 + i % 3, 2000 + i)).collect(),
+            (0..5).map(|i| at(10 + i % 3, 2000 + i)).collect(),
         );
-        assert!(slow[0].bad());
+        assert!(slow[0].bad(), "{}", check_table(&slow));
         let names: Vec<&str> = slow[0].regressed.iter().map(|(n, _)| n.as_str()).collect();
         assert!(names.contains(&"run_delay.g.p99"), "{names:?}");
         let table = check_table(&slow);
         assert!(
             table.contains("REGRESSED x / s") && table.contains("run_delay.g.p99"),
+            "{table}"
+        );
+        assert!(table.contains("Holm across"), "{table}");
+
+        // Three runs twice as slow, whose values repeat (18 of three kinds
+        // in history): fully apart they give p = 0.0058 at best, which the
+        // cell's key metrics tested together cannot get below 0.01. The
+        // cell is not judged, and says so, rather than passing.
+        let short = check(
+            &mut db,
+            "short",
+            (0..3).map(|i| at(10 + i % 3, 2500 + i)).collect(),
+        );
+        assert!(!short[0].bad(), "{}", check_table(&short));
+        let table = check_table(&short);
+        assert!(
+            table.contains("NOT JUDGED x / s") && table.contains("run --repeat"),
+            "{table}"
+        );
+        assert!(
+            table.contains("1 with too few runs to call a change"),
             "{table}"
         );
 
@@ -607,8 +679,8 @@ mod tests {
         // A night over two kernels is judged per kernel: the other
         // kernel's cells have no history of their own yet, and the slow
         // samples there do not count against this kernel's history.
-        let mut two: Vec<CellResult> = (0..3).map(|i| at(4 + i % 3, 4000 + i)).collect();
-        for i in 0..3 {
+        let mut two: Vec<CellResult> = (0..5).map(|i| at(4 + i % 3, 4000 + i)).collect();
+        for i in 0..5 {
             let mut r = at(10 + i % 3, 4100 + i);
             r.kernel_name = "stable".into();
             r.kernel_id = "other".into();
@@ -625,11 +697,15 @@ mod tests {
             .iter()
             .find(|c| c.kernel_name == "stable")
             .unwrap();
-        assert_eq!((stable.runs, stable.history), (3, 0));
+        assert_eq!((stable.runs, stable.history), (5, 0));
+        // This kernel's cell was judged (it could have been called worse).
+        assert!(per_kernel
+            .iter()
+            .all(|c| c.kernel_name == "stable" || c.blind.is_none()));
 
         // The series shows every recorded point, oldest first.
         let pts = db.series("x", "s", "run_delay.g.p99", 100).unwrap();
-        assert_eq!(pts.len(), 6 * 3 + 3 + 3 + 3 + 6);
+        assert_eq!(pts.len(), 6 * 3 + 5 + 5 + 3 + 3 + 10);
         assert!(pts.windows(2).all(|w| w[0].started_at <= w[1].started_at));
         // Recording a run directory twice records it once.
         let n = db.series("x", "s", "stall_max", 100).unwrap().len();

@@ -488,7 +488,14 @@ fn comparison(c: &CompareReport, plots: &mut usize) -> String {
             );
         }
         if !s.metrics.is_empty() {
-            out.push_str("<table><tr><th>metric</th><th>baseline</th><th>candidate</th><th>ratio</th><th>95% CI</th><th>p</th><th>verdict</th></tr>\n");
+            if let Some(why) = s.blind(c.alpha) {
+                let _ = writeln!(out, "<p class=\"fail\">{}</p>", esc(&why));
+            }
+            let _ = writeln!(
+                out,
+                "<table><tr><th>metric</th><th>baseline</th><th>candidate</th><th>ratio</th><th>{}</th><th>p (Holm)</th><th>verdict</th></tr>",
+                crate::compare::ci_label(c.alpha)
+            );
             for m in &s.metrics {
                 let show = |v| crate::metric::show(&m.name, &m.unit, v);
                 let st = &m.stats;

@@ -295,17 +295,48 @@ pub struct Comparison {
     pub median_b: f64,
     /// median(b) / median(a).
     pub ratio: f64,
+    /// The `1 - alpha` bootstrap interval of the ratio.
     pub ci_low: f64,
     pub ci_high: f64,
+    /// The p-value that decided the verdict: the Mann-Whitney p-value
+    /// adjusted by Holm's method across the `family` metrics tested
+    /// together (equal to `p_raw` for a family of 1).
     pub p_value: f64,
+    /// The Mann-Whitney p-value of this metric on its own.
+    #[serde(default = "nan")]
+    pub p_raw: f64,
+    /// How many metrics were tested together with this one (Holm's m).
+    #[serde(default = "one")]
+    pub family: usize,
     pub verdict: Verdict,
+}
+
+fn nan() -> f64 {
+    f64::NAN
+}
+
+fn one() -> usize {
+    1
+}
+
+/// One metric's samples, to be compared in a family with [`compare_family`].
+#[derive(Debug, Clone, Copy)]
+pub struct Sides<'a> {
+    /// The baseline's samples.
+    pub a: &'a [f64],
+    /// The candidate's samples.
+    pub b: &'a [f64],
+    pub better: Better,
+    /// The bootstrap's seed.
+    pub seed: u64,
 }
 
 /// Compares baseline `a` with candidate `b`: a change is `Better` or
 /// `Worse` only when the Mann-Whitney p-value is below `alpha` AND the
 /// whole confidence interval of the ratio lies beyond the noise threshold
 /// (e.g. 0.05: a change under 5% is never a verdict). `Unclear` when either
-/// side has fewer than 3 samples.
+/// side has fewer than 3 samples. One metric on its own: for several
+/// compared at once, [`compare_family`].
 pub fn compare(
     a: &[f64],
     b: &[f64],
@@ -314,36 +345,135 @@ pub fn compare(
     noise: f64,
     seed: u64,
 ) -> Comparison {
-    let (ma, mb) = (median(a), median(b));
-    let ratio = if ma != 0.0 { mb / ma } else { f64::NAN };
-    let ci = bootstrap_ratio_ci(a, b, alpha, 2000, seed).unwrap_or((f64::NAN, f64::NAN));
-    let p = mann_whitney(a, b).map_or(1.0, |(_, p)| p);
-    let verdict = if a.len() < 3 || b.len() < 3 || !ratio.is_finite() {
-        Verdict::Unclear
-    } else if p < alpha && ci.0 > 1.0 + noise {
-        match better {
-            Better::Higher => Verdict::Better,
-            Better::Lower => Verdict::Worse,
-            Better::Neither => Verdict::Changed,
-        }
-    } else if p < alpha && ci.1 < 1.0 - noise {
-        match better {
-            Better::Higher => Verdict::Worse,
-            Better::Lower => Verdict::Better,
-            Better::Neither => Verdict::Changed,
-        }
-    } else {
-        Verdict::NoDifference
-    };
-    Comparison {
-        median_a: ma,
-        median_b: mb,
-        ratio,
-        ci_low: ci.0,
-        ci_high: ci.1,
-        p_value: p,
-        verdict,
+    let mut c = compare_family(&[Sides { a, b, better, seed }], alpha, noise);
+    c.remove(0)
+}
+
+/// Compares several metrics of the same runs as one family: as
+/// [`compare`], but each metric's p-value is adjusted by Holm's step-down
+/// method (Holm 1979; R's `p.adjust(method = "holm")`), so the chance that
+/// any metric of the family is called different when none is, is at most
+/// `alpha` (the family-wise error rate), where testing each at `alpha`
+/// would give up to `m x alpha`. Returns one comparison per input, in
+/// order.
+pub fn compare_family(items: &[Sides], alpha: f64, noise: f64) -> Vec<Comparison> {
+    let raw: Vec<f64> = items
+        .iter()
+        .map(|s| mann_whitney(s.a, s.b).map_or(1.0, |(_, p)| p))
+        .collect();
+    let adjusted = holm(&raw);
+    items
+        .iter()
+        .zip(raw.iter().zip(adjusted))
+        .map(|(s, (&p_raw, p))| {
+            let (ma, mb) = (median(s.a), median(s.b));
+            let ratio = if ma != 0.0 { mb / ma } else { f64::NAN };
+            let ci =
+                bootstrap_ratio_ci(s.a, s.b, alpha, 2000, s.seed).unwrap_or((f64::NAN, f64::NAN));
+            let verdict = if s.a.len() < 3 || s.b.len() < 3 || !ratio.is_finite() {
+                Verdict::Unclear
+            } else if p < alpha && ci.0 > 1.0 + noise {
+                match s.better {
+                    Better::Higher => Verdict::Better,
+                    Better::Lower => Verdict::Worse,
+                    Better::Neither => Verdict::Changed,
+                }
+            } else if p < alpha && ci.1 < 1.0 - noise {
+                match s.better {
+                    Better::Higher => Verdict::Worse,
+                    Better::Lower => Verdict::Better,
+                    Better::Neither => Verdict::Changed,
+                }
+            } else {
+                Verdict::NoDifference
+            };
+            Comparison {
+                median_a: ma,
+                median_b: mb,
+                ratio,
+                ci_low: ci.0,
+                ci_high: ci.1,
+                p_value: p,
+                p_raw,
+                family: items.len(),
+                verdict,
+            }
+        })
+        .collect()
+}
+
+/// Holm's step-down adjustment of `ps`, in their order: sorted ascending,
+/// the i-th smallest (from 0) becomes `(m - i) p`, raised to the largest
+/// adjusted value before it, capped at 1.
+pub fn holm(ps: &[f64]) -> Vec<f64> {
+    let m = ps.len();
+    let mut order: Vec<usize> = (0..m).collect();
+    order.sort_by(|&i, &j| ps[i].total_cmp(&ps[j]));
+    let mut out = vec![1.0; m];
+    let mut running = 0.0f64;
+    for (rank, &i) in order.iter().enumerate() {
+        running = running.max(((m - rank) as f64 * ps[i]).min(1.0));
+        out[i] = running;
     }
+    out
+}
+
+/// The smallest two-sided p-value [`mann_whitney`] can give for samples of
+/// `n1` and `n2` without ties (one side wholly above the other): with 5
+/// runs a side, 2 / C(10, 5) = 0.0079. No difference can be called at
+/// `alpha` in a family of `m` when `m` times this is not below `alpha`.
+pub fn smallest_p(n1: usize, n2: usize) -> f64 {
+    let a: Vec<f64> = (0..n1).map(|i| i as f64).collect();
+    let b: Vec<f64> = (n1..n1 + n2).map(|i| i as f64).collect();
+    mann_whitney(&a, &b).map_or(1.0, |(_, p)| p)
+}
+
+/// The smallest p-value [`mann_whitney`] could give for these samples'
+/// values, arranged most extremely (the lowest `a.len()` of them pooled on
+/// one side): [`smallest_p`] when nothing ties, otherwise what the normal
+/// approximation with ties gives (values repeat in a bucketed quantile or
+/// a throughput at its cap; the result can be above or below).
+pub fn smallest_p_of(a: &[f64], b: &[f64]) -> f64 {
+    let mut pooled: Vec<f64> = a.iter().chain(b).copied().collect();
+    pooled.sort_by(f64::total_cmp);
+    let (low, high) = pooled.split_at(a.len());
+    mann_whitney(low, high).map_or(1.0, |(_, p)| p)
+}
+
+/// Whether samples `a` and `b`, in a family of `m`, could be called
+/// different at `alpha` at all ([`smallest_p_of`] x m below `alpha`).
+pub fn callable(a: &[f64], b: &[f64], m: usize, alpha: f64) -> bool {
+    smallest_p_of(a, b) * (m as f64) < alpha
+}
+
+/// Why `na` against `nb` samples cannot call any of `m` metrics tested
+/// together different at `alpha` (`p`: the smallest p-value their values
+/// can give), and what to do: `more` is the option that sets the samples,
+/// `needed` how many it takes (from [`runs_needed`]).
+pub fn blind_note(
+    (na, nb): (usize, usize),
+    p: f64,
+    m: usize,
+    alpha: f64,
+    (more, needed): (&str, Option<usize>),
+) -> String {
+    format!(
+        "with {na} against {nb} samples no key metric can be called different: the smallest p-value their values can give is {p:.4}, and {m} key metric(s) tested together need one below {:.4} (alpha {alpha} / {m}); {}",
+        alpha / m as f64,
+        match needed {
+            Some(n) => format!("use {more} {n} or more"),
+            None => "use a larger --alpha".to_string(),
+        }
+    )
+}
+
+/// The fewest candidate samples with which a family of `m` metrics can
+/// call a difference at `alpha` (see [`smallest_p`]) against `against`
+/// baseline samples, or as many as the candidate's when None; None past
+/// 50. For values that do not repeat (repeated values change the p-value
+/// either way; see [`smallest_p_of`]).
+pub fn runs_needed(m: usize, alpha: f64, against: Option<usize>) -> Option<usize> {
+    (2..=50).find(|&n| smallest_p(against.unwrap_or(n), n) * (m as f64) < alpha)
 }
 
 /// True when more samples cannot change the verdict much: the interval is
@@ -541,5 +671,82 @@ mod tests {
         }
         let rate = different as f64 / trials as f64;
         assert!(rate <= 0.10, "A/A called different {rate:.3} of the time");
+    }
+
+    /// Worked by hand as R's `p.adjust(c(0.01, 0.04, 0.03, 0.005, 0.2),
+    /// method = "holm")` defines it: 5 x 0.005, 4 x 0.01, 3 x 0.03, then
+    /// 2 x 0.04 = 0.08 raised to 0.09, and 0.2.
+    #[test]
+    fn holm_matches_r() {
+        let got = holm(&[0.01, 0.04, 0.03, 0.005, 0.2]);
+        let want = [0.04, 0.09, 0.09, 0.025, 0.2];
+        for (g, w) in got.iter().zip(want) {
+            assert!(close(*g, w, 1e-12), "{got:?}");
+        }
+        assert_eq!(holm(&[0.6, 0.7]), vec![1.0, 1.0]);
+        assert!(holm(&[]).is_empty());
+    }
+
+    #[test]
+    fn the_smallest_p_value_and_the_runs_a_family_needs() {
+        // 2 / C(10, 5) and 2 / C(16, 8), by counting.
+        assert!(close(smallest_p(5, 5), 2.0 / 252.0, 1e-12));
+        assert!(close(smallest_p(8, 8), 2.0 / 12870.0, 1e-12));
+        // One metric at 0.05 needs 4 a side (2/70 = 0.029; 3 give 0.1);
+        // three at 0.01 need 6 (3 x 2/924 = 0.0065; 3 x 2/252 = 0.024).
+        assert_eq!(runs_needed(1, 0.05, None), Some(4));
+        assert_eq!(runs_needed(3, 0.01, None), Some(6));
+        // Against 20 nights of history, 3 more do for 3 metrics at 0.01
+        // (3 x 2/1771), not for 9 (9 x 2/1771 = 0.0102).
+        assert_eq!(runs_needed(3, 0.01, Some(20)), Some(3));
+        assert_eq!(runs_needed(9, 0.01, Some(20)), Some(4));
+        assert_eq!(runs_needed(3, 0.001, None), Some(8));
+        // Repeated values leave less room: 18 values of three kinds
+        // against 3 (the normal approximation with ties, as SciPy's
+        // asymptotic method gives it).
+        let a: Vec<f64> = (0..18).map(|i| (4 + i % 3) as f64).collect();
+        assert!(close(
+            smallest_p_of(&a, &[10.0, 11.0, 12.0]),
+            0.005797,
+            1e-6
+        ));
+        assert!(close(
+            smallest_p_of(&[1.0, 2.0, 3.0, 4.0, 5.0], &[-1.0, -2.0, 3.5, 9.0, 0.0]),
+            2.0 / 252.0,
+            1e-12
+        ));
+    }
+
+    /// Six unrelated metrics, 5 runs a side, the same distribution: one of
+    /// them sometimes lands wholly on one side (p = 0.0079 < 0.01 each
+    /// time with probability 2/252), which a family of six at 0.01 must not
+    /// call; a real shift in one of them is still called at 0.05.
+    #[test]
+    fn a_family_is_not_called_different_by_one_lucky_metric() {
+        let a = [1.0, 2.0, 3.0, 4.0, 5.0];
+        let b = [6.0, 7.0, 8.0, 9.0, 10.0];
+        let mixed = [1.5, 2.5, 3.5, 4.5, 5.5];
+        let mut items = vec![Sides {
+            a: &a,
+            b: &b,
+            better: Better::Lower,
+            seed: 1,
+        }];
+        for s in 2..7 {
+            items.push(Sides {
+                a: &a,
+                b: &mixed,
+                better: Better::Lower,
+                seed: s,
+            });
+        }
+        let one = compare(&a, &b, Better::Lower, 0.01, 0.0, 1);
+        assert_eq!(one.verdict, Verdict::Worse, "{one:?}");
+        let fam = compare_family(&items, 0.01, 0.0);
+        assert_eq!(fam[0].verdict, Verdict::NoDifference, "{:?}", fam[0]);
+        assert_eq!((fam[0].family, fam[0].p_raw), (6, one.p_value));
+        assert!(close(fam[0].p_value, 6.0 * 2.0 / 252.0, 1e-12));
+        let fam = compare_family(&items[..3], 0.05, 0.0);
+        assert_eq!(fam[0].verdict, Verdict::Worse, "{:?}", fam[0]);
     }
 }

@@ -19,8 +19,9 @@ fn write_run(dir: &Path, results: &[CellResult]) {
     .unwrap();
 }
 
-fn night(delay_ms: u64, n: u64) -> Vec<CellResult> {
-    (0..3)
+/// `runs` samples of cell x / s, run delays at `delay_ms` + 0, 1, 2 ms.
+fn night(delay_ms: u64, n: u64, runs: u64) -> Vec<CellResult> {
+    (0..runs)
         .map(|i| {
             let mut r =
                 scx_harness::compare::sample_result(delay_ms + (n + i) % 3, CellVerdict::Pass);
@@ -41,7 +42,7 @@ fn history_records_shows_and_names_the_cells_that_regressed() {
     };
     for n in 0..6 {
         let d = dir.path().join(format!("night{n}"));
-        write_run(&d, &night(4, n));
+        write_run(&d, &night(4, n, 3));
         let (code, out, err) = run(h().args(["history", "record"]).arg(&d));
         assert_eq!(code, Some(0), "{out}{err}");
     }
@@ -53,12 +54,13 @@ fn history_records_shows_and_names_the_cells_that_regressed() {
     // An unchanged night passes; a night twice as slow is named, with the
     // numbers and where the evidence is.
     let same = dir.path().join("same");
-    write_run(&same, &night(4, 7));
+    write_run(&same, &night(4, 7, 5));
     run(h().args(["history", "record"]).arg(&same));
     let (code, out, err) = run(h().args(["history", "check"]).arg(&same));
     assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("1 judged against history"), "{out}");
     let slow = dir.path().join("slow");
-    write_run(&slow, &night(10, 8));
+    write_run(&slow, &night(10, 8, 5));
     run(h().args(["history", "record"]).arg(&slow));
     let (code, out, err) = run(h().args(["history", "check"]).arg(&slow));
     assert_eq!(code, Some(1), "{out}{err}");
@@ -80,7 +82,7 @@ fn show_without_runs_or_with_an_unknown_metric_says_what_exists() {
     assert_eq!(code, Some(65), "{err}");
     assert!(err.contains("no recorded runs of x / s"), "{err}");
     let d = dir.path().join("run");
-    write_run(&d, &night(4, 0));
+    write_run(&d, &night(4, 0, 3));
     run(common::harness(dir.path())
         .env("SCX_HARNESS_DB", &db)
         .args(["history", "record"])
@@ -107,7 +109,7 @@ fn show_gives_an_application_metric_in_its_declared_unit() {
         c
     };
     let d = dir.path().join("run");
-    let mut rs = night(4, 0);
+    let mut rs = night(4, 0, 3);
     for (i, r) in rs.iter_mut().enumerate() {
         scx_harness::compare::with_sample_app_metric(r, "rps", 800.0 + i as f64, "req/s");
     }

@@ -14,7 +14,7 @@ pub mod git;
 
 use serde::Serialize;
 
-use crate::compare::{compare_scenario, ScenarioComparison};
+use crate::compare::{compare_scenario_deciding, ScenarioComparison};
 use crate::report::{CellResult, CellVerdict};
 use crate::stats::{self, Verdict};
 
@@ -198,9 +198,20 @@ pub fn judge(
             shifts: Vec::new(),
         }),
         Criterion::Worse(metric) => {
-            let c = compare_scenario(good, candidate, alpha, noise);
+            let decides = |name: &str, key: bool| deciding(name, key, metric.as_deref(), ends);
+            let c = compare_scenario_deciding(good, candidate, alpha, noise, &decides);
             worse(&c, metric.as_deref(), noise, ends)
         }
+    }
+}
+
+/// Whether metric `name` decides a step (tested as one family with the
+/// others that do): between the ends, those that moved between them;
+/// otherwise the one named with `--metric`, or the key ones.
+fn deciding(name: &str, key: bool, metric: Option<&str>, ends: Option<&[Shift]>) -> bool {
+    match ends {
+        Some(shifts) => shifts.iter().any(|s| s.metric == name),
+        None => metric.map_or(key, |n| n == name),
     }
 }
 
@@ -238,10 +249,7 @@ fn worse(
     let chosen: Vec<_> = c
         .metrics
         .iter()
-        .filter(|m| match ends {
-            Some(shifts) => shifts.iter().any(|s| s.metric == m.name),
-            None => metric.map_or(m.key, |name| m.name == name),
-        })
+        .filter(|m| deciding(&m.name, m.key, metric, ends))
         .collect();
     let show = |m: &crate::compare::MetricComparison| {
         format!(

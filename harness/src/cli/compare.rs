@@ -79,8 +79,10 @@ pub struct CompareArgs {
 /// How a difference is judged (`compare`, `dev`).
 #[derive(Debug, Clone, Copy, clap::Args)]
 pub struct StatsOpts {
-    /// Significance level of the Mann-Whitney test and the bootstrap
-    /// interval (1 - confidence).
+    /// Significance level (1 - confidence of the bootstrap interval).
+    /// Family-wise: a scenario's key metrics are tested together, the
+    /// Mann-Whitney p-values adjusted by Holm's method, and so are its
+    /// other metrics; a scenario's runs too few to reach it say so.
     #[arg(long, default_value_t = 0.05)]
     pub alpha: f64,
     /// Changes smaller than this fraction are never a verdict (0.05: 5%).

@@ -608,10 +608,16 @@ impl<'a> Dev<'a> {
                     });
                 }
                 if c.outright.is_empty() && !any_significant {
+                    let why = match c.blind(self.opts.alpha) {
+                        // Too few to call anything, however far apart.
+                        Some(_) => "none can be with",
+                        None => "no change is significant yet with",
+                    };
                     lines.push(format!(
-                        "  no change is significant yet with {} vs {} run(s); `r` adds a round, --runs N more per build",
+                        "  {why} {} vs {} run(s) (the key metrics tested together at alpha {}); `r` adds a round, --runs N more per build",
                         b.len(),
-                        a.len()
+                        a.len(),
+                        self.opts.alpha
                     ));
                 }
                 for l in lines {
