@@ -7,78 +7,7 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
-
-/// Three tasks that wake every 2 to 10 ms for 200 us of work: their median
-/// run delay must stay under 500 us (scx_local: tens of us under TCG).
-const QUICK: &str = "name: bisect-quick
-description: three tasks wake every 2 to 10 ms for 200 us of work, a median run delay under 500 us
-duration: 3s
-warmup: 500ms
-seed: 1
-groups:
-  - name: nappers
-    threads: 3
-    work: { kind: sleepy, run: 200us, min_sleep: 2ms, max_sleep: 10ms }
-checks:
-  - run_delay: { group: nappers, p50: 500us }
-  - stall: { max_runnable: 2s, tasks: guest }
-  - scheduler_healthy: {}
-";
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=t", "-c", "user.email=t@t"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git {args:?}: {out:?}");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// The repository: commit 0 is scx_local as it is; commit i (1..=8) adds a
-/// comment line; commit 5 also adds the delay, 6 a line that is not C,
-/// which 7 removes. Returns the commit ids, oldest first.
-fn repo(dir: &Path) -> Vec<String> {
-    git(dir, &["init", "-q", "-b", "main"]);
-    let file = dir.join("scx_local.bpf.c");
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../schedulers/bpf/scx_local.bpf.c"),
-        &file,
-    )
-    .unwrap();
-    let mut ids = Vec::new();
-    for i in 0..=8 {
-        let mut text = std::fs::read_to_string(&file).unwrap();
-        if i > 0 {
-            text.push_str(&format!("/* change {i} */\n"));
-        }
-        let subject = match i {
-            5 => {
-                // The regression: every task spins 1 ms in ops.running.
-                text = common::scx_local_with_spin(&text, 1_000_000);
-                "spin in running".to_string()
-            }
-            6 => {
-                text.push_str("this_is_not_c;\n");
-                "break the build".to_string()
-            }
-            7 => {
-                text = text.replace("this_is_not_c;\n", "");
-                "mend the build".to_string()
-            }
-            _ => format!("change {i}"),
-        };
-        std::fs::write(&file, text).unwrap();
-        git(dir, &["add", "scx_local.bpf.c"]);
-        git(dir, &["commit", "-q", "-m", &subject]);
-        ids.push(git(dir, &["rev-parse", "HEAD"]));
-    }
-    ids
-}
 
 #[test]
 fn vm_bisect_names_the_commit_that_added_a_dispatch_delay() {
@@ -86,9 +15,9 @@ fn vm_bisect_names_the_commit_that_added_a_dispatch_delay() {
     let dir = tempfile::tempdir().unwrap();
     let tree = dir.path().join("tree");
     std::fs::create_dir(&tree).unwrap();
-    let ids = repo(&tree);
+    let ids = common::bisect_repo(&tree);
     let scenario = dir.path().join("quick.yaml");
-    std::fs::write(&scenario, QUICK).unwrap();
+    std::fs::write(&scenario, common::BISECT_QUICK).unwrap();
     let out = dir.path().join("run");
     let (code, stdout, stderr) = common::run(
         Command::new(env!("CARGO_BIN_EXE_scx-harness"))
@@ -143,10 +72,10 @@ fn vm_bisect_names_the_commit_that_added_a_dispatch_delay() {
         .collect();
     assert_eq!(vms, ["vm-1"], "{all}");
     // The repository is as it was: on main, clean, one worktree.
-    assert_eq!(git(&tree, &["rev-parse", "HEAD"]), ids[8]);
-    assert_eq!(git(&tree, &["status", "--porcelain"]), "");
+    assert_eq!(common::git(&tree, &["rev-parse", "HEAD"]), ids[8]);
+    assert_eq!(common::git(&tree, &["status", "--porcelain"]), "");
     assert_eq!(
-        git(&tree, &["worktree", "list", "--porcelain"])
+        common::git(&tree, &["worktree", "list", "--porcelain"])
             .matches("worktree ")
             .count(),
         1
@@ -180,11 +109,11 @@ fn revisions_that_are_not_commits_or_out_of_order_are_refused_before_anything_ru
     let dir = tempfile::tempdir().unwrap();
     let tree = dir.path().join("tree");
     std::fs::create_dir(&tree).unwrap();
-    git(&tree, &["init", "-q", "-b", "main"]);
+    common::git(&tree, &["init", "-q", "-b", "main"]);
     for i in 0..3 {
         std::fs::write(tree.join("f"), i.to_string()).unwrap();
-        git(&tree, &["add", "f"]);
-        git(&tree, &["commit", "-q", "-m", &format!("c{i}")]);
+        common::git(&tree, &["add", "f"]);
+        common::git(&tree, &["commit", "-q", "-m", &format!("c{i}")]);
     }
     let cases: &[(&[&str], &str)] = &[
         (

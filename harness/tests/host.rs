@@ -30,6 +30,11 @@ const REGISTRY: &str = "schedulers:
     ops: \"fault_*\"
     args: [--stall-comm, victim]
     fixture: true
+  - name: scx_fault
+    kind: binary
+    source: { workspace: scx_fault }
+    ops: \"fault_*\"
+    fixture: true
 ";
 
 /// A task that scx_fault's --stall-comm never runs, beside two spinners,
@@ -69,6 +74,7 @@ impl Fixture {
         std::fs::write(&registry, REGISTRY).unwrap();
         std::fs::write(dir.path().join("victim-stall.yaml"), VICTIM).unwrap();
         std::fs::write(dir.path().join("long-spin.yaml"), LONG).unwrap();
+        std::fs::write(dir.path().join("delay-ab.yaml"), common::DELAYED).unwrap();
         let kernel = common::test_kernel();
         let (code, out, err) = common::run(
             std::process::Command::new(HARNESS)
@@ -76,7 +82,7 @@ impl Fixture {
                 .arg(&registry)
                 .arg("--kernel")
                 .arg(&kernel)
-                .args(["scx_simple", "stalls_victim"]),
+                .args(["scx_simple", "stalls_victim", "scx_fault"]),
         );
         assert_eq!(code, Some(0), "building the schedulers: {out}\n{err}");
         Fixture { dir, registry }
@@ -102,6 +108,11 @@ impl Fixture {
 /// Runs `script` with sh in a VM of the test kernel (2 vCPUs); returns its
 /// stdout and the VM's shared directory.
 fn in_guest(script: &str, timeout: Duration) -> (String, PathBuf) {
+    in_guest_writing(script, timeout, &[])
+}
+
+/// [`in_guest`], with `rw` writable in the guest too.
+fn in_guest_writing(script: &str, timeout: Duration, rw: &[PathBuf]) -> (String, PathBuf) {
     let work = tempfile::tempdir().unwrap().keep();
     let mut spec = scx_harness::vm::VmSpec::new(
         common::test_kernel(),
@@ -109,6 +120,7 @@ fn in_guest(script: &str, timeout: Duration) -> (String, PathBuf) {
         scx_harness::vm::GuestCommand::Exec(vec!["sh".into(), "-c".into(), script.into()]),
     );
     spec.timeout = Some(timeout);
+    spec.rw_dirs = rw.to_vec();
     let r = scx_harness::vm::run(&spec).unwrap_or_else(|e| panic!("{e:#}"));
     assert!(
         matches!(r.outcome, scx_harness::vm::Outcome::Exited { .. }),
@@ -209,6 +221,127 @@ fn vm_host_target_verdicts_match_the_vm_targets_and_a_stall_is_detached_at_once(
         "the victim waited {:?} and the scheduler went {detached:?} after: longer than the 1 s bound + 1 s",
         Duration::from_nanos(st.waited_ns)
     );
+}
+
+/// `sweep --target host`: scx_fault's injected delay swept over 0 and
+/// 10 ms on the guest's own kernel, each point hot-swapped on the running
+/// kernel as on a lab machine; the ranking is right, every run says it ran
+/// on the host, and nothing is left attached or in the harness's cgroups.
+#[test]
+fn vm_host_target_sweep_ranks_an_injected_delay_on_the_running_kernel() {
+    let f = Fixture::new();
+    let script = format!(
+        "cd /tmp; {HARNESS} sweep scx_fault {} --target host --no-build --registry {} \
+         --param delay-comm=delayed --param delay-ms=0,10 --objective run_delay.delayed.p99 \
+         --samples 2 --rounds 2 --seed 1 --out \"$SCX_HARNESS_SHARED/sweep\"; echo \"EXIT $?\"; \
+         echo \"STATE $(cat /sys/kernel/sched_ext/state)\"; \
+         echo \"CGROUPS $(ls -d /sys/fs/cgroup/scx-harness 2>/dev/null | wc -l)\"",
+        f.scenario("delay-ab"),
+        f.registry.display()
+    );
+    let (gout, shared) = in_guest(&script, Duration::from_secs(500));
+    assert_eq!(said(&gout, "EXIT"), "0", "{gout}");
+    assert_eq!(said(&gout, "STATE"), "disabled", "{gout}");
+    assert_eq!(said(&gout, "CGROUPS"), "0", "{gout}");
+    let out = shared.join("sweep");
+    let r: scx_harness::sweep::Report =
+        serde_json::from_slice(&std::fs::read(out.join("sweep.json")).unwrap()).unwrap();
+    let point = |ms: &str| {
+        let label = format!("delay-comm=delayed delay-ms={ms}");
+        r.points
+            .iter()
+            .find(|p| p.point.label == label)
+            .unwrap_or_else(|| panic!("no point {ms}:\n{gout}"))
+    };
+    assert_eq!(
+        point("0").status,
+        scx_harness::sweep::Status::Best,
+        "{gout}"
+    );
+    let median = |ms: &str| point(ms).metrics[0].median.expect("measured");
+    assert!(
+        median("10") > 2.0 * median("0"),
+        "p99 at 10 ms {} against {} at 0 ms\n{gout}",
+        median("10"),
+        median("0")
+    );
+    let runs = results(&out);
+    assert!(runs.len() >= r.runs, "every run that counts has its result");
+    for c in &runs {
+        assert_eq!(c.accel, "host", "{}", c.dir.display());
+        assert!(matches!(c.target, Target::Host { .. }), "{:?}", c.target);
+    }
+}
+
+/// `bisect --target host`: the search of `bisect::vm_bisect_*` (scx_local
+/// over nine commits, the fifth adds a 1 ms spin, the sixth does not
+/// compile), first on the VM target from here, then on the guest's own
+/// kernel with `--target host`: the same commit is named, every commit the
+/// VM search built is taken from the cache rather than built again, the
+/// one that does not compile is skipped there too (built in the guest, in
+/// a worktree of the repository), and nothing is left attached.
+#[test]
+fn vm_host_target_bisect_names_the_same_commit_as_the_vm_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    let ids = common::bisect_repo(&tree);
+    let scenario = dir.path().join("quick.yaml");
+    std::fs::write(&scenario, common::BISECT_QUICK).unwrap();
+    let kernel = common::test_kernel();
+    let bisect = |target: &str, out: &str| {
+        format!(
+            "{HARNESS} bisect scx_local {} --tree {} --good {} --bad main --kernel {} --target {target} --out {out}",
+            scenario.display(),
+            tree.display(),
+            ids[0],
+            kernel.display()
+        )
+    };
+    let vm_out = dir.path().join("vm-run");
+    let (code, vm_said, err) = common::run(
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(bisect("vm", &vm_out.display().to_string())),
+    );
+    assert_eq!(code, Some(0), "{vm_said}\n{err}");
+    let named = format!("first bad commit: {}", ids[5]);
+    assert!(vm_said.contains(&named), "{vm_said}");
+    let script = format!(
+        "cd /tmp; {} 2>&1; echo \"EXIT $?\"; echo \"STATE $(cat /sys/kernel/sched_ext/state)\"; \
+         echo \"CGROUPS $(ls -d /sys/fs/cgroup/scx-harness 2>/dev/null | wc -l)\"",
+        bisect("host", "\"$SCX_HARNESS_SHARED/bisect\"")
+    );
+    let (gout, shared) = in_guest_writing(
+        &script,
+        Duration::from_secs(500),
+        std::slice::from_ref(&tree),
+    );
+    assert_eq!(said(&gout, "EXIT"), "0", "{gout}");
+    assert!(gout.contains(&named), "{gout}");
+    assert_eq!(said(&gout, "STATE"), "disabled", "{gout}");
+    assert_eq!(said(&gout, "CGROUPS"), "0", "{gout}");
+    let built_here = vm_said.matches(": built in ").count();
+    assert!(built_here >= 3, "{vm_said}");
+    assert_eq!(
+        (
+            gout.matches("built before (cached)").count(),
+            gout.matches(": built in ").count()
+        ),
+        (built_here, 0),
+        "the guest reused the VM search's builds:\n{gout}"
+    );
+    assert!(
+        gout.lines()
+            .any(|l| l.starts_with("skip ") && l.contains("did not build")),
+        "{gout}"
+    );
+    let runs = results(&shared.join("bisect"));
+    assert!(!runs.is_empty());
+    for c in &runs {
+        assert!(matches!(c.target, Target::Host { .. }), "{:?}", c.target);
+    }
+    assert_eq!(common::git(&tree, &["status", "--porcelain"]), "");
 }
 
 /// SIGINT, SIGTERM and SIGKILL of the harness mid-run (the scheduler

@@ -886,3 +886,73 @@ pub fn assert_refused(cmd: &mut Command, says: &str, never: &Path) {
     assert!(stderr.contains("fix: "), "{shown}: {stderr}");
     assert!(!never.exists(), "{shown}");
 }
+
+/// Three tasks that wake every 2 to 10 ms for 200 us of work: their median
+/// run delay must stay under 500 us (scx_local: tens of us under TCG).
+pub const BISECT_QUICK: &str = "name: bisect-quick
+description: three tasks wake every 2 to 10 ms for 200 us of work, a median run delay under 500 us
+duration: 3s
+warmup: 500ms
+seed: 1
+groups:
+  - name: nappers
+    threads: 3
+    work: { kind: sleepy, run: 200us, min_sleep: 2ms, max_sleep: 10ms }
+checks:
+  - run_delay: { group: nappers, p50: 500us }
+  - stall: { max_runnable: 2s, tasks: guest }
+  - scheduler_healthy: {}
+";
+
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// bisect's repository (tests bisect and host): commit 0 is scx_local as it is; commit i (1..=8) adds a
+/// comment line; commit 5 also adds the delay, 6 a line that is not C,
+/// which 7 removes. Returns the commit ids, oldest first.
+pub fn bisect_repo(dir: &Path) -> Vec<String> {
+    git(dir, &["init", "-q", "-b", "main"]);
+    let file = dir.join("scx_local.bpf.c");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../schedulers/bpf/scx_local.bpf.c"),
+        &file,
+    )
+    .unwrap();
+    let mut ids = Vec::new();
+    for i in 0..=8 {
+        let mut text = std::fs::read_to_string(&file).unwrap();
+        if i > 0 {
+            text.push_str(&format!("/* change {i} */\n"));
+        }
+        let subject = match i {
+            5 => {
+                // The regression: every task spins 1 ms in ops.running.
+                text = scx_local_with_spin(&text, 1_000_000);
+                "spin in running".to_string()
+            }
+            6 => {
+                text.push_str("this_is_not_c;\n");
+                "break the build".to_string()
+            }
+            7 => {
+                text = text.replace("this_is_not_c;\n", "");
+                "mend the build".to_string()
+            }
+            _ => format!("change {i}"),
+        };
+        std::fs::write(&file, text).unwrap();
+        git(dir, &["add", "scx_local.bpf.c"]);
+        git(dir, &["commit", "-q", "-m", &subject]);
+        ids.push(git(dir, &["rev-parse", "HEAD"]));
+    }
+    ids
+}
