@@ -17,7 +17,7 @@
 //!   The nightly workflow (ci/nightly.yml) runs it; `test` replays the
 //!   saved corpus on stable Rust instead (the unit tests of
 //!   harness/src/fuzz.rs).
-//! - `nightly [ARGS...]` runs the full matrix (suite `nightly`) three times
+//! - `nightly [ARGS...]` runs the full matrix (suite `nightly`) five times
 //!   per cell, records it in the results database ($SCX_HARNESS_DB or the
 //!   default) and checks every cell against its recent history: non-zero,
 //!   naming the cells that regressed or failed, with the evidence.
@@ -464,11 +464,12 @@ fn test(sh: &Shell, extra: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// The nightly job on one machine: the full matrix, three samples per
-/// cell, recorded and checked against history. (On several runners, the
+/// The nightly job on one machine: the full matrix, five samples per
+/// cell (the fewest with which `history check` can judge a cell of many
+/// key metrics tested together), recorded and checked against history. (On several runners, the
 /// matrix tests run partitioned by nextest instead; see ci/nightly.yml.)
 fn nightly(sh: &Shell, root: &std::path::Path, args: &[String]) -> Result<()> {
-    step("nightly: the full matrix, 3 runs per cell, recorded");
+    step("nightly: the full matrix, 5 runs per cell, recorded");
     cmd!(sh, "cargo build --release -p scx-harness").run()?;
     let harness = root.join("target/release/scx-harness");
     let stamp = cmd!(sh, "date -u +%Y%m%d-%H%M%S").read()?;
@@ -480,7 +481,7 @@ fn nightly(sh: &Shell, root: &std::path::Path, args: &[String]) -> Result<()> {
     // Failing cells still get recorded and checked; the verdict comes last.
     let ran = cmd!(
         sh,
-        "{harness} run --suite nightly --repeat 3 --out {dir} --record {db} {args...}"
+        "{harness} run --suite nightly --repeat 5 --out {dir} --record {db} {args...}"
     )
     .run();
     step("nightly: each cell against its history");

@@ -229,10 +229,16 @@ impl ScenarioComparison {
     /// 5 runs ... use --runs 6 or more"); None when they can.
     pub fn blind(&self, alpha: f64) -> Option<String> {
         let key: Vec<&MetricComparison> = self.metrics.iter().filter(|m| m.key).collect();
-        if key.is_empty() || key.iter().any(|m| m.callable(alpha)) {
+        let called = |m: &&MetricComparison| {
+            matches!(
+                m.stats.verdict,
+                Verdict::Better | Verdict::Worse | Verdict::Changed
+            )
+        };
+        if key.is_empty() || key.iter().any(|m| m.callable(alpha) || called(m)) {
             return None;
         }
-        let m = key[0].stats.family;
+        let m = key.iter().map(|k| k.stats.family).max().unwrap_or(1);
         let p = key
             .iter()
             .map(|k| stats::smallest_p_of(&k.baseline, &k.candidate))

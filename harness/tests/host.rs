@@ -342,6 +342,9 @@ fn vm_host_target_bisect_names_the_same_commit_as_the_vm_target() {
         assert!(matches!(c.target, Target::Host { .. }), "{:?}", c.target);
     }
     assert_eq!(common::git(&tree, &["status", "--porcelain"]), "");
+    // The worktrees the guest made (as root) are gone from the repository.
+    let worktrees = common::git(&tree, &["worktree", "list", "--porcelain"]);
+    assert_eq!(worktrees.matches("worktree ").count(), 1, "{worktrees}");
 }
 
 /// SIGINT, SIGTERM and SIGKILL of the harness mid-run (the scheduler

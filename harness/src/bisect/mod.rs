@@ -112,11 +112,12 @@ pub enum Criterion {
     /// A check of the scenario fails (or the scheduler fails outright) in
     /// any of the candidate's runs.
     Checks,
-    /// Worse than the good end, by compare's statistics (Mann-Whitney p
-    /// below alpha and the ratio's whole bootstrap interval beyond the
-    /// noise, in the metric's known direction): the named metric (one
-    /// with no better direction: changed either way), or with `None` any
-    /// key metric. A run that fails outright is bad too; a good end that
+    /// Worse than the good end, by compare's statistics (Mann-Whitney p,
+    /// adjusted by Holm's method across the metrics that decide, below
+    /// alpha, and the ratio's whole bootstrap interval beyond the noise,
+    /// in the metric's known direction): the named metric alone (one with
+    /// no better direction: changed either way), or with `None` any key
+    /// metric, the key metrics tested together. A run that fails outright is bad too; a good end that
     /// fails outright beside a step leaves the step untestable (`Skip`).
     Worse(Option<String>),
 }
@@ -200,8 +201,21 @@ pub fn judge(
         Criterion::Worse(metric) => {
             let decides = |name: &str, key: bool| deciding(name, key, metric.as_deref(), ends);
             let c = compare_scenario_deciding(good, candidate, alpha, noise, &decides);
-            worse(&c, metric.as_deref(), noise, ends)
+            worse(&c, metric.as_deref(), (alpha, noise), ends)
         }
+    }
+}
+
+/// "; ... more runs" when no metric that decides could be called at
+/// `alpha` with the runs so far (Holm across them), else empty.
+fn too_few(chosen: &[&crate::compare::MetricComparison], alpha: f64) -> String {
+    match chosen.iter().any(|m| m.callable(alpha)) {
+        true => String::new(),
+        false => format!(
+            "; {} run(s) a side cannot reach p < {alpha} across {} metric(s) at all: more runs",
+            chosen.first().map_or(0, |m| m.candidate.len()),
+            chosen.first().map_or(0, |m| m.stats.family)
+        ),
     }
 }
 
@@ -218,7 +232,7 @@ fn deciding(name: &str, key: bool, metric: Option<&str>, ends: Option<&[Shift]>)
 fn worse(
     c: &ScenarioComparison,
     metric: Option<&str>,
-    noise: f64,
+    (alpha, noise): (f64, f64),
     ends: Option<&[Shift]>,
 ) -> Result<Judgement, String> {
     let judged = |mark, why| Judgement {
@@ -311,7 +325,10 @@ fn worse(
                 return Err(format!("{}: no key metric to judge by", c.scenario));
             }
             if let Some(m) = chosen.iter().find(|m| !stats::settled(&m.stats, noise)) {
-                return Ok(judged(Mark::Undecided, format!("not settled: {}", show(m))));
+                return Ok(judged(
+                    Mark::Undecided,
+                    format!("not settled: {}{}", show(m), too_few(&chosen, alpha)),
+                ));
             }
             Ok(judged(
                 Mark::Good,
@@ -343,9 +360,10 @@ fn worse(
                     return Ok(judged(
                         Mark::Undecided,
                         format!(
-                            "not settled: {} (its interval reaches past halfway to the bad end's x{:.3})",
+                            "not settled: {} (its interval reaches past halfway to the bad end's x{:.3}){}",
                             show(m),
-                            s.ratio
+                            s.ratio,
+                            too_few(&chosen, alpha)
                         ),
                     ));
                 }
