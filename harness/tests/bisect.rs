@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::Command;
 
 #[test]
@@ -149,6 +150,57 @@ fn revisions_that_are_not_commits_or_out_of_order_are_refused_before_anything_ru
             &never,
         );
     }
+}
+
+/// Over a kernel tree each step boots its own kernel: --bad-if worse (the
+/// good end's runs beside a step's, in its VM), the host target and a
+/// --kernel of its own are refused, and so is a directory that is not a
+/// git repository, before anything is built or booted.
+#[test]
+fn a_kernel_tree_search_refuses_what_it_cannot_do_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("linux");
+    std::fs::create_dir(&tree).unwrap();
+    common::git(&tree, &["init", "-q", "-b", "main"]);
+    for i in 0..3 {
+        std::fs::write(tree.join("Makefile"), i.to_string()).unwrap();
+        common::git(&tree, &["add", "Makefile"]);
+        common::git(&tree, &["commit", "-q", "-m", &format!("c{i}")]);
+    }
+    let plain = dir.path().join("plain");
+    std::fs::create_dir(&plain).unwrap();
+    let cases: &[(&Path, &[&str], &str)] = &[
+        (
+            &tree,
+            &["--bad-if", "worse"],
+            "the good end's runs cannot share a step's VM",
+        ),
+        (
+            &tree,
+            &["--target", "host"],
+            "the host target runs on the kernel it has",
+        ),
+        (&tree, &["--kernel", "lts"], "--kernel would name another"),
+        (&plain, &[], "--good main~2: not a commit of"),
+    ];
+    for (t, args, says) in cases {
+        let never = dir.path().join("never");
+        common::assert_refused(
+            common::harness(&dir.path().join("cache"))
+                .args(["bisect", "scx_simple", "--kernel-tree"])
+                .arg(t)
+                .args(["--good", "main~2", "--bad", "main"])
+                .args(*args)
+                .arg("--out")
+                .arg(&never),
+            says,
+            &never,
+        );
+    }
+    assert!(
+        !dir.path().join("cache/kernels").exists(),
+        "nothing was built"
+    );
 }
 
 /// Without --tree the steps are crates.io's published versions (read from

@@ -23,13 +23,24 @@ pub struct Rev {
     pub line: String,
 }
 
-/// git on `tree`. The tree is the one the user named: run as root (sudo,
-/// the host target) on a checkout another user owns, git would refuse it
-/// as of "dubious ownership" (safe.directory, git 2.35.2), so it is
-/// trusted here, for these commands only.
+/// git on `tree`, the repository the user named.
 fn git(tree: &Path) -> Command {
+    git_at(tree, tree)
+}
+
+/// git on `dir`, `tree` itself or a worktree of it. Run as root (sudo, the
+/// host target) on a checkout another user owns, git refuses the
+/// repository as of "dubious ownership" (`safe.directory`): the tree the
+/// user named, and `dir`, are trusted for these commands only (git
+/// compares the worktree's real path, so both are named). The tree's
+/// hooks are not run: a checkout under sudo would run them as root.
+fn git_at(dir: &Path, tree: &Path) -> Command {
     let mut c = Command::new("git");
-    c.arg("-c").arg("safe.directory=*").arg("-C").arg(tree);
+    for trusted in [tree, dir] {
+        c.arg("-c")
+            .arg(format!("safe.directory={}", trusted.display()));
+    }
+    c.args(["-c", "core.hooksPath=/dev/null", "-C"]).arg(dir);
     c
 }
 
@@ -132,6 +143,21 @@ impl Worktree {
             tree: tree.to_path_buf(),
             path: path.to_path_buf(),
         })
+    }
+}
+
+impl Worktree {
+    /// Moves the worktree to `rev`: its tracked files only, so what git
+    /// ignores (a kernel's build products) stays for an incremental build,
+    /// and make sees the changed files by their new times.
+    pub fn checkout(&self, rev: &Rev) -> Result<()> {
+        let mut c = git_at(&self.path, &self.tree);
+        c.args(["checkout", "--detach", "--quiet", "--force"])
+            .arg(&rev.id);
+        output(c)?.map_err(|e| {
+            anyhow::anyhow!("git checkout {} in {}: {e}", rev.line, self.path.display())
+        })?;
+        Ok(())
     }
 }
 

@@ -58,8 +58,17 @@ pub struct BisectArgs {
     /// scheduler's versions published on crates.io, yanked ones left out.
     #[arg(long, value_name = "DIR")]
     pub tree: Option<PathBuf>,
+    /// A Linux kernel's git repository (never modified): the steps are its
+    /// commits, each kernel built with the harness's sched_ext
+    /// configuration in one worktree of the search's own (incrementally on
+    /// the last, cached by commit) and booted in a VM of its own, the
+    /// scheduler (a registry entry) built for each. Bad only by
+    /// `--bad-if checks`: each step's kernel is its own, so the good end's
+    /// runs cannot share its VM.
+    #[arg(long, value_name = "DIR", conflicts_with = "tree")]
+    pub kernel_tree: Option<PathBuf>,
     /// A commit (id, branch, tag) where the scheduler is good; without
-    /// --tree, a published version (1.0.5).
+    /// --tree or --kernel-tree, a published version (1.0.5).
     #[arg(long, value_name = "REV")]
     pub good: String,
     /// A later commit, or a newer version, where it is bad.
@@ -132,6 +141,9 @@ struct Outcome<'a> {
     /// The crate whose published versions were searched.
     #[serde(rename = "crate")]
     krate: Option<&'a str>,
+    /// The kernel tree whose commits were searched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kernel_tree: Option<&'a Path>,
     good: &'a Rev,
     bad: &'a Rev,
     criterion: String,
@@ -155,6 +167,8 @@ enum Axis {
     Tree(PathBuf),
     /// The published versions of a crate.
     Crate(String),
+    /// The commits of a kernel's git tree: each step its own kernel.
+    Kernel(PathBuf),
 }
 
 struct Bisect<'a> {
@@ -164,14 +178,25 @@ struct Bisect<'a> {
     /// revs[0]: the good end; revs[n]: the bad end.
     revs: Vec<Rev>,
     def: Option<&'a Def>,
-    kernel: &'a Kernel,
+    /// The kernel every step runs on; None on the kernel axis, where each
+    /// step's is in `step_kernels`.
+    kernel: Option<&'a Kernel>,
     cache: &'a Cache,
     registry: &'a crate::scheduler::registry::Registry,
     scenarios: Vec<Loaded>,
     dir: PathBuf,
-    session: Session<'a>,
+    serving: &'a super::Serving,
+    /// The session runs are served from: the one kernel's; on the kernel
+    /// axis the current step's (None before the first).
+    session: Option<Session<'a>>,
     live: Option<Live<'a>>,
     vms: usize,
+    /// On the kernel axis: each step's kernel once built (index: step).
+    step_kernels: &'a [std::cell::OnceCell<Kernel>],
+    /// On the kernel axis: the one worktree every step's kernel is built
+    /// in, and the step whose kernel `session` boots.
+    kernel_worktree: Option<Worktree>,
+    vm_step: Option<usize>,
     /// Builds by step; `Err`: why it did not build.
     builds: HashMap<usize, std::result::Result<Built, String>>,
     /// Every run so far, for results.json and history.
@@ -186,7 +211,7 @@ impl<'a> Bisect<'a> {
     /// A step's name in paths: a commit's short id, or a version whole.
     fn short(&self, rev: &Rev) -> String {
         match self.axis {
-            Axis::Tree(_) => rev.id.chars().take(12).collect(),
+            Axis::Tree(_) | Axis::Kernel(_) => rev.id.chars().take(12).collect(),
             Axis::Crate(_) => rev.id.clone(),
         }
     }
@@ -194,9 +219,15 @@ impl<'a> Bisect<'a> {
     /// "commit" or "version".
     fn unit(&self) -> &'static str {
         match self.axis {
-            Axis::Tree(_) => "commit",
+            Axis::Tree(_) | Axis::Kernel(_) => "commit",
             Axis::Crate(_) => "version",
         }
+    }
+
+    /// The kernel every step runs on (the tree and crate axes).
+    fn one_kernel(&self) -> &'a Kernel {
+        self.kernel
+            .expect("the tree and crate axes run every step on one kernel")
     }
 
     fn say(&self, line: impl AsRef<str>) {
@@ -217,8 +248,15 @@ impl<'a> Bisect<'a> {
             self.builds.insert(i, got.clone());
             return Ok(got);
         }
-        let kernel_key = self.kernel.entry.as_ref().map_or_else(
-            || self.kernel.bzimage.display().to_string(),
+        if let Axis::Kernel(tree) = &self.axis {
+            let tree = tree.clone();
+            let got = self.build_kernel_step(&tree, i)?;
+            self.builds.insert(i, got.clone());
+            return Ok(got);
+        }
+        let kernel = self.one_kernel();
+        let kernel_key = kernel.entry.as_ref().map_or_else(
+            || kernel.bzimage.display().to_string(),
             |e| e.meta.key.clone(),
         );
         let key = crate::kernel::cache::sha256_hex(
@@ -253,7 +291,7 @@ impl<'a> Bisect<'a> {
         };
         let ctx = crate::scheduler::build::BuildCtx {
             cache: self.cache,
-            kernel: self.kernel.entry.as_ref(),
+            kernel: self.one_kernel().entry.as_ref(),
             registry: self.registry,
         };
         let was = crate::scheduler::build::cached(&def, &ctx).is_some();
@@ -312,6 +350,108 @@ impl<'a> Bisect<'a> {
         })
     }
 
+    /// Step `i` of the kernel axis: the kernel at that commit, built in
+    /// the search's one worktree of `tree` (incrementally on the last
+    /// step's build; cached by commit, so a commit built before is not
+    /// built again), then the scheduler built for it at once (a kernel
+    /// example is built from the tree, which the next step checks out
+    /// anew). `Err`: why the step is skipped (make or Kconfig refused the
+    /// commit, or the scheduler does not build for it).
+    fn build_kernel_step(
+        &mut self,
+        tree: &Path,
+        i: usize,
+    ) -> Result<std::result::Result<Built, String>> {
+        let rev = self.revs[i].clone();
+        let started = Instant::now();
+        match &self.kernel_worktree {
+            Some(wt) => wt.checkout(&rev)?,
+            None => {
+                self.kernel_worktree =
+                    Some(Worktree::add(tree, &rev, &self.dir.join("kernel-tree"))?);
+            }
+        }
+        let wt = self
+            .kernel_worktree
+            .as_ref()
+            .expect("checked out above")
+            .path
+            .clone();
+        let spec = crate::kernel::BuildSpec::for_tree(&wt)?;
+        let mut progress = Progress::new("bisect kernel");
+        let built = crate::kernel::build(&spec, self.cache, &mut progress);
+        drop(progress);
+        if crate::process::interrupted() {
+            return Err(fail(
+                Failure::Interrupted,
+                "interrupted during a kernel build",
+            ));
+        }
+        let entry = match built {
+            Ok(e) => e,
+            // make or Kconfig refused this commit: a skip, as `git bisect
+            // skip` (anything else, a full disk, stops the search).
+            Err(e)
+                if matches!(
+                    crate::error::classify(&e),
+                    Some(Failure::HostTool | Failure::BadInput)
+                ) =>
+            {
+                return Ok(Err(format!(
+                    "the kernel did not build: {}",
+                    build_failure(&e)
+                )))
+            }
+            Err(e) => return Err(e.context(format!("building the kernel at {}", rev.line))),
+        };
+        self.say(format!(
+            "  {}: kernel {} ready in {:.0} s",
+            rev.line,
+            entry.meta.release,
+            started.elapsed().as_secs_f64()
+        ));
+        let cells = self.step_kernels;
+        let kernel = cells[i].get_or_init(|| Kernel {
+            bzimage: entry.bzimage(),
+            entry: Some(entry),
+        });
+        let Some(def) = self.def else {
+            return Err(fail(
+                Failure::BadInput,
+                format!(
+                    "{} is not in the registry: with --kernel-tree the scheduler is built for each kernel from its registry entry\n  fix: name one of `scx-harness schedulers list`, or add it to the registry",
+                    self.args.scheduler
+                ),
+            ));
+        };
+        let ctx = crate::scheduler::build::BuildCtx {
+            cache: self.cache,
+            kernel: kernel.entry.as_ref(),
+            registry: self.registry,
+        };
+        let mut progress = Progress::new("bisect scheduler");
+        let built = crate::scheduler::build::build(def, &ctx, &mut progress);
+        drop(progress);
+        Ok(built.map_err(|e| format!("{} did not build for it: {}", def.name, build_failure(&e))))
+    }
+
+    /// On the kernel axis: the runs from here on are on step `i`'s kernel,
+    /// in a VM of its own (the last step's VM is shut down first).
+    fn boot_step(&mut self, i: usize) {
+        if self.vm_step == Some(i) {
+            return;
+        }
+        if let Some(live) = self.live.take() {
+            let _ = live.finish();
+        }
+        let cells = self.step_kernels;
+        let kernel = cells[i]
+            .get()
+            .expect("a step's kernel is built before it runs");
+        self.session = Some(self.serving.session(kernel, self.args.vm.accel));
+        self.vm_step = Some(i);
+    }
+
     fn build_fresh(
         &mut self,
         rev: &Rev,
@@ -327,7 +467,7 @@ impl<'a> Bisect<'a> {
             self.def,
             &self.args.scheduler,
             Some(&wt.path),
-            self.kernel.entry.as_ref(),
+            self.one_kernel().entry.as_ref(),
             self.cache,
             self.registry.dir(),
         ) {
@@ -348,7 +488,12 @@ impl<'a> Bisect<'a> {
         let out = self.dir.join("builds").join(&short);
         let started = Instant::now();
         let mut progress = Progress::new("bisect build");
-        let built = source.build(&out, self.kernel.entry.as_ref(), self.cache, &mut progress);
+        let built = source.build(
+            &out,
+            self.one_kernel().entry.as_ref(),
+            self.cache,
+            &mut progress,
+        );
         drop(progress);
         drop(wt);
         let built = match built {
@@ -400,12 +545,12 @@ impl<'a> Bisect<'a> {
     /// The session, booted the first time and again when it ended
     /// between runs (`runner::keep_serving`).
     fn ensure_vm(&mut self) -> Result<()> {
-        let ended = crate::runner::keep_serving(
-            &mut self.live,
-            &mut self.vms,
-            &self.scenarios,
-            &self.session,
-        )?;
+        let session = self
+            .session
+            .as_ref()
+            .expect("a kernel to boot: the one kernel, or the step's (boot_step)");
+        let ended =
+            crate::runner::keep_serving(&mut self.live, &mut self.vms, &self.scenarios, session)?;
         if let Some(what) = ended {
             self.say(format!("  the VM ended ({what}); booting it again"));
         }
@@ -455,6 +600,9 @@ impl<'a> Bisect<'a> {
                 return Ok(Mark::Skip);
             }
         };
+        if matches!(self.axis, Axis::Kernel(_)) {
+            self.boot_step(i);
+        }
         // The good end's build (search() built it first: it is there).
         let good = match self.criterion.needs_good_runs() {
             true => Some(
@@ -661,25 +809,44 @@ pub fn run(args: BisectArgs) -> Result<i32> {
             }
         }
     }
+    if args.kernel_tree.is_some() {
+        let refuse = |why: &str| Err(fail(Failure::BadInput, why.to_string()));
+        if args.bad_if == BadIf::Worse {
+            return refuse("--kernel-tree: each step boots a kernel of its own, so the good end's runs cannot share a step's VM, which --bad-if worse compares them in\n  fix: --bad-if checks (a check that fails, in scenarios/README.md's terms), or compare two kernels with `compare --baseline-kernel A --candidate-kernel B`");
+        }
+        if args.target.target == super::TargetKind::Host {
+            return refuse("--kernel-tree boots each step's kernel in a VM; the host target runs on the kernel it has\n  fix: drop --target host");
+        }
+        if args.vm.kernel_arg()?.is_some() {
+            return refuse("--kernel-tree builds each step's kernel; --kernel would name another\n  fix: drop --kernel");
+        }
+    }
     let registry = args.registry.load()?;
     let scenarios = super::one_vm_scenarios(&args.scenarios, "bisect")?;
-    let (axis, good, between) = match &args.tree {
-        Some(t) => {
-            let tree = std::fs::canonicalize(t).map_err(|e| {
-                fail(
-                    Failure::BadInput,
-                    format!(
-                        "--tree {}: {e}\n  fix: name the scheduler's git repository",
-                        t.display()
-                    ),
-                )
-            })?;
-            let good = git::resolve(&tree, &args.good, "--good")?;
-            let bad = git::resolve(&tree, &args.bad, "--bad")?;
-            let between = git::between(&tree, &good, &bad)?;
+    // A git axis: the scheduler's tree, or a kernel's.
+    let commits = |t: &Path, flag: &str, what: &str| -> Result<(PathBuf, Rev, Vec<Rev>)> {
+        let tree = std::fs::canonicalize(t).map_err(|e| {
+            fail(
+                Failure::BadInput,
+                format!("{flag} {}: {e}\n  fix: name {what}", t.display()),
+            )
+        })?;
+        let good = git::resolve(&tree, &args.good, "--good")?;
+        let bad = git::resolve(&tree, &args.bad, "--bad")?;
+        let between = git::between(&tree, &good, &bad)?;
+        Ok((tree, good, between))
+    };
+    let (axis, good, between) = match (&args.tree, &args.kernel_tree) {
+        (Some(t), _) => {
+            let (tree, good, between) = commits(t, "--tree", "the scheduler's git repository")?;
             (Axis::Tree(tree), good, between)
         }
-        None => {
+        (None, Some(t)) => {
+            let (tree, good, between) =
+                commits(t, "--kernel-tree", "a Linux kernel's git repository")?;
+            (Axis::Kernel(tree), good, between)
+        }
+        (None, None) => {
             let name = crate_of(&registry, &args.scheduler)?;
             let published = crate::bisect::crates::fetch(&name)?;
             let (good, between) =
@@ -692,9 +859,15 @@ pub fn run(args: BisectArgs) -> Result<i32> {
     let n = revs.len() - 1;
     let (good, bad) = (revs[0].clone(), revs[n].clone());
     let cache = Cache::user();
-    let kernel = args.target.kernel(&args.vm)?;
-    let registry = registry.for_kernel(kernel.name());
+    // On the kernel axis each step brings its own (built in the search).
+    let kernel = match &axis {
+        Axis::Kernel(_) => None,
+        _ => Some(args.target.kernel(&args.vm)?),
+    };
+    let registry = registry.for_kernel(kernel.as_ref().and_then(Kernel::name));
     let def = registry.get(&args.scheduler).ok();
+    let step_kernels: Vec<std::cell::OnceCell<Kernel>> =
+        (0..=n).map(|_| std::cell::OnceCell::new()).collect();
     let serving = super::Serving::start(
         "bisect",
         &args.target,
@@ -703,21 +876,25 @@ pub fn run(args: BisectArgs) -> Result<i32> {
         args.record.as_deref(),
     )?;
     let dir = serving.dir.clone();
-    let session = serving.session(&kernel, args.vm.accel);
+    let session = kernel.as_ref().map(|k| serving.session(k, args.vm.accel));
     let mut b = Bisect {
         args: &args,
         criterion: criterion.clone(),
         axis,
         revs,
         def,
-        kernel: &kernel,
+        kernel: kernel.as_ref(),
         cache: &cache,
         registry: &registry,
         scenarios,
         dir: dir.clone(),
+        serving: &serving,
         session,
         live: None,
         vms: 0,
+        step_kernels: &step_kernels,
+        kernel_worktree: None,
+        vm_step: None,
         builds: HashMap::new(),
         results: Vec::new(),
         ends: HashMap::new(),
@@ -726,6 +903,7 @@ pub fn run(args: BisectArgs) -> Result<i32> {
     let searched_in = match &b.axis {
         Axis::Tree(tree) => format!("in {}", tree.display()),
         Axis::Crate(name) => format!("over {name}'s versions on crates.io"),
+        Axis::Kernel(tree) => format!("over the kernels of {}", tree.display()),
     };
     b.say(format!(
         "bisect {} {searched_in}: {n} {}(s) after {} up to {}; bad if {}; results in {}",
@@ -763,14 +941,16 @@ pub fn run(args: BisectArgs) -> Result<i32> {
         ));
     }
     let revs = b.revs.clone();
-    let (tree, krate) = match &b.axis {
-        Axis::Tree(t) => (Some(t.clone()), None),
-        Axis::Crate(c) => (None, Some(c.clone())),
+    let (tree, krate, kernel_tree) = match &b.axis {
+        Axis::Tree(t) => (Some(t.clone()), None, None),
+        Axis::Crate(c) => (None, Some(c.clone()), None),
+        Axis::Kernel(t) => (None, None, Some(t.clone())),
     };
     let outcome = Outcome {
         scheduler: &args.scheduler,
         tree: tree.as_deref(),
         krate: krate.as_deref(),
+        kernel_tree: kernel_tree.as_deref(),
         good: &revs[0],
         bad: &revs[n],
         criterion: describe(&criterion),
@@ -810,6 +990,26 @@ pub fn run(args: BisectArgs) -> Result<i32> {
         h.check_left_nothing()?;
     }
     Ok(if result == "found" { 0 } else { 1 })
+}
+
+/// Why a kernel or scheduler did not build, in a line: the error's first
+/// line, its first indented line (the tool's own first error) and the
+/// log's path when it names one.
+fn build_failure(e: &anyhow::Error) -> String {
+    let text = format!("{e:#}");
+    let mut lines = text.lines();
+    let mut out = lines.next().unwrap_or("").trim().to_string();
+    let rest: Vec<&str> = lines.map(str::trim).collect();
+    if let Some(first) = rest
+        .iter()
+        .find(|l| !l.is_empty() && !l.starts_with("full log:"))
+    {
+        out.push_str(&format!(" {first}"));
+    }
+    if let Some(log) = rest.iter().find(|l| l.starts_with("full log:")) {
+        out.push_str(&format!(" ({log})"));
+    }
+    out
 }
 
 /// Whether a failed `cargo install` failed in the compiler (the
