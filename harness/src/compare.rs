@@ -239,10 +239,10 @@ impl ScenarioComparison {
             return None;
         }
         let m = key.iter().map(|k| k.stats.family).max().unwrap_or(1);
-        let p = key
-            .iter()
-            .map(|k| stats::smallest_p_of(&k.baseline, &k.candidate))
-            .fold(1.0, f64::min);
+        let p = stats::family_floor(
+            key.iter()
+                .map(|k| (k.baseline.as_slice(), k.candidate.as_slice())),
+        );
         Some(stats::blind_note(
             (self.runs_baseline, self.runs_candidate),
             p,

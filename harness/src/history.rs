@@ -436,11 +436,8 @@ pub fn check_run(
                 })
                 .collect();
             let m = sides.len();
-            if m > 0 && !sides.iter().any(|s| stats::callable(s.a, s.b, m, alpha)) {
-                let p = sides
-                    .iter()
-                    .map(|s| stats::smallest_p_of(s.a, s.b))
-                    .fold(1.0, f64::min);
+            let p = stats::family_floor(sides.iter().map(|s| (s.a, s.b)));
+            if m > 0 && p * m as f64 >= alpha {
                 blind = Some(stats::blind_note(
                     (history.len(), runs.len()),
                     p,

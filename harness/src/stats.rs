@@ -444,6 +444,16 @@ pub fn smallest_p_of(a: &[f64], b: &[f64]) -> f64 {
     p(low, high).min(p(above, below))
 }
 
+/// The smallest p-value any of a family's metrics could reach
+/// ([`smallest_p_of`] of each `(baseline, candidate)`, the least): the
+/// family can call nothing at `alpha` when `m` times it is not below.
+pub fn family_floor<'s>(pairs: impl IntoIterator<Item = (&'s [f64], &'s [f64])>) -> f64 {
+    pairs
+        .into_iter()
+        .map(|(a, b)| smallest_p_of(a, b))
+        .fold(1.0, f64::min)
+}
+
 /// Whether samples `a` and `b`, in a family of `m`, could be called
 /// different at `alpha` at all ([`smallest_p_of`] x m below `alpha`).
 pub fn callable(a: &[f64], b: &[f64], m: usize, alpha: f64) -> bool {
