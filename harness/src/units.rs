@@ -83,6 +83,22 @@ pub mod duration_str {
                 .transpose()
         }
     }
+
+    /// The same for a list of durations.
+    pub mod list {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(d: &[Duration], s: S) -> Result<S::Ok, S::Error> {
+            s.collect_seq(d.iter().map(|d| format_duration(*d)))
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+            Vec::<String>::deserialize(d)?
+                .iter()
+                .map(|t| parse_duration(t).map_err(serde::de::Error::custom))
+                .collect()
+        }
+    }
 }
 
 #[cfg(test)]

@@ -488,6 +488,24 @@ pub enum Work {
         #[serde(default = "default_block_size")]
         size: u32,
     },
+    /// Replays recorded behaviour (what `scx-harness record` writes): a
+    /// CPU burst, then a sleep, again and again, each drawn with the
+    /// scenario's seed from a recorded distribution. A distribution is
+    /// its quantiles at evenly spaced ranks, least first (2 to 101 of
+    /// them: `[a, b, c]` is the minimum, median and maximum); a draw picks
+    /// a rank uniformly and interpolates between the neighbouring
+    /// quantiles. A burst is CPU time (preemptions inside it do not
+    /// shorten it), a sleep wall time. Counts bursts.
+    Replay {
+        /// Run bursts: CPU time from a wakeup to the next sleep.
+        #[serde(with = "duration_str::list")]
+        #[schemars(with = "Vec<DurationText>")]
+        run: Vec<Duration>,
+        /// Sleeps: from blocking to the wakeup.
+        #[serde(with = "duration_str::list")]
+        #[schemars(with = "Vec<DurationText>")]
+        sleep: Vec<Duration>,
+    },
     /// Runs an external program (one instance per thread) from start to stop
     /// and keeps its output; iterations are not counted.
     Command {
@@ -572,6 +590,7 @@ impl Work {
         "timers",
         "workqueue",
         "block_io",
+        "replay",
         "command",
     ];
 
@@ -590,6 +609,7 @@ impl Work {
             Work::Timers { .. } => "timers",
             Work::Workqueue { .. } => "workqueue",
             Work::BlockIo { .. } => "block_io",
+            Work::Replay { .. } => "replay",
             Work::Command { .. } => "command",
         }
     }
@@ -1459,6 +1479,31 @@ checks:
             1
         ))
         .contains("min_sleep 5ms is above max_sleep 1ms"));
+        assert!(
+            err(&group("{ kind: replay, run: [1ms], sleep: [1ms, 2ms] }", 1))
+                .contains("replay run has 1 quantile(s); a distribution is 2 to 101")
+        );
+        assert!(err(&group(
+            "{ kind: replay, run: [1ms, 2ms], sleep: [1ms, 3ms, 2ms] }",
+            1
+        ))
+        .contains("replay sleep is not in order: quantile 3 (2ms) is below quantile 2 (3ms)"));
+        assert!(err(&group(
+            "{ kind: replay, run: [0us, 0us], sleep: [0us, 0us] }",
+            1
+        ))
+        .contains("nothing to replay"));
+        assert!(err(&group(
+            "{ kind: replay, run: [1ms, 2 parsecs], sleep: [1ms, 2ms] }",
+            1
+        ))
+        .contains("parsecs"));
+        let ok = parse_str(&group(
+            "{ kind: replay, run: [50us, 200us, 1ms], sleep: [1ms, 2ms, 8ms] }",
+            2,
+        ))
+        .unwrap();
+        assert_eq!(ok.scenario.groups[0].work.kind(), "replay");
         assert!(err(&group("{ kind: command, argv: [] }", 1)).contains("command argv is empty"));
         let e = err(&group("{ kind: command, argv: [no-such-program-here] }", 1));
         assert!(

@@ -878,6 +878,37 @@ fn work(cx: &Ctx, g: &Group) -> Result<()> {
                 ),
             ));
         }
+        Work::Replay { run, sleep } => {
+            for (field, q) in [("run", run), ("sleep", sleep)] {
+                if !(2..=101).contains(&q.len()) {
+                    return Err(cx.err(
+                        at(),
+                        format!(
+                            "group {name}: replay {field} has {} quantile(s); a distribution is 2 to 101 of them, least first\n  fix: e.g. {field}: [100us, 1ms, 5ms] (minimum, median, maximum)",
+                            q.len()
+                        ),
+                    ));
+                }
+                if let Some(w) = q.windows(2).position(|w| w[1] < w[0]) {
+                    return Err(cx.err(
+                        at(),
+                        format!(
+                            "group {name}: replay {field} is not in order: quantile {} ({}) is below quantile {} ({})\n  fix: list the quantiles least first",
+                            w + 2,
+                            format_duration(q[w + 1]),
+                            w + 1,
+                            format_duration(q[w])
+                        ),
+                    ));
+                }
+            }
+            if sleep.iter().all(Duration::is_zero) && run.iter().all(Duration::is_zero) {
+                return Err(cx.err(
+                    at(),
+                    format!("group {name}: replay run and sleep are all 0: nothing to replay\n  fix: give the recorded distributions"),
+                ));
+            }
+        }
         Work::FanOut {
             workers,
             run,

@@ -318,6 +318,7 @@ impl Plan {
                 let scratch = self.scratch.as_ref().expect("made for block_io");
                 block_io(scratch, *size as u64, cx.rng, stop, &mut c)?
             }
+            Work::Replay { run, sleep } => replay(run, sleep, cx.rng, stop, &mut c),
             Work::Command { .. } => {
                 anyhow::bail!("a command group's tasks run through workload::app")
             }
@@ -602,6 +603,37 @@ fn sleepy(
     }
 }
 
+/// Recorded behaviour: a burst of CPU time drawn from `run`, a sleep
+/// drawn from `sleep` (both quantile tables), counting bursts.
+fn replay(run: &[Duration], sleep: &[Duration], rng: &mut Rng, stop_at: u64, count: &mut Count) {
+    while now_ns() < stop_at {
+        burn_cpu(draw(run, rng), stop_at);
+        count.hit();
+        let wake = now_ns() + draw(sleep, rng).as_nanos() as u64;
+        sleep_until(wake.min(stop_at));
+    }
+}
+
+/// A draw from a distribution given as quantiles at evenly spaced ranks
+/// (least first, at least one): a rank uniform in [0, 1], linearly
+/// interpolated between its neighbouring quantiles.
+pub(crate) fn draw(quantiles: &[Duration], rng: &mut Rng) -> Duration {
+    let n = quantiles.len();
+    if n < 2 {
+        return quantiles.first().copied().unwrap_or_default();
+    }
+    // 53 random bits: a rank in [0, 1).
+    let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+    let pos = u * (n - 1) as f64;
+    let i = (pos as usize).min(n - 2);
+    let frac = pos - i as f64;
+    let (lo, hi) = (
+        quantiles[i].as_nanos() as f64,
+        quantiles[i + 1].as_nanos() as f64,
+    );
+    Duration::from_nanos((lo + (hi - lo) * frac).round() as u64)
+}
+
 /// A fan-out ring's message task: every `interval`, a new round in the
 /// word and every worker woken.
 fn fan_out_message(
@@ -769,6 +801,30 @@ fn fork_and_wait(child: impl FnOnce()) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Draws from a quantile table reproduce its quantiles: of 20 000
+    /// draws from [0, 1 ms, 10 ms] (median 1 ms) about half fall below
+    /// 1 ms and three quarters below 5.5 ms, none past the ends, and the
+    /// same seed draws the same.
+    #[test]
+    fn draws_follow_the_quantiles_they_are_given() {
+        let q = [
+            Duration::ZERO,
+            Duration::from_millis(1),
+            Duration::from_millis(10),
+        ];
+        let mut rng = Rng::for_thread(7, 0, 0);
+        let d: Vec<Duration> = (0..20_000).map(|_| draw(&q, &mut rng)).collect();
+        let share =
+            |below: Duration| d.iter().filter(|d| **d < below).count() as f64 / d.len() as f64;
+        assert!((share(q[1]) - 0.5).abs() < 0.02, "{}", share(q[1]));
+        let q3 = share(Duration::from_micros(5500));
+        assert!((q3 - 0.75).abs() < 0.02, "{q3}");
+        assert!(d.iter().all(|d| *d <= q[2]));
+        let mut again = Rng::for_thread(7, 0, 0);
+        assert_eq!(draw(&q, &mut again), d[0]);
+        assert_eq!(draw(&q[..1], &mut again), q[0]);
+    }
 
     fn count_for(ms: u64) -> (u64, Count) {
         let now = now_ns();
