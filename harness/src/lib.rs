@@ -30,6 +30,7 @@ pub mod matrix;
 pub mod metric;
 pub mod ops;
 pub mod progress;
+pub mod record;
 pub mod report;
 pub mod rundir;
 pub mod runner;

@@ -63,6 +63,9 @@ enum Command {
     /// point, the Pareto frontier over two metrics, the defaults and the
     /// fair class beside them.
     Sweep(cli::sweep::SweepArgs),
+    /// Record what a machine's threads do (BPF on the running kernel; no
+    /// sched_ext needed) and write it as a scenario that replays it.
+    Record(cli::record::RecordArgs),
     /// The results database: record runs, show a metric over time, check a
     /// run against history.
     History {
@@ -183,6 +186,7 @@ fn main() -> ProcessExit {
         Command::Dev(a) => cli::dev::run(a),
         Command::Bisect(a) => cli::bisect::run(a),
         Command::Sweep(a) => cli::sweep::run(a),
+        Command::Record(a) => cli::record::run(a),
         Command::History { command } => cli::history::run(command),
         Command::Check(a) => cli::scenarios::check(a),
         Command::Report(a) => cli::run::report(a),

@@ -16,6 +16,7 @@ pub mod bisect;
 pub mod compare;
 pub mod dev;
 pub mod history;
+pub mod record;
 pub mod run;
 pub mod scenarios;
 pub mod schedulers;

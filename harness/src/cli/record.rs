@@ -1,0 +1,335 @@
+//! `scx-harness record`: what a machine's threads do, recorded with BPF
+//! on the running kernel (no sched_ext needed), written as a scenario of
+//! `replay` groups (`crate::record` summarises, `record::capture` records).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::error::{fail, Failure};
+use crate::record::capture::{self, Scope};
+use crate::record::{GroupBy, Log, Thread, ThreadInfo};
+use crate::units::parse_positive_duration;
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["pids", "cgroup", "comm", "all"])))]
+pub struct RecordArgs {
+    /// Record these processes' threads (and the processes they start
+    /// while recorded). Several: `--pid 12 --pid 34` or `--pid 12,34`.
+    #[arg(long = "pid", value_name = "PID", value_delimiter = ',')]
+    pub pids: Vec<u32>,
+    /// Record the threads of this cgroup v2 and those below it: a path
+    /// under /sys/fs/cgroup, or as /proc/PID/cgroup shows it
+    /// (`/system.slice/nginx.service`).
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<String>,
+    /// Record the threads whose comm matches this regular expression.
+    #[arg(long, value_name = "REGEX")]
+    pub comm: Option<String>,
+    /// Record every thread of the machine (kernel threads too).
+    #[arg(long)]
+    pub all: bool,
+    /// How long to record (Ctrl-C ends it sooner: what was recorded is
+    /// written).
+    #[arg(long, default_value = "30s", value_parser = parse_positive_duration)]
+    pub duration: Duration,
+    /// The scenario file to write.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: PathBuf,
+    /// How threads are put into the scenario's groups.
+    #[arg(long, value_enum, default_value_t = GroupBy::Comm)]
+    pub group_by: GroupBy,
+    /// Name the groups g1, g2, ... and keep no comm.
+    #[arg(long)]
+    pub anonymize: bool,
+    /// The replay's vCPUs (default: this machine's online CPUs).
+    #[arg(long)]
+    pub cpus: Option<u32>,
+    /// The scenario's name (default: the output file's name without
+    /// `.yaml`).
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+fn bad(msg: String) -> anyhow::Error {
+    fail(Failure::BadInput, msg)
+}
+
+/// The tgid of thread or process `pid`.
+fn tgid_of(pid: u32) -> Option<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// `tgids` and every process below them now (the BPF side adds those
+/// forked later).
+fn with_descendants(mut tgids: Vec<u32>) -> Vec<u32> {
+    for root in tgids.clone() {
+        for d in crate::process::descendants(root as i32) {
+            if !tgids.contains(&(d as u32)) {
+                tgids.push(d as u32);
+            }
+        }
+    }
+    tgids
+}
+
+/// The selection, checked, as the BPF side's scope and a filter of
+/// recorded threads.
+enum Selection {
+    Tgids(Vec<u32>),
+    Cgroup(String),
+    Comm(regex::Regex),
+    All,
+}
+
+impl Selection {
+    fn from(args: &RecordArgs) -> Result<Selection> {
+        if !args.pids.is_empty() {
+            let mut tgids = Vec::new();
+            for pid in &args.pids {
+                let tgid = tgid_of(*pid).ok_or_else(|| {
+                    bad(format!(
+                        "--pid {pid}: no such process\n  fix: name a running process (`pgrep NAME`)"
+                    ))
+                })?;
+                if !tgids.contains(&tgid) {
+                    tgids.push(tgid);
+                }
+            }
+            return Ok(Selection::Tgids(with_descendants(tgids)));
+        }
+        if let Some(c) = &args.cgroup {
+            let rel = c.strip_prefix("/sys/fs/cgroup").unwrap_or(c);
+            let rel = format!("/{}", rel.trim_matches('/'));
+            let dir = Path::new("/sys/fs/cgroup").join(rel.trim_start_matches('/'));
+            if !dir.join("cgroup.procs").is_file() {
+                return Err(bad(format!(
+                    "--cgroup {c}: {} is not a cgroup v2\n  fix: name one under /sys/fs/cgroup, as /proc/PID/cgroup shows it",
+                    dir.display()
+                )));
+            }
+            return Ok(Selection::Cgroup(rel));
+        }
+        if let Some(re) = &args.comm {
+            let r = regex::Regex::new(re).map_err(|e| {
+                bad(format!(
+                    "--comm {re:?}: not a regular expression: {e}\n  fix: e.g. --comm '^(nginx|redis)'"
+                ))
+            })?;
+            return Ok(Selection::Comm(r));
+        }
+        Ok(Selection::All)
+    }
+
+    fn scope(&self) -> Scope<'_> {
+        match self {
+            Selection::Tgids(t) => Scope::Tgids(t),
+            _ => Scope::All,
+        }
+    }
+
+    fn keeps(&self, t: &Thread, me: u32) -> bool {
+        if t.tgid == me || t.tid == 0 {
+            return false;
+        }
+        match self {
+            // The BPF side recorded only these and their children.
+            Selection::Tgids(_) | Selection::All => true,
+            Selection::Cgroup(c) => {
+                t.info.cgroup == *c || c == "/" || t.info.cgroup.starts_with(&format!("{c}/"))
+            }
+            Selection::Comm(r) => r.is_match(&t.info.comm),
+        }
+    }
+
+    fn says(&self) -> String {
+        match self {
+            Selection::Tgids(t) => format!(
+                "process(es) {}",
+                t.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+            ),
+            Selection::Cgroup(c) => format!("cgroup {c}"),
+            Selection::Comm(r) => format!("threads whose comm matches {:?}", r.as_str()),
+            Selection::All => "every thread".into(),
+        }
+    }
+}
+
+/// Why this machine cannot record, if it cannot.
+fn preflight() -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(fail(
+            Failure::Infrastructure,
+            "record loads BPF programs, which needs root\n  fix: run it as root (sudo)".to_string(),
+        ));
+    }
+    if !Path::new("/sys/kernel/btf/vmlinux").is_file() {
+        return Err(fail(
+            Failure::Infrastructure,
+            "this kernel has no BTF (/sys/kernel/btf/vmlinux): the recorder's CO-RE reads of the trace events need it\n  fix: a kernel built with CONFIG_DEBUG_INFO_BTF=y (Debian's are)".to_string(),
+        ));
+    }
+    Ok(())
+}
+
+/// Records, summarises and writes the scenario; the exit code (0).
+pub fn run(args: RecordArgs) -> Result<i32> {
+    let name = match &args.name {
+        Some(n) => n.clone(),
+        None => args
+            .output
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_else(|| "recorded".into()),
+    };
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(bad(format!(
+            "scenario name {name:?}: only letters, digits, '-' and '_'\n  fix: --name NAME, or an output file named that way"
+        )));
+    }
+    let parent = args
+        .output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        return Err(bad(format!(
+            "-o {}: {} is not a directory\n  fix: make it, or write elsewhere",
+            args.output.display(),
+            parent.display()
+        )));
+    }
+    let selection = Selection::from(&args)?;
+    preflight()?;
+    let me = std::process::id();
+    let mut log = Log::default();
+    let known = match &selection {
+        Selection::Tgids(t) => t.clone(),
+        _ => crate::probe::pids_of_guest(),
+    };
+    for tgid in known {
+        for tid in crate::probe::tids_of(tgid) {
+            if let Some(info) = ThreadInfo::read(tid) {
+                log.known(tid, tgid, info);
+            }
+        }
+    }
+    eprintln!(
+        "recording {} for {} (Ctrl-C ends it sooner)",
+        selection.says(),
+        crate::units::format_duration(args.duration)
+    );
+    let mut progress = crate::progress::Progress::new("record");
+    let recorded = capture::record(
+        selection.scope(),
+        args.duration,
+        |e| log.add(e, ThreadInfo::read),
+        |t| progress.detail(&format!("{:.0} s recorded", t.as_secs_f64())),
+    )
+    .map_err(|e| fail(Failure::Infrastructure, format!("{e:#}")))?;
+    drop(progress);
+    log.close(crate::record::read_cpu_ns, ThreadInfo::read);
+    let seconds = recorded.elapsed.as_secs_f64();
+    let (groups, left) = crate::record::summarise(
+        &log,
+        |t| selection.keeps(t, me),
+        args.group_by,
+        args.anonymize,
+        seconds,
+    );
+    if groups.is_empty() {
+        let seen = log
+            .threads
+            .values()
+            .filter(|t| selection.keeps(t, me))
+            .count();
+        return Err(bad(format!(
+            "nothing recorded: of {} ({seen} thread(s) seen in {seconds:.1} s) none blocked and woke twice or kept a CPU busy, so there is no behaviour to replay; no file written\n  fix: record longer (--duration), or select threads that run (--pid, --comm, --cgroup, --all)",
+            selection.says()
+        )));
+    }
+    let mut warnings = Vec::new();
+    if let Selection::Tgids(t) = &selection {
+        let gone: Vec<String> = t
+            .iter()
+            .filter(|p| !Path::new(&format!("/proc/{p}")).exists())
+            .map(u32::to_string)
+            .collect();
+        if !gone.is_empty() {
+            warnings.push(format!(
+                "process(es) {} exited during the recording: what they did before is kept",
+                gone.join(", ")
+            ));
+        }
+    }
+    if recorded.elapsed + Duration::from_millis(200) < args.duration {
+        warnings.push(format!(
+            "the recording was ended after {seconds:.1} s of the {} asked",
+            crate::units::format_duration(args.duration)
+        ));
+    }
+    let cpus = args.cpus.unwrap_or_else(online_cpus);
+    let length = Duration::from_secs((seconds.round() as u64).max(2));
+    let what = format!(
+        "{} on {} ({} CPUs)",
+        selection.says(),
+        kernel_release(),
+        online_cpus()
+    );
+    let rec = crate::record::Recording {
+        what: &what,
+        length,
+        cpus,
+        lost: recorded.lost,
+        left: &left,
+        warnings: &warnings,
+    };
+    let text = crate::record::scenario_text(&name, &groups, &rec)?;
+    // What check would say of it, before it is written.
+    crate::scenario::parse(&args.output, &text)
+        .context("the recorded scenario does not validate (a bug in record: please report it with the output)")?;
+    crate::kernel::cache::write_atomic(&args.output, text.as_bytes())?;
+    println!(
+        "wrote {}: {} group(s), {} thread(s), {} event(s) lost",
+        args.output.display(),
+        groups.len(),
+        groups.iter().map(|g| g.group.threads).sum::<u32>(),
+        recorded.lost
+    );
+    for g in &groups {
+        println!(
+            "  {:<20} {:>4} thread(s)  {:<7} {:.2} CPUs busy, {:.0} bursts/s",
+            g.group.name,
+            g.group.threads,
+            g.group.work.kind(),
+            g.figures.cpus_busy,
+            g.figures.bursts_per_s
+        );
+    }
+    for w in &warnings {
+        println!("  NOTE: {w}");
+    }
+    Ok(0)
+}
+
+fn online_cpus() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "an unknown kernel".into())
+}

@@ -1,0 +1,667 @@
+//! `scx-harness record`'s model: what a machine's threads did, from the
+//! recorder's events (`capture`), grouped and summarised as a scenario of
+//! `replay` (and `spin`) groups that anyone can run in the VM matrix.
+//!
+//! A thread's life is bursts and sleeps: a burst is the CPU time from a
+//! wakeup to the next time it blocks (preemptions inside it do not end
+//! it: they are the scheduler's doing, not the workload's), a sleep the
+//! time from blocking to the wakeup. A group's distributions are its
+//! threads' bursts and sleeps pooled, kept as 21 quantiles (every 5%).
+//!
+//! Knows the scenario format (it writes one); knows nothing of BPF
+//! (`capture` does) or of the command line.
+
+pub mod capture;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::Duration;
+
+use crate::scenario::{Group, Scenario, Work};
+
+/// One event of the recorder (record.bpf.c's `struct rec_event`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Event {
+    pub kind: EventKind,
+    pub tid: u32,
+    pub tgid: u32,
+    /// Burst: preemptions inside it; sleep: the waker's tid (0: the idle
+    /// task or an interrupt on an idle CPU).
+    pub a: u32,
+    /// Burst: migrations inside it.
+    pub b: u32,
+    /// Burst: CPU time; sleep: blocked time; delay: woken to running. ns.
+    pub ns: u64,
+    /// CLOCK_MONOTONIC ns of the event.
+    pub at: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Burst,
+    Sleep,
+    Delay,
+    Exit,
+}
+
+/// What procfs says of a thread (read when it is first seen).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ThreadInfo {
+    pub comm: String,
+    /// Nice, -20 to 19.
+    pub nice: i32,
+    /// sched(7) policy number (0 other, 1 fifo, 2 rr, 3 batch, 5 idle).
+    pub policy: u32,
+    /// Real-time priority (fifo, rr), 0 otherwise.
+    pub rt_priority: u32,
+    /// The cgroup v2 path (`0::PATH` of /proc/TID/cgroup).
+    pub cgroup: String,
+    /// CPU time so far (/proc/TID/schedstat's first field), ns.
+    pub cpu_ns: u64,
+}
+
+impl ThreadInfo {
+    /// Thread `tid`'s info, or None if it has gone.
+    pub fn read(tid: u32) -> Option<ThreadInfo> {
+        let dir = Path::new("/proc").join(tid.to_string());
+        let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+        let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+        let mut info = ThreadInfo {
+            comm: comm.trim_end().to_string(),
+            ..Default::default()
+        };
+        // Fields after the comm's closing parenthesis: state is field 3,
+        // nice 19, rt_priority 40, policy 41 (proc(5)).
+        let rest: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r.split_whitespace().collect())
+            .unwrap_or_default();
+        let field = |n: usize| rest.get(n - 3).and_then(|t| t.parse::<i64>().ok());
+        info.nice = field(19).unwrap_or(0) as i32;
+        info.rt_priority = field(40).unwrap_or(0) as u32;
+        info.policy = field(41).unwrap_or(0) as u32;
+        info.cgroup = std::fs::read_to_string(dir.join("cgroup"))
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix("0::").map(str::to_string))
+            })
+            .unwrap_or_default();
+        info.cpu_ns = read_cpu_ns(tid).unwrap_or(0);
+        Some(info)
+    }
+}
+
+/// Thread `tid`'s CPU time so far in ns (/proc/TID/schedstat), if it is
+/// there.
+pub fn read_cpu_ns(tid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{tid}/schedstat"))
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// One thread's record.
+#[derive(Debug, Clone, Default)]
+pub struct Thread {
+    pub tid: u32,
+    pub tgid: u32,
+    pub info: ThreadInfo,
+    /// Burst CPU times, ns.
+    pub bursts: Vec<u64>,
+    /// Sleep lengths, ns.
+    pub sleeps: Vec<u64>,
+    /// Wakeup-to-run delays, ns.
+    pub delays: Vec<u64>,
+    /// Wakeups by waker tid.
+    pub wakers: HashMap<u32, u64>,
+    pub preemptions: u64,
+    pub migrations: u64,
+    /// CPU time in the recording, ns (schedstat at the end less at the
+    /// start; the bursts' sum for a thread gone before the end).
+    pub cpu_ns: u64,
+    pub exited: bool,
+}
+
+/// Every recorded thread, by tid.
+#[derive(Debug, Default)]
+pub struct Log {
+    pub threads: BTreeMap<u32, Thread>,
+}
+
+impl Log {
+    /// A thread known before the recording starts (so a thread that never
+    /// blocks, a CPU hog, is recorded: it makes no events).
+    pub fn known(&mut self, tid: u32, tgid: u32, info: ThreadInfo) {
+        self.threads.entry(tid).or_insert(Thread {
+            tid,
+            tgid,
+            info,
+            ..Default::default()
+        });
+    }
+
+    /// Adds an event; `info` is asked for a thread not seen before.
+    pub fn add(&mut self, e: Event, info: impl FnOnce(u32) -> Option<ThreadInfo>) {
+        let t = self.threads.entry(e.tid).or_insert_with(|| {
+            let info = info(e.tid).unwrap_or_default();
+            Thread {
+                tid: e.tid,
+                tgid: e.tgid,
+                // A thread first seen now started its CPU count now: what
+                // schedstat says is before the recording.
+                info,
+                ..Default::default()
+            }
+        });
+        match e.kind {
+            EventKind::Burst => {
+                t.bursts.push(e.ns);
+                t.preemptions += u64::from(e.a);
+                t.migrations += u64::from(e.b);
+            }
+            EventKind::Sleep => {
+                t.sleeps.push(e.ns);
+                *t.wakers.entry(e.a).or_default() += 1;
+            }
+            EventKind::Delay => t.delays.push(e.ns),
+            EventKind::Exit => t.exited = true,
+        }
+    }
+
+    /// Closes the recording: each thread's CPU time in it, from schedstat
+    /// now (`now(tid)`) less schedstat when first seen, or its bursts'
+    /// sum if it has gone; the comm, nice, policy and cgroup of a thread
+    /// still there as `info(tid)` says now (an exec or prctl renames a
+    /// thread: its last name is what it did most of its work under).
+    pub fn close(
+        &mut self,
+        now: impl Fn(u32) -> Option<u64>,
+        info: impl Fn(u32) -> Option<ThreadInfo>,
+    ) {
+        for t in self.threads.values_mut() {
+            if !t.exited {
+                if let Some(i) = info(t.tid) {
+                    t.info = ThreadInfo {
+                        cpu_ns: t.info.cpu_ns,
+                        ..i
+                    };
+                }
+            }
+            let bursts: u64 = t.bursts.iter().sum();
+            t.cpu_ns = match (t.exited, now(t.tid)) {
+                (false, Some(end)) if t.info.cpu_ns > 0 => end.saturating_sub(t.info.cpu_ns),
+                _ => bursts,
+            }
+            .max(bursts);
+        }
+    }
+}
+
+/// How threads are put into groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GroupBy {
+    /// Threads whose comm is the same once digits are set aside
+    /// (`worker-3` and `worker-12` together).
+    Comm,
+    /// Threads of one process (tgid) together.
+    Process,
+    /// Threads of one cgroup together.
+    Cgroup,
+}
+
+/// A group's recorded figures (kept in the scenario as the reference the
+/// replay is measured against).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Figures {
+    pub threads: usize,
+    /// CPU time over the recording's length, in CPUs (1.0: one CPU busy).
+    pub cpus_busy: f64,
+    pub bursts_per_s: f64,
+    pub preemptions_per_s: f64,
+    pub migrations_per_s: f64,
+    /// Median and p90 of the wakeup-to-run delay, ns (0 without one).
+    pub delay_p50: u64,
+    pub delay_p90: u64,
+    /// Share of its wakeups by each waking group ("outside" for threads
+    /// not recorded, "interrupt or idle" for tid 0), largest first.
+    pub woken_by: Vec<(String, f64)>,
+}
+
+/// A group made from the recording.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub group: Group,
+    pub figures: Figures,
+}
+
+/// A thread counts as a CPU hog (replayed as `spin`) when it was busy at
+/// least this share of the recording and blocked fewer than
+/// `HOG_MAX_BURSTS_PER_S` times a second.
+const HOG_BUSY: f64 = 0.9;
+const HOG_MAX_BURSTS_PER_S: f64 = 1.0;
+/// Quantiles kept per distribution: every 5%.
+pub const QUANTILES: usize = 21;
+
+/// `v`'s quantiles at `n` evenly spaced ranks (nearest rank), least first.
+pub fn quantiles(v: &mut [u64], n: usize) -> Vec<Duration> {
+    v.sort_unstable();
+    if v.is_empty() {
+        return Vec::new();
+    }
+    (0..n)
+        .map(|i| {
+            let rank = i as f64 / (n - 1) as f64;
+            let idx = (rank * (v.len() - 1) as f64).round() as usize;
+            // Whole microseconds: what a scenario's durations carry.
+            Duration::from_micros(v[idx] / 1000)
+        })
+        .collect()
+}
+
+/// The key threads are grouped under, and a name for it.
+fn key_of(t: &Thread, by: GroupBy, comms: &HashMap<u32, String>) -> String {
+    match by {
+        GroupBy::Comm => {
+            let mut k = String::new();
+            for c in t.info.comm.chars() {
+                if c.is_ascii_digit() {
+                    if !k.ends_with('N') || k.is_empty() {
+                        k.push('N');
+                    }
+                } else {
+                    k.push(c);
+                }
+            }
+            k
+        }
+        GroupBy::Process => {
+            comms
+                .get(&t.tgid)
+                .cloned()
+                .unwrap_or_else(|| t.info.comm.clone())
+                + &format!("-{}", t.tgid)
+        }
+        GroupBy::Cgroup => t.info.cgroup.clone(),
+    }
+}
+
+/// A scenario group name from `key`: letters, digits, '-' and '_'.
+fn name_of(key: &str, taken: &mut Vec<String>) -> String {
+    let mut n: String = key
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    n = n.trim_matches('-').to_string();
+    if n.is_empty() {
+        n = "group".into();
+    }
+    let base = n.clone();
+    let mut i = 2;
+    while taken.contains(&n) {
+        n = format!("{base}-{i}");
+        i += 1;
+    }
+    taken.push(n.clone());
+    n
+}
+
+/// What a recording left out of the scenario, for the file's header.
+#[derive(Debug, Default)]
+pub struct Left {
+    /// Groups with too little to replay (no burst and sleep pair, and not
+    /// a hog): their names and thread counts.
+    pub quiet: Vec<(String, usize)>,
+    /// Groups past the scenario's limit, merged into the last one kept.
+    pub merged: usize,
+    /// Threads past a group's limit, not replayed.
+    pub capped: usize,
+}
+
+/// Groups the recorded threads `keep` selects and summarises each.
+/// `seconds` is the recording's length.
+pub fn summarise(
+    log: &Log,
+    keep: impl Fn(&Thread) -> bool,
+    by: GroupBy,
+    anonymize: bool,
+    seconds: f64,
+) -> (Vec<Summary>, Left) {
+    let comms: HashMap<u32, String> = log
+        .threads
+        .values()
+        .filter(|t| t.tid == t.tgid)
+        .map(|t| (t.tid, t.info.comm.clone()))
+        .collect();
+    let mut by_key: BTreeMap<String, Vec<&Thread>> = BTreeMap::new();
+    let mut group_of: HashMap<u32, String> = HashMap::new();
+    for t in log.threads.values().filter(|t| keep(t)) {
+        let k = key_of(t, by, &comms);
+        group_of.insert(t.tid, k.clone());
+        by_key.entry(k).or_default().push(t);
+    }
+    // Largest CPU users first: what the limit cuts is the least of it.
+    let mut keys: Vec<(String, Vec<&Thread>)> = by_key.into_iter().collect();
+    keys.sort_by_key(|(k, ts)| {
+        (
+            std::cmp::Reverse(ts.iter().map(|t| t.cpu_ns).sum::<u64>()),
+            k.clone(),
+        )
+    });
+    let mut left = Left::default();
+    let limit = crate::scenario::MAX_GROUPS;
+    if keys.len() > limit {
+        let rest: Vec<&Thread> = keys.drain(limit - 1..).flat_map(|(_, ts)| ts).collect();
+        left.merged = keys.len() + rest.len() - keys.len();
+        for t in &rest {
+            group_of.insert(t.tid, "rest".into());
+        }
+        keys.push(("rest".into(), rest));
+    }
+    let mut taken = Vec::new();
+    let mut names: HashMap<String, String> = HashMap::new();
+    for (i, (k, _)) in keys.iter().enumerate() {
+        let n = if anonymize {
+            format!("g{}", i + 1)
+        } else {
+            name_of(k, &mut taken)
+        };
+        names.insert(k.clone(), n);
+    }
+    let mut out = Vec::new();
+    for (k, ts) in &keys {
+        let name = names[k].clone();
+        let mut bursts: Vec<u64> = ts.iter().flat_map(|t| t.bursts.iter().copied()).collect();
+        let mut sleeps: Vec<u64> = ts.iter().flat_map(|t| t.sleeps.iter().copied()).collect();
+        let mut delays: Vec<u64> = ts.iter().flat_map(|t| t.delays.iter().copied()).collect();
+        let cpu: u64 = ts.iter().map(|t| t.cpu_ns).sum();
+        let per_s = |n: u64| n as f64 / seconds.max(1e-9);
+        let busy = cpu as f64 / 1e9 / seconds.max(1e-9);
+        let threads = ts.len().min(crate::scenario::MAX_THREADS as usize);
+        left.capped += ts.len() - threads;
+        let hog = busy / ts.len() as f64 >= HOG_BUSY
+            && per_s(bursts.len() as u64) / (ts.len() as f64) < HOG_MAX_BURSTS_PER_S;
+        let work = if hog {
+            Work::Spin
+        } else if bursts.len() >= 2 && sleeps.len() >= 2 {
+            Work::Replay {
+                run: quantiles(&mut bursts, QUANTILES),
+                sleep: quantiles(&mut sleeps, QUANTILES),
+            }
+        } else {
+            left.quiet.push((name, ts.len()));
+            continue;
+        };
+        let mut wakers: HashMap<String, u64> = HashMap::new();
+        for t in ts {
+            for (w, n) in &t.wakers {
+                let from = match (w, group_of.get(w)) {
+                    (0, _) => "interrupt or idle".to_string(),
+                    (_, Some(g)) => names.get(g).cloned().unwrap_or_else(|| "outside".into()),
+                    (_, None) => "outside".to_string(),
+                };
+                *wakers.entry(from).or_default() += n;
+            }
+        }
+        let total: u64 = wakers.values().sum();
+        let mut woken_by: Vec<(String, f64)> = wakers
+            .into_iter()
+            .map(|(g, n)| (g, n as f64 / total.max(1) as f64))
+            .collect();
+        woken_by.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        delays.sort_unstable();
+        let pick = |q: f64| {
+            if delays.is_empty() {
+                0
+            } else {
+                delays[((q * (delays.len() - 1) as f64).round()) as usize]
+            }
+        };
+        let figures = Figures {
+            threads: ts.len(),
+            cpus_busy: busy,
+            bursts_per_s: per_s(bursts.len() as u64),
+            preemptions_per_s: per_s(ts.iter().map(|t| t.preemptions).sum()),
+            migrations_per_s: per_s(ts.iter().map(|t| t.migrations).sum()),
+            delay_p50: pick(0.5),
+            delay_p90: pick(0.9),
+            woken_by,
+        };
+        let (nice, policy, priority) = common_policy(ts);
+        let mut group = Group::new(&name, threads as u32, work);
+        group.nice = nice;
+        group.policy = policy;
+        group.priority = priority;
+        group.comm = (!anonymize).then(|| ts[0].info.comm.chars().take(15).collect());
+        out.push(Summary { group, figures });
+    }
+    (out, left)
+}
+
+/// The most common nice and policy of `ts` (a real-time priority capped
+/// at 97: 98 and 99 are the harness's own).
+fn common_policy(ts: &[&Thread]) -> (i32, crate::scenario::Policy, Option<u32>) {
+    use crate::scenario::Policy;
+    let mut count: HashMap<(i32, u32, u32), usize> = HashMap::new();
+    for t in ts {
+        *count
+            .entry((t.info.nice, t.info.policy, t.info.rt_priority))
+            .or_default() += 1;
+    }
+    let ((nice, policy, prio), _) = count
+        .into_iter()
+        .max_by_key(|(k, n)| (*n, std::cmp::Reverse(*k)))
+        .unwrap_or(((0, 0, 0), 0));
+    match policy {
+        1 => (0, Policy::Fifo, Some(prio.clamp(1, 97))),
+        2 => (0, Policy::Rr, Some(prio.clamp(1, 97))),
+        3 => (nice, Policy::Batch, None),
+        5 => (nice, Policy::Idle, None),
+        _ => (nice, Policy::Other, None),
+    }
+}
+
+/// What a recording was, beside its groups.
+pub struct Recording<'a> {
+    /// What was recorded, where ("process(es) 12 on 6.18.4 (2 CPUs)").
+    pub what: &'a str,
+    /// The scenario's duration: the recording's length.
+    pub length: Duration,
+    /// The replay's vCPUs.
+    pub cpus: u32,
+    /// Events the ring buffer had no room for.
+    pub lost: u64,
+    /// What was left out of the groups.
+    pub left: &'a Left,
+    /// Anything else the file must say (a process that exited).
+    pub warnings: &'a [String],
+}
+
+/// The scenario for `groups`, with the recorded figures and what was left
+/// out as a comment header.
+pub fn scenario_text(name: &str, groups: &[Summary], rec: &Recording) -> anyhow::Result<String> {
+    let Recording {
+        what,
+        length,
+        cpus,
+        lost,
+        left,
+        warnings,
+    } = *rec;
+    let scenario = Scenario {
+        name: name.to_string(),
+        description: format!(
+            "recorded by scx-harness record: {what}, {} s, {} group(s); each group's bursts and sleeps replayed from the recorded distributions",
+            length.as_secs(),
+            groups.len()
+        ),
+        vm: crate::scenario::VmShape {
+            cpus,
+            ..Default::default()
+        },
+        duration: length,
+        warmup: Duration::from_secs(1).min(length / 4),
+        seed: 0,
+        groups: groups.iter().map(|s| s.group.clone()).collect(),
+        swaps: Vec::new(),
+        timeline: Vec::new(),
+        knobs: Default::default(),
+        cgroups: Vec::new(),
+        checks: Vec::new(),
+    };
+    let body = serde_yaml::to_string(&scenario)?;
+    let mut head = String::from("# Recorded by `scx-harness record`. The figures each group's replay is\n# measured against (replay-check), per group over the recording:\n#\n");
+    head.push_str("# group: threads, CPUs busy, bursts/s, preemptions/s, migrations/s, wakeup delay p50/p90, woken by\n");
+    for s in groups {
+        let f = &s.figures;
+        let woken: Vec<String> = f
+            .woken_by
+            .iter()
+            .take(4)
+            .map(|(g, share)| format!("{g} {:.0}%", share * 100.0))
+            .collect();
+        head.push_str(&format!(
+            "#   {}: {}, {:.3}, {:.1}, {:.1}, {:.1}, {}/{}, {}\n",
+            s.group.name,
+            f.threads,
+            f.cpus_busy,
+            f.bursts_per_s,
+            f.preemptions_per_s,
+            f.migrations_per_s,
+            crate::units::format_duration(Duration::from_nanos(f.delay_p50)),
+            crate::units::format_duration(Duration::from_nanos(f.delay_p90)),
+            if woken.is_empty() {
+                "-".to_string()
+            } else {
+                woken.join(", ")
+            }
+        ));
+    }
+    let mut notes: Vec<String> = warnings.to_vec();
+    if lost > 0 {
+        notes.push(format!(
+            "{lost} event(s) lost (the ring buffer was full): the distributions miss them"
+        ));
+    }
+    for (g, n) in &left.quiet {
+        notes.push(format!(
+            "{g} ({n} thread(s)) left out: it neither blocked twice nor kept a CPU busy"
+        ));
+    }
+    if left.merged > 0 {
+        notes.push(format!(
+            "{} group(s) past the limit of {} merged into `rest`",
+            left.merged,
+            crate::scenario::MAX_GROUPS
+        ));
+    }
+    if left.capped > 0 {
+        notes.push(format!(
+            "{} thread(s) past a group's limit of {} not replayed",
+            left.capped,
+            crate::scenario::MAX_THREADS
+        ));
+    }
+    for n in notes {
+        head.push_str(&format!("# NOTE: {n}\n"));
+    }
+    Ok(format!("{head}{body}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn thread(tid: u32, tgid: u32, comm: &str) -> ThreadInfo {
+        let _ = (tid, tgid);
+        ThreadInfo {
+            comm: comm.into(),
+            ..Default::default()
+        }
+    }
+
+    fn ev(kind: EventKind, tid: u32, ns: u64, a: u32) -> Event {
+        Event {
+            kind,
+            tid,
+            tgid: 100,
+            a,
+            b: 0,
+            ns,
+            at: 0,
+        }
+    }
+
+    /// Two workers (comm worker-1, worker-2) that run 1 to 3 ms and sleep
+    /// 10 ms, woken by a waker thread, and a hog that never blocks: one
+    /// replay group of two threads with the workers' quantiles, the
+    /// waker's group named as theirs, the hog a spin group, the waker
+    /// (one burst) left out as quiet.
+    #[test]
+    fn threads_become_groups_with_their_distributions() {
+        let mut log = Log::default();
+        log.known(100, 100, thread(100, 100, "hog"));
+        log.threads.get_mut(&100).unwrap().info.cpu_ns = 1;
+        for (tid, comm) in [(101, "worker-1"), (102, "worker-2"), (103, "waker")] {
+            log.known(tid, 100, thread(tid, 100, comm));
+        }
+        for i in 0..100u64 {
+            for tid in [101, 102] {
+                log.add(ev(EventKind::Burst, tid, 1_000_000 + i * 20_000, 0), |_| {
+                    None
+                });
+                log.add(ev(EventKind::Sleep, tid, 10_000_000, 103), |_| None);
+                log.add(ev(EventKind::Delay, tid, 50_000 + i * 1000, 0), |_| None);
+            }
+        }
+        log.add(ev(EventKind::Burst, 103, 1_000, 0), |_| None);
+        // The hog ran the whole 2 s; the workers about 0.2 s each.
+        log.close(
+            |tid| Some(if tid == 100 { 2_000_000_001 } else { 0 }),
+            |_| None,
+        );
+        let (groups, left) = summarise(&log, |_| true, GroupBy::Comm, false, 2.0);
+        let names: Vec<&str> = groups.iter().map(|g| g.group.name.as_str()).collect();
+        assert_eq!(names, ["hog", "worker-N"], "{groups:#?}");
+        assert_eq!(groups[0].group.work, Work::Spin);
+        let w = &groups[1];
+        assert_eq!(w.group.threads, 2);
+        let Work::Replay { run, sleep } = &w.group.work else {
+            panic!("{:?}", w.group.work)
+        };
+        assert_eq!(run.len(), QUANTILES);
+        assert_eq!(run[0], Duration::from_micros(1000));
+        assert_eq!(run[20], Duration::from_micros(2980));
+        assert_eq!(run[10], Duration::from_micros(2000));
+        assert!(sleep.iter().all(|s| *s == Duration::from_millis(10)));
+        assert_eq!(w.figures.woken_by, vec![("waker".to_string(), 1.0)]);
+        assert_eq!(w.figures.bursts_per_s, 100.0);
+        assert_eq!(w.figures.delay_p50, 100_000);
+        assert_eq!(left.quiet, vec![("waker".to_string(), 1)]);
+        // Anonymized: g1, g2 and no comm.
+        let (anon, _) = summarise(&log, |_| true, GroupBy::Comm, true, 2.0);
+        assert_eq!(anon[1].group.name, "g2");
+        assert_eq!(anon[1].group.comm, None);
+        assert_eq!(anon[1].figures.woken_by[0].0, "g3");
+        let rec = Recording {
+            what: "a test",
+            length: Duration::from_secs(2),
+            cpus: 2,
+            lost: 3,
+            left: &left,
+            warnings: &[],
+        };
+        let text = scenario_text("t", &groups, &rec).unwrap();
+        assert!(text.contains("# NOTE: 3 event(s) lost"), "{text}");
+        assert!(text.contains("waker (1 thread(s)) left out"), "{text}");
+        crate::scenario::parse(Path::new("t.yaml"), &text).unwrap();
+    }
+}

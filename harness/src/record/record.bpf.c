@@ -1,0 +1,233 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * scx-harness's recorder: what the threads of a running machine do, from
+ * the scheduler core's tracepoints, for `scx-harness record`.
+ *
+ * Unlike the in-guest probe (src/probe/probe.bpf.c, tp_btf), it attaches
+ * `raw_tp` programs, which need neither BPF trampolines nor tracefs: the
+ * recorder must run on machines whose kernels have no sched_ext and may
+ * refuse tp_btf and fentry (this project's own host, 6.18, does) and on
+ * hosts where tracefs is not mounted (a classic `tracepoint` program is
+ * attached by an id read from it). Arguments are the tracepoints'
+ * TP_PROTO, the task fields read through CO-RE (BPF_CORE_READ), so the
+ * offsets are the running kernel's. sched_switch has had its prev_state
+ * argument since Linux 5.18: an older kernel refuses to load this.
+ *
+ *  sched_switch        prev leaves the CPU: its CPU time since switch-in
+ *                      is added to its burst; if it blocked (not
+ *                      preempted, prev_state not TASK_RUNNING) the burst
+ *                      ends: a BURST event, and its sleep starts. next
+ *                      enters: if it was woken, a DELAY event (wakeup to
+ *                      run)
+ *  sched_wakeup        a sleeping thread is woken: a SLEEP event with the
+ *                      waker (the thread current on the waking CPU: 0 for
+ *                      the idle task, whatever an interrupt interrupted
+ *                      for a wakeup from one)
+ *  sched_migrate_task  counted into the thread's next BURST event
+ *  sched_process_fork  with --pid, a child of a recorded process is
+ *                      recorded too (threads share the tgid already)
+ *  sched_process_exit  an EXIT event; the thread's state is dropped
+ *
+ * A thread's state is made the first time it leaves a CPU; its first
+ * burst is partial and dropped.
+ *
+ * Events go through one ring buffer (BPF_MAP_TYPE_RINGBUF: one buffer
+ * for all CPUs, in order of reservation, read by user space through
+ * mmap without a system call per event). A full buffer drops the event
+ * and counts it in `lost`, which user space reports. One buffer rather
+ * than in-kernel histograms because the groups are chosen after the fact
+ * (by comm, process or cgroup) and burst and sleep are paired per thread.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+
+char LICENSE[] SEC("license") = "GPL";
+
+enum rec_kind {
+	REC_BURST = 1, /* ns: CPU time; a: preemptions; b: migrations */
+	REC_SLEEP = 2, /* ns: blocked to woken; a: the waker's tid */
+	REC_DELAY = 3, /* ns: woken to running */
+	REC_EXIT = 4,
+};
+
+struct rec_event {
+	u32 kind;
+	u32 tid;
+	u32 tgid;
+	u32 a;
+	u32 b;
+	u32 cpu;
+	u64 ns;
+	u64 at;
+};
+
+struct thread_state {
+	u64 on_since;
+	u64 cpu_ns;
+	u64 slept_at;
+	u64 woke_at;
+	u32 tgid;
+	u32 preempts;
+	u32 migrations;
+	u32 partial;
+};
+
+/* Set by user space before load: record every thread, or only those of
+ * the tgids in `targets`. */
+const volatile u8 all_threads = 0;
+
+/* Events the ring buffer had no room for. */
+u64 lost = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, u32);
+	__type(value, u8);
+} targets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 131072);
+	__type(key, u32);
+	__type(value, struct thread_state);
+} threads SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 16 << 20);
+} events SEC(".maps");
+
+static __always_inline bool wanted(u32 tgid)
+{
+	return all_threads || bpf_map_lookup_elem(&targets, &tgid);
+}
+
+static __always_inline void emit(u32 kind, u32 tid, u32 tgid, u64 ns, u32 a,
+				 u32 b, u64 now)
+{
+	struct rec_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+
+	if (!e) {
+		__sync_fetch_and_add(&lost, 1);
+		return;
+	}
+	e->kind = kind;
+	e->tid = tid;
+	e->tgid = tgid;
+	e->a = a;
+	e->b = b;
+	e->cpu = bpf_get_smp_processor_id();
+	e->ns = ns;
+	e->at = now;
+	bpf_ringbuf_submit(e, 0);
+}
+
+SEC("raw_tp/sched_switch")
+int BPF_PROG(rec_switch, bool preempt, struct task_struct *prev_task,
+	     struct task_struct *next_task, unsigned int prev_state)
+{
+	u64 now = bpf_ktime_get_ns();
+	u32 prev = BPF_CORE_READ(prev_task, pid);
+	u32 next = BPF_CORE_READ(next_task, pid);
+	struct thread_state *st;
+
+	if (prev) {
+		st = bpf_map_lookup_elem(&threads, &prev);
+		if (!st) {
+			u32 tgid = BPF_CORE_READ(prev_task, tgid);
+			struct thread_state fresh = { .tgid = tgid, .partial = 1 };
+
+			if (wanted(tgid)) {
+				bpf_map_update_elem(&threads, &prev, &fresh, BPF_NOEXIST);
+				st = bpf_map_lookup_elem(&threads, &prev);
+			}
+		}
+		if (st) {
+			if (st->on_since)
+				st->cpu_ns += now - st->on_since;
+			st->on_since = 0;
+			if (preempt || prev_state == 0) {
+				st->preempts++;
+			} else {
+				if (!st->partial)
+					emit(REC_BURST, prev, st->tgid, st->cpu_ns,
+					     st->preempts, st->migrations, now);
+				st->partial = 0;
+				st->cpu_ns = 0;
+				st->preempts = 0;
+				st->migrations = 0;
+				st->slept_at = now;
+			}
+		}
+	}
+	if (next) {
+		st = bpf_map_lookup_elem(&threads, &next);
+		if (st) {
+			st->on_since = now;
+			if (st->woke_at) {
+				emit(REC_DELAY, next, st->tgid, now - st->woke_at, 0,
+				     0, now);
+				st->woke_at = 0;
+			}
+		}
+	}
+	return 0;
+}
+
+SEC("raw_tp/sched_wakeup")
+int BPF_PROG(rec_wakeup, struct task_struct *p)
+{
+	u64 now = bpf_ktime_get_ns();
+	u32 tid = BPF_CORE_READ(p, pid);
+	struct thread_state *st = bpf_map_lookup_elem(&threads, &tid);
+
+	if (!st)
+		return 0;
+	if (st->slept_at) {
+		u32 waker = (u32)bpf_get_current_pid_tgid();
+
+		emit(REC_SLEEP, tid, st->tgid, now - st->slept_at, waker, 0, now);
+		st->slept_at = 0;
+	}
+	st->woke_at = now;
+	return 0;
+}
+
+SEC("raw_tp/sched_migrate_task")
+int BPF_PROG(rec_migrate, struct task_struct *p)
+{
+	u32 tid = BPF_CORE_READ(p, pid);
+	struct thread_state *st = bpf_map_lookup_elem(&threads, &tid);
+
+	if (st)
+		st->migrations++;
+	return 0;
+}
+
+SEC("raw_tp/sched_process_fork")
+int BPF_PROG(rec_fork, struct task_struct *parent, struct task_struct *child)
+{
+	u32 tgid = BPF_CORE_READ(parent, tgid);
+	u32 pid = BPF_CORE_READ(child, pid);
+	u8 one = 1;
+
+	if (!all_threads && bpf_map_lookup_elem(&targets, &tgid))
+		bpf_map_update_elem(&targets, &pid, &one, BPF_ANY);
+	return 0;
+}
+
+SEC("raw_tp/sched_process_exit")
+int BPF_PROG(rec_exit, struct task_struct *p)
+{
+	u32 tid = BPF_CORE_READ(p, pid);
+	u32 tgid = BPF_CORE_READ(p, tgid);
+
+	if (bpf_map_lookup_elem(&threads, &tid)) {
+		emit(REC_EXIT, tid, tgid, 0, 0, 0, bpf_ktime_get_ns());
+		bpf_map_delete_elem(&threads, &tid);
+	}
+	return 0;
+}
