@@ -152,9 +152,8 @@ fn revisions_that_are_not_commits_or_out_of_order_are_refused_before_anything_ru
     }
 }
 
-/// Over a kernel tree each step boots its own kernel: --bad-if worse (the
-/// good end's runs beside a step's, in its VM), the host target and a
-/// --kernel of its own are refused, and so is a directory that is not a
+/// Over a kernel tree each step boots its own kernel: the host target and
+/// a --kernel of its own are refused, and so is a directory that is not a
 /// git repository, before anything is built or booted.
 #[test]
 fn a_kernel_tree_search_refuses_what_it_cannot_do_before_anything_runs() {
@@ -170,11 +169,6 @@ fn a_kernel_tree_search_refuses_what_it_cannot_do_before_anything_runs() {
     let plain = dir.path().join("plain");
     std::fs::create_dir(&plain).unwrap();
     let cases: &[(&Path, &[&str], &str)] = &[
-        (
-            &tree,
-            &["--bad-if", "worse"],
-            "the good end's runs cannot share a step's VM",
-        ),
         (
             &tree,
             &["--target", "host"],
