@@ -380,3 +380,51 @@ fn vm_probe_agrees_with_the_kernels_schedstat() {
         );
     }
 }
+
+/// A `replay` group (what `record` writes) keeps the cycle its quantiles
+/// describe: bursts of 0.2 to 1.8 ms of CPU time (mean 1 ms) and sleeps
+/// whose quantiles are 2, 4 and 18 ms (a draw interpolates: mean 7 ms,
+/// median 4 ms), under the fair class: about one burst per 8 ms per
+/// thread plus what TCG adds to each cycle (the kernel's work around each
+/// sleep and wakeup, late timers: 0.6 to 2 ms), and 1 ms of CPU time per
+/// burst plus the kernel's part of it.
+#[test]
+fn vm_a_replay_group_keeps_the_cycle_its_quantiles_describe() {
+    let r = common::run_cell(
+        "default",
+        &[],
+        "name: replay-cycle\n\
+         description: a replayed group's bursts and sleeps\n\
+         duration: 4s\n\
+         warmup: 1s\n\
+         groups:\n\
+         \x20 - { name: replayed, threads: 2, work: { kind: replay, run: [200us, 1ms, 1800us], sleep: [2ms, 4ms, 18ms] } }\n",
+    );
+    assert_eq!(r.verdict, CellVerdict::Pass, "{}", r.summary);
+    let pass = r.agent.as_ref().unwrap().pass(PassKind::Scheduler).unwrap();
+    let g = pass.group("replayed").unwrap();
+    let threads = &g.outcome.as_ref().unwrap().threads;
+    for t in threads {
+        // The 3 s window at 8.6 to 10 ms a cycle: 300 to 350 bursts.
+        // Sleeps all at the median would make about 480, drawn uniformly
+        // from 2 to 18 ms (the median ignored) about 250, all at the
+        // last quantile 150.
+        assert!(
+            (270..=400).contains(&t.iterations_window),
+            "bursts in the window: {t:?}"
+        );
+    }
+    // CPU time per burst in the window: the 1 ms drawn on average, plus
+    // what the kernel does for the thread around each sleep and wakeup
+    // and the group's main thread (0.2 to 0.5 ms a cycle under TCG).
+    // Bursts all at the first quantile would be 0.2 ms plus that, all at
+    // the last 1.8 ms plus that.
+    let bursts: u64 = threads.iter().map(|t| t.iterations_window).sum();
+    let per_burst = g.probe.run_ns_window as f64 / bursts as f64 / 1e6;
+    eprintln!("{bursts} bursts in the window, {per_burst:.3} ms of CPU time each");
+    assert!(
+        (0.95..1.75).contains(&per_burst),
+        "CPU time per burst {per_burst:.3} ms: {:?}",
+        g.probe
+    );
+}
