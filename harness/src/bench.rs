@@ -370,6 +370,7 @@ pub fn probe(
         timeline: vec![],
         knobs: Default::default(),
         cgroups: vec![],
+        recorded: vec![],
         // A bound no round reaches: the watch runs, nothing stops.
         checks: stall_watch
             .map(|tasks| {

@@ -66,6 +66,9 @@ enum Command {
     /// Record what a machine's threads do (BPF on the running kernel; no
     /// sched_ext needed) and write it as a scenario that replays it.
     Record(cli::record::RecordArgs),
+    /// Replay a scenario `record` wrote (a VM, the fair class by default)
+    /// and score each group's replay against what was recorded.
+    ReplayCheck(cli::replay_check::ReplayCheckArgs),
     /// The results database: record runs, show a metric over time, check a
     /// run against history.
     History {
@@ -187,6 +190,7 @@ fn main() -> ProcessExit {
         Command::Bisect(a) => cli::bisect::run(a),
         Command::Sweep(a) => cli::sweep::run(a),
         Command::Record(a) => cli::record::run(a),
+        Command::ReplayCheck(a) => cli::replay_check::run(a),
         Command::History { command } => cli::history::run(command),
         Command::Check(a) => cli::scenarios::check(a),
         Command::Report(a) => cli::run::report(a),

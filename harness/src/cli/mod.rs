@@ -17,6 +17,7 @@ pub mod compare;
 pub mod dev;
 pub mod history;
 pub mod record;
+pub mod replay_check;
 pub mod run;
 pub mod scenarios;
 pub mod schedulers;

@@ -12,12 +12,13 @@
 //! (`capture` does) or of the command line.
 
 pub mod capture;
+pub mod fidelity;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::Duration;
 
-use crate::scenario::{Group, Scenario, Work};
+use crate::scenario::{Group, Recorded, Scenario, WokenBy, Work};
 
 /// One event of the recorder (record.bpf.c's `struct rec_event`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,29 +213,12 @@ pub enum GroupBy {
     Cgroup,
 }
 
-/// A group's recorded figures (kept in the scenario as the reference the
-/// replay is measured against).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Figures {
-    pub threads: usize,
-    /// CPU time over the recording's length, in CPUs (1.0: one CPU busy).
-    pub cpus_busy: f64,
-    pub bursts_per_s: f64,
-    pub preemptions_per_s: f64,
-    pub migrations_per_s: f64,
-    /// Median and p90 of the wakeup-to-run delay, ns (0 without one).
-    pub delay_p50: u64,
-    pub delay_p90: u64,
-    /// Share of its wakeups by each waking group ("outside" for threads
-    /// not recorded, "interrupt or idle" for tid 0), largest first.
-    pub woken_by: Vec<(String, f64)>,
-}
-
 /// A group made from the recording.
 #[derive(Debug, Clone)]
 pub struct Summary {
     pub group: Group,
-    pub figures: Figures,
+    /// What was measured of it (kept in the scenario: `recorded`).
+    pub figures: Recorded,
 }
 
 /// A thread counts as a CPU hog (replayed as `spin`) when it was busy at
@@ -404,7 +388,7 @@ pub fn summarise(
         for t in ts {
             for (w, n) in &t.wakers {
                 let from = match (w, group_of.get(w)) {
-                    (0, _) => "interrupt or idle".to_string(),
+                    (0, _) => "idle".to_string(),
                     (_, Some(g)) => names.get(g).cloned().unwrap_or_else(|| "outside".into()),
                     (_, None) => "outside".to_string(),
                 };
@@ -412,25 +396,35 @@ pub fn summarise(
             }
         }
         let total: u64 = wakers.values().sum();
-        let mut woken_by: Vec<(String, f64)> = wakers
+        let mut woken_by: Vec<WokenBy> = wakers
             .into_iter()
-            .map(|(g, n)| (g, n as f64 / total.max(1) as f64))
+            .map(|(by, n)| WokenBy {
+                by,
+                share: n as f64 / total.max(1) as f64,
+            })
             .collect();
-        woken_by.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        woken_by.sort_by(|a, b| b.share.total_cmp(&a.share).then(a.by.cmp(&b.by)));
         delays.sort_unstable();
         let pick = |q: f64| {
-            if delays.is_empty() {
+            Duration::from_nanos(if delays.is_empty() {
                 0
             } else {
                 delays[((q * (delays.len() - 1) as f64).round()) as usize]
-            }
+            })
         };
-        let figures = Figures {
-            threads: ts.len(),
-            cpus_busy: busy,
-            bursts_per_s: per_s(bursts.len() as u64),
-            preemptions_per_s: per_s(ts.iter().map(|t| t.preemptions).sum()),
-            migrations_per_s: per_s(ts.iter().map(|t| t.migrations).sum()),
+        // Kept as 4 decimals of a CPU and tenths of an event a second:
+        // finer is noise.
+        let round = |x: f64, places: i32| (x * 10f64.powi(places)).round() / 10f64.powi(places);
+        for w in &mut woken_by {
+            w.share = round(w.share, 3);
+        }
+        let figures = Recorded {
+            group: name.clone(),
+            threads: ts.len() as u32,
+            cpus_busy: round(busy, 4),
+            bursts_per_s: round(per_s(bursts.len() as u64), 1),
+            preemptions_per_s: round(per_s(ts.iter().map(|t| t.preemptions).sum()), 1),
+            migrations_per_s: round(per_s(ts.iter().map(|t| t.migrations).sum()), 1),
             delay_p50: pick(0.5),
             delay_p90: pick(0.9),
             woken_by,
@@ -516,35 +510,12 @@ pub fn scenario_text(name: &str, groups: &[Summary], rec: &Recording) -> anyhow:
         knobs: Default::default(),
         cgroups: Vec::new(),
         checks: Vec::new(),
+        recorded: groups.iter().map(|s| s.figures.clone()).collect(),
     };
     let body = serde_yaml::to_string(&scenario)?;
-    let mut head = String::from("# Recorded by `scx-harness record`. The figures each group's replay is\n# measured against (replay-check), per group over the recording:\n#\n");
-    head.push_str("# group: threads, CPUs busy, bursts/s, preemptions/s, migrations/s, wakeup delay p50/p90, woken by\n");
-    for s in groups {
-        let f = &s.figures;
-        let woken: Vec<String> = f
-            .woken_by
-            .iter()
-            .take(4)
-            .map(|(g, share)| format!("{g} {:.0}%", share * 100.0))
-            .collect();
-        head.push_str(&format!(
-            "#   {}: {}, {:.3}, {:.1}, {:.1}, {:.1}, {}/{}, {}\n",
-            s.group.name,
-            f.threads,
-            f.cpus_busy,
-            f.bursts_per_s,
-            f.preemptions_per_s,
-            f.migrations_per_s,
-            crate::units::format_duration(Duration::from_nanos(f.delay_p50)),
-            crate::units::format_duration(Duration::from_nanos(f.delay_p90)),
-            if woken.is_empty() {
-                "-".to_string()
-            } else {
-                woken.join(", ")
-            }
-        ));
-    }
+    let mut head = String::from(
+        "# Recorded by `scx-harness record`; `recorded` below is what each group\n# did there, the reference `scx-harness replay-check` scores a replay\n# against.\n",
+    );
     let mut notes: Vec<String> = warnings.to_vec();
     if lost > 0 {
         notes.push(format!(
@@ -642,15 +613,21 @@ mod tests {
         assert_eq!(run[20], Duration::from_micros(2980));
         assert_eq!(run[10], Duration::from_micros(2000));
         assert!(sleep.iter().all(|s| *s == Duration::from_millis(10)));
-        assert_eq!(w.figures.woken_by, vec![("waker".to_string(), 1.0)]);
+        assert_eq!(
+            w.figures.woken_by,
+            vec![WokenBy {
+                by: "waker".into(),
+                share: 1.0
+            }]
+        );
         assert_eq!(w.figures.bursts_per_s, 100.0);
-        assert_eq!(w.figures.delay_p50, 100_000);
+        assert_eq!(w.figures.delay_p50, Duration::from_micros(100));
         assert_eq!(left.quiet, vec![("waker".to_string(), 1)]);
         // Anonymized: g1, g2 and no comm.
         let (anon, _) = summarise(&log, |_| true, GroupBy::Comm, true, 2.0);
         assert_eq!(anon[1].group.name, "g2");
         assert_eq!(anon[1].group.comm, None);
-        assert_eq!(anon[1].figures.woken_by[0].0, "g3");
+        assert_eq!(anon[1].figures.woken_by[0].by, "g3");
         let rec = Recording {
             what: "a test",
             length: Duration::from_secs(2),

@@ -82,6 +82,52 @@ pub struct Scenario {
     #[serde(default, with = "serde_yaml::with::singleton_map_recursive")]
     #[schemars(with = "Vec<Check>")]
     pub checks: Vec<Check>,
+    /// What `scx-harness record` measured of each group on the recorded
+    /// machine: the reference `scx-harness replay-check` scores a replay
+    /// against. Runs ignore it. Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recorded: Vec<Recorded>,
+}
+
+/// One group as it was recorded (`scx-harness record`), over the
+/// recording's length.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Recorded {
+    /// The scenario group it became.
+    pub group: String,
+    /// Threads seen.
+    pub threads: u32,
+    /// CPU time over the recording's length, in CPUs (1.0: one CPU kept
+    /// busy).
+    pub cpus_busy: f64,
+    /// Bursts (a wakeup to the next block) per second, all threads.
+    pub bursts_per_s: f64,
+    /// Preemptions (left the CPU still runnable) and migrations per
+    /// second, all threads.
+    pub preemptions_per_s: f64,
+    pub migrations_per_s: f64,
+    /// Median and 90th percentile of the wakeup-to-run delay.
+    #[serde(with = "duration_str")]
+    #[schemars(with = "DurationText")]
+    pub delay_p50: Duration,
+    #[serde(with = "duration_str")]
+    #[schemars(with = "DurationText")]
+    pub delay_p90: Duration,
+    /// Who woke it, as shares of its wakeups: a group's name, `outside`
+    /// (a thread not recorded, or one an interrupt interrupted) or
+    /// `idle` (an interrupt on an idle CPU). Largest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub woken_by: Vec<WokenBy>,
+}
+
+/// A share of a group's wakeups and who made them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WokenBy {
+    pub by: String,
+    /// 0 to 1.
+    pub share: f64,
 }
 
 /// A duration as text: a number and a unit (us, ms, s, m, h), e.g. "250ms".

@@ -136,6 +136,28 @@ pub fn validate(path: &Path, text: &str, s: &Scenario) -> Result<()> {
             "description is empty: say what behaviour the scenario guards",
         ));
     }
+    for (i, r) in s.recorded.iter().enumerate() {
+        let at = At::Entry("recorded", i);
+        if s.group(&r.group).is_none() {
+            return Err(cx.err(
+                at,
+                format!(
+                    "recorded[{i}]: group {:?} is not a group of this scenario\n  fix: name one of the groups, or remove the entry",
+                    r.group
+                ),
+            ));
+        }
+        let shares_ok = r.woken_by.iter().all(|w| (0.0..=1.0).contains(&w.share));
+        if !(r.cpus_busy >= 0.0 && r.bursts_per_s >= 0.0 && shares_ok) {
+            return Err(cx.err(
+                at,
+                format!(
+                    "recorded[{i}] ({}): cpus_busy and bursts_per_s are 0 or more, woken_by shares 0 to 1\n  fix: keep what `scx-harness record` wrote",
+                    r.group
+                ),
+            ));
+        }
+    }
     if !(1..=64).contains(&s.vm.cpus) {
         return Err(cx.err(
             At::Key("vm"),
