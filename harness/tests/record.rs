@@ -3,7 +3,7 @@
 //! 20 ms asleep) recorded by its PID becomes a scenario whose replay group
 //! carries that cycle, and which `check` accepts; replayed in a VM of the
 //! test kernel, `replay-check` scores it within its marks, and a recorded
-//! figure altered by half is caught; bad selections are refused before
+//! figure doubled is caught; bad selections are refused before
 //! anything is loaded, and a selection that does nothing writes no file.
 
 mod common;
@@ -34,9 +34,10 @@ impl Drop for Killed {
     }
 }
 
-fn micros(v: &serde_yaml::Value) -> u64 {
-    let t = v.as_str().unwrap();
-    t.strip_suffix("us").unwrap().parse().unwrap()
+fn micros(v: &serde_yaml::Value) -> u128 {
+    scx_harness::units::parse_duration(v.as_str().unwrap())
+        .unwrap()
+        .as_micros()
 }
 
 /// Records the duty program for 3 s into `out`; the scenario's text.

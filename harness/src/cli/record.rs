@@ -30,9 +30,9 @@ pub struct RecordArgs {
     /// Record every thread of the machine (kernel threads too).
     #[arg(long)]
     pub all: bool,
-    /// How long to record (Ctrl-C ends it sooner: what was recorded is
-    /// written).
-    #[arg(long, default_value = "30s", value_parser = parse_positive_duration)]
+    /// How long to record, at most 1h (a scenario's limit; Ctrl-C ends
+    /// it sooner: what was recorded is written).
+    #[arg(long, default_value = "30s", value_parser = recording_length)]
     pub duration: Duration,
     /// The scenario file to write.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
@@ -43,13 +43,26 @@ pub struct RecordArgs {
     /// Name the groups g1, g2, ... and keep no comm.
     #[arg(long)]
     pub anonymize: bool,
-    /// The replay's vCPUs (default: this machine's online CPUs).
-    #[arg(long)]
+    /// The replay's vCPUs, 1 to 64 (default: the CPUs this process may
+    /// run on, at most 64).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub cpus: Option<u32>,
     /// The scenario's name (default: the output file's name without
     /// `.yaml`).
     #[arg(long)]
     pub name: Option<String>,
+}
+
+/// A recording's length: positive, and at most a scenario's longest.
+fn recording_length(text: &str) -> Result<Duration, String> {
+    let d = parse_positive_duration(text)?;
+    if d > crate::scenario::MAX_DURATION {
+        return Err(format!(
+            "{text}: longer than a scenario may run ({}); record at most that",
+            crate::units::format_duration(crate::scenario::MAX_DURATION)
+        ));
+    }
+    Ok(d)
 }
 
 fn bad(msg: String) -> anyhow::Error {
@@ -80,6 +93,20 @@ fn with_descendants(mut tgids: Vec<u32>) -> Vec<u32> {
     tgids
 }
 
+/// The cgroup v2 mount point (/proc/mounts), /sys/fs/cgroup if none is
+/// found.
+fn cgroup2_root() -> String {
+    std::fs::read_to_string("/proc/mounts")
+        .ok()
+        .and_then(|m| {
+            m.lines().find_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.get(2) == Some(&"cgroup2")).then(|| f[1].to_string())
+            })
+        })
+        .unwrap_or_else(|| "/sys/fs/cgroup".into())
+}
+
 /// The selection, checked, as the BPF side's scope and a filter of
 /// recorded threads.
 enum Selection {
@@ -106,12 +133,18 @@ impl Selection {
             return Ok(Selection::Tgids(with_descendants(tgids)));
         }
         if let Some(c) = &args.cgroup {
-            let rel = c.strip_prefix("/sys/fs/cgroup").unwrap_or(c);
+            // Where cgroup v2 is mounted: /sys/fs/cgroup, or
+            // /sys/fs/cgroup/unified on a hybrid host.
+            let root = cgroup2_root();
+            let rel = c
+                .strip_prefix(&root)
+                .or_else(|| c.strip_prefix("/sys/fs/cgroup"))
+                .unwrap_or(c);
             let rel = format!("/{}", rel.trim_matches('/'));
-            let dir = Path::new("/sys/fs/cgroup").join(rel.trim_start_matches('/'));
+            let dir = Path::new(&root).join(rel.trim_start_matches('/'));
             if !dir.join("cgroup.procs").is_file() {
                 return Err(bad(format!(
-                    "--cgroup {c}: {} is not a cgroup v2\n  fix: name one under /sys/fs/cgroup, as /proc/PID/cgroup shows it",
+                    "--cgroup {c}: {} is not a cgroup v2\n  fix: name one under {root}, as the `0::` line of /proc/PID/cgroup shows it",
                     dir.display()
                 )));
             }
@@ -191,12 +224,13 @@ pub fn run(args: RecordArgs) -> Result<i32> {
             .unwrap_or_else(|| "recorded".into()),
     };
     if name.is_empty()
+        || name.len() > 64
         || !name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     {
         return Err(bad(format!(
-            "scenario name {name:?}: only letters, digits, '-' and '_'\n  fix: --name NAME, or an output file named that way"
+            "scenario name {name:?}: 1 to 64 letters, digits, '-' and '_'\n  fix: --name NAME, or an output file named that way"
         )));
     }
     let parent = args
@@ -214,18 +248,11 @@ pub fn run(args: RecordArgs) -> Result<i32> {
     let selection = Selection::from(&args)?;
     preflight()?;
     let me = std::process::id();
-    let mut log = Log::default();
+    let log = std::cell::RefCell::new(Log::default());
     let known = match &selection {
         Selection::Tgids(t) => t.clone(),
         _ => crate::probe::pids_of_guest(),
     };
-    for tgid in known {
-        for tid in crate::probe::tids_of(tgid) {
-            if let Some(info) = ThreadInfo::read(tid) {
-                log.known(tid, tgid, info);
-            }
-        }
-    }
     eprintln!(
         "recording {} for {} (Ctrl-C ends it sooner)",
         selection.says(),
@@ -235,11 +262,24 @@ pub fn run(args: RecordArgs) -> Result<i32> {
     let recorded = capture::record(
         selection.scope(),
         args.duration,
-        |e| log.add(e, ThreadInfo::read),
+        // The threads there at the start, with their CPU times then (a
+        // thread that never blocks makes no event: a hog is found here).
+        || {
+            let mut log = log.borrow_mut();
+            for tgid in known {
+                for tid in crate::probe::tids_of(tgid) {
+                    if let Some(info) = ThreadInfo::read(tid) {
+                        log.known(tid, tgid, info);
+                    }
+                }
+            }
+        },
+        |e| log.borrow_mut().add(e, ThreadInfo::read),
         |t| progress.detail(&format!("{:.0} s recorded", t.as_secs_f64())),
     )
     .map_err(|e| fail(Failure::Infrastructure, format!("{e:#}")))?;
     drop(progress);
+    let mut log = log.into_inner();
     log.close(crate::record::read_cpu_ns, ThreadInfo::read);
     let seconds = recorded.elapsed.as_secs_f64();
     let (groups, left) = crate::record::summarise(
@@ -274,17 +314,37 @@ pub fn run(args: RecordArgs) -> Result<i32> {
             ));
         }
     }
+    if recorded.untracked > 0 {
+        warnings.push(format!(
+            "{} thread(s) or process(es) not recorded: the recorder's maps were full",
+            recorded.untracked
+        ));
+    }
     if recorded.elapsed + Duration::from_millis(200) < args.duration {
         warnings.push(format!(
             "the recording was ended after {seconds:.1} s of the {} asked",
             crate::units::format_duration(args.duration)
         ));
     }
-    let cpus = args.cpus.unwrap_or_else(online_cpus);
+    let cpus = args.cpus.unwrap_or_else(|| {
+        let n = online_cpus();
+        if n > 64 {
+            warnings.push(format!(
+                "this machine has {n} CPUs; a scenario's VM at most 64, which the replay has"
+            ));
+        }
+        n.min(64)
+    });
     let length = Duration::from_secs((seconds.round() as u64).max(2));
+    // Anonymized, the selection is not said: a comm pattern, a cgroup
+    // path or PIDs can name what ran.
     let what = format!(
         "{} on {} ({} CPUs)",
-        selection.says(),
+        if args.anonymize {
+            "anonymized threads".to_string()
+        } else {
+            selection.says()
+        },
         kernel_release(),
         online_cpus()
     );

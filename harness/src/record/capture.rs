@@ -42,6 +42,8 @@ pub enum Scope<'a> {
 pub struct Recorded {
     /// Events the ring buffer had no room for (the BPF side's `lost`).
     pub lost: u64,
+    /// Threads or processes a full map could not take (not recorded).
+    pub untracked: u64,
     /// How long it recorded (shorter than asked when interrupted).
     pub elapsed: Duration,
 }
@@ -73,15 +75,18 @@ fn decode(data: &[u8]) -> Option<Event> {
     })
 }
 
-/// Records for `length` (or until SIGINT/SIGTERM), calling `each` with
-/// every event in the order the ring buffer holds them, and `tick` about
-/// every 100 ms with the time recorded so far.
+/// Records for `length` (or until SIGINT/SIGTERM): `attached` is called
+/// once the programs are attached (where the recording's start is: take
+/// the threads' starting CPU times there), then `each` with every event
+/// in the order the ring buffer holds them, and `tick` about every 100 ms
+/// with the time recorded so far.
 ///
 /// Errors: the BPF object does not load or attach (libbpf's words
 /// attached), or the ring buffer cannot be read.
 pub fn record(
     scope: Scope,
     length: Duration,
+    attached: impl FnOnce(),
     mut each: impl FnMut(Event),
     mut tick: impl FnMut(Duration),
 ) -> Result<Recorded> {
@@ -110,7 +115,7 @@ pub fn record(
         }
     }
     skel.attach()
-        .context("attaching the recorder to the sched tracepoints (sched_switch, sched_wakeup, sched_migrate_task, sched_process_fork, sched_process_exit)")?;
+        .context("attaching the recorder to the sched tracepoints (sched_switch, sched_waking, sched_wakeup, sched_migrate_task, sched_process_fork, sched_process_exit; Linux 5.18 or later)")?;
     let got: RefCell<Vec<Event>> = RefCell::new(Vec::new());
     let mut builder = libbpf_rs::RingBufferBuilder::new();
     builder
@@ -124,6 +129,7 @@ pub fn record(
     let ring = builder
         .build()
         .context("mapping the recorder's ring buffer")?;
+    attached();
     let started = Instant::now();
     while started.elapsed() < length && !crate::process::interrupted() {
         let left = length.saturating_sub(started.elapsed());
@@ -142,6 +148,14 @@ pub fn record(
         each(e);
     }
     drop(ring);
-    let lost = skel.maps.bss_data.as_ref().map_or(0, |b| b.lost);
-    Ok(Recorded { lost, elapsed })
+    let (lost, untracked) = skel
+        .maps
+        .bss_data
+        .as_ref()
+        .map_or((0, 0), |b| (b.lost, b.untracked));
+    Ok(Recorded {
+        lost,
+        untracked,
+        elapsed,
+    })
 }

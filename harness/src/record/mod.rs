@@ -8,7 +8,8 @@
 //! time from blocking to the wakeup. A group's distributions are its
 //! threads' bursts and sleeps pooled, kept as 21 quantiles (every 5%).
 //!
-//! Knows the scenario format (it writes one); knows nothing of BPF
+//! Knows the scenario format (it writes one) and procfs (a thread's
+//! comm, nice, policy, cgroup and CPU time); knows nothing of BPF
 //! (`capture` does) or of the command line.
 
 pub mod capture;
@@ -221,11 +222,15 @@ pub struct Summary {
     pub figures: Recorded,
 }
 
-/// A thread counts as a CPU hog (replayed as `spin`) when it was busy at
-/// least this share of the recording and blocked fewer than
-/// `HOG_MAX_BURSTS_PER_S` times a second.
-const HOG_BUSY: f64 = 0.9;
+/// A group's threads count as CPU hogs (replayed as `spin`) when they
+/// were busy at least this share of the recording each (a CPU-bound
+/// thread sharing a contended CPU gets less than all of it) and blocked
+/// fewer than `HOG_MAX_BURSTS_PER_S` times a second each.
+const HOG_BUSY: f64 = 0.25;
 const HOG_MAX_BURSTS_PER_S: f64 = 1.0;
+/// A thread that never completed a burst counts as active (is replayed)
+/// when it was busy at least this share of the recording.
+const ACTIVE_BUSY: f64 = 0.01;
 /// Quantiles kept per distribution: every 5%.
 pub const QUANTILES: usize = 21;
 
@@ -249,14 +254,18 @@ pub fn quantiles(v: &mut [u64], n: usize) -> Vec<Duration> {
 fn key_of(t: &Thread, by: GroupBy, comms: &HashMap<u32, String>) -> String {
     match by {
         GroupBy::Comm => {
+            // Each run of digits becomes one `N`.
             let mut k = String::new();
+            let mut in_digits = false;
             for c in t.info.comm.chars() {
                 if c.is_ascii_digit() {
-                    if !k.ends_with('N') || k.is_empty() {
+                    if !in_digits {
                         k.push('N');
                     }
+                    in_digits = true;
                 } else {
                     k.push(c);
+                    in_digits = false;
                 }
             }
             k
@@ -286,7 +295,12 @@ fn name_of(key: &str, taken: &mut Vec<String>) -> String {
         .collect();
     n = n.trim_matches('-').to_string();
     if n.is_empty() {
-        n = "group".into();
+        n = if key == "/" { "root" } else { "group" }.into();
+    }
+    // A scenario name is at most 64 characters: the end of a long cgroup
+    // path is what tells it apart, with room for a `-N` suffix.
+    if n.len() > 56 {
+        n = n[n.len() - 56..].trim_start_matches('-').to_string();
     }
     let base = n.clone();
     let mut i = 2;
@@ -306,7 +320,8 @@ pub struct Left {
     pub quiet: Vec<(String, usize)>,
     /// Groups past the scenario's limit, merged into the last one kept.
     pub merged: usize,
-    /// Threads past a group's limit, not replayed.
+    /// Threads past the scenario's limit (all groups together), not
+    /// replayed.
     pub capped: usize,
 }
 
@@ -342,25 +357,31 @@ pub fn summarise(
     });
     let mut left = Left::default();
     let limit = crate::scenario::MAX_GROUPS;
+    // A key no comm, process or cgroup has (a NUL).
+    const REST: &str = "\0rest";
     if keys.len() > limit {
-        let rest: Vec<&Thread> = keys.drain(limit - 1..).flat_map(|(_, ts)| ts).collect();
-        left.merged = keys.len() + rest.len() - keys.len();
+        let drained: Vec<(String, Vec<&Thread>)> = keys.drain(limit - 1..).collect();
+        left.merged = drained.len();
+        let rest: Vec<&Thread> = drained.into_iter().flat_map(|(_, ts)| ts).collect();
         for t in &rest {
-            group_of.insert(t.tid, "rest".into());
+            group_of.insert(t.tid, REST.into());
         }
-        keys.push(("rest".into(), rest));
+        keys.push((REST.into(), rest));
     }
     let mut taken = Vec::new();
     let mut names: HashMap<String, String> = HashMap::new();
     for (i, (k, _)) in keys.iter().enumerate() {
         let n = if anonymize {
             format!("g{}", i + 1)
+        } else if k == REST {
+            name_of("rest", &mut taken)
         } else {
             name_of(k, &mut taken)
         };
         names.insert(k.clone(), n);
     }
     let mut out = Vec::new();
+    let mut room = crate::scenario::MAX_THREADS as usize;
     for (k, ts) in &keys {
         let name = names[k].clone();
         let mut bursts: Vec<u64> = ts.iter().flat_map(|t| t.bursts.iter().copied()).collect();
@@ -369,10 +390,15 @@ pub fn summarise(
         let cpu: u64 = ts.iter().map(|t| t.cpu_ns).sum();
         let per_s = |n: u64| n as f64 / seconds.max(1e-9);
         let busy = cpu as f64 / 1e9 / seconds.max(1e-9);
-        let threads = ts.len().min(crate::scenario::MAX_THREADS as usize);
-        left.capped += ts.len() - threads;
-        let hog = busy / ts.len() as f64 >= HOG_BUSY
-            && per_s(bursts.len() as u64) / (ts.len() as f64) < HOG_MAX_BURSTS_PER_S;
+        // The threads that did something: a pool's idle threads replayed
+        // with the busy ones' cycle would multiply the load.
+        let active: Vec<&&Thread> = ts
+            .iter()
+            .filter(|t| !t.bursts.is_empty() || t.cpu_ns as f64 / 1e9 >= ACTIVE_BUSY * seconds)
+            .collect();
+        let n = active.len().max(1);
+        let hog = busy / n as f64 >= HOG_BUSY
+            && per_s(bursts.len() as u64) / (n as f64) < HOG_MAX_BURSTS_PER_S;
         let work = if hog {
             Work::Spin
         } else if bursts.len() >= 2 && sleeps.len() >= 2 {
@@ -384,6 +410,14 @@ pub fn summarise(
             left.quiet.push((name, ts.len()));
             continue;
         };
+        // The scenario's limit is on all groups' threads together.
+        let threads = n.min(room);
+        if threads == 0 {
+            left.capped += n;
+            continue;
+        }
+        left.capped += n - threads;
+        room -= threads;
         let mut wakers: HashMap<String, u64> = HashMap::new();
         for t in ts {
             for (w, n) in &t.wakers {
@@ -420,7 +454,7 @@ pub fn summarise(
         }
         let figures = Recorded {
             group: name.clone(),
-            threads: ts.len() as u32,
+            threads: n as u32,
             cpus_busy: round(busy, 4),
             bursts_per_s: round(per_s(bursts.len() as u64), 1),
             preemptions_per_s: round(per_s(ts.iter().map(|t| t.preemptions).sum()), 1),
@@ -434,7 +468,13 @@ pub fn summarise(
         group.nice = nice;
         group.policy = policy;
         group.priority = priority;
-        group.comm = (!anonymize).then(|| ts[0].info.comm.chars().take(15).collect());
+        // What the scenario format takes: 1 to 15 bytes, no '/'
+        // (kworker/0:1 becomes kworker-0:1).
+        let comm: String = active
+            .first()
+            .map(|t| t.info.comm.replace('/', "-").chars().take(15).collect())
+            .unwrap_or_default();
+        group.comm = (!anonymize && !comm.is_empty() && comm.len() <= 15).then_some(comm);
         out.push(Summary { group, figures });
     }
     (out, left)
@@ -639,6 +679,64 @@ mod tests {
         let text = scenario_text("t", &groups, &rec).unwrap();
         assert!(text.contains("# NOTE: 3 event(s) lost"), "{text}");
         assert!(text.contains("waker (1 thread(s)) left out"), "{text}");
+        crate::scenario::parse(Path::new("t.yaml"), &text).unwrap();
+    }
+
+    /// What the scenario format refuses never reaches it: a comm with
+    /// '/', digits set aside run by run (ZN1 and ZN apart), more groups
+    /// than the limit merged into `rest` (counted as groups), a thread
+    /// that did nothing not replayed.
+    #[test]
+    fn groups_fit_the_scenario_format() {
+        let mut log = Log::default();
+        let mut tid = 1000;
+        let mut add = |log: &mut Log, comm: &str, active: bool| {
+            tid += 1;
+            log.known(tid, tid, thread(tid, tid, comm));
+            if active {
+                for _ in 0..3 {
+                    log.add(ev(EventKind::Burst, tid, 1_000_000, 0), |_| None);
+                    log.add(ev(EventKind::Sleep, tid, 1_000_000, 0), |_| None);
+                }
+            }
+        };
+        add(&mut log, "kworker/1:2", true);
+        add(&mut log, "ZN1", true);
+        add(&mut log, "ZN", true);
+        add(&mut log, "pool-1", true);
+        add(&mut log, "pool-2", false);
+        for i in 0..40u8 {
+            let comm = format!("x{}{}", (b'a' + i / 26) as char, (b'a' + i % 26) as char);
+            add(&mut log, &comm, true);
+        }
+        log.close(|_| None, |_| None);
+        let (groups, left) = summarise(&log, |_| true, GroupBy::Comm, false, 1.0);
+        assert_eq!(groups.len(), crate::scenario::MAX_GROUPS);
+        assert_eq!(left.merged, 44 - 31);
+        let g = |n: &str| groups.iter().find(|g| g.group.name == n);
+        let kw = g("kworker-N-N").expect("kworker's group");
+        assert_eq!(kw.group.comm.as_deref(), Some("kworker-1:2"));
+        let pool = g("pool-N").expect("the pool");
+        assert_eq!((pool.group.threads, pool.figures.threads), (1, 1));
+        assert!(
+            g("ZN").is_some() && g("ZNN").is_some(),
+            "{:?}",
+            groups.iter().map(|g| &g.group.name).collect::<Vec<_>>()
+        );
+        assert_eq!(g("rest").unwrap().group.threads, 13);
+        let rec = Recording {
+            what: "a test",
+            length: Duration::from_secs(2),
+            cpus: 2,
+            lost: 0,
+            left: &left,
+            warnings: &[],
+        };
+        let text = scenario_text("t", &groups, &rec).unwrap();
+        assert!(
+            text.contains("13 group(s) past the limit of 32 merged into `rest`"),
+            "{text}"
+        );
         crate::scenario::parse(Path::new("t.yaml"), &text).unwrap();
     }
 }

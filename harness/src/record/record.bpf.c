@@ -11,7 +11,7 @@
  * attached by an id read from it). Arguments are the tracepoints'
  * TP_PROTO, the task fields read through CO-RE (BPF_CORE_READ), so the
  * offsets are the running kernel's. sched_switch has had its prev_state
- * argument since Linux 5.18: an older kernel refuses to load this.
+ * argument since Linux 5.18: an older kernel refuses to attach this.
  *
  *  sched_switch        prev leaves the CPU: its CPU time since switch-in
  *                      is added to its burst; if it blocked (not
@@ -19,13 +19,16 @@
  *                      ends: a BURST event, and its sleep starts. next
  *                      enters: if it was woken, a DELAY event (wakeup to
  *                      run)
- *  sched_wakeup        a sleeping thread is woken: a SLEEP event with the
- *                      waker (the thread current on the waking CPU: 0 for
- *                      the idle task, whatever an interrupt interrupted
- *                      for a wakeup from one)
+ *  sched_waking        in the waker's context: who woke a sleeping
+ *                      thread (the current thread: 0 for the idle task,
+ *                      whatever an interrupt interrupted for a wakeup
+ *                      from one)
+ *  sched_wakeup        the thread is runnable: a SLEEP event with its
+ *                      waker; its wait to run starts
  *  sched_migrate_task  counted into the thread's next BURST event
- *  sched_process_fork  with --pid, a child of a recorded process is
- *                      recorded too (threads share the tgid already)
+ *  sched_process_fork  with --pid, a child process of a recorded one is
+ *                      recorded too (threads share the tgid already); a
+ *                      reused tid's old state is dropped
  *  sched_process_exit  an EXIT event; the thread's state is dropped
  *
  * A thread's state is made the first time it leaves a CPU; its first
@@ -72,14 +75,22 @@ struct thread_state {
 	u32 preempts;
 	u32 migrations;
 	u32 partial;
+	u32 waker;
+	u32 pad;
 };
+
+/* TASK_DEAD in include/linux/sched.h: the last switch of an exiting
+ * thread, after sched_process_exit dropped its state. */
+#define TASK_DEAD_STATE 0x80
 
 /* Set by user space before load: record every thread, or only those of
  * the tgids in `targets`. */
 const volatile u8 all_threads = 0;
 
-/* Events the ring buffer had no room for. */
+/* Events the ring buffer had no room for, and threads or processes the
+ * full `threads` or `targets` map could not take. */
 u64 lost = 0;
+u64 untracked = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -140,8 +151,11 @@ int BPF_PROG(rec_switch, bool preempt, struct task_struct *prev_task,
 			u32 tgid = BPF_CORE_READ(prev_task, tgid);
 			struct thread_state fresh = { .tgid = tgid, .partial = 1 };
 
-			if (wanted(tgid)) {
-				bpf_map_update_elem(&threads, &prev, &fresh, BPF_NOEXIST);
+			/* Not for an exiting thread's last switch: its state
+			 * was dropped at sched_process_exit for good. */
+			if (!(prev_state & TASK_DEAD_STATE) && wanted(tgid)) {
+				if (bpf_map_update_elem(&threads, &prev, &fresh, BPF_NOEXIST))
+					__sync_fetch_and_add(&untracked, 1);
 				st = bpf_map_lookup_elem(&threads, &prev);
 			}
 		}
@@ -177,6 +191,19 @@ int BPF_PROG(rec_switch, bool preempt, struct task_struct *prev_task,
 	return 0;
 }
 
+/* In the waker's context (sched_wakeup may run on the wakee's CPU, from
+ * its wakelist, in whatever ran there): who woke the thread. */
+SEC("raw_tp/sched_waking")
+int BPF_PROG(rec_waking, struct task_struct *p)
+{
+	u32 tid = BPF_CORE_READ(p, pid);
+	struct thread_state *st = bpf_map_lookup_elem(&threads, &tid);
+
+	if (st && st->slept_at)
+		st->waker = (u32)bpf_get_current_pid_tgid();
+	return 0;
+}
+
 SEC("raw_tp/sched_wakeup")
 int BPF_PROG(rec_wakeup, struct task_struct *p)
 {
@@ -184,14 +211,14 @@ int BPF_PROG(rec_wakeup, struct task_struct *p)
 	u32 tid = BPF_CORE_READ(p, pid);
 	struct thread_state *st = bpf_map_lookup_elem(&threads, &tid);
 
-	if (!st)
+	/* Only a thread that blocked: a wakeup that finds it still running
+	 * (it set a sleeping state and was woken before it switched out)
+	 * ends no sleep and starts no wait. */
+	if (!st || !st->slept_at)
 		return 0;
-	if (st->slept_at) {
-		u32 waker = (u32)bpf_get_current_pid_tgid();
-
-		emit(REC_SLEEP, tid, st->tgid, now - st->slept_at, waker, 0, now);
-		st->slept_at = 0;
-	}
+	emit(REC_SLEEP, tid, st->tgid, now - st->slept_at, st->waker, 0, now);
+	st->slept_at = 0;
+	st->waker = 0;
 	st->woke_at = now;
 	return 0;
 }
@@ -212,10 +239,16 @@ int BPF_PROG(rec_fork, struct task_struct *parent, struct task_struct *child)
 {
 	u32 tgid = BPF_CORE_READ(parent, tgid);
 	u32 pid = BPF_CORE_READ(child, pid);
+	u32 child_tgid = BPF_CORE_READ(child, tgid);
 	u8 one = 1;
 
-	if (!all_threads && bpf_map_lookup_elem(&targets, &tgid))
-		bpf_map_update_elem(&targets, &pid, &one, BPF_ANY);
+	/* A tid reused: nothing of the thread that had it carries over. */
+	bpf_map_delete_elem(&threads, &pid);
+	/* A new process (not a thread: those share their tgid already). */
+	if (!all_threads && pid == child_tgid &&
+	    bpf_map_lookup_elem(&targets, &tgid) &&
+	    bpf_map_update_elem(&targets, &pid, &one, BPF_ANY))
+		__sync_fetch_and_add(&untracked, 1);
 	return 0;
 }
 

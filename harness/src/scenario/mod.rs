@@ -114,9 +114,12 @@ pub struct Recorded {
     #[serde(with = "duration_str")]
     #[schemars(with = "DurationText")]
     pub delay_p90: Duration,
-    /// Who woke it, as shares of its wakeups: a group's name, `outside`
-    /// (a thread not recorded, or one an interrupt interrupted) or
-    /// `idle` (an interrupt on an idle CPU). Largest first.
+    /// Who woke it, as shares of its wakeups, from the thread running
+    /// where the wakeup was made (sched_waking): a group's name (possibly
+    /// one left out of the scenario), `outside` (a thread not recorded;
+    /// for a wakeup from an interrupt, whatever it interrupted, so an
+    /// interrupt on a recorded thread's CPU counts as that thread's
+    /// group) or `idle` (an interrupt on an idle CPU). Largest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub woken_by: Vec<WokenBy>,
 }
