@@ -429,11 +429,27 @@ impl ProcStat {
     /// hold spaces and parentheses, so fields are counted from its last
     /// `)`: the state is the first after it, the start time the twentieth.
     pub fn parse(stat: &str) -> Option<ProcStat> {
-        let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+        let mut fields = fields_after_comm(stat)?;
         let state = fields.next()?.chars().next()?;
         let start_time = fields.nth(18)?.parse().ok()?;
         Some(ProcStat { state, start_time })
     }
+}
+
+/// The fields of a `stat` file's text after the command name (field 2,
+/// which may hold spaces and parentheses): field 3 (the state) first, so
+/// field N is `nth(N - 3)`. None when the text has no `)`.
+pub fn fields_after_comm(stat: &str) -> Option<std::str::SplitWhitespace<'_>> {
+    Some(stat.rsplit_once(')')?.1.split_whitespace())
+}
+
+/// A task's `schedstat` file (`/proc/PID/schedstat`,
+/// `/proc/thread-self/schedstat`): its CPU time and the time it waited
+/// runnable (run_delay), ns. None when the file is gone or does not parse.
+pub fn schedstat(path: impl AsRef<std::path::Path>) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut f = text.split_whitespace().map(|v| v.parse::<u64>().ok());
+    Some((f.next()??, f.next()??))
 }
 
 /// Whether process `pid` exists and is not a zombie (which still answers

@@ -326,8 +326,9 @@ pub fn run(args: RecordArgs) -> Result<i32> {
             crate::units::format_duration(args.duration)
         ));
     }
+    let online = online_cpus();
     let cpus = args.cpus.unwrap_or_else(|| {
-        let n = online_cpus();
+        let n = online;
         if n > 64 {
             warnings.push(format!(
                 "this machine has {n} CPUs; a scenario's VM at most 64, which the replay has"
@@ -346,7 +347,7 @@ pub fn run(args: RecordArgs) -> Result<i32> {
             selection.says()
         },
         kernel_release(),
-        online_cpus()
+        online
     );
     let rec = crate::record::Recording {
         what: &what,

@@ -72,11 +72,9 @@ impl ThreadInfo {
             comm: comm.trim_end().to_string(),
             ..Default::default()
         };
-        // Fields after the comm's closing parenthesis: state is field 3,
-        // nice 19, rt_priority 40, policy 41 (proc(5)).
-        let rest: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, r)| r.split_whitespace().collect())
+        // nice is field 19, rt_priority 40, policy 41 (proc(5)).
+        let rest: Vec<&str> = crate::process::fields_after_comm(&stat)
+            .map(Iterator::collect)
             .unwrap_or_default();
         let field = |n: usize| rest.get(n - 3).and_then(|t| t.parse::<i64>().ok());
         info.nice = field(19).unwrap_or(0) as i32;
@@ -97,12 +95,7 @@ impl ThreadInfo {
 /// Thread `tid`'s CPU time so far in ns (/proc/TID/schedstat), if it is
 /// there.
 pub fn read_cpu_ns(tid: u32) -> Option<u64> {
-    std::fs::read_to_string(format!("/proc/{tid}/schedstat"))
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+    crate::process::schedstat(format!("/proc/{tid}/schedstat")).map(|(cpu, _)| cpu)
 }
 
 /// One thread's record.
@@ -234,6 +227,14 @@ const ACTIVE_BUSY: f64 = 0.01;
 /// Quantiles kept per distribution: every 5%.
 pub const QUANTILES: usize = 21;
 
+/// The `q`-quantile (0 to 1) of `sorted` by nearest rank; 0 when empty.
+fn nearest_rank(sorted: &[u64], q: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[(q * (sorted.len() - 1) as f64).round() as usize]
+}
+
 /// `v`'s quantiles at `n` evenly spaced ranks (nearest rank), least first.
 pub fn quantiles(v: &mut [u64], n: usize) -> Vec<Duration> {
     v.sort_unstable();
@@ -242,10 +243,9 @@ pub fn quantiles(v: &mut [u64], n: usize) -> Vec<Duration> {
     }
     (0..n)
         .map(|i| {
-            let rank = i as f64 / (n - 1) as f64;
-            let idx = (rank * (v.len() - 1) as f64).round() as usize;
+            let q = nearest_rank(v, i as f64 / (n - 1) as f64);
             // Whole microseconds: what a scenario's durations carry.
-            Duration::from_micros(v[idx] / 1000)
+            Duration::from_micros(q / 1000)
         })
         .collect()
 }
@@ -439,13 +439,7 @@ pub fn summarise(
             .collect();
         woken_by.sort_by(|a, b| b.share.total_cmp(&a.share).then(a.by.cmp(&b.by)));
         delays.sort_unstable();
-        let pick = |q: f64| {
-            Duration::from_nanos(if delays.is_empty() {
-                0
-            } else {
-                delays[((q * (delays.len() - 1) as f64).round()) as usize]
-            })
-        };
+        let pick = |q: f64| Duration::from_nanos(nearest_rank(&delays, q));
         // Kept as 4 decimals of a CPU and tenths of an event a second:
         // finer is noise.
         let round = |x: f64, places: i32| (x * 10f64.powi(places)).round() / 10f64.powi(places);

@@ -180,11 +180,7 @@ fn set_thread_policy(spec: &GroupSpec) -> Result<()> {
 
 /// (sum_exec_runtime, run_delay) of the calling thread, ns.
 fn thread_schedstat() -> (u64, u64) {
-    let text = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
-    let mut f = text
-        .split_whitespace()
-        .map(|v| v.parse::<u64>().unwrap_or(0));
-    (f.next().unwrap_or(0), f.next().unwrap_or(0))
+    crate::process::schedstat("/proc/thread-self/schedstat").unwrap_or_default()
 }
 
 /// One task's life from t0: sleeps to the group's start, works to its
