@@ -11,6 +11,7 @@
 
 pub mod app;
 mod work;
+pub use work::draw;
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;

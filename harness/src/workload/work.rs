@@ -616,8 +616,9 @@ fn replay(run: &[Duration], sleep: &[Duration], rng: &mut Rng, stop_at: u64, cou
 
 /// A draw from a distribution given as quantiles at evenly spaced ranks
 /// (least first, at least one): a rank uniform in [0, 1], linearly
-/// interpolated between its neighbouring quantiles.
-pub(crate) fn draw(quantiles: &[Duration], rng: &mut Rng) -> Duration {
+/// interpolated between its neighbouring quantiles. What a `replay`
+/// thread draws, a burst then a sleep, from [`super::Rng::for_thread`].
+pub fn draw(quantiles: &[Duration], rng: &mut Rng) -> Duration {
     let n = quantiles.len();
     if n < 2 {
         return quantiles.first().copied().unwrap_or_default();
