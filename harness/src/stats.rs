@@ -475,6 +475,10 @@ pub fn blind_note(
         "with {na} against {nb} samples no key metric can be called different: the smallest p-value their values can give is {p:.4}, and {m} key metric(s) tested together need one below {:.4} (alpha {alpha} / {m}); {}",
         alpha / m as f64,
         match needed {
+            // Enough samples for values that do not repeat: these repeat.
+            Some(n) if n <= nb => format!(
+                "their values repeat (a quantile read from histogram buckets, a rate at its cap), which takes more than the {n} samples distinct values need: use {more} above {nb}"
+            ),
             Some(n) => format!("use {more} {n} or more"),
             None => "use a larger --alpha".to_string(),
         }
@@ -715,6 +719,14 @@ mod tests {
         assert_eq!(runs_needed(3, 0.01, Some(20)), Some(3));
         assert_eq!(runs_needed(9, 0.01, Some(20)), Some(4));
         assert_eq!(runs_needed(3, 0.001, None), Some(8));
+        // 8 a side where 8 suffice for distinct values: ties are why.
+        let tied = blind_note((8, 8), 0.0009, 3, 0.001, ("--runs", Some(8)));
+        assert!(
+            tied.contains("their values repeat") && tied.contains("use --runs above 8"),
+            "{tied}"
+        );
+        let short = blind_note((5, 5), 0.0079, 3, 0.001, ("--runs", Some(8)));
+        assert!(short.ends_with("use --runs 8 or more"), "{short}");
         // Repeated values: 18 values of three kinds against 3 (the normal
         // approximation with ties, as SciPy's asymptotic method gives it).
         let a: Vec<f64> = (0..18).map(|i| (4 + i % 3) as f64).collect();
