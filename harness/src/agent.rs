@@ -1286,6 +1286,11 @@ fn run_pass(
         })?),
         _ => None,
     };
+    // Replay groups that wake each other's tasks share a mailbox, held
+    // open until the pass's groups are done.
+    let mailbox = crate::workload::coupled(s)
+        .then(|| crate::workload::Mailbox::create(s.groups.iter().map(|g| g.threads).sum()))
+        .transpose()?;
     let mut running = Vec::new();
     for (i, g) in s.groups.iter().enumerate() {
         let gspec = GroupSpec {
@@ -1309,6 +1314,9 @@ fn run_pass(
             output_pass: kind.name().to_string(),
             apps_dir: spec.apps_dir.clone(),
             scratch_disk: disk.clone(),
+            couplings: mailbox
+                .as_ref()
+                .and_then(|m| crate::workload::Couplings::of(s, i, &m.path())),
         };
         let stderr_path = dir.join(format!("{}-{}.stderr", kind.name(), g.name));
         let mut child = match take_started(dir, &stderr_path, &gspec) {

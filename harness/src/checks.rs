@@ -1060,6 +1060,7 @@ mod tests {
                     schedstat_wait_ns: 0,
                     exit_status: None,
                     app: None,
+                    woken_by: vec![],
                 }],
                 errors: vec![],
             }),

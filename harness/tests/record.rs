@@ -62,6 +62,95 @@ fn record_duty(dir: &Path, out: &Path) -> String {
     std::fs::read_to_string(out).unwrap()
 }
 
+/// A Python client (comm `client`) that burns 5 ms of its CPU time,
+/// writes a byte to a pipe and sleeps 10 ms, and again, for a minute at
+/// most; and a server (comm `server`, its forked child) that reads the
+/// pipe and burns 4 ms for each byte, and ends with the pipe. The client
+/// prints the server's pid. (Bursts of milliseconds: each replayed cycle
+/// costs a TCG guest some 0.5 to 0.8 ms of CPU time of its own, which a
+/// 1 ms burst replayed at 1.7 times its recorded CPU use.)
+const PAIR: &str = r#"
+import ctypes, os, time
+libc = ctypes.CDLL(None)
+r, w = os.pipe()
+def burn(s):
+    t = time.thread_time()
+    while time.thread_time() - t < s:
+        pass
+pid = os.fork()
+if pid == 0:
+    libc.prctl(15, b"server", 0, 0, 0)
+    os.close(w)
+    while os.read(r, 1):
+        burn(0.004)
+    os._exit(0)
+libc.prctl(15, b"client", 0, 0, 0)
+os.close(r)
+print(pid, flush=True)
+end = time.monotonic() + 60
+while time.monotonic() < end:
+    burn(0.005)
+    os.write(w, b"x")
+    time.sleep(0.01)
+"#;
+
+/// Records the client and server for 3 s into `out`; the scenario's text.
+fn record_pair(dir: &Path, out: &Path) -> String {
+    use std::io::BufRead;
+    let mut pair = Killed(
+        Command::new("/usr/bin/python3")
+            .args(["-c", PAIR])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    std::io::BufReader::new(pair.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let server = line.trim().to_string();
+    let (code, stdout, stderr) = common::run(
+        common::harness(&dir.join("cache"))
+            .args(["record", "--duration", "3s", "-o"])
+            .arg(out)
+            .args(["--pid", &format!("{},{server}", pair.0.id())]),
+    );
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    std::fs::read_to_string(out).unwrap()
+}
+
+/// The server's wakeups are the client's doing (its write to the pipe):
+/// the capture couples the server to the client, and leaves the client,
+/// woken by its timer, uncoupled.
+#[test]
+fn a_recorded_client_and_server_become_coupled_replay_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("pair.yaml");
+    let text = record_pair(dir.path(), &out);
+    let y: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let group = |name: &str| {
+        y["groups"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|g| g["name"].as_str() == Some(name))
+            .unwrap_or_else(|| panic!("no group {name}:\n{text}"))
+            .clone()
+    };
+    let server = group("server");
+    let woken_by = server["work"]["woken_by"].as_sequence().unwrap();
+    assert_eq!(woken_by.len(), 1, "{text}");
+    assert_eq!(woken_by[0]["group"].as_str(), Some("client"), "{text}");
+    assert!(woken_by[0]["share"].as_f64().unwrap() >= 0.9, "{text}");
+    assert!(group("client")["work"]["woken_by"].is_null(), "{text}");
+    let (code, stdout, stderr) = common::run(
+        common::harness(&dir.path().join("cache"))
+            .arg("check")
+            .arg(&out),
+    );
+    assert_eq!(code, Some(0), "check: {stdout}\n{stderr}");
+}
+
 #[test]
 fn a_recorded_duty_cycle_becomes_a_replay_scenario_that_check_accepts() {
     let dir = tempfile::tempdir().unwrap();
@@ -204,4 +293,52 @@ fn vm_a_recorded_duty_cycle_replays_within_its_marks_and_a_wrong_figure_is_caugh
         .clone();
     assert_eq!(bursts["pass"], false, "{f:#}");
     assert!(bursts["score"].as_f64().unwrap() < 0.6, "{f:#}");
+}
+
+/// The client and server recorded here, replayed in a VM of the test
+/// kernel: the server's sleeps are ended by the client's tasks as often
+/// as recorded (the coupling's figure within its mark), and so are its
+/// bursts and CPU use; replayed without the coupling, the figure fails.
+#[test]
+fn vm_a_recorded_coupling_replays_within_its_marks() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("pair.yaml");
+    let text = record_pair(dir.path(), &out);
+    let (code, f) = replay_check(dir.path(), &out, "replay");
+    let server = f["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["group"] == "server")
+        .unwrap_or_else(|| panic!("{f:#}"));
+    let coupling = server["figures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == "woken_by:client")
+        .unwrap_or_else(|| panic!("{f:#}"));
+    assert_eq!(coupling["pass"], true, "{f:#}");
+    assert_eq!(code, Some(0), "{f:#}");
+    // The same capture with the coupling dropped from the server's work
+    // (its sleeps timed, as before couplings were replayed): the client
+    // wakes it no more, and the coupling's figure says so.
+    let mut y: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    for g in y["groups"].as_sequence_mut().unwrap() {
+        if let Some(w) = g["work"].as_mapping_mut() {
+            w.remove("woken_by");
+        }
+    }
+    let uncoupled = dir.path().join("uncoupled.yaml");
+    std::fs::write(&uncoupled, serde_yaml::to_string(&y).unwrap()).unwrap();
+    let (code, f) = replay_check(dir.path(), &uncoupled, "uncoupled");
+    assert_eq!(code, Some(1), "{f:#}");
+    let coupling = f["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["figures"].as_array().unwrap())
+        .find(|x| x["name"] == "woken_by:client")
+        .unwrap_or_else(|| panic!("{f:#}"));
+    assert_eq!(coupling["replayed"], 0.0, "{f:#}");
+    assert_eq!(coupling["pass"], false, "{f:#}");
 }

@@ -25,6 +25,10 @@ use crate::scenario::{Recorded, Scenario, Work};
 /// recorded figure.
 pub const MARK_CPU: f64 = 0.75;
 pub const MARK_BURSTS: f64 = 0.75;
+/// A coupling's wakeups a second (a `replay` group's `woken_by`): the
+/// waking group's tasks must end the recorded number of its sleeps
+/// within 25% too.
+pub const MARK_COUPLING: f64 = 0.75;
 /// Below this many CPUs busy (recorded and replayed) CPU use is not
 /// scored: 1% of a CPU is within any machine's noise.
 const CPU_FLOOR: f64 = 0.01;
@@ -33,8 +37,9 @@ const CPU_FLOOR: f64 = 0.01;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Figure {
     /// `cpus_busy`, `bursts_per_s`, `delay_p50`, `delay_p90` (the
-    /// delays in us).
-    pub name: &'static str,
+    /// delays in us), `woken_by:GROUP` (that group's wakeups of this one
+    /// a second).
+    pub name: String,
     pub recorded: f64,
     pub replayed: f64,
     /// min(replayed/recorded, recorded/replayed); 1 when both are 0.
@@ -74,10 +79,10 @@ fn ratio_score(a: f64, b: f64) -> f64 {
     (a / b).min(b / a)
 }
 
-fn figure(name: &'static str, recorded: f64, replayed: f64, mark: Option<f64>) -> Figure {
+fn figure(name: &str, recorded: f64, replayed: f64, mark: Option<f64>) -> Figure {
     let score = ratio_score(recorded, replayed);
     Figure {
-        name,
+        name: name.to_string(),
         recorded,
         replayed,
         score,
@@ -165,6 +170,7 @@ fn score_group(
         ));
         figures.push(figure("delay_p50", us(r.delay_p50), p50, None));
         figures.push(figure("delay_p90", us(r.delay_p90), p90, None));
+        figures.extend(couplings(scenario, r, measured, window));
     }
     let score = figures
         .iter()
@@ -179,16 +185,56 @@ fn score_group(
     }
 }
 
+/// Group `r`'s recorded wakeups by replayed groups (`recorded.woken_by`
+/// naming a `replay` group of the scenario, 5% of its wakeups or more:
+/// what `record` makes couplings of): the wakeups a second that group's
+/// tasks made in the replay against the recorded share of the bursts. A
+/// coupling the scenario does not replay scores 0.
+fn couplings(
+    scenario: &Scenario,
+    r: &Recorded,
+    measured: Option<&crate::agent::GroupResult>,
+    window: f64,
+) -> Vec<Figure> {
+    let threads = measured
+        .and_then(|g| g.outcome.as_ref())
+        .map_or(&[][..], |o| &o.threads[..]);
+    r.woken_by
+        .iter()
+        .filter(|w| {
+            w.share >= crate::record::MIN_COUPLING
+                && matches!(
+                    scenario.group(&w.by).map(|g| &g.work),
+                    Some(Work::Replay { .. })
+                )
+        })
+        .map(|w| {
+            let woken: u64 = threads
+                .iter()
+                .flat_map(|t| &t.woken_by)
+                .filter(|c| c.group == w.by)
+                .map(|c| c.woken)
+                .sum();
+            figure(
+                &format!("woken_by:{}", w.by),
+                w.share * r.bursts_per_s,
+                woken as f64 / window.max(1e-9),
+                Some(MARK_COUPLING),
+            )
+        })
+        .collect()
+}
+
 /// The scores as a table for people.
 pub fn table(f: &Fidelity) -> String {
     let mut out = format!(
-        "{:<20} {:<13} {:>12} {:>12} {:>6} {:>6}\n",
+        "{:<20} {:<20} {:>12} {:>12} {:>6} {:>6}\n",
         "group", "figure", "recorded", "replayed", "score", "mark"
     );
     for g in &f.groups {
         for x in &g.figures {
             out.push_str(&format!(
-                "{:<20} {:<13} {:>12.3} {:>12.3} {:>6.2} {:>6}{}\n",
+                "{:<20} {:<20} {:>12.3} {:>12.3} {:>6.2} {:>6}{}\n",
                 g.group,
                 x.name,
                 x.recorded,

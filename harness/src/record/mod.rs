@@ -405,6 +405,7 @@ pub fn summarise(
             Work::Replay {
                 run: quantiles(&mut bursts, QUANTILES),
                 sleep: quantiles(&mut sleeps, QUANTILES),
+                woken_by: Vec::new(),
             }
         } else {
             left.quiet.push((name, ts.len()));
@@ -471,7 +472,38 @@ pub fn summarise(
         group.comm = (!anonymize && !comm.is_empty() && comm.len() <= 15).then_some(comm);
         out.push(Summary { group, figures });
     }
+    couple(&mut out);
     (out, left)
+}
+
+/// A coupling smaller than this share of a group's wakeups is left to
+/// its timed sleeps: 1 in 20 is within a recording's noise.
+pub const MIN_COUPLING: f64 = 0.05;
+
+/// Each replayed group's wakeups by replayed groups (its own included)
+/// become its `woken_by`, so the replay wakes it from those groups' tasks;
+/// wakeups by a hog, the idle CPU or threads left out stay timed sleeps.
+fn couple(out: &mut [Summary]) {
+    let replayed: Vec<String> = out
+        .iter()
+        .filter(|s| matches!(s.group.work, Work::Replay { .. }))
+        .map(|s| s.group.name.clone())
+        .collect();
+    for s in out.iter_mut() {
+        let couplings: Vec<crate::scenario::Coupling> = s
+            .figures
+            .woken_by
+            .iter()
+            .filter(|w| w.share >= MIN_COUPLING && replayed.contains(&w.by))
+            .map(|w| crate::scenario::Coupling {
+                group: w.by.clone(),
+                share: w.share,
+            })
+            .collect();
+        if let Work::Replay { woken_by, .. } = &mut s.group.work {
+            *woken_by = couplings;
+        }
+    }
 }
 
 /// The most common nice and policy of `ts` (a real-time priority capped
@@ -639,7 +671,7 @@ mod tests {
         assert_eq!(groups[0].group.work, Work::Spin);
         let w = &groups[1];
         assert_eq!(w.group.threads, 2);
-        let Work::Replay { run, sleep } = &w.group.work else {
+        let Work::Replay { run, sleep, .. } = &w.group.work else {
             panic!("{:?}", w.group.work)
         };
         assert_eq!(run.len(), QUANTILES);
@@ -647,6 +679,11 @@ mod tests {
         assert_eq!(run[20], Duration::from_micros(2980));
         assert_eq!(run[10], Duration::from_micros(2000));
         assert!(sleep.iter().all(|s| *s == Duration::from_millis(10)));
+        // Their waker is not replayed (quiet): their sleeps stay timed.
+        let Work::Replay { woken_by, .. } = &w.group.work else {
+            unreachable!()
+        };
+        assert!(woken_by.is_empty(), "{woken_by:?}");
         assert_eq!(
             w.figures.woken_by,
             vec![WokenBy {
@@ -673,6 +710,71 @@ mod tests {
         let text = scenario_text("t", &groups, &rec).unwrap();
         assert!(text.contains("# NOTE: 3 event(s) lost"), "{text}");
         assert!(text.contains("waker (1 thread(s)) left out"), "{text}");
+        crate::scenario::parse(Path::new("t.yaml"), &text).unwrap();
+    }
+
+    /// A server woken by a client for 70% of its sleeps, the idle CPU for
+    /// the rest, and 3% by a hog: the replay couples it to the client
+    /// alone (the idle CPU is a timer; the hog does not burst; 3% is
+    /// noise); the client, woken by the idle CPU, is not coupled.
+    #[test]
+    fn wakeups_by_replayed_groups_become_couplings() {
+        let mut log = Log::default();
+        for (tid, comm) in [(100, "hog"), (101, "server"), (102, "client")] {
+            log.known(tid, 100, thread(tid, 100, comm));
+        }
+        // The hog's CPU time from its start (1 ns) to the end: 2 s.
+        log.threads.get_mut(&100).unwrap().info.cpu_ns = 1;
+        for i in 0..100u32 {
+            log.add(ev(EventKind::Burst, 101, 1_000_000, 0), |_| None);
+            let by = match i % 100 {
+                0..70 => 102,
+                70..73 => 100,
+                _ => 0,
+            };
+            log.add(ev(EventKind::Sleep, 101, 5_000_000, by), |_| None);
+            log.add(ev(EventKind::Burst, 102, 500_000, 0), |_| None);
+            log.add(ev(EventKind::Sleep, 102, 5_000_000, 0), |_| None);
+        }
+        log.close(
+            |tid| Some(if tid == 100 { 2_000_000_001 } else { 0 }),
+            |_| None,
+        );
+        let (groups, _) = summarise(&log, |_| true, GroupBy::Comm, false, 2.0);
+        let work = |name: &str| {
+            &groups
+                .iter()
+                .find(|g| g.group.name == name)
+                .unwrap()
+                .group
+                .work
+        };
+        assert_eq!(work("hog"), &Work::Spin);
+        let Work::Replay { woken_by, .. } = work("server") else {
+            panic!("{groups:#?}")
+        };
+        assert_eq!(
+            woken_by,
+            &[crate::scenario::Coupling {
+                group: "client".into(),
+                share: 0.7
+            }]
+        );
+        let Work::Replay { woken_by, .. } = work("client") else {
+            panic!("{groups:#?}")
+        };
+        assert!(woken_by.is_empty());
+        // The file says so and reads back.
+        let rec = Recording {
+            what: "a test",
+            length: Duration::from_secs(2),
+            cpus: 2,
+            lost: 0,
+            left: &Left::default(),
+            warnings: &[],
+        };
+        let text = scenario_text("t", &groups, &rec).unwrap();
+        assert!(text.contains("woken_by"), "{text}");
         crate::scenario::parse(Path::new("t.yaml"), &text).unwrap();
     }
 

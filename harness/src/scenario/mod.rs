@@ -133,6 +133,19 @@ pub struct WokenBy {
     pub share: f64,
 }
 
+/// A share of a `replay` group's sleeps that a task of another group
+/// ends with a wakeup.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Coupling {
+    /// The waking group: a `replay` group of the scenario (the group
+    /// itself for wakeups among its own tasks).
+    pub group: String,
+    /// The share of the sleeps it ends, over 0 and at most 1; a group's
+    /// shares together at most 1.
+    pub share: f64,
+}
+
 /// A duration as text: a number and a unit (us, ms, s, m, h), e.g. "250ms".
 #[derive(JsonSchema)]
 #[schemars(
@@ -545,6 +558,16 @@ pub enum Work {
     /// a rank uniformly and interpolates between the neighbouring
     /// quantiles. A burst is CPU time (preemptions inside it do not
     /// shorten it), a sleep wall time. Counts bursts.
+    ///
+    /// With `woken_by`, a share of the sleeps end with a real wakeup (a
+    /// futex wake) by a task of another `replay` group, as a client wakes
+    /// its server: the sleeper waits until one of that group's tasks,
+    /// ending a burst, wakes it. That group's tasks wake one waiting task
+    /// at the end of a burst with the chance that makes the share: the
+    /// share times this group's burst rate over theirs (a rate: threads
+    /// over the mean burst plus the mean sleep), at most 1. A sleeper not
+    /// woken within its longest sleep plus three of the waker's mean
+    /// intervals wakes on its own, and the wakeup counts as missed.
     Replay {
         /// Run bursts: CPU time from a wakeup to the next sleep.
         #[serde(with = "duration_str::list")]
@@ -554,6 +577,10 @@ pub enum Work {
         #[serde(with = "duration_str::list")]
         #[schemars(with = "Vec<DurationText>")]
         sleep: Vec<Duration>,
+        /// Which groups' tasks wake this one's, and for what share of its
+        /// sleeps; the rest end on their own. Default: none.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        woken_by: Vec<Coupling>,
     },
     /// Runs an external program (one instance per thread) from start to stop
     /// and keeps its output; iterations are not counted.
@@ -1563,6 +1590,56 @@ checks:
         parse_str(&group("{ kind: command, argv: [sh, -c, 'true'] }", 1)).unwrap();
         parse_str(&group("{ kind: pingpong }", 4)).unwrap();
         assert!(err(&group("{ kind: periodic, run: 1ms }", 1)).contains("missing field `period`"));
+    }
+
+    #[test]
+    fn replay_couplings_name_replay_groups_with_shares_that_fit() {
+        let two = |woken_by: &str, other: &str| {
+            format!(
+                "name: w\ndescription: d\nduration: 3s\ngroups:\n  - name: server\n    work: {{ kind: replay, run: [1ms, 2ms], sleep: [1ms, 2ms], woken_by: {woken_by} }}\n  - name: client\n    work: {other}\n"
+            )
+        };
+        let replay = "{ kind: replay, run: [1ms, 2ms], sleep: [5ms, 9ms] }";
+        let ok = parse_str(&two(
+            "[{ group: client, share: 0.6 }, { group: server, share: 0.4 }]",
+            replay,
+        ))
+        .unwrap();
+        let Work::Replay { woken_by, .. } = &ok.scenario.groups[0].work else {
+            panic!()
+        };
+        assert_eq!(woken_by[0].group, "client");
+        let e = err(&two("[{ group: nobody, share: 0.5 }]", replay));
+        assert!(
+            e.contains(
+                "group server: woken_by 1: no group \"nobody\"; the groups are server, client"
+            ),
+            "{e}"
+        );
+        let e = err(&two("[{ group: client, share: 0.5 }]", "{ kind: spin }"));
+        assert!(
+            e.contains("group client is a spin group; only a replay group's tasks wake others"),
+            "{e}"
+        );
+        for share in ["0", "-0.1", "1.5", ".nan"] {
+            let e = err(&two(
+                &format!("[{{ group: client, share: {share} }}]"),
+                replay,
+            ));
+            assert!(e.contains("is not over 0 and at most 1"), "{share}: {e}");
+        }
+        let e = err(&two(
+            "[{ group: client, share: 0.5 }, { group: client, share: 0.1 }]",
+            replay,
+        ));
+        assert!(e.contains("woken_by 2: group client is named twice"), "{e}");
+        let e = err(&two(
+            "[{ group: client, share: 0.7 }, { group: server, share: 0.4 }]",
+            replay,
+        ));
+        assert!(e.contains("shares add up to 1.100"), "{e}");
+        assert!(err(&two("[{ group: client, share: 0.5, by: x }]", replay))
+            .contains("unknown field `by`"));
     }
 
     #[test]

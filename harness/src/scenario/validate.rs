@@ -851,7 +851,62 @@ fn group(cx: &Ctx, s: &Scenario, g: &Group) -> Result<()> {
             ),
         ));
     }
-    work(cx, g)
+    work(cx, g)?;
+    couplings(cx, s, g)
+}
+
+/// A `replay` group's `woken_by`: each a `replay` group of the scenario,
+/// named once, with a share over 0 and at most 1; the shares together at
+/// most 1.
+fn couplings(cx: &Ctx, s: &Scenario, g: &Group) -> Result<()> {
+    let Work::Replay { woken_by, .. } = &g.work else {
+        return Ok(());
+    };
+    let at = || At::Group(&g.name);
+    let name = &g.name;
+    for (i, c) in woken_by.iter().enumerate() {
+        let what = format!("group {name}: woken_by {}", i + 1);
+        let by = known_group(cx, at(), s, &what, &c.group)?;
+        if !matches!(by.work, Work::Replay { .. }) {
+            return Err(cx.err(
+                at(),
+                format!(
+                    "{what}: group {} is a {} group; only a replay group's tasks wake others (at the end of a burst)\n  fix: name a replay group, or drop the coupling",
+                    c.group,
+                    by.work.kind()
+                ),
+            ));
+        }
+        if !(c.share > 0.0 && c.share <= 1.0) {
+            return Err(cx.err(
+                at(),
+                format!(
+                    "{what}: share {} is not over 0 and at most 1\n  fix: the share of the group's sleeps that {} ends, e.g. 0.5",
+                    c.share, c.group
+                ),
+            ));
+        }
+        if woken_by[..i].iter().any(|d| d.group == c.group) {
+            return Err(cx.err(
+                at(),
+                format!(
+                    "{what}: group {} is named twice\n  fix: one entry per waking group, with the shares added",
+                    c.group
+                ),
+            ));
+        }
+    }
+    let total: f64 = woken_by.iter().map(|c| c.share).sum();
+    // Shares are written with 3 decimals: their sum may round past 1.
+    if total > 1.001 {
+        return Err(cx.err(
+            at(),
+            format!(
+                "group {name}: woken_by's shares add up to {total:.3}, more than all of its sleeps\n  fix: shares that add up to at most 1"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The shortest `timers` interval: 10 us, a 100 kHz timer per task.
@@ -900,7 +955,7 @@ fn work(cx: &Ctx, g: &Group) -> Result<()> {
                 ),
             ));
         }
-        Work::Replay { run, sleep } => {
+        Work::Replay { run, sleep, .. } => {
             for (field, q) in [("run", run), ("sleep", sleep)] {
                 if !(2..=101).contains(&q.len()) {
                     return Err(cx.err(

@@ -14,7 +14,7 @@ mod work;
 pub use work::draw;
 
 use std::io::{BufRead, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
@@ -69,6 +69,183 @@ pub struct GroupSpec {
     /// a scratch file in `output_dir` instead).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scratch_disk: Option<PathBuf>,
+    /// A `replay` group's part in the pass's couplings (absent when no
+    /// group of the scenario is woken by another).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub couplings: Option<Couplings>,
+}
+
+/// Where a `replay` group's tasks wait for other groups' wakeups and wake
+/// the tasks waiting for theirs: a slot per task of every group in a
+/// memory file the agent holds open for the pass ([`Mailbox`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Couplings {
+    /// The memory file, as `/proc/AGENT/fd/N`.
+    pub mailbox: PathBuf,
+    /// Its slots: every group's tasks.
+    pub slots: u32,
+    /// This group's first slot: its task i has slot `first + i`.
+    pub first: u32,
+    /// The groups that wake this one's tasks, in `woken_by`'s order.
+    pub wakers: Vec<Waker>,
+    /// The groups whose tasks this one's wake.
+    pub wakees: Vec<Wakee>,
+}
+
+/// A group that wakes this one's tasks.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Waker {
+    /// The waking group's index in the scenario, and its name.
+    pub group: u32,
+    pub name: String,
+    /// The share of this group's sleeps it ends (0 to 1).
+    pub share: f64,
+    /// How long a task waits for it before it wakes on its own (a missed
+    /// wakeup): this group's longest recorded sleep plus three of the
+    /// waking group's mean intervals between the wakeups it makes here,
+    /// at least 1 ms. ns.
+    pub grace_ns: u64,
+}
+
+/// A group whose tasks this one's wake.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Wakee {
+    /// Its index in the scenario, and its tasks' slots.
+    pub group: u32,
+    pub first: u32,
+    pub threads: u32,
+    /// The chance that one of this group's bursts ends with a wakeup of
+    /// one of its waiting tasks: its share of that group's sleeps times
+    /// that group's burst rate over this one's (a rate: the threads over
+    /// the mean burst plus the mean sleep), at most 1.
+    pub per_burst: f64,
+}
+
+impl Couplings {
+    /// Group `i`'s couplings in `s` with the pass's mailbox at `mailbox`
+    /// (made when [`coupled`]), or None when group `i` is not a `replay`
+    /// group.
+    pub fn of(s: &crate::scenario::Scenario, i: usize, mailbox: &Path) -> Option<Couplings> {
+        let replay = |g: &crate::scenario::Group| match &g.work {
+            Work::Replay {
+                run,
+                sleep,
+                woken_by,
+            } => Some((run.clone(), sleep.clone(), woken_by.clone())),
+            _ => None,
+        };
+        // Bursts a ns, all threads.
+        let rate = |g: &crate::scenario::Group| {
+            replay(g).map_or(0.0, |(run, sleep, _)| {
+                f64::from(g.threads) / (quantiles_mean(&run) + quantiles_mean(&sleep)).max(1.0)
+            })
+        };
+        let index = |name: &str| s.groups.iter().position(|g| g.name == name);
+        let first = |j: usize| s.groups[..j].iter().map(|g| g.threads).sum::<u32>();
+        let per_burst =
+            |wakee: &crate::scenario::Group, waker: &crate::scenario::Group, share: f64| {
+                (share * rate(wakee) / rate(waker).max(1e-30)).min(1.0)
+            };
+        let me = s.groups.get(i)?;
+        let (_, sleep, woken_by) = replay(me)?;
+        let wakers = woken_by
+            .iter()
+            .filter_map(|c| {
+                let j = index(&c.group)?;
+                let by = &s.groups[j];
+                let wakes = rate(by) * per_burst(me, by, c.share);
+                let longest = sleep.last().map_or(0.0, |d| d.as_nanos() as f64);
+                Some(Waker {
+                    group: j as u32,
+                    name: by.name.clone(),
+                    share: c.share,
+                    grace_ns: (longest + 3.0 / wakes.max(1e-30)).clamp(1e6, 60e9) as u64,
+                })
+            })
+            .collect();
+        let wakees = s
+            .groups
+            .iter()
+            .enumerate()
+            .filter_map(|(j, g)| {
+                let (_, _, woken_by) = replay(g)?;
+                let c = woken_by.iter().find(|c| c.group == me.name)?;
+                Some(Wakee {
+                    group: j as u32,
+                    first: first(j),
+                    threads: g.threads,
+                    per_burst: per_burst(g, me, c.share),
+                })
+            })
+            .collect();
+        Some(Couplings {
+            mailbox: mailbox.to_path_buf(),
+            slots: s.groups.iter().map(|g| g.threads).sum(),
+            first: first(i),
+            wakers,
+            wakees,
+        })
+    }
+}
+
+/// True when a group of `s` is woken by another's tasks (`replay`'s
+/// `woken_by`): its passes need a [`Mailbox`].
+pub fn coupled(s: &crate::scenario::Scenario) -> bool {
+    s.groups
+        .iter()
+        .any(|g| matches!(&g.work, Work::Replay { woken_by, .. } if !woken_by.is_empty()))
+}
+
+/// The mean of a distribution given as quantiles at evenly spaced ranks,
+/// as [`draw`] interpolates it (the trapezoids' mean), ns.
+pub fn quantiles_mean(q: &[Duration]) -> f64 {
+    match q {
+        [] => 0.0,
+        [one] => one.as_nanos() as f64,
+        _ => {
+            let sum: f64 = q
+                .windows(2)
+                .map(|w| (w[0].as_nanos() + w[1].as_nanos()) as f64 / 2.0)
+                .sum();
+            sum / (q.len() - 1) as f64
+        }
+    }
+}
+
+/// The pass's memory file of wakeup slots (`Couplings::mailbox`), made by
+/// the agent and held open until the pass's groups are done; gone with
+/// the agent (no name in any file system).
+pub struct Mailbox(std::os::fd::OwnedFd);
+
+impl Mailbox {
+    /// A memory file of `slots` zeroed slots. Errors: memfd_create or
+    /// ftruncate fails (errno attached).
+    pub fn create(slots: u32) -> Result<Mailbox> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: a NUL-terminated name and valid flags.
+        let fd =
+            unsafe { libc::memfd_create(c"scx-harness-couplings".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error())
+                .context("memfd_create for the couplings' mailbox");
+        }
+        // SAFETY: a fresh descriptor, owned from here.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        let file = std::fs::File::from(fd);
+        file.set_len(work::mailbox_bytes(slots) as u64)
+            .context("sizing the couplings' mailbox")?;
+        Ok(Mailbox(file.into()))
+    }
+
+    /// The path a group process opens it by.
+    pub fn path(&self) -> PathBuf {
+        use std::os::fd::AsRawFd;
+        PathBuf::from(format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            self.0.as_raw_fd()
+        ))
+    }
 }
 
 /// One thread's count.
@@ -90,6 +267,20 @@ pub struct ThreadOutcome {
     /// from its output, why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app: Option<app::AppOutcome>,
+    /// A coupled `replay` task's sleeps in the window ended by each
+    /// waking group, in `woken_by`'s order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub woken_by: Vec<WokenCount>,
+}
+
+/// A coupled task's sleeps that one group was to end, in the window.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct WokenCount {
+    pub group: String,
+    /// Ended by a wakeup from that group's task.
+    pub woken: u64,
+    /// Ended on their own: no task of that group ended a burst in time.
+    pub missed: u64,
 }
 
 /// What a group process reports.
@@ -222,8 +413,9 @@ fn task_body(
             work => {
                 let ctx = work::Ctx {
                     index: i,
+                    group: spec.index,
                     stop_at,
-                    count,
+                    count: count.clone(),
                     rng: &mut rng,
                 };
                 plan.run(work, ctx).map(|c| count = c)
@@ -243,6 +435,17 @@ fn task_body(
             schedstat_wait_ns,
             exit_status: app.as_ref().and_then(|a: &app::AppOutcome| a.exit_status),
             app,
+            woken_by: spec
+                .couplings
+                .iter()
+                .flat_map(|c| &c.wakers)
+                .zip(&count.coupled)
+                .map(|(w, &[woken, missed])| WokenCount {
+                    group: w.name.clone(),
+                    woken,
+                    missed,
+                })
+                .collect(),
         },
         error,
     )
@@ -323,6 +526,7 @@ pub fn run_group(spec: &GroupSpec) -> Result<()> {
         n,
         spec.scratch_disk.as_deref(),
         &spec.output_dir,
+        spec.couplings.as_ref(),
     )
     .with_context(|| format!("setting up the group's {} work", spec.work.kind()))?;
     let outcome = match spec.tasks {
@@ -502,6 +706,32 @@ pub fn t0_after(delay: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A server (1 thread, a burst and sleep of 1 and 9 ms on average: 100
+    /// bursts a second) woken by a client (2 threads, 1 and 19 ms: 100 a
+    /// second) for half its sleeps: half the client's bursts wake it.
+    #[test]
+    fn couplings_spread_a_groups_wakeups_over_the_wakers_bursts() {
+        let text = "name: c\ndescription: d\nduration: 3s\ngroups:\n  - { name: server, work: { kind: replay, run: [1ms, 1ms], sleep: [8ms, 10ms], woken_by: [{ group: client, share: 0.5 }] } }\n  - { name: client, threads: 2, work: { kind: replay, run: [500us, 1500us], sleep: [19ms, 19ms] } }\n  - { name: hog, work: { kind: spin } }\n";
+        let s = crate::scenario::parse(Path::new("c.yaml"), text)
+            .unwrap()
+            .scenario;
+        assert!(coupled(&s));
+        let m = Path::new("/proc/1/fd/3");
+        let server = Couplings::of(&s, 0, m).unwrap();
+        let client = Couplings::of(&s, 1, m).unwrap();
+        assert_eq!(Couplings::of(&s, 2, m), None, "spin takes no part");
+        assert_eq!((server.slots, server.first, client.first), (4, 0, 1));
+        let w = &server.wakers[0];
+        assert_eq!((w.group, w.name.as_str(), w.share), (1, "client", 0.5));
+        // The longest sleep (10 ms) and three of the client's intervals
+        // between its wakeups of the server (50 a second: 20 ms).
+        assert!((w.grace_ns as f64 - 70e6).abs() < 1e3, "{w:?}");
+        assert!(server.wakees.is_empty());
+        let e = &client.wakees[0];
+        assert_eq!((e.group, e.first, e.threads), (0, 0, 1));
+        assert!((e.per_burst - 0.5).abs() < 1e-9, "{e:?}");
+    }
 
     #[test]
     fn the_same_seed_gives_the_same_stream() {

@@ -13,10 +13,13 @@ use crate::protocol::SCRATCH_BYTES;
 use crate::scenario::Work;
 
 /// Iterations done: in all, and inside the measurement window.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct Count {
     pub total: u64,
     pub window: u64,
+    /// A coupled `replay` task's sleeps in the window per waking group
+    /// (`Couplings::wakers`' order): [ended by its wakeup, missed].
+    pub coupled: Vec<[u64; 2]>,
     from: u64,
     to: u64,
 }
@@ -26,8 +29,20 @@ impl Count {
         Count {
             total: 0,
             window: 0,
+            coupled: Vec::new(),
             from,
             to,
+        }
+    }
+
+    /// A coupled sleep on waking group `k` ended at `now`, by its wakeup
+    /// or (`woken` false) on its own.
+    fn coupled_at(&mut self, k: usize, woken: bool, now: u64) {
+        if now >= self.from && now < self.to {
+            if self.coupled.len() <= k {
+                self.coupled.resize(k + 1, [0, 0]);
+            }
+            self.coupled[k][usize::from(!woken)] += 1;
         }
     }
 
@@ -47,6 +62,8 @@ impl Count {
 /// What a thread needs to do its work.
 pub struct Ctx<'a> {
     pub index: usize,
+    /// The group's index in the scenario.
+    pub group: u32,
     /// CLOCK_MONOTONIC ns at which to stop.
     pub stop_at: u64,
     /// Where its iterations are counted.
@@ -66,6 +83,8 @@ pub struct Plan {
     rings: Option<SharedWords>,
     /// For `block_io`: the scratch device or file, opened with O_DIRECT.
     scratch: Option<Scratch>,
+    /// For a coupled `replay` group: the mailbox and its place in it.
+    mailbox: Option<(MailboxMap, super::Couplings)>,
 }
 
 /// Where `block_io` reads and writes: the VM's scratch disk or, on the
@@ -173,11 +192,11 @@ impl Drop for SharedWords {
     }
 }
 
-/// Waits on futex word `w` while it holds `seen`, at most `timeout_ms`.
-fn futex_wait(w: &std::sync::atomic::AtomicU32, seen: u32, timeout_ms: u64) {
+/// Waits on futex word `w` while it holds `seen`, at most `timeout`.
+fn futex_wait(w: &std::sync::atomic::AtomicU32, seen: u32, timeout: Duration) {
     let ts = libc::timespec {
-        tv_sec: (timeout_ms / 1000) as libc::time_t,
-        tv_nsec: ((timeout_ms % 1000) * 1_000_000) as libc::c_long,
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
     };
     // SAFETY: a shared (not private: task processes share it) futex wait
     // on a valid word with a relative timeout.
@@ -194,8 +213,139 @@ fn futex_wait(w: &std::sync::atomic::AtomicU32, seen: u32, timeout_ms: u64) {
 
 /// Wakes every waiter of futex word `w`.
 fn futex_wake_all(w: &std::sync::atomic::AtomicU32) {
+    futex_wake(w, i32::MAX);
+}
+
+fn futex_wake(w: &std::sync::atomic::AtomicU32, n: i32) {
     // SAFETY: a shared futex wake of a valid word.
-    unsafe { libc::syscall(libc::SYS_futex, w.as_ptr(), libc::FUTEX_WAKE, i32::MAX) };
+    unsafe { libc::syscall(libc::SYS_futex, w.as_ptr(), libc::FUTEX_WAKE, n) };
+}
+
+/// One task's wakeup slot in the couplings' mailbox (8 bytes).
+#[repr(C)]
+struct Slot {
+    /// The futex word: odd while its task waits (a new value each
+    /// sleep), even otherwise.
+    word: std::sync::atomic::AtomicU32,
+    /// The group index whose task is to wake it.
+    waker: std::sync::atomic::AtomicU32,
+}
+
+/// The size of a mailbox of `slots` slots: whole pages.
+pub(super) fn mailbox_bytes(slots: u32) -> usize {
+    (slots.max(1) as usize * std::mem::size_of::<Slot>()).next_multiple_of(4096)
+}
+
+/// The couplings' mailbox (`super::Mailbox`) mapped into a group process
+/// (and the task processes it forks).
+struct MailboxMap {
+    ptr: *mut Slot,
+    slots: usize,
+}
+
+// SAFETY: the slots are atomics; the mapping lives as long as the plan.
+unsafe impl Send for MailboxMap {}
+unsafe impl Sync for MailboxMap {}
+
+impl MailboxMap {
+    fn open(c: &super::Couplings) -> Result<MailboxMap> {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&c.mailbox)
+            .with_context(|| format!("opening the couplings' mailbox {}", c.mailbox.display()))?;
+        let bytes = mailbox_bytes(c.slots);
+        // SAFETY: a shared mapping of a file at least `bytes` long (the
+        // agent sized it); zeroed slots are valid atomics.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error()).context("mmap of the couplings' mailbox");
+        }
+        Ok(MailboxMap {
+            ptr: ptr.cast(),
+            slots: c.slots as usize,
+        })
+    }
+
+    fn slot(&self, i: usize) -> &Slot {
+        assert!(i < self.slots);
+        // SAFETY: inside the mapping.
+        unsafe { &*self.ptr.add(i) }
+    }
+
+    /// Wakes one task of slots `first..first + n` that waits on `group`,
+    /// looking from slot `first + from % n` on: true when one was waiting.
+    fn wake_one(&self, group: u32, (first, n): (usize, usize), from: usize) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        for k in 0..n {
+            let s = self.slot(first + (from + k) % n);
+            let t = s.word.load(SeqCst);
+            // The slot's waker is written before its word turns odd, and
+            // its word changes before it is rewritten: if the word is
+            // still t, the waker is t's.
+            if t % 2 == 1
+                && s.waker.load(SeqCst) == group
+                && s.word
+                    .compare_exchange(t, t.wrapping_add(1), SeqCst, SeqCst)
+                    .is_ok()
+            {
+                futex_wake(&s.word, 1);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Task slot `i` waits (as `token`, odd) for a task of `group` to
+    /// wake it, until `deadline` at most: true when one did.
+    fn wait(&self, i: usize, group: u32, deadline: u64, token: u32) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        let s = self.slot(i);
+        s.waker.store(group, SeqCst);
+        s.word.store(token, SeqCst);
+        loop {
+            let now = now_ns();
+            if now >= deadline {
+                // Whoever moves the word on first decides: a waker that
+                // got there first woke it.
+                return s
+                    .word
+                    .compare_exchange(token, token.wrapping_add(1), SeqCst, SeqCst)
+                    .is_err();
+            }
+            futex_wait(&s.word, token, Duration::from_nanos(deadline - now));
+            if s.word.load(SeqCst) != token {
+                return true;
+            }
+        }
+    }
+}
+
+impl Drop for MailboxMap {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in open(), unmapped once.
+        unsafe { libc::munmap(self.ptr.cast(), mailbox_bytes(self.slots as u32)) };
+    }
+}
+
+/// A coupled `replay` task's part in the mailbox.
+struct Link<'a> {
+    mailbox: &'a MailboxMap,
+    couplings: &'a super::Couplings,
+    /// This group's index (the waiters its bursts wake).
+    group: u32,
+    /// This task's slot.
+    slot: usize,
 }
 
 fn socketpair() -> Result<(OwnedFd, OwnedFd)> {
@@ -223,6 +373,7 @@ impl Plan {
         threads: usize,
         disk: Option<&Path>,
         output_dir: &Path,
+        couplings: Option<&super::Couplings>,
     ) -> Result<Plan> {
         let pipes = match work {
             Work::Pingpong | Work::WakeChain => {
@@ -243,10 +394,12 @@ impl Plan {
             Work::BlockIo { .. } => Some(Scratch::open(disk, output_dir)?),
             _ => None,
         };
+        let mailbox = couplings.map(MailboxMap::open).transpose()?;
         Ok(Plan {
             pipes,
             rings,
             scratch,
+            mailbox: mailbox.zip(couplings.cloned()),
         })
     }
 
@@ -318,7 +471,15 @@ impl Plan {
                 let scratch = self.scratch.as_ref().expect("made for block_io");
                 block_io(scratch, *size as u64, cx.rng, stop, &mut c)?
             }
-            Work::Replay { run, sleep } => replay(run, sleep, cx.rng, stop, &mut c),
+            Work::Replay { run, sleep, .. } => {
+                let link = self.mailbox.as_ref().map(|(m, c)| Link {
+                    mailbox: m,
+                    couplings: c,
+                    group: cx.group,
+                    slot: c.first as usize + cx.index,
+                });
+                replay(run, sleep, cx.rng, stop, &mut c, link.as_ref())
+            }
             Work::Command { .. } => {
                 anyhow::bail!("a command group's tasks run through workload::app")
             }
@@ -605,12 +766,62 @@ fn sleepy(
 
 /// Recorded behaviour: a burst of CPU time drawn from `run`, a sleep
 /// drawn from `sleep` (both quantile tables), counting bursts.
-fn replay(run: &[Duration], sleep: &[Duration], rng: &mut Rng, stop_at: u64, count: &mut Count) {
+fn replay(
+    run: &[Duration],
+    sleep: &[Duration],
+    rng: &mut Rng,
+    stop_at: u64,
+    count: &mut Count,
+    link: Option<&Link>,
+) {
+    let mut token = 1;
+    // Whom to wake and whose wakeup to wait for: a stream of its own, so
+    // the bursts and sleeps drawn are the same with couplings or without.
+    let mut coin = link.map(|l| Rng::for_thread(!0, l.group, l.slot as u32));
+    let mut toss = || {
+        coin.as_mut()
+            .map_or(1.0, |c| (c.next_u64() >> 11) as f64 / (1u64 << 53) as f64)
+    };
+    let mut turn = 0;
+    // Wakeups owed to each woken group: one drawn when none of its tasks
+    // waited is made at a later burst end (at most one per task owed).
+    let mut owed = vec![0u32; link.map_or(0, |l| l.couplings.wakees.len())];
     while now_ns() < stop_at {
         burn_cpu(draw(run, rng), stop_at);
         count.hit();
+        if let Some(l) = link {
+            for (w, owed) in l.couplings.wakees.iter().zip(&mut owed) {
+                if toss() < w.per_burst {
+                    *owed = (*owed + 1).min(w.threads);
+                }
+                while *owed > 0 {
+                    turn += 1;
+                    let slots = (w.first as usize, w.threads as usize);
+                    if !l.mailbox.wake_one(l.group, slots, turn) {
+                        break;
+                    }
+                    *owed -= 1;
+                }
+            }
+        }
         let wake = now_ns() + draw(sleep, rng).as_nanos() as u64;
-        sleep_until(wake.min(stop_at));
+        let by = link.and_then(|l| {
+            let u = toss();
+            let mut acc = 0.0;
+            l.couplings.wakers.iter().enumerate().find_map(|(k, w)| {
+                acc += w.share;
+                (u < acc).then_some((l, k, w))
+            })
+        });
+        match by {
+            Some((l, k, w)) => {
+                let deadline = (now_ns() + w.grace_ns).min(stop_at);
+                let woken = l.mailbox.wait(l.slot, w.group, deadline, token);
+                token = token.wrapping_add(2);
+                count.coupled_at(k, woken, now_ns());
+            }
+            None => sleep_until(wake.min(stop_at)),
+        }
     }
 }
 
@@ -662,7 +873,7 @@ fn fan_out_worker(
     use std::sync::atomic::Ordering;
     let mut seen = word.load(Ordering::SeqCst);
     while now_ns() < stop_at {
-        futex_wait(word, seen, 20);
+        futex_wait(word, seen, Duration::from_millis(20));
         let now = word.load(Ordering::SeqCst);
         if now == seen {
             continue;
@@ -803,6 +1014,129 @@ fn fork_and_wait(child: impl FnOnce()) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
+    use super::super::{Couplings, Mailbox, Wakee, Waker};
+
+    fn couplings(
+        mailbox: &Mailbox,
+        first: u32,
+        wakers: Vec<Waker>,
+        wakees: Vec<Wakee>,
+    ) -> Couplings {
+        Couplings {
+            mailbox: mailbox.path(),
+            slots: 4,
+            first,
+            wakers,
+            wakees,
+        }
+    }
+
+    /// A waiting slot is woken by its group's task, not another group's;
+    /// a wake with nobody waiting wakes nobody; unwoken, a task wakes on
+    /// its own at its deadline and says so.
+    #[test]
+    fn a_mailbox_slot_is_woken_by_the_group_it_waits_for() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let file = Mailbox::create(4).unwrap();
+        let map = MailboxMap::open(&couplings(&file, 0, vec![], vec![])).unwrap();
+        let ms = 1_000_000;
+        assert!(!map.wake_one(7, (0, 4), 0), "nobody waits");
+        std::thread::scope(|sc| {
+            let m = &map;
+            let waiter = sc.spawn(move || m.wait(1, 7, now_ns() + 5_000 * ms, 1));
+            while map.slot(1).word.load(SeqCst) != 1 {
+                std::hint::spin_loop();
+            }
+            // Another group's task, or slots that are not its: it waits on.
+            assert!(!map.wake_one(3, (0, 4), 0));
+            assert!(!map.wake_one(7, (2, 2), 0));
+            assert_eq!(map.slot(1).word.load(SeqCst), 1);
+            assert!(map.wake_one(7, (0, 4), 2));
+            assert!(waiter.join().unwrap(), "woken by group 7");
+            assert_eq!(map.slot(1).word.load(SeqCst), 2);
+        });
+        // Nobody wakes it: back at its deadline, missed.
+        let start = now_ns();
+        assert!(!map.wait(2, 7, start + 20 * ms, 1));
+        assert!(now_ns() - start >= 20 * ms);
+        // Another mapping sees the same slots (the file, not a copy).
+        let again = MailboxMap::open(&couplings(&file, 0, vec![], vec![])).unwrap();
+        assert_eq!(again.slot(1).word.load(SeqCst), 2);
+    }
+
+    /// A server woken by a client's task for every sleep, the client
+    /// waking it at each burst: the server's sleeps end with the
+    /// client's wakeups, counted apart, and its bursts follow the
+    /// client's.
+    #[test]
+    fn a_coupled_replay_task_is_woken_by_its_waking_group() {
+        let file = Mailbox::create(4).unwrap();
+        let waker = Waker {
+            group: 1,
+            name: "client".into(),
+            share: 1.0,
+            grace_ns: 200_000_000,
+        };
+        let wakee = Wakee {
+            group: 0,
+            first: 0,
+            threads: 1,
+            per_burst: 1.0,
+        };
+        let (server, client) = (
+            couplings(&file, 0, vec![waker], vec![]),
+            couplings(&file, 1, vec![], vec![wakee]),
+        );
+        let maps = [&server, &client].map(|c| MailboxMap::open(c).unwrap());
+        let us = Duration::from_micros;
+        let now = now_ns();
+        let stop = now + 400_000_000;
+        let counts: Vec<Count> = std::thread::scope(|sc| {
+            let tasks: Vec<_> = [(&maps[0], &server, 0u32), (&maps[1], &client, 1u32)]
+                .into_iter()
+                .map(|(m, c, group)| {
+                    sc.spawn(move || {
+                        let link = Link {
+                            mailbox: m,
+                            couplings: c,
+                            group,
+                            slot: c.first as usize,
+                        };
+                        let mut count = Count::new(now, stop);
+                        let mut rng = Rng::for_thread(1, group, 0);
+                        // The server's own sleeps (10 to 20 ms) are
+                        // never used: the client ends them sooner.
+                        let sleep = [[us(10_000), us(20_000)], [us(1000), us(3000)]];
+                        replay(
+                            &[us(100), us(200)],
+                            &sleep[group as usize],
+                            &mut rng,
+                            stop,
+                            &mut count,
+                            Some(&link),
+                        );
+                        count
+                    })
+                })
+                .collect();
+            tasks.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        eprintln!("{counts:?}");
+        let [woken, missed] = counts[0].coupled[0];
+        // The client's cycle is about 2.15 ms: some 180 in 400 ms, each
+        // waking the server if it waits.
+        assert!(woken >= 20 && missed * 10 <= woken, "{counts:?}");
+        // Every sleep is coupled; the last, cut by the stop, is not counted.
+        let total = counts[0].total;
+        assert!(
+            (total - 1..=total).contains(&(woken + missed)),
+            "{counts:?}"
+        );
+        // Far more bursts than its own 10 to 20 ms sleeps allow (27 at most).
+        assert!(total > 40, "{counts:?}");
+        assert!(counts[1].coupled.is_empty(), "{counts:?}");
+    }
+
     /// Draws from a quantile table reproduce its quantiles: of 20 000
     /// draws from [0, 1 ms, 10 ms] (median 1 ms) about half fall below
     /// 1 ms and three quarters below 5.5 ms, none past the ends, and the
@@ -847,7 +1181,7 @@ mod tests {
     fn block_io_writes_and_reads_a_scratch_file_with_o_direct() {
         let dir = tempfile::tempdir().unwrap();
         let work = Work::BlockIo { size: 4096 };
-        let plan = Plan::new(&work, 1, None, dir.path()).unwrap();
+        let plan = Plan::new(&work, 1, None, dir.path(), None).unwrap();
         let scratch = plan.scratch.as_ref().unwrap();
         assert_eq!(scratch.len, SCRATCH_BYTES);
         let (stop, mut c) = count_for(300);
