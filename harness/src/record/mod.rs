@@ -494,7 +494,10 @@ fn couple(out: &mut [Summary]) {
             .figures
             .woken_by
             .iter()
+            // A thread woken by itself is no coupling (one thread cannot
+            // wake itself): a group of one keeps those sleeps timed.
             .filter(|w| w.share >= MIN_COUPLING && replayed.contains(&w.by))
+            .filter(|w| w.by != s.group.name || s.group.threads > 1)
             .map(|w| crate::scenario::Coupling {
                 group: w.by.clone(),
                 share: w.share,

@@ -560,8 +560,8 @@ pub enum Work {
     /// shorten it), a sleep wall time. Counts bursts.
     ///
     /// With `woken_by`, a share of the sleeps end with a real wakeup (a
-    /// futex wake) by a task of another `replay` group, as a client wakes
-    /// its server: the sleeper waits until one of that group's tasks,
+    /// futex wake) by a task of a `replay` group (another, as a client
+    /// wakes its server, or its own, as a pool's tasks wake each other): the sleeper waits until one of that group's tasks,
     /// ending a burst, wakes it. That group's tasks wake one waiting task
     /// at the end of a burst with the chance that makes the share: the
     /// share times this group's burst rate over theirs (a rate: threads
@@ -1596,7 +1596,7 @@ checks:
     fn replay_couplings_name_replay_groups_with_shares_that_fit() {
         let two = |woken_by: &str, other: &str| {
             format!(
-                "name: w\ndescription: d\nduration: 3s\ngroups:\n  - name: server\n    work: {{ kind: replay, run: [1ms, 2ms], sleep: [1ms, 2ms], woken_by: {woken_by} }}\n  - name: client\n    work: {other}\n"
+                "name: w\ndescription: d\nduration: 3s\ngroups:\n  - name: server\n    threads: 2\n    work: {{ kind: replay, run: [1ms, 2ms], sleep: [1ms, 2ms], woken_by: {woken_by} }}\n  - name: client\n    work: {other}\n"
             )
         };
         let replay = "{ kind: replay, run: [1ms, 2ms], sleep: [5ms, 9ms] }";
@@ -1638,6 +1638,14 @@ checks:
             replay,
         ));
         assert!(e.contains("shares add up to 1.100"), "{e}");
+        // A lone thread cannot wake itself.
+        let e = err(
+            &two("[{ group: server, share: 0.4 }]", replay).replace("threads: 2", "threads: 1")
+        );
+        assert!(
+            e.contains("group server has one thread, which cannot wake itself"),
+            "{e}"
+        );
         assert!(err(&two("[{ group: client, share: 0.5, by: x }]", replay))
             .contains("unknown field `by`"));
     }

@@ -886,6 +886,14 @@ fn couplings(cx: &Ctx, s: &Scenario, g: &Group) -> Result<()> {
                 ),
             ));
         }
+        if c.group == *name && g.threads < 2 {
+            return Err(cx.err(
+                at(),
+                format!(
+                    "{what}: group {name} has one thread, which cannot wake itself\n  fix: drop the coupling, or give the group more threads"
+                ),
+            ));
+        }
         if woken_by[..i].iter().any(|d| d.group == c.group) {
             return Err(cx.err(
                 at(),

@@ -80,6 +80,9 @@ pub struct GroupSpec {
 /// memory file the agent holds open for the pass ([`Mailbox`]).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Couplings {
+    /// The scenario's seed: whom a task wakes and whose wakeup it waits
+    /// for are drawn from a stream of their own derived from it.
+    pub seed: u64,
     /// The memory file, as `/proc/AGENT/fd/N`.
     pub mailbox: PathBuf,
     /// Its slots: every group's tasks.
@@ -102,8 +105,9 @@ pub struct Waker {
     pub share: f64,
     /// How long a task waits for it before it wakes on its own (a missed
     /// wakeup): this group's longest recorded sleep plus three of the
-    /// waking group's mean intervals between the wakeups it makes here,
-    /// at least 1 ms. ns.
+    /// mean intervals between the waking group's wakeups of one of this
+    /// group's tasks (its wakeups of the group over the group's threads),
+    /// from 1 ms to 60 s. ns.
     pub grace_ns: u64,
 }
 
@@ -124,7 +128,7 @@ pub struct Wakee {
 impl Couplings {
     /// Group `i`'s couplings in `s` with the pass's mailbox at `mailbox`
     /// (made when [`coupled`]), or None when group `i` is not a `replay`
-    /// group.
+    /// group or neither wakes nor is woken by another.
     pub fn of(s: &crate::scenario::Scenario, i: usize, mailbox: &Path) -> Option<Couplings> {
         let replay = |g: &crate::scenario::Group| match &g.work {
             Work::Replay {
@@ -148,7 +152,7 @@ impl Couplings {
             };
         let me = s.groups.get(i)?;
         let (_, sleep, woken_by) = replay(me)?;
-        let wakers = woken_by
+        let wakers: Vec<Waker> = woken_by
             .iter()
             .filter_map(|c| {
                 let j = index(&c.group)?;
@@ -159,11 +163,12 @@ impl Couplings {
                     group: j as u32,
                     name: by.name.clone(),
                     share: c.share,
-                    grace_ns: (longest + 3.0 / wakes.max(1e-30)).clamp(1e6, 60e9) as u64,
+                    grace_ns: (longest + 3.0 * f64::from(me.threads) / wakes.max(1e-30))
+                        .clamp(1e6, 60e9) as u64,
                 })
             })
             .collect();
-        let wakees = s
+        let wakees: Vec<Wakee> = s
             .groups
             .iter()
             .enumerate()
@@ -178,7 +183,11 @@ impl Couplings {
                 })
             })
             .collect();
+        if wakers.is_empty() && wakees.is_empty() {
+            return None;
+        }
         Some(Couplings {
+            seed: s.seed,
             mailbox: mailbox.to_path_buf(),
             slots: s.groups.iter().map(|g| g.threads).sum(),
             first: first(i),

@@ -777,7 +777,11 @@ fn replay(
     let mut token = 1;
     // Whom to wake and whose wakeup to wait for: a stream of its own, so
     // the bursts and sleeps drawn are the same with couplings or without.
-    let mut coin = link.map(|l| Rng::for_thread(!0, l.group, l.slot as u32));
+    let mut coin = link.map(|l| Rng::for_thread(!l.couplings.seed, l.group, l.slot as u32));
+    if let Some(l) = link {
+        // Every waker counted, 0 or not, in `wakers`' order.
+        count.coupled.resize(l.couplings.wakers.len(), [0, 0]);
+    }
     let mut toss = || {
         coin.as_mut()
             .map_or(1.0, |c| (c.next_u64() >> 11) as f64 / (1u64 << 53) as f64)
@@ -1023,6 +1027,7 @@ mod tests {
         wakees: Vec<Wakee>,
     ) -> Couplings {
         Couplings {
+            seed: 1,
             mailbox: mailbox.path(),
             slots: 4,
             first,
