@@ -1289,7 +1289,7 @@ fn run_pass(
     // Replay groups that wake each other's tasks share a mailbox, held
     // open until the pass's groups are done.
     let mailbox = crate::workload::coupled(s)
-        .then(|| crate::workload::Mailbox::create(s.groups.iter().map(|g| g.threads).sum()))
+        .then(|| crate::workload::Mailbox::create(s.total_threads()))
         .transpose()?;
     let mut running = Vec::new();
     for (i, g) in s.groups.iter().enumerate() {

@@ -130,18 +130,25 @@ impl Couplings {
     /// (made when [`coupled`]), or None when group `i` is not a `replay`
     /// group or neither wakes nor is woken by another.
     pub fn of(s: &crate::scenario::Scenario, i: usize, mailbox: &Path) -> Option<Couplings> {
-        let replay = |g: &crate::scenario::Group| match &g.work {
-            Work::Replay {
-                run,
-                sleep,
-                woken_by,
-            } => Some((run.clone(), sleep.clone(), woken_by.clone())),
-            _ => None,
-        };
+        type Replayed<'a> = (
+            &'a [Duration],
+            &'a [Duration],
+            &'a [crate::scenario::Coupling],
+        );
+        fn replay(g: &crate::scenario::Group) -> Option<Replayed<'_>> {
+            match &g.work {
+                Work::Replay {
+                    run,
+                    sleep,
+                    woken_by,
+                } => Some((run, sleep, woken_by)),
+                _ => None,
+            }
+        }
         // Bursts a ns, all threads.
         let rate = |g: &crate::scenario::Group| {
             replay(g).map_or(0.0, |(run, sleep, _)| {
-                f64::from(g.threads) / (quantiles_mean(&run) + quantiles_mean(&sleep)).max(1.0)
+                f64::from(g.threads) / (quantiles_mean(run) + quantiles_mean(sleep)).max(1.0)
             })
         };
         let index = |name: &str| s.groups.iter().position(|g| g.name == name);
@@ -189,7 +196,7 @@ impl Couplings {
         Some(Couplings {
             seed: s.seed,
             mailbox: mailbox.to_path_buf(),
-            slots: s.groups.iter().map(|g| g.threads).sum(),
+            slots: s.total_threads(),
             first: first(i),
             wakers,
             wakees,
@@ -325,6 +332,11 @@ impl Rng {
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1), from 53 random bits.
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
     /// Uniform in `lo..=hi`.

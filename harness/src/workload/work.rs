@@ -38,10 +38,8 @@ impl Count {
     /// A coupled sleep on waking group `k` ended at `now`, by its wakeup
     /// or (`woken` false) on its own.
     fn coupled_at(&mut self, k: usize, woken: bool, now: u64) {
+        // `coupled` has a place for every waker (replay sizes it).
         if now >= self.from && now < self.to {
-            if self.coupled.len() <= k {
-                self.coupled.resize(k + 1, [0, 0]);
-            }
             self.coupled[k][usize::from(!woken)] += 1;
         }
     }
@@ -782,10 +780,7 @@ fn replay(
         // Every waker counted, 0 or not, in `wakers`' order.
         count.coupled.resize(l.couplings.wakers.len(), [0, 0]);
     }
-    let mut toss = || {
-        coin.as_mut()
-            .map_or(1.0, |c| (c.next_u64() >> 11) as f64 / (1u64 << 53) as f64)
-    };
+    let mut toss = || coin.as_mut().map_or(1.0, Rng::unit);
     let mut turn = 0;
     // Wakeups owed to each woken group: one drawn when none of its tasks
     // waited is made at a later burst end (at most one per task owed).
@@ -838,9 +833,7 @@ pub fn draw(quantiles: &[Duration], rng: &mut Rng) -> Duration {
     if n < 2 {
         return quantiles.first().copied().unwrap_or_default();
     }
-    // 53 random bits: a rank in [0, 1).
-    let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-    let pos = u * (n - 1) as f64;
+    let pos = rng.unit() * (n - 1) as f64;
     let i = (pos as usize).min(n - 2);
     let frac = pos - i as f64;
     let (lo, hi) = (
