@@ -51,6 +51,12 @@ const REGISTRY: &str = "schedulers:
     ops: \"fault_*\"
     args: [--delay-comm, napper, --delay-ms, \"20\"]
     fixture: true
+  - name: delays_ticker_400ms
+    kind: binary
+    source: { workspace: scx_fault }
+    ops: \"fault_*\"
+    args: [--delay-comm, ticker, --delay-ms, \"400\"]
+    fixture: true
   - name: stalls_victim_watchdog_2s
     kind: binary
     source: { workspace: scx_fault }
@@ -661,5 +667,63 @@ fn vm_fault_12_a_weight_blind_scheduler_fails_the_weight_bounds_only_where_it_cl
             }
         }
     }
+    f.assert_evidence_kept();
+}
+
+// 13. A scheduler that holds wakeups once it is attached, swapped in while
+// tasks run: the swap check fails the swap that attached it, with the wait
+// it measured; the same fixture without the hold, swapped the same way in
+// the same VM, passes both swaps.
+#[test]
+fn vm_fault_13_a_hold_after_a_swap_fails_the_swap_check_with_the_measured_value() {
+    // The swaps go to the fixture without the hold and back to the cell's
+    // scheduler; with the hold, every ticker wakeup waits 400 ms.
+    let ticker =
+        "  - { name: ticker, threads: 2, work: { kind: periodic, run: 1ms, period: 10ms } }\n\
+                  swaps:\n  - { at: 2s, to: healthy_fifo }\n  - { at: 7s, to: cell }\n";
+    let (tmp, files) = setup(&[("swap-held", ticker, "  - swap: { max_delay: 350ms }\n")]);
+    // A swap takes 2 to 4 s under TCG (detach, load, attach): the run goes
+    // on for the second after the last attach.
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    std::fs::write(&files[0], text.replace("duration: 6s", "duration: 13s")).unwrap();
+    let began = Instant::now();
+    let mut cmd = command(tmp.path(), "delays_ticker_400ms", &files, "5m");
+    cmd.args(["-s", "healthy_fifo"]);
+    let f = finish(tmp, cmd.spawn().unwrap(), began);
+    assert_eq!(f.code, Some(1), "{}", f.explain());
+    assert_eq!(f.results.len(), 2, "{}", f.explain());
+    for r in &f.results {
+        let swaps: Vec<_> = r
+            .checks
+            .iter()
+            .filter(|c| c.name.starts_with("swap "))
+            .collect();
+        assert_eq!(swaps.len(), 2, "{}", f.explain());
+        assert!(
+            swaps.iter().all(|c| c.detail.contains("attached")),
+            "{swaps:#?}"
+        );
+        if r.scheduler == "healthy_fifo" {
+            assert_eq!(r.verdict, CellVerdict::Pass, "{}", f.explain());
+            continue;
+        }
+        assert_eq!(r.verdict, CellVerdict::Fail, "{}", f.explain());
+        // The second swap attached the hold: a ticker's wakeup within the
+        // second after it waited the 400 ms, plus at most one slice.
+        let back = swaps[1];
+        assert!(back.name.contains("to delays_ticker_400ms"), "{back:#?}");
+        assert!(back.fails(), "{back:#?}");
+        let v = Duration::from_nanos(back.observed_value.unwrap() as u64);
+        assert!(
+            v >= Duration::from_millis(400) && v < Duration::from_millis(700),
+            "swap back {v:?}: {back:#?}"
+        );
+        assert!(
+            r.summary.contains("swap 2 to delays_ticker_400ms"),
+            "{}",
+            r.summary
+        );
+    }
+    assert!(f.elapsed < PROMPT, "{}", f.explain());
     f.assert_evidence_kept();
 }
