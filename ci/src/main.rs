@@ -17,7 +17,8 @@
 //!   The nightly workflow (ci/nightly.yml) runs it; `test` replays the
 //!   saved corpus on stable Rust instead (the unit tests of
 //!   harness/src/fuzz.rs).
-//! - `nightly [ARGS...]` runs the full matrix (suite `nightly`) five times
+//! - `nightly [ARGS...]` runs the tests CI's nextest profile leaves out
+//!   (`NIGHTLY_TESTS`), then the full matrix (suite `nightly`) five times
 //!   per cell, records it in the results database ($SCX_HARNESS_DB or the
 //!   default) and checks every cell against its recent history: non-zero,
 //!   naming the cells that regressed or failed, with the evidence.
@@ -121,24 +122,7 @@ fn main() -> Result<()> {
         }
         Some("test") => {
             setup(&sh)?;
-            // The debug build is the one nextest tests; building the kernel
-            // and the schedulers with it compiles nothing twice.
-            step("test: cargo build --workspace");
-            cmd!(sh, "cargo build --workspace").run()?;
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map(std::path::PathBuf::from)
-                .unwrap_or_else(|| root.join("target"));
-            let harness = target.join("debug/scx-harness");
-            // Every kernel of kernel-config/kernels.yaml: the LTS and the
-            // newest stable built (about 9 minutes each cold), Debian's own
-            // prebuilt kernel fetched (seconds).
-            step("test: build or fetch every kernel (kernel-config/kernels.yaml)");
-            cmd!(sh, "{harness} kernel build all").run()?;
-            // Every kernel's schedulers (its own examples, our BPF objects,
-            // the crate versions the registry names there) before the
-            // tests, not inside a test's deadline: crates take minutes, once.
-            step("test: build or reuse every scheduler on every kernel");
-            cmd!(sh, "{harness} schedulers build --kernel all").run()?;
+            prepare_tests(&sh, &root)?;
             // The saved fuzz corpus is replayed by the unit tests (stable
             // Rust); fuzzing itself is `cargo ci fuzz` (the nightly job):
             // its nightly build alone took minutes of CI's 90.
@@ -151,6 +135,7 @@ fn main() -> Result<()> {
         }
         Some("nightly") => {
             setup(&sh)?;
+            prepare_tests(&sh, &root)?;
             nightly(&sh, &root, &args[1..])
         }
         _ => {
@@ -464,11 +449,46 @@ fn test(sh: &Shell, extra: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// The nightly job on one machine: the full matrix, five samples per
+/// What the test suite needs before nextest: the debug build, every
+/// kernel of the catalog and every scheduler on each (`test`, `nightly`).
+fn prepare_tests(sh: &Shell, root: &std::path::Path) -> Result<()> {
+    // The debug build is the one nextest tests; building the kernel and the
+    // schedulers with it compiles nothing twice.
+    step("test: cargo build --workspace");
+    cmd!(sh, "cargo build --workspace").run()?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let harness = target.join("debug/scx-harness");
+    // Every kernel of kernel-config/kernels.yaml: the LTS and the newest
+    // stable built (about 9 minutes each cold), Debian's own prebuilt
+    // kernel fetched (seconds).
+    step("test: build or fetch every kernel (kernel-config/kernels.yaml)");
+    cmd!(sh, "{harness} kernel build all").run()?;
+    // Every kernel's schedulers (its own examples, our BPF objects, the
+    // crate versions the registry names there) before the tests, not
+    // inside a test's deadline: crates take minutes, once.
+    step("test: build or reuse every scheduler on every kernel");
+    cmd!(sh, "{harness} schedulers build --kernel all").run()?;
+    Ok(())
+}
+
+/// The tests the CI profile leaves to the nightly job (its
+/// `default-filter` in .config/nextest.toml is `not` this).
+const NIGHTLY_TESTS: &str = "test(/^vm_host_target_(sweep|bisect)_/) | test(/^selftest::stable::/)";
+
+/// The nightly job on one machine: the tests CI leaves out, then the full matrix, five samples per
 /// cell (the fewest with which `history check` can judge a cell of many
 /// key metrics tested together), recorded and checked against history. (On several runners, the
 /// matrix tests run partitioned by nextest instead; see ci/nightly.yml.)
 fn nightly(sh: &Shell, root: &std::path::Path, args: &[String]) -> Result<()> {
+    step("nightly: the tests CI leaves out (.config/nextest.toml, profile ci)");
+    // A failure here is reported with the matrix's, after it.
+    let left_out = cmd!(
+        sh,
+        "cargo nextest run --workspace --profile default -E {NIGHTLY_TESTS}"
+    )
+    .run();
     step("nightly: the full matrix, 5 runs per cell, recorded");
     cmd!(sh, "cargo build --release -p scx-harness").run()?;
     let harness = root.join("target/release/scx-harness");
@@ -486,10 +506,15 @@ fn nightly(sh: &Shell, root: &std::path::Path, args: &[String]) -> Result<()> {
     .run();
     step("nightly: each cell against its history");
     let checked = cmd!(sh, "{harness} history check {dir} --db {db}").run();
-    match (ran, checked) {
-        (Ok(()), Ok(())) => Ok(()),
-        (ran, checked) => bail!(
-            "nightly: {}{}; results in {}",
+    match (left_out, ran, checked) {
+        (Ok(()), Ok(()), Ok(())) => Ok(()),
+        (left_out, ran, checked) => bail!(
+            "nightly: {}{}{}; results in {}",
+            if left_out.is_err() {
+                "tests CI leaves out failed (see nextest's summary above); "
+            } else {
+                ""
+            },
             if ran.is_err() {
                 "cells failed or could not be measured"
             } else {
@@ -560,4 +585,24 @@ fn soak(sh: &Shell, root: &std::path::Path, args: &[String]) -> Result<()> {
         bail!("{bad} cell run(s) did not pass");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// The CI profile leaves out exactly what the nightly job runs.
+    #[test]
+    fn the_ci_profile_leaves_out_what_the_nightly_job_runs() {
+        let config = include_str!("../../.config/nextest.toml");
+        let want = format!("default-filter = 'not ({})'", super::NIGHTLY_TESTS);
+        assert!(
+            config.lines().any(|l| l == want),
+            "the ci profile's default-filter is not `not (NIGHTLY_TESTS)`:\n  want: {want}"
+        );
+        let workflow = include_str!("../nightly.yml");
+        let run = format!("-E '{}'", super::NIGHTLY_TESTS);
+        assert!(
+            workflow.contains(&run),
+            "ci/nightly.yml's left-out job does not run NIGHTLY_TESTS:\n  want: {run}"
+        );
+    }
 }

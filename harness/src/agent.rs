@@ -69,6 +69,26 @@ pub struct AgentSpec {
     /// `$SCX_HARNESS_APPS` ([`crate::paths::apps_dir`]).
     #[serde(default)]
     pub apps_dir: Option<PathBuf>,
+    /// What is recorded of the scheduler pass's groups beside the probe.
+    #[serde(default)]
+    pub recording: PassRecording,
+}
+
+/// What the agent records of the scheduler pass's group tasks the way
+/// `record` records a machine (`record::replayed`), into `Pass.replayed`.
+/// Only the scheduler pass: the recorder's programs and its thread are
+/// load the fair pass would not have, so a run with relative checks does
+/// not ask for it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PassRecording {
+    #[default]
+    Off,
+    /// The bursts' and sleeps' distributions per group (`replay-check`).
+    Distributions,
+    /// Those, and the groups summarised as a capture (`record
+    /// --scenario`).
+    Capture,
 }
 
 /// One scheduler swap of the scheduler pass.
@@ -99,12 +119,20 @@ pub struct SwapEvent {
     /// The longest wait of any task that ended from the swap's start until
     /// one second after the attach.
     pub max_delay_ns: u64,
+    /// How long after the attach those waits were watched, ms: a second
+    /// (`SPIKE_AFTER`), less when the next swap, the run's end or a stall
+    /// that stopped the pass came first (0: the scheduler attached after
+    /// the run's end, and `max_delay_ns` saw none of its wakeups: the
+    /// watch closes at the run's end). None in results written before it
+    /// was recorded, and when the swap did not attach.
+    #[serde(default)]
+    pub watched_ms: Option<u64>,
     /// Why it did not attach, when it did not.
     pub why: String,
 }
 
 /// How long after an attach the spike of a swap is still watched.
-const SPIKE_AFTER: Duration = Duration::from_secs(1);
+pub const SPIKE_AFTER: Duration = Duration::from_secs(1);
 
 impl AgentSpec {
     /// The tightest stall bounds, in ns, of the checks that bound a task of
@@ -399,6 +427,11 @@ pub struct Pass {
     pub timeline: Vec<(u64, Vec<u64>)>,
     /// Problems that make the pass's numbers untrustworthy.
     pub errors: Vec<String>,
+    /// A scenario `record` wrote, under the scheduler: its groups' tasks
+    /// recorded in the window the way `record` records (bursts and
+    /// sleeps), for `replay-check` to score against the file's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replayed: Option<crate::record::replayed::Replayed>,
 }
 
 impl Pass {
@@ -728,7 +761,22 @@ struct Swapping {
 /// A swap under way: watching the spike until `until`.
 struct OpenSwap {
     event: SwapEvent,
+    /// When the new scheduler attached (CLOCK_MONOTONIC ns), if it did.
+    attached_at: Option<u64>,
     until: u64,
+}
+
+impl OpenSwap {
+    /// Closes the spike at `now` (the run's window ending at `window_end`,
+    /// both CLOCK_MONOTONIC ns): the longest wait seen since the swap
+    /// began, and how long after the attach it watched.
+    fn close(mut self, probe: &mut Probe, now: u64, window_end: u64) -> SwapEvent {
+        self.event.max_delay_ns = probe.spike_end();
+        self.event.watched_ms = self
+            .attached_at
+            .map(|a| now.min(window_end).saturating_sub(a) / 1_000_000);
+        self.event
+    }
 }
 
 impl Swapping {
@@ -772,7 +820,10 @@ impl Swapping {
             }
             Err(e) => (None, format!("{e:#}")),
         };
+        // One reading: the attach (when there was one) and the watch's end.
+        let done = now_ns();
         Some(OpenSwap {
+            attached_at: attach_ms.map(|_| done),
             event: SwapEvent {
                 at_ns: now.saturating_sub(t0),
                 planned_ns: plan.at_ns,
@@ -780,9 +831,10 @@ impl Swapping {
                 to: plan.to.name.clone(),
                 attach_ms,
                 max_delay_ns: 0,
+                watched_ms: None,
                 why,
             },
-            until: now_ns() + SPIKE_AFTER.as_nanos() as u64,
+            until: done + SPIKE_AFTER.as_nanos() as u64,
         })
     }
 }
@@ -1435,6 +1487,16 @@ fn run_pass(
         let stdin = r.child.stdin.as_mut().expect("piped stdin");
         writeln!(stdin, "t0 {t0}").context("telling a group its start time")?;
     }
+    let recorder =
+        (kind == PassKind::Scheduler && spec.recording != PassRecording::Off).then(|| {
+            PassRecorder::start(
+                s,
+                &running,
+                window_start,
+                window_end,
+                spec.recording == PassRecording::Capture,
+            )
+        });
     let group_name = |g: Option<u32>| {
         g.and_then(|g| s.groups.get(g as usize))
             .map(|g| g.name.clone())
@@ -1495,6 +1557,12 @@ fn run_pass(
     // a stall.
     let stop = loop {
         let in_run = now < window_end;
+        if !in_run {
+            if let (Some(o), Some(p)) = (open_swap.take(), probe.as_deref_mut()) {
+                // The run is over: the waits of its exit are no swap's.
+                swaps.push(o.close(p, now, window_end));
+            }
+        }
         if let (true, Some(sw), Some(p)) = (in_run, swapping.as_deref_mut(), probe.as_deref_mut()) {
             // A swap's spike window closes early when the next swap is
             // due: swaps keep their schedule.
@@ -1502,9 +1570,8 @@ fn run_pass(
                 .as_ref()
                 .is_some_and(|o| now >= o.until || sw.next_due(spec, t0).is_some_and(|d| now >= d))
             {
-                let mut o = open_swap.take().expect("checked");
-                o.event.max_delay_ns = p.spike_end();
-                swaps.push(o.event);
+                let o = open_swap.take().expect("checked");
+                swaps.push(o.close(p, now, window_end));
             }
             if open_swap.is_none() {
                 open_swap = sw.swap_if_due(spec, t0, now, p, dir);
@@ -1626,15 +1693,17 @@ fn run_pass(
     if let Some(p) = probe.as_deref_mut() {
         p.set_watch(t0, stop);
     }
+    if let Some(r) = &recorder {
+        r.stop_at(stop);
+    }
     // The run is over: the timeline stops (it is joined below, after a
     // stalled scheduler is detached: its clean-up may wait on tasks only
     // a working scheduler runs).
     if let Some(t) = &timeline_thread {
         t.stop();
     }
-    if let (Some(mut o), Some(p)) = (open_swap.take(), probe.as_deref_mut()) {
-        o.event.max_delay_ns = p.spike_end();
-        swaps.push(o.event);
+    if let (Some(o), Some(p)) = (open_swap.take(), probe.as_deref_mut()) {
+        swaps.push(o.close(p, now_ns(), window_end));
     }
     let (waiting, snapshot, other_worst): (Vec<Waiting>, Snapshot, _) = match probe.as_deref() {
         Some(p) => (
@@ -1727,6 +1796,7 @@ fn run_pass(
             ));
         }
     }
+    let replayed = recorder.map(PassRecorder::finish);
     let mut groups = Vec::new();
     for (i, r) in running.iter().enumerate() {
         let outcome: Option<GroupOutcome> = std::fs::read(&r.out)
@@ -1777,7 +1847,96 @@ fn run_pass(
         operations,
         timeline,
         errors,
+        replayed,
     })
+}
+
+/// The recorder of a pass (`PassRecording`), on a thread of its own from
+/// t0 to the window's end, or the pass's stop if sooner.
+struct PassRecorder {
+    /// Where the recording ends (CLOCK_MONOTONIC ns); lowered at the stop.
+    until: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    thread: Option<std::thread::JoinHandle<Result<crate::record::replayed::Replayed>>>,
+}
+
+impl PassRecorder {
+    /// Records the group tasks of `running` (the scenario's groups, in
+    /// order), keeping what ends in the window; with `capture`, the
+    /// groups summarised too.
+    fn start(
+        s: &Scenario,
+        running: &[Running],
+        window_start: u64,
+        window_end: u64,
+        capture: bool,
+    ) -> Self {
+        use crate::record::replayed::Tasks;
+        let mut tasks = Tasks::default();
+        for (i, r) in running.iter().enumerate() {
+            tasks.tgids.push(r.child.id());
+            tasks.group_processes.insert(r.child.id(), i);
+            for &w in &r.workers {
+                if r.processes {
+                    tasks.tgids.push(w);
+                    tasks.by_tgid.insert(w, i);
+                } else {
+                    tasks.by_tid.insert(w, i);
+                }
+            }
+        }
+        let names: Vec<String> = s.groups.iter().map(|g| g.name.clone()).collect();
+        let until = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(window_end));
+        let end = until.clone();
+        let thread = std::thread::spawn(move || {
+            crate::record::replayed::record(&tasks, &names, window_start, &end, capture)
+        });
+        PassRecorder {
+            until,
+            thread: Some(thread),
+        }
+    }
+
+    /// Ends the recording at `at` (CLOCK_MONOTONIC ns) if it would end
+    /// later.
+    fn stop_at(&self, at: u64) {
+        self.until
+            .fetch_min(at, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Stops the recording and returns it; a recorder that failed says
+    /// why in the result's `error` (the scheduler's measurement stands).
+    fn finish(mut self) -> crate::record::replayed::Replayed {
+        self.stop_at(now_ns());
+        let failed = |why: String| crate::record::replayed::Replayed {
+            error: Some(why),
+            ..Default::default()
+        };
+        match self.thread.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(Ok(r))) => r,
+            Some(Ok(Err(e))) => failed(format!("{e:#}")),
+            Some(Err(panic)) => failed(format!(
+                "the recorder's thread panicked: {}",
+                panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default()
+            )),
+            None => failed("the recorder was not running".into()),
+        }
+    }
+}
+
+/// A pass that ends early (an error) stops its recorder too, and waits
+/// for it (a tick, about 100 ms): no BPF program stays attached into the
+/// next cell.
+impl Drop for PassRecorder {
+    fn drop(&mut self) {
+        self.stop_at(0);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// Waits for a group process's "ready" line on its stdout, until `by`

@@ -365,7 +365,13 @@ pub fn probe(
         duration: Duration::from_secs(seconds + 1),
         warmup: Duration::from_secs(1),
         seed: 0,
-        groups: vec![Group::new("pairs", 2 * pairs, Work::Pingpong)],
+        groups: vec![Group::new(
+            "pairs",
+            2 * pairs,
+            Work::Pingpong {
+                run: Duration::ZERO,
+            },
+        )],
         swaps: vec![],
         timeline: vec![],
         knobs: Default::default(),
@@ -386,6 +392,7 @@ pub fn probe(
     };
     let spec = AgentSpec {
         sysrq_on_stall: false,
+        recording: crate::agent::PassRecording::Off,
         apps_dir: None,
         scenario,
         scheduler: crate::scheduler::lifecycle::GuestSpec {

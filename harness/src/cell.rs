@@ -33,6 +33,9 @@ pub struct Planned<'a> {
     pub swap_to: Vec<&'a Built>,
     /// Where the cell's result, console and files go.
     pub dir: PathBuf,
+    /// What is recorded of the scheduler pass's groups
+    /// (`AgentSpec::recording`).
+    pub recording: agent::PassRecording,
 }
 
 impl Planned<'_> {
@@ -49,6 +52,7 @@ impl Planned<'_> {
     pub(crate) fn agent_spec(&self, host_cpus: Option<&[u32]>) -> AgentSpec {
         let s = &self.scenario.scenario;
         AgentSpec {
+            recording: self.recording,
             sysrq_on_stall: host_cpus.is_some(),
             apps_dir: Some(crate::paths::apps_dir()),
             scenario: match host_cpus {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::agent::{AgentOutput, Pass, PassKind};
+use crate::agent::{AgentOutput, Pass, PassKind, SPIKE_AFTER};
 use crate::scenario::{
     AppMetricCheck, Check, CheckKind, Property, Scenario, StallCheck, StallTasks, Work,
 };
@@ -354,15 +354,38 @@ fn evaluate_one(
                         ),
                     ));
                 }
+                let watch = SPIKE_AFTER.as_millis() as u64;
                 for (i, e) in p.swaps.iter().enumerate() {
                     let v = Duration::from_nanos(e.max_delay_ns);
+                    let name = format!(
+                        "swap {} to {} at {}",
+                        i + 1,
+                        e.to,
+                        format_duration(Duration::from_millis(e.at_ns / 1_000_000))
+                    );
+                    let short = e.watched_ms.filter(|&w| w < watch);
+                    if let (Some(a), Some(w), true) = (e.attach_ms, short, v <= bound) {
+                        // A watch the run cut short is no evidence that the
+                        // scheduler that attached keeps the bound (a wait
+                        // over it fails below, however short the watch).
+                        let fix = if p.stall.is_some() {
+                            "a stall stopped the pass (see the stall check)"
+                        } else {
+                            "fix: lengthen the scenario's duration, or space its swaps further (scx_lavd took 12 s to attach under TCG)"
+                        };
+                        out.push(missing(
+                            name,
+                            format!("<= {}", ms(bound)),
+                            bound.as_nanos() as f64,
+                            &format!(
+                                "{} attached {a} ms after the detach and was watched {w} ms (the run's end, the next swap or a stall came first): the check needs the {watch} ms after an attach\n  {fix}",
+                                e.to
+                            ),
+                        ));
+                        continue;
+                    }
                     out.push(Outcome {
-                        name: format!(
-                            "swap {} to {} at {}",
-                            i + 1,
-                            e.to,
-                            format_duration(Duration::from_millis(e.at_ns / 1_000_000))
-                        ),
+                        name,
                         pass: e.attach_ms.is_some() && v <= bound,
                         observed: ms(v),
                         bound: format!("<= {}", ms(bound)),
@@ -380,7 +403,7 @@ fn evaluate_one(
                                 String::new()
                             };
                             match e.attach_ms {
-                                Some(a) => format!("{began}attached {a} ms after the swap began"),
+                                Some(a) => format!("{began}attached {a} ms after the detach"),
                                 None => format!("{began}{} did not attach: {}", e.to, e.why),
                             }
                         },
@@ -982,7 +1005,7 @@ pub fn counts_iterations(w: &Work) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::{GroupResult, StallEvent, StillWaiting};
+    use crate::agent::{GroupResult, StallEvent, StillWaiting, SwapEvent};
     use crate::probe::hist::Histogram;
     use crate::probe::GroupData;
     use crate::scheduler::lifecycle::{Counters, Report};
@@ -1086,6 +1109,7 @@ mod tests {
             operations: vec![],
             timeline: vec![],
             errors: vec![],
+            replayed: None,
         }
     }
 
@@ -1129,6 +1153,48 @@ mod tests {
             claims: None,
             partial: false,
         })
+    }
+
+    #[test]
+    fn a_swap_attached_too_late_to_be_watched_is_not_measured_not_passed() {
+        let text = "name: t\ndescription: d\nduration: 6s\ngroups:\n  - { name: a, threads: 2, work: { kind: spin } }\nswaps:\n  - { at: 2s, to: y }\nchecks:\n  - swap: { max_delay: 350ms }\n";
+        let s = crate::scenario::parse(std::path::Path::new("t.yaml"), text)
+            .unwrap()
+            .scenario;
+        // The swap's longest wait (ms) and how long after its attach it was
+        // watched (None: a result written before that was recorded).
+        let judge = |max_ms: u64, watched_ms: Option<u64>| -> Outcome {
+            let mut p = pass(PassKind::Scheduler, vec![group("a", &[1], 1, 1)]);
+            p.swaps = vec![SwapEvent {
+                at_ns: 2_000 * MS,
+                planned_ns: 2_000 * MS,
+                to: "y".into(),
+                detach_ms: 100,
+                attach_ms: Some(3_000),
+                max_delay_ns: max_ms * MS,
+                watched_ms,
+                why: String::new(),
+            }];
+            eval(&s, vec![p], Verdict::Clean)
+                .into_iter()
+                .find(|o| o.name.starts_with("swap 1"))
+                .unwrap()
+        };
+        assert!(judge(20, Some(1_000)).pass);
+        assert!(judge(20, None).pass);
+        assert!(!judge(400, Some(1_000)).pass);
+        // A wait over the bound fails with its value however short the
+        // watch.
+        let over = judge(400, Some(500));
+        assert!(!over.pass);
+        assert_eq!(over.observed_value, Some((400 * MS) as f64));
+        // Attached after the run's end: no wait of the new scheduler.
+        let late = judge(20, Some(0));
+        assert!(!late.pass, "{late:#?}");
+        assert_eq!(late.observed, "not measured");
+        assert!(late.detail.contains("was watched 0 ms"), "{}", late.detail);
+        assert!(late.detail.contains("fix: lengthen"), "{}", late.detail);
+        assert!(!judge(20, Some(999)).pass);
     }
 
     #[test]

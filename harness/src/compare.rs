@@ -579,6 +579,7 @@ pub fn sample_result(delay_ms: u64, verdict: CellVerdict) -> CellResult {
             operations: vec![],
             timeline: vec![],
             errors: vec![],
+            replayed: None,
         };
         CellResult {
             schema: crate::report::SCHEMA.into(),

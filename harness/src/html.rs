@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use crate::agent::{Pass, PassKind};
 use crate::compare::{CompareReport, MetricComparison};
-use crate::probe::hist::Histogram;
 use crate::report::{esc, short, CellResult, CellVerdict};
 use crate::stats::Verdict;
 
@@ -382,21 +381,24 @@ fn cdf_plot(p: &Pass, fair: Option<&Pass>, plots: &mut usize) -> String {
         for (i, g) in pass.groups.iter().enumerate() {
             series.push((
                 format!("{}{suffix}", g.name),
-                &g.probe.run_delay,
+                g.probe.run_delay.cdf(),
                 COLOURS[i % COLOURS.len()],
                 dashed,
             ));
         }
     }
-    cdf_svg("run delay (CDF)", &series, plots)
+    cdf_svg("run delay (CDF)", "wakeup to run", &series, plots)
 }
 
-/// CDFs of run-delay histograms on a log axis: (legend, histogram,
-/// colour, dashed) each.
-fn cdf_svg(title: &str, series: &[(String, &Histogram, &str, bool)], plots: &mut usize) -> String {
+/// One line of a CDF plot: its legend, its points (ns, fraction) in
+/// order, its colour, dashed or not.
+type CdfSeries<'a> = (String, Vec<(u64, f64)>, &'a str, bool);
+
+/// CDFs of times in ns on a log axis; `x_label` names the time.
+fn cdf_svg(title: &str, x_label: &str, series: &[CdfSeries], plots: &mut usize) -> String {
     let (mut lo, mut hi) = (u64::MAX, 0u64);
-    for (_, h, _, _) in series {
-        for (v, _) in h.cdf() {
+    for (_, pts, _, _) in series {
+        for &(v, _) in pts {
             lo = lo.min(v.max(1));
             hi = hi.max(v);
         }
@@ -414,13 +416,12 @@ fn cdf_svg(title: &str, series: &[(String, &Histogram, &str, bool)], plots: &mut
     let xf = |ns: u64| ((ns.max(1) as f64).log10() - llo) / (lhi - llo);
     let mut body = String::new();
     let mut legend = Vec::new();
-    for (name, h, colour, dashed) in series {
-        let pts = h.cdf();
+    for (name, pts, colour, dashed) in series {
         if pts.is_empty() {
             continue;
         }
         let mut path = format!("{:.1},{:.1}", x_of(xf(pts[0].0)), y_of(0.0));
-        for (v, f) in &pts {
+        for (v, f) in pts {
             let _ = write!(path, " {:.1},{:.1}", x_of(xf(*v)), y_of(*f));
         }
         let _ = write!(
@@ -445,13 +446,7 @@ fn cdf_svg(title: &str, series: &[(String, &Histogram, &str, bool)], plots: &mut
         .collect();
     *plots += 1;
     svg(
-        title,
-        "wakeup to run",
-        "fraction",
-        &x_ticks,
-        &y_ticks,
-        &legend,
-        &body,
+        title, x_label, "fraction", &x_ticks, &y_ticks, &legend, &body,
     )
 }
 
@@ -523,10 +518,15 @@ fn comparison(c: &CompareReport, plots: &mut usize) -> String {
         let mut series = Vec::new();
         for (i, (g, a, b)) in s.run_delay.iter().enumerate() {
             let colour = COLOURS[i % COLOURS.len()];
-            series.push((format!("{g} (baseline)"), a, colour, false));
-            series.push((format!("{g} (candidate)"), b, colour, true));
+            series.push((format!("{g} (baseline)"), a.cdf(), colour, false));
+            series.push((format!("{g} (candidate)"), b.cdf(), colour, true));
         }
-        out.push_str(&cdf_svg("run delay, all runs pooled (CDF)", &series, plots));
+        out.push_str(&cdf_svg(
+            "run delay, all runs pooled (CDF)",
+            "wakeup to run",
+            &series,
+            plots,
+        ));
         for m in s.metrics.iter().filter(|m| m.key) {
             out.push_str(&strip_plot(m, plots));
         }
@@ -828,6 +828,81 @@ pub fn sweep_page(r: &crate::sweep::Report) -> String {
     out
 }
 
+/// `replay-check`'s page: the fidelity, and per group its figures and each
+/// distribution the file draws from beside the replay's own (CDFs on a
+/// log axis, the recorded solid, the replayed dashed).
+pub fn fidelity_page(f: &crate::record::fidelity::Fidelity) -> String {
+    let mut plots = 0usize;
+    let mut out = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <title>scx-harness replay-check</title><style>{STYLE}</style></head><body>\n\
+         <h1>replay-check of {}</h1>\n<p class=\"summary\">fidelity {:.2}: <span class=\"{}\">{}</span> \
+         (the lowest scored figure's score; 1 is exact, 0.5 off by a factor of two)</p>\n",
+        esc(&f.scenario),
+        f.score,
+        if f.pass { "pass" } else { "fail" },
+        if f.pass {
+            "every figure within its mark"
+        } else {
+            "a figure missed its mark"
+        }
+    );
+    for n in &f.notes {
+        let _ = writeln!(out, "<p>note: {}</p>", esc(n));
+    }
+    for (i, g) in f.groups.iter().enumerate() {
+        let _ = write!(
+            out,
+            "<section><h2>{} <span class=\"{}\">{}</span></h2>\n<table><tr><th>figure</th><th>recorded</th><th>replayed</th><th>score</th><th>mark</th></tr>\n",
+            esc(&g.group),
+            if g.pass { "pass" } else { "fail" },
+            if g.pass { "pass" } else { "FAIL" }
+        );
+        for x in &g.figures {
+            let _ = writeln!(
+                out,
+                "<tr><td>{}</td><td class=\"num\">{:.3}</td><td class=\"num\">{:.3}</td><td class=\"num {}\">{:.2}</td><td class=\"num\">{}</td></tr>",
+                esc(&x.name),
+                x.recorded,
+                x.replayed,
+                if x.pass { "pass" } else { "fail" },
+                x.score,
+                x.mark.map_or("shown".to_string(), |m| format!("{m:.2}"))
+            );
+        }
+        out.push_str("</table>\n");
+        let colour = COLOURS[i % COLOURS.len()];
+        // Quantiles at evenly spaced ranks as a CDF's points.
+        let cdf = |q: &[u64]| -> Vec<(u64, f64)> {
+            let last = q.len().saturating_sub(1).max(1) as f64;
+            q.iter()
+                .enumerate()
+                .map(|(i, &v)| (v, i as f64 / last))
+                .collect()
+        };
+        for d in &g.distributions {
+            let series = [
+                ("recorded".to_string(), cdf(&d.recorded_ns), colour, false),
+                ("replayed".to_string(), cdf(&d.replayed_ns), colour, true),
+            ];
+            out.push_str(&cdf_svg(
+                &format!("{} {} (CDF)", g.group, d.name),
+                if d.name == "run" {
+                    "burst (CPU time)"
+                } else {
+                    "sleep"
+                },
+                &series,
+                &mut plots,
+            ));
+        }
+        out.push_str("</section>\n");
+    }
+    out.push_str(&plot_counter(plots));
+    out.push_str("</body></html>\n");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -838,5 +913,44 @@ mod tests {
             esc("<a href=\"x\">&</a>"),
             "&lt;a href=&quot;x&quot;&gt;&amp;&lt;/a&gt;"
         );
+    }
+
+    #[test]
+    fn the_fidelity_page_draws_each_distribution_beside_the_replays() {
+        use crate::record::fidelity::{Distribution, Fidelity, GroupScore};
+        let q = |from: u64| (0..21).map(|i| from + i * 100_000).collect::<Vec<u64>>();
+        let f = Fidelity {
+            scenario: "cap<1>".into(),
+            groups: vec![GroupScore {
+                group: "server".into(),
+                figures: vec![],
+                distributions: vec![
+                    Distribution {
+                        name: "run".into(),
+                        recorded_ns: q(1_000_000),
+                        replayed_ns: q(1_100_000),
+                    },
+                    Distribution {
+                        name: "sleep".into(),
+                        recorded_ns: q(5_000_000),
+                        replayed_ns: vec![],
+                    },
+                ],
+                score: 0.0,
+                pass: false,
+            }],
+            score: 0.0,
+            pass: false,
+            notes: vec!["a note".into()],
+        };
+        let page = fidelity_page(&f);
+        assert!(page.contains("replay-check of cap&lt;1&gt;"), "{page}");
+        assert_eq!(page.matches("<svg class=\"plot\"").count(), 2, "{page}");
+        assert!(page.contains("'data-plots-expected', '2'"), "{page}");
+        // Recorded solid, replayed dashed (its line and its legend's); a
+        // replay with no quantiles draws no line.
+        assert_eq!(page.matches("<polyline").count(), 3, "{page}");
+        assert_eq!(page.matches("stroke-dasharray").count(), 2, "{page}");
+        assert!(page.contains("note: a note"), "{page}");
     }
 }

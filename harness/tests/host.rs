@@ -61,7 +61,7 @@ checks:
 ";
 
 /// The run after a killed one: what it must do is clean up and finish,
-/// not meet a timing bound. (It was idle-baseline, whose 30 ms stall bound
+/// not meet a timing bound. (It was idle-baseline, whose stall bound, then 30 ms,
 /// the fair class itself crossed once in a CI, on this host target inside
 /// a TCG guest: a napper runnable 56.6 ms during the warm-up, 114 ms in
 /// the fair pass before it.)

@@ -69,6 +69,7 @@ fn vm_an_ejected_scheduler_is_reported_and_the_vm_goes_on() {
             args: args.iter().map(|a| a.to_string()).collect(),
             swap_to: vec![],
             dir,
+            recording: scx_harness::agent::PassRecording::Off,
         }
     }
     let cells = vec![
@@ -129,6 +130,7 @@ fn vm_a_kernel_crash_ends_the_vm_and_the_rest_is_not_run() {
             args: vec![],
             swap_to: vec![],
             dir: d.clone(),
+            recording: scx_harness::agent::PassRecording::Off,
         })
         .collect();
     let results = runner::run_session(&cells, &vm_plan(dir.path()), |_| {}).unwrap();
@@ -174,6 +176,10 @@ fn vm_swapping_schedulers_while_tasks_run_is_measured() {
         assert!(
             s.max_delay_ns > 0,
             "no wait measured around the swap: {s:?}"
+        );
+        assert!(
+            s.watched_ms.is_some_and(|w| w >= 1_000),
+            "the second after the attach not watched: {s:?}"
         );
     }
     // scx_vtime, then scx_simple, were detached by the swaps, cleanly.

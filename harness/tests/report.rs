@@ -63,6 +63,7 @@ fn result(scheduler: &str, scenario: &str, verdict: CellVerdict) -> CellResult {
         operations: vec![],
         timeline,
         errors: vec![],
+        replayed: None,
     };
     CellResult {
         schema: SCHEMA.into(),

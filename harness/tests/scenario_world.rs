@@ -148,16 +148,46 @@ fn vm_the_issue_inputs_give_the_verdicts_they_describe() {
         assert!(ops.iter().all(|o| o.error.is_none()), "{ops:?}");
     }
 
-    // 4. Fan-out: every worker answers every round (8 s at 20 ms, the
-    // window 7 s: 350 rounds), its wakeups measured by the probe.
+    // 4. Fan-out: each ring's message task wakes its 16 workers every
+    // 20 ms (350 rounds in the 7 s window), each worker answers the rounds
+    // it sees, and their wakeups are measured by the probe. How many rounds
+    // there are moves with the host: 342-350 sent and 339-350 answered on
+    // an idle host, 248-302 sent and 193-285 answered under both the fair
+    // class and scx_vtime with a busy loop on one of the host's 2 cores
+    // (2026-12-03; a slow-host CI had scx_vtime's workers at 275-318). So
+    // the rounds are bounded against their own ring's message task, not
+    // against 350: a worker answers no round that was not sent (but one
+    // at either edge of the window: a round sent before it opened and
+    // answered inside, and one answered before its message task, which
+    // counts it after the wake-all, was counted), and at least 60% of
+    // those that were (71% the worst seen).
     for sched in ["default", "scx_vtime"] {
         let c = cell(&cells, sched, "fan-out");
         assert_pass(c);
         let p = main_pass(c);
         let rounds = window_iterations(p, "rings");
         assert_eq!(rounds.len(), 68);
-        assert!(rounds.iter().all(|r| *r >= 300), "{sched}: {rounds:?}");
-        assert!(p.group("rings").unwrap().probe.run_delay.count() >= 64 * 300);
+        for ring in rounds.chunks(17) {
+            let (sent, answered) = (ring[0], &ring[1..]);
+            assert!(
+                sent >= 175,
+                "{sched}: {sent} of 350 rounds sent: {rounds:?}"
+            );
+            assert!(
+                answered
+                    .iter()
+                    .all(|a| *a <= sent + 2 && a * 10 >= sent * 6),
+                "{sched}: {sent} rounds sent, answered {answered:?}"
+            );
+        }
+        // Every answered round is a wakeup or follows one (1.14x to 1.39x
+        // as many waits as answers measured).
+        let answers: u64 = rounds.chunks(17).flat_map(|r| &r[1..]).sum();
+        let waits = p.group("rings").unwrap().probe.run_delay.count();
+        assert!(
+            waits >= answers,
+            "{sched}: {waits} waits, {answers} answers"
+        );
     }
 
     // 6. The SCHED_IDLE build beside an interactive task: the fair class

@@ -393,9 +393,13 @@ fn replay_plan(
     (from, to): (f64, f64),
 ) -> (u64, f64) {
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let (run, sleep) = (
+        scx_harness::workload::Distribution::new(run, None),
+        scx_harness::workload::Distribution::new(sleep, None),
+    );
     let (mut t, mut bursts, mut cpu) = (0.0, 0, 0.0);
     loop {
-        let burst = ms(scx_harness::workload::draw(run, &mut rng));
+        let burst = ms(run.draw(&mut rng));
         t += burst;
         if t >= to {
             return (bursts, cpu);
@@ -404,7 +408,7 @@ fn replay_plan(
             bursts += 1;
             cpu += burst;
         }
-        t += ms(scx_harness::workload::draw(sleep, &mut rng)) + overhead_ms;
+        t += ms(sleep.draw(&mut rng)) + overhead_ms;
     }
 }
 

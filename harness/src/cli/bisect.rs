@@ -565,6 +565,7 @@ impl<'a> Bisect<'a> {
             scheduler: built,
             args: Vec::new(),
             swap_to: Vec::new(),
+            recording: crate::agent::PassRecording::Off,
             dir,
         };
         let r = self.live.as_mut().expect("a session").run(&planned)?;

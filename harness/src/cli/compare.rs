@@ -272,6 +272,7 @@ pub fn run(args: CompareArgs) -> Result<i32> {
                         scheduler: &s.built,
                         args: s.args.clone(),
                         swap_to: Vec::new(),
+                        recording: crate::agent::PassRecording::Off,
                         dir: dir
                             .join(side_name[side])
                             .join(&scenarios[sc].scenario.name)
@@ -303,6 +304,7 @@ pub fn run(args: CompareArgs) -> Result<i32> {
                         scheduler: p.scheduler,
                         args: p.args.clone(),
                         swap_to: Vec::new(),
+                        recording: crate::agent::PassRecording::Off,
                         dir: p.dir.clone(),
                     }
                 })

@@ -13,7 +13,7 @@ use crate::record::{GroupBy, Log, Thread, ThreadInfo};
 use crate::units::parse_positive_duration;
 
 #[derive(Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("what").required(true).args(["pids", "cgroup", "comm", "all"])))]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["pids", "cgroup", "comm", "all", "scenario"])))]
 pub struct RecordArgs {
     /// Record these processes' threads (and the processes they start
     /// while recorded). Several: `--pid 12 --pid 34` or `--pid 12,34`.
@@ -30,6 +30,17 @@ pub struct RecordArgs {
     /// Record every thread of the machine (kernel threads too).
     #[arg(long)]
     pub all: bool,
+    /// Record a scenario (a file or a bundled name) running in a VM of
+    /// `--kernel` under the fair class: its groups' tasks, recorded in
+    /// the guest, each group of the file one group of the capture (the
+    /// ground truth a replay is checked against). Its own duration, not
+    /// --duration; its VM's CPUs, not --cpus.
+    #[arg(long, value_name = "SCENARIO", conflicts_with_all = ["duration", "cpus", "group_by", "anonymize"])]
+    pub scenario: Option<String>,
+    /// With --scenario: the kernel of the VM, as for `run --kernel`
+    /// (default: the catalog's default).
+    #[arg(long, value_name = "NAME|PATH|KEY")]
+    pub kernel: Option<String>,
     /// How long to record, at most 1h (a scenario's limit; Ctrl-C ends
     /// it sooner: what was recorded is written).
     #[arg(long, default_value = "30s", value_parser = recording_length)]
@@ -215,6 +226,13 @@ fn preflight() -> Result<()> {
 
 /// Records, summarises and writes the scenario; the exit code (0).
 pub fn run(args: RecordArgs) -> Result<i32> {
+    // (clap's `requires` is not checked beside the required selection
+    // group, so it is said here.)
+    if let (Some(k), None) = (&args.kernel, &args.scenario) {
+        return Err(bad(format!(
+            "--kernel {k}: this machine's own kernel is what --pid, --comm, --cgroup and --all record\n  fix: leave --kernel out, or record a scenario in a VM of it with --scenario NAME --kernel {k}"
+        )));
+    }
     let name = match &args.name {
         Some(n) => n.clone(),
         None => args
@@ -245,10 +263,15 @@ pub fn run(args: RecordArgs) -> Result<i32> {
             parent.display()
         )));
     }
+    if let Some(scenario) = &args.scenario {
+        return record_scenario(&args, scenario, &name);
+    }
     let selection = Selection::from(&args)?;
     preflight()?;
     let me = std::process::id();
     let log = std::cell::RefCell::new(Log::default());
+    // When the programs were attached, CLOCK_MONOTONIC ns.
+    let started = std::cell::Cell::new(None::<u64>);
     let known = match &selection {
         Selection::Tgids(t) => t.clone(),
         _ => crate::probe::pids_of_guest(),
@@ -265,6 +288,7 @@ pub fn run(args: RecordArgs) -> Result<i32> {
         // The threads there at the start, with their CPU times then (a
         // thread that never blocks makes no event: a hog is found here).
         || {
+            started.set(Some(crate::probe::now_ns()));
             let mut log = log.borrow_mut();
             for tgid in known {
                 for tid in crate::probe::tids_of(tgid) {
@@ -273,15 +297,22 @@ pub fn run(args: RecordArgs) -> Result<i32> {
                     }
                 }
             }
+            Vec::new()
         },
         |e| log.borrow_mut().add(e, ThreadInfo::read),
-        |t| progress.detail(&format!("{:.0} s recorded", t.as_secs_f64())),
+        |t| {
+            progress.detail(&format!("{:.0} s recorded", t.as_secs_f64()));
+            true
+        },
     )
     .map_err(|e| fail(Failure::Infrastructure, format!("{e:#}")))?;
     drop(progress);
     let mut log = log.into_inner();
     log.close(crate::record::read_cpu_ns, ThreadInfo::read);
     let seconds = recorded.elapsed.as_secs_f64();
+    log.span = started
+        .get()
+        .map(|s| (s, s + recorded.elapsed.as_nanos() as u64));
     let (groups, left) = crate::record::summarise(
         &log,
         |t| selection.keeps(t, me),
@@ -357,19 +388,30 @@ pub fn run(args: RecordArgs) -> Result<i32> {
         left: &left,
         warnings: &warnings,
     };
-    let text = crate::record::scenario_text(&name, &groups, &rec)?;
+    write(&args.output, &name, &groups, &rec)
+}
+
+/// Writes the scenario of `groups` to `output` (validated as `check`
+/// would first, atomically) and says what it holds; the exit code (0).
+fn write(
+    output: &Path,
+    name: &str,
+    groups: &[crate::record::Summary],
+    rec: &crate::record::Recording,
+) -> Result<i32> {
+    let text = crate::record::scenario_text(name, groups, rec)?;
     // What check would say of it, before it is written.
-    crate::scenario::parse(&args.output, &text)
+    crate::scenario::parse(output, &text)
         .context("the recorded scenario does not validate (a bug in record: please report it with the output)")?;
-    crate::kernel::cache::write_atomic(&args.output, text.as_bytes())?;
+    crate::kernel::cache::write_atomic(output, text.as_bytes())?;
     println!(
         "wrote {}: {} group(s), {} thread(s), {} event(s) lost",
-        args.output.display(),
+        output.display(),
         groups.len(),
         groups.iter().map(|g| g.group.threads).sum::<u32>(),
-        recorded.lost
+        rec.lost
     );
-    for g in &groups {
+    for g in groups {
         println!(
             "  {:<20} {:>4} thread(s)  {:<7} {:.2} CPUs busy, {:.0} bursts/s",
             g.group.name,
@@ -379,10 +421,103 @@ pub fn run(args: RecordArgs) -> Result<i32> {
             g.figures.bursts_per_s
         );
     }
-    for w in &warnings {
+    for w in rec.warnings {
         println!("  NOTE: {w}");
     }
     Ok(0)
+}
+
+/// `record --scenario`: the scenario run as one `run` cell under the fair
+/// class with its scheduler pass recorded in the guest, each of its
+/// groups summarised under its own name; the run directory is kept
+/// (./scx-runs/record-TIMESTAMP) as the evidence.
+fn record_scenario(args: &RecordArgs, scenario: &str, name: &str) -> Result<i32> {
+    #[derive(clap::Parser)]
+    struct Run {
+        #[command(flatten)]
+        run: super::run::RunArgs,
+    }
+    use clap::Parser;
+    let loaded = crate::scenario::resolve(scenario)?;
+    let out = PathBuf::from("scx-runs").join(format!("record-{}", super::run::timestamp()));
+    let mut argv: Vec<std::ffi::OsString> = vec!["run".into(), "-s".into(), "default".into()];
+    argv.extend(["--out".into(), out.clone().into_os_string()]);
+    if let Some(k) = &args.kernel {
+        argv.extend(["--kernel".into(), k.into()]);
+    }
+    argv.push(loaded.path.clone().into_os_string());
+    let mut run = Run::try_parse_from(argv)
+        .map_err(|e| bad(format!("record --scenario: {e}")))?
+        .run;
+    run.recording = crate::agent::PassRecording::Capture;
+    let code = super::run::run(run)?;
+    let results = crate::report::load_run(&out)?;
+    let result = results
+        .iter()
+        .find(|r| r.scenario == loaded.scenario.name)
+        .with_context(|| format!("no cell of {} in {}", loaded.scenario.name, out.display()))?;
+    let pass = result
+        .agent
+        .as_ref()
+        .and_then(|a| a.pass(crate::agent::PassKind::Scheduler));
+    let Some(rec) = pass.and_then(|p| p.replayed.as_ref()) else {
+        return Err(fail(
+            Failure::Infrastructure,
+            format!(
+                "{} ran without a recording: {} (see {})",
+                loaded.scenario.name,
+                result.summary.lines().next().unwrap_or(""),
+                result.dir.display()
+            ),
+        ));
+    };
+    if let Some(e) = &rec.error {
+        return Err(fail(
+            Failure::Infrastructure,
+            format!(
+                "recording {} in the guest failed: {e}",
+                loaded.scenario.name
+            ),
+        ));
+    }
+    let captured = rec.captured.clone().unwrap_or_default();
+    if captured.groups.is_empty() {
+        return Err(bad(format!(
+            "nothing recorded: no group of {} blocked and woke twice or kept a CPU busy in its window ({:.1} s); no file written\n  fix: a scenario whose groups run",
+            loaded.path.display(),
+            rec.seconds
+        )));
+    }
+    let mut warnings = Vec::new();
+    if rec.untracked > 0 {
+        warnings.push(format!(
+            "{} thread(s) or process(es) not recorded: the recorder's maps were full",
+            rec.untracked
+        ));
+    }
+    if code != 0 {
+        warnings.push(format!(
+            "the run under the fair class did not pass ({}): the recording is of what ran",
+            result.summary.lines().next().unwrap_or("")
+        ));
+    }
+    let cpus = loaded.scenario.vm.cpus;
+    let what = format!(
+        "scenario {} under the fair class in a VM of {} ({cpus} CPUs; run directory {})",
+        loaded.scenario.name,
+        result.kernel,
+        out.display()
+    );
+    let length = Duration::from_secs((rec.seconds.round() as u64).max(2));
+    let recording = crate::record::Recording {
+        what: &what,
+        length,
+        cpus,
+        lost: rec.lost,
+        left: &captured.left,
+        warnings: &warnings,
+    };
+    write(&args.output, name, &captured.groups, &recording)
 }
 
 fn online_cpus() -> u32 {

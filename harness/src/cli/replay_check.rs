@@ -56,6 +56,7 @@ pub fn run(mut args: ReplayCheckArgs) -> Result<i32> {
         PathBuf::from("scx-runs").join(format!("replay-check-{}", super::run::timestamp()))
     });
     args.run.out = Some(out.clone());
+    args.run.recording = crate::agent::PassRecording::Distributions;
     let code = super::run::run(args.run)?;
     let results = crate::report::load_run(&out)?;
     let result = results
@@ -71,7 +72,9 @@ pub fn run(mut args: ReplayCheckArgs) -> Result<i32> {
     };
     let json = out.join("fidelity.json");
     crate::kernel::cache::write_atomic(&json, &serde_json::to_vec_pretty(&fidelity)?)?;
+    let html = out.join("fidelity.html");
+    crate::kernel::cache::write_atomic(&html, crate::html::fidelity_page(&fidelity).as_bytes())?;
     println!("\n{}", crate::record::fidelity::table(&fidelity));
-    println!("scores: {}", json.display());
+    println!("scores: {}\npage:   {}", json.display(), html.display());
     Ok(if fidelity.pass && code == 0 { 0 } else { 1 })
 }

@@ -55,6 +55,11 @@ pub struct RunArgs {
     /// Scenario files or bundled scenario names (default with -s: every
     /// bundled scenario).
     pub scenarios: Vec<String>,
+    /// What is recorded of each cell's scheduler pass the way `record`
+    /// records a machine (`replay-check` and `record --scenario` set it;
+    /// no flag of its own).
+    #[arg(skip)]
+    pub recording: crate::agent::PassRecording,
 }
 
 pub(crate) fn timestamp() -> String {
@@ -521,6 +526,7 @@ fn run_on_kernel(
                 })
                 .collect(),
             dir: cell_dir(name, sc, i),
+            recording: args.recording,
         })
         .collect();
     let target = Target::of(host, &kernel.bzimage, args.vm.accel);

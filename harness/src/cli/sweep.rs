@@ -328,6 +328,7 @@ pub fn run(args: SweepArgs) -> Result<i32> {
                         },
                         args: points[p].args.clone(),
                         swap_to: Vec::new(),
+                        recording: crate::agent::PassRecording::Off,
                         dir: dir
                             .join("points")
                             .join(format!("{p:02}"))

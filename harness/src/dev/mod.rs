@@ -476,6 +476,7 @@ impl<'a> Dev<'a> {
             scheduler: built,
             args: Vec::new(),
             swap_to: Vec::new(),
+            recording: crate::agent::PassRecording::Off,
             dir,
         };
         let started = Instant::now();

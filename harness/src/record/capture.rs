@@ -62,6 +62,7 @@ fn decode(data: &[u8]) -> Option<Event> {
         2 => EventKind::Sleep,
         3 => EventKind::Delay,
         4 => EventKind::Exit,
+        5 => EventKind::Fork,
         _ => return None,
     };
     Some(Event {
@@ -77,18 +78,22 @@ fn decode(data: &[u8]) -> Option<Event> {
 
 /// Records for `length` (or until SIGINT/SIGTERM): `attached` is called
 /// once the programs are attached (where the recording's start is: take
-/// the threads' starting CPU times there), then `each` with every event
+/// the threads' starting CPU times there), and the processes it returns
+/// are recorded too from then on (with [`Scope::Tgids`]: processes found
+/// after the attach, whose children forked from now on are followed),
+/// then `each` with every event
 /// in the order the ring buffer holds them, and `tick` about every 100 ms
-/// with the time recorded so far.
+/// with the time recorded so far (false from it ends the recording
+/// there).
 ///
 /// Errors: the BPF object does not load or attach (libbpf's words
 /// attached), or the ring buffer cannot be read.
 pub fn record(
     scope: Scope,
     length: Duration,
-    attached: impl FnOnce(),
+    attached: impl FnOnce() -> Vec<u32>,
     mut each: impl FnMut(Event),
-    mut tick: impl FnMut(Duration),
+    mut tick: impl FnMut(Duration) -> bool,
 ) -> Result<Recorded> {
     let mut storage = MaybeUninit::<OpenObject>::uninit();
     let mut open = RecordSkelBuilder::default()
@@ -115,7 +120,7 @@ pub fn record(
         }
     }
     skel.attach()
-        .context("attaching the recorder to the sched tracepoints (sched_switch, sched_waking, sched_wakeup, sched_migrate_task, sched_process_fork, sched_process_exit; Linux 5.18 or later)")?;
+        .context("attaching the recorder to the sched tracepoints (sched_switch, sched_waking, sched_wakeup, sched_migrate_task, sched_process_fork, sched_process_exit) and the interrupt tracepoints (irq_handler_entry/exit, softirq_entry/exit, hrtimer_expire_entry/exit; Linux 5.18 or later)")?;
     let got: RefCell<Vec<Event>> = RefCell::new(Vec::new());
     let mut builder = libbpf_rs::RingBufferBuilder::new();
     builder
@@ -129,7 +134,15 @@ pub fn record(
     let ring = builder
         .build()
         .context("mapping the recorder's ring buffer")?;
-    attached();
+    let more = attached();
+    if matches!(scope, Scope::Tgids(_)) {
+        for tgid in more {
+            skel.maps
+                .targets
+                .update(&tgid.to_ne_bytes(), &[1], MapFlags::ANY)
+                .context("adding a tgid to the recorder's targets")?;
+        }
+    }
     let started = Instant::now();
     while started.elapsed() < length && !crate::process::interrupted() {
         let left = length.saturating_sub(started.elapsed());
@@ -139,7 +152,9 @@ pub fn record(
         for e in got.borrow_mut().drain(..) {
             each(e);
         }
-        tick(started.elapsed());
+        if !tick(started.elapsed()) {
+            break;
+        }
     }
     let elapsed = started.elapsed();
     // What is in the buffer was recorded before the stop.

@@ -14,12 +14,18 @@
 
 pub mod capture;
 pub mod fidelity;
+pub mod replayed;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::Duration;
 
 use crate::scenario::{Group, Recorded, Scenario, WokenBy, Work};
+
+/// A sleep's waker (`Event::a`) when the wakeup was made in an interrupt
+/// (a timer expiring, a device), whatever thread it interrupted
+/// (record.bpf.c's REC_WAKER_INTERRUPT): nobody's doing.
+pub const WAKER_INTERRUPT: u32 = u32::MAX;
 
 /// One event of the recorder (record.bpf.c's `struct rec_event`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,7 +34,7 @@ pub struct Event {
     pub tid: u32,
     pub tgid: u32,
     /// Burst: preemptions inside it; sleep: the waker's tid (0: the idle
-    /// task or an interrupt on an idle CPU).
+    /// task; [`WAKER_INTERRUPT`]: an interrupt).
     pub a: u32,
     /// Burst: migrations inside it.
     pub b: u32,
@@ -44,6 +50,9 @@ pub enum EventKind {
     Sleep,
     Delay,
     Exit,
+    /// A process recorded because a recorded one forked it: `tid` its
+    /// pid, `tgid` the parent's process, `a` the thread that forked it.
+    Fork,
 }
 
 /// What procfs says of a thread (read when it is first seen).
@@ -118,12 +127,22 @@ pub struct Thread {
     /// start; the bursts' sum for a thread gone before the end).
     pub cpu_ns: u64,
     pub exited: bool,
+    /// Schedstat's CPU time at the last [`Log::sample_cpu`], ns.
+    pub last_cpu_ns: Option<u64>,
+    /// CLOCK_MONOTONIC ns of its first event (0: known from the start).
+    pub first_ns: u64,
+    /// CLOCK_MONOTONIC ns of its exit, if it exited while recorded.
+    pub exit_ns: Option<u64>,
 }
 
 /// Every recorded thread, by tid.
 #[derive(Debug, Default)]
 pub struct Log {
     pub threads: BTreeMap<u32, Thread>,
+    /// The recording's start and end, CLOCK_MONOTONIC ns, when the
+    /// caller says (a group whose threads come and go is replayed with as
+    /// many as were alive on average: [`summarise_by`]).
+    pub span: Option<(u64, u64)>,
 }
 
 impl Log {
@@ -140,6 +159,11 @@ impl Log {
 
     /// Adds an event; `info` is asked for a thread not seen before.
     pub fn add(&mut self, e: Event, info: impl FnOnce(u32) -> Option<ThreadInfo>) {
+        if e.kind == EventKind::Fork {
+            // Whose a process is: the caller's business (`replayed`); the
+            // new thread is logged by its own events.
+            return;
+        }
         let t = self.threads.entry(e.tid).or_insert_with(|| {
             let info = info(e.tid).unwrap_or_default();
             Thread {
@@ -148,6 +172,7 @@ impl Log {
                 // A thread first seen now started its CPU count now: what
                 // schedstat says is before the recording.
                 info,
+                first_ns: e.at,
                 ..Default::default()
             }
         });
@@ -162,13 +187,32 @@ impl Log {
                 *t.wakers.entry(e.a).or_default() += 1;
             }
             EventKind::Delay => t.delays.push(e.ns),
-            EventKind::Exit => t.exited = true,
+            EventKind::Exit => {
+                t.exited = true;
+                t.exit_ns = Some(e.at);
+            }
+            EventKind::Fork => {}
+        }
+    }
+
+    /// Reads the CPU time (`now(tid)`, schedstat) of each thread still
+    /// there (a CPU hog makes no event: its CPU time is all there is of
+    /// it), so that one gone by [`Log::close`] keeps what it ran until the
+    /// last sample.
+    pub fn sample_cpu(&mut self, now: impl Fn(u32) -> Option<u64>) {
+        for t in self.threads.values_mut() {
+            if !t.exited {
+                if let Some(v) = now(t.tid) {
+                    t.last_cpu_ns = Some(v);
+                }
+            }
         }
     }
 
     /// Closes the recording: each thread's CPU time in it, from schedstat
-    /// now (`now(tid)`) less schedstat when first seen, or its bursts'
-    /// sum if it has gone; the comm, nice, policy and cgroup of a thread
+    /// now (`now(tid)`; or at the last [`Log::sample_cpu`] when it cannot
+    /// be read) less schedstat when first seen, or its bursts' sum if it
+    /// has gone; the comm, nice, policy and cgroup of a thread
     /// still there as `info(tid)` says now (an exec or prctl renames a
     /// thread: its last name is what it did most of its work under).
     pub fn close(
@@ -186,13 +230,39 @@ impl Log {
                 }
             }
             let bursts: u64 = t.bursts.iter().sum();
-            t.cpu_ns = match (t.exited, now(t.tid)) {
-                (false, Some(end)) if t.info.cpu_ns > 0 => end.saturating_sub(t.info.cpu_ns),
+            let end = now(t.tid).filter(|_| !t.exited).or(t.last_cpu_ns);
+            t.cpu_ns = match end {
+                Some(end) if t.info.cpu_ns > 0 => end.saturating_sub(t.info.cpu_ns),
                 _ => bursts,
             }
             .max(bursts);
         }
     }
+}
+
+/// For a group some of whose `threads` exited while recorded (processes
+/// that come and go: a build's compilers), how many were alive on
+/// average over the recording `span` (start and end, ns), rounded, at
+/// least 1 and at most all of them: a replay group runs its threads for
+/// the whole run, so replaying each of a build's hundred short-lived
+/// compilers as a thread of its own would run a hundred at once (a
+/// `make -j2` recorded at 0.90 CPUs, 97 threads, replayed at 1.96 CPUs
+/// with wakeups 48 ms late). None when none exited, or no span is known.
+fn live_threads(threads: &[&&Thread], span: Option<(u64, u64)>) -> Option<usize> {
+    let (start, end) = span.filter(|(s, e)| e > s)?;
+    if threads.iter().all(|t| t.exit_ns.is_none()) {
+        return None;
+    }
+    let alive: u64 = threads
+        .iter()
+        .map(|t| {
+            let from = t.first_ns.max(start);
+            let to = t.exit_ns.unwrap_or(end).min(end);
+            to.saturating_sub(from)
+        })
+        .sum();
+    let live = (alive as f64 / (end - start) as f64).round() as usize;
+    Some(live.clamp(1, threads.len()))
 }
 
 /// How threads are put into groups.
@@ -208,7 +278,7 @@ pub enum GroupBy {
 }
 
 /// A group made from the recording.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Summary {
     pub group: Group,
     /// What was measured of it (kept in the scenario: `recorded`).
@@ -233,6 +303,14 @@ fn nearest_rank(sorted: &[u64], q: f64) -> u64 {
         return 0;
     }
     sorted[(q * (sorted.len() - 1) as f64).round() as usize]
+}
+
+/// `v`'s mean (ns values), to the microsecond as a scenario writes it
+/// (0 for none).
+pub fn mean_of(v: &[u64]) -> Duration {
+    let sum: u128 = v.iter().map(|x| u128::from(*x)).sum();
+    let ns = sum / (v.len().max(1) as u128);
+    Duration::from_micros((ns / 1000) as u64)
 }
 
 /// `v`'s quantiles at `n` evenly spaced ranks (nearest rank), least first.
@@ -313,7 +391,7 @@ fn name_of(key: &str, taken: &mut Vec<String>) -> String {
 }
 
 /// What a recording left out of the scenario, for the file's header.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Left {
     /// Groups with too little to replay (no burst and sleep pair, and not
     /// a hog): their names and thread counts.
@@ -340,10 +418,27 @@ pub fn summarise(
         .filter(|t| t.tid == t.tgid)
         .map(|t| (t.tid, t.info.comm.clone()))
         .collect();
+    summarise_by(
+        log,
+        |t| keep(t).then(|| key_of(t, by, &comms)),
+        anonymize,
+        seconds,
+    )
+}
+
+/// Summarises the recorded threads grouped by `key` (None: left out); a
+/// key that is already a scenario group name (letters, digits, '-', '_')
+/// is the group's name.
+pub fn summarise_by(
+    log: &Log,
+    key: impl Fn(&Thread) -> Option<String>,
+    anonymize: bool,
+    seconds: f64,
+) -> (Vec<Summary>, Left) {
     let mut by_key: BTreeMap<String, Vec<&Thread>> = BTreeMap::new();
     let mut group_of: HashMap<u32, String> = HashMap::new();
-    for t in log.threads.values().filter(|t| keep(t)) {
-        let k = key_of(t, by, &comms);
+    for t in log.threads.values() {
+        let Some(k) = key(t) else { continue };
         group_of.insert(t.tid, k.clone());
         by_key.entry(k).or_default().push(t);
     }
@@ -375,6 +470,10 @@ pub fn summarise(
             format!("g{}", i + 1)
         } else if k == REST {
             name_of("rest", &mut taken)
+        } else if crate::scenario::validate::plain_name(k) && !taken.contains(k) {
+            // A scenario's own group (record --scenario) keeps its name.
+            taken.push(k.clone());
+            k.clone()
         } else {
             name_of(k, &mut taken)
         };
@@ -396,7 +495,9 @@ pub fn summarise(
             .iter()
             .filter(|t| !t.bursts.is_empty() || t.cpu_ns as f64 / 1e9 >= ACTIVE_BUSY * seconds)
             .collect();
-        let n = active.len().max(1);
+        let n = live_threads(&active, log.span)
+            .unwrap_or(active.len())
+            .max(1);
         let hog = busy / n as f64 >= HOG_BUSY
             && per_s(bursts.len() as u64) / (n as f64) < HOG_MAX_BURSTS_PER_S;
         let work = if hog {
@@ -405,6 +506,8 @@ pub fn summarise(
             Work::Replay {
                 run: quantiles(&mut bursts, QUANTILES),
                 sleep: quantiles(&mut sleeps, QUANTILES),
+                run_mean: Some(mean_of(&bursts)),
+                sleep_mean: Some(mean_of(&sleeps)),
                 woken_by: Vec::new(),
             }
         } else {
@@ -424,6 +527,7 @@ pub fn summarise(
             for (w, n) in &t.wakers {
                 let from = match (w, group_of.get(w)) {
                     (0, _) => "idle".to_string(),
+                    (&WAKER_INTERRUPT, _) => "interrupt".to_string(),
                     (_, Some(g)) => names.get(g).cloned().unwrap_or_else(|| "outside".into()),
                     (_, None) => "outside".to_string(),
                 };
@@ -449,7 +553,7 @@ pub fn summarise(
         }
         let figures = Recorded {
             group: name.clone(),
-            threads: n as u32,
+            threads: active.len().max(1) as u32,
             cpus_busy: round(busy, 4),
             bursts_per_s: round(per_s(bursts.len() as u64), 1),
             preemptions_per_s: round(per_s(ts.iter().map(|t| t.preemptions).sum()), 1),
@@ -638,6 +742,64 @@ mod tests {
             ns,
             at: 0,
         }
+    }
+
+    /// Threads that come and go count as many as were alive on average;
+    /// a group none of whose threads exited counts them all.
+    #[test]
+    fn a_group_of_short_lived_threads_is_replayed_with_those_alive_on_average() {
+        let t = |first_ns, exit_ns| Thread {
+            first_ns,
+            exit_ns,
+            ..Default::default()
+        };
+        // Over 0 to 1000: one there throughout, ten of 100 each in turn.
+        let mut ts = vec![t(0, None)];
+        ts.extend((0..10).map(|i| t(i * 100, Some(i * 100 + 100))));
+        let refs: Vec<&Thread> = ts.iter().collect();
+        let all: Vec<&&Thread> = refs.iter().collect();
+        assert_eq!(live_threads(&all, Some((0, 1000))), Some(2));
+        // Known before the start, gone a quarter in: 0.25, at least 1.
+        let early = [t(0, Some(250))];
+        let refs: Vec<&Thread> = early.iter().collect();
+        let one: Vec<&&Thread> = refs.iter().collect();
+        assert_eq!(live_threads(&one, Some((0, 1000))), Some(1));
+        // Mixed: two there throughout, and two that came and went in a
+        // tenth each: 2.2, so 2.
+        let mixed = [t(0, None), t(0, None), t(100, Some(200)), t(500, Some(600))];
+        let refs: Vec<&Thread> = mixed.iter().collect();
+        let m: Vec<&&Thread> = refs.iter().collect();
+        assert_eq!(live_threads(&m, Some((0, 1000))), Some(2));
+        // None exited, or no span: the caller's count.
+        assert_eq!(live_threads(&all[..1], Some((0, 1000))), None);
+        assert_eq!(live_threads(&all, None), None);
+    }
+
+    /// A hog's CPU time is schedstat's: at the close, or at the last
+    /// sample when it has gone by then (or exited); a thread with no
+    /// reading at all falls back on its bursts.
+    #[test]
+    fn a_hog_gone_before_the_close_keeps_its_sampled_cpu_time() {
+        let mut log = Log::default();
+        for tid in [1, 2, 3] {
+            log.known(
+                tid,
+                100,
+                ThreadInfo {
+                    cpu_ns: 1_000,
+                    ..thread(tid, 100, "hog")
+                },
+            );
+        }
+        log.sample_cpu(|tid| (tid != 3).then_some(5_000));
+        // A burst ended after the sample does not stop the sampling.
+        log.add(ev(EventKind::Burst, 2, 100, 0), |_| None);
+        log.sample_cpu(|tid| (tid == 2).then_some(6_000));
+        log.add(ev(EventKind::Exit, 2, 0, 0), |_| None);
+        // 1 is there at the close, 2 exited, 3 never sampled and gone.
+        log.close(|tid| (tid == 1).then_some(9_000), |_| None);
+        let cpu = |tid| log.threads[&tid].cpu_ns;
+        assert_eq!((cpu(1), cpu(2), cpu(3)), (8_000, 5_000, 0));
     }
 
     /// Two workers (comm worker-1, worker-2) that run 1 to 3 ms and sleep

@@ -20,16 +20,19 @@
  *                      enters: if it was woken, a DELAY event (wakeup to
  *                      run)
  *  sched_waking        in the waker's context: who woke a sleeping
- *                      thread (the current thread: 0 for the idle task,
- *                      whatever an interrupt interrupted for a wakeup
- *                      from one)
+ *                      thread (the current thread: 0 for the idle task;
+ *                      REC_WAKER_INTERRUPT for a wakeup made in an
+ *                      interrupt, whatever it interrupted)
  *  sched_wakeup        the thread is runnable: a SLEEP event with its
  *                      waker; its wait to run starts
  *  sched_migrate_task  counted into the thread's next BURST event
  *  sched_process_fork  with --pid, a child process of a recorded one is
- *                      recorded too (threads share the tgid already); a
- *                      reused tid's old state is dropped
+ *                      recorded too (threads share the tgid already): a
+ *                      FORK event; a reused tid's old state is dropped
  *  sched_process_exit  an EXIT event; the thread's state is dropped
+ *  irq_handler_*,      whether the CPU is in an interrupt, for
+ *  softirq_*,          sched_waking (see interrupt_context below)
+ *  hrtimer_expire_*
  *
  * A thread's state is made the first time it leaves a CPU; its first
  * burst is partial and dropped.
@@ -50,9 +53,12 @@ char LICENSE[] SEC("license") = "GPL";
 
 enum rec_kind {
 	REC_BURST = 1, /* ns: CPU time; a: preemptions; b: migrations */
-	REC_SLEEP = 2, /* ns: blocked to woken; a: the waker's tid */
+	REC_SLEEP = 2, /* ns: blocked to woken; a: the waker's tid (0 the idle
+			* task, REC_WAKER_INTERRUPT an interrupt) */
 	REC_DELAY = 3, /* ns: woken to running */
 	REC_EXIT = 4,
+	REC_FORK = 5, /* tid: a new process recorded; tgid: its parent's
+		       * process; a: the thread that forked it */
 };
 
 struct rec_event {
@@ -82,6 +88,10 @@ struct thread_state {
 /* TASK_DEAD in include/linux/sched.h: the last switch of an exiting
  * thread, after sched_process_exit dropped its state. */
 #define TASK_DEAD_STATE 0x80
+
+/* A sleep's waker when the wakeup was made in an interrupt (no tid is
+ * this: pid_max is at most 2^22). */
+#define REC_WAKER_INTERRUPT 0xffffffffU
 
 /* Set by user space before load: record every thread, or only those of
  * the tgids in `targets`. */
@@ -136,6 +146,62 @@ static __always_inline void emit(u32 kind, u32 tid, u32 tgid, u64 ns, u32 a,
 	bpf_ringbuf_submit(e, 0);
 }
 
+/* Whether this CPU is serving an interrupt, kept from the interrupt
+ * tracepoints rather than read from the CPU's preempt count: that is a
+ * per-CPU variable (__preempt_count, or pcpu_hot's from 6.2 to 6.14)
+ * which BPF reaches as a typed ksym, and the verifier looks its address
+ * up in kallsyms, which holds data symbols only with
+ * CONFIG_KALLSYMS_ALL (this project's host, 6.18 without it, refuses
+ * the load with -ENOENT). One bit per kind of context, set at its entry
+ * and cleared at its exit, and all cleared at every context switch (no
+ * task switches inside one, outside PREEMPT_RT), so a bit set by an
+ * entry whose exit the recorder missed (attached between the two
+ * programs) does not outlive the moment: hard interrupt handlers
+ * (irq_handler_entry/exit: device interrupts), hrtimer callbacks
+ * (hrtimer_expire_entry/exit: nanosleep, futex, poll and epoll timeouts,
+ * from the timer interrupt or its softirq) and softirqs
+ * (softirq_entry/exit: the timer wheel, block I/O completions, RCU, in
+ * an interrupt's tail or in ksoftirqd) but not networking's (NET_TX and
+ * NET_RX): a packet sent over loopback is received in the NET_RX
+ * softirq its sender runs when it enables bottom halves again, so the
+ * wakeup of a TCP peer on this machine is its sender's doing. (A packet
+ * from a network device is received the same way in an interrupt's tail:
+ * its wakeup is credited to whatever thread was interrupted.) Hard
+ * interrupts do not nest, nor do softirqs, so the bits are written by one
+ * context at a time; one interrupting another leaves the other's bit as
+ * it found it. */
+#define IN_HARDIRQ (1U << 0)
+#define IN_SOFTIRQ (1U << 1)
+#define IN_HRTIMER (1U << 2)
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, u32);
+} interrupt_context SEC(".maps");
+
+static __always_inline void context_mark(u32 bit, bool in)
+{
+	u32 zero = 0;
+	u32 *bits = bpf_map_lookup_elem(&interrupt_context, &zero);
+
+	if (!bits)
+		return;
+	if (in)
+		*bits |= bit;
+	else
+		*bits &= ~bit;
+}
+
+static __always_inline bool in_interrupt_context(void)
+{
+	u32 zero = 0;
+	u32 *bits = bpf_map_lookup_elem(&interrupt_context, &zero);
+
+	return bits && *bits;
+}
+
 SEC("raw_tp/sched_switch")
 int BPF_PROG(rec_switch, bool preempt, struct task_struct *prev_task,
 	     struct task_struct *next_task, unsigned int prev_state)
@@ -143,7 +209,12 @@ int BPF_PROG(rec_switch, bool preempt, struct task_struct *prev_task,
 	u64 now = bpf_ktime_get_ns();
 	u32 prev = BPF_CORE_READ(prev_task, pid);
 	u32 next = BPF_CORE_READ(next_task, pid);
+	u32 zero = 0;
+	u32 *bits = bpf_map_lookup_elem(&interrupt_context, &zero);
 	struct thread_state *st;
+
+	if (bits)
+		*bits = 0;
 
 	if (prev) {
 		st = bpf_map_lookup_elem(&threads, &prev);
@@ -191,15 +262,68 @@ int BPF_PROG(rec_switch, bool preempt, struct task_struct *prev_task,
 	return 0;
 }
 
+SEC("raw_tp/irq_handler_entry")
+int BPF_PROG(rec_irq_entry)
+{
+	context_mark(IN_HARDIRQ, true);
+	return 0;
+}
+
+SEC("raw_tp/irq_handler_exit")
+int BPF_PROG(rec_irq_exit)
+{
+	context_mark(IN_HARDIRQ, false);
+	return 0;
+}
+
+/* NET_TX_SOFTIRQ and NET_RX_SOFTIRQ, include/linux/interrupt.h. */
+#define REC_NET_TX_SOFTIRQ 2
+#define REC_NET_RX_SOFTIRQ 3
+
+SEC("raw_tp/softirq_entry")
+int BPF_PROG(rec_softirq_entry, unsigned int vec_nr)
+{
+	if (vec_nr != REC_NET_TX_SOFTIRQ && vec_nr != REC_NET_RX_SOFTIRQ)
+		context_mark(IN_SOFTIRQ, true);
+	return 0;
+}
+
+SEC("raw_tp/softirq_exit")
+int BPF_PROG(rec_softirq_exit)
+{
+	context_mark(IN_SOFTIRQ, false);
+	return 0;
+}
+
+SEC("raw_tp/hrtimer_expire_entry")
+int BPF_PROG(rec_hrtimer_entry)
+{
+	context_mark(IN_HRTIMER, true);
+	return 0;
+}
+
+SEC("raw_tp/hrtimer_expire_exit")
+int BPF_PROG(rec_hrtimer_exit)
+{
+	context_mark(IN_HRTIMER, false);
+	return 0;
+}
+
 /* In the waker's context (sched_wakeup may run on the wakee's CPU, from
- * its wakelist, in whatever ran there): who woke the thread. */
+ * its wakelist, in whatever ran there): who woke the thread. A wakeup
+ * made in an interrupt (a timer expiring, a device) is nobody's: the
+ * thread it interrupted is not its waker (REC_WAKER_INTERRUPT). */
 SEC("raw_tp/sched_waking")
 int BPF_PROG(rec_waking, struct task_struct *p)
 {
 	u32 tid = BPF_CORE_READ(p, pid);
 	struct thread_state *st = bpf_map_lookup_elem(&threads, &tid);
 
-	if (st && st->slept_at)
+	if (!st || !st->slept_at)
+		return 0;
+	if (in_interrupt_context())
+		st->waker = REC_WAKER_INTERRUPT;
+	else
 		st->waker = (u32)bpf_get_current_pid_tgid();
 	return 0;
 }
@@ -244,11 +368,16 @@ int BPF_PROG(rec_fork, struct task_struct *parent, struct task_struct *child)
 
 	/* A tid reused: nothing of the thread that had it carries over. */
 	bpf_map_delete_elem(&threads, &pid);
-	/* A new process (not a thread: those share their tgid already). */
-	if (!all_threads && pid == child_tgid &&
-	    bpf_map_lookup_elem(&targets, &tgid) &&
-	    bpf_map_update_elem(&targets, &pid, &one, BPF_ANY))
+	/* A new process (not a thread: those share their tgid already),
+	 * and a FORK event saying whose it is. */
+	if (all_threads || pid != child_tgid ||
+	    !bpf_map_lookup_elem(&targets, &tgid))
+		return 0;
+	if (bpf_map_update_elem(&targets, &pid, &one, BPF_ANY))
 		__sync_fetch_and_add(&untracked, 1);
+	else
+		emit(REC_FORK, pid, tgid, BPF_CORE_READ(parent, pid), 0, 0,
+		     bpf_ktime_get_ns());
 	return 0;
 }
 
@@ -262,5 +391,11 @@ int BPF_PROG(rec_exit, struct task_struct *p)
 		emit(REC_EXIT, tid, tgid, 0, 0, 0, bpf_ktime_get_ns());
 		bpf_map_delete_elem(&threads, &tid);
 	}
+	/* The process's last thread (do_exit counts signal->live down before
+	 * this tracepoint): its tgid leaves the targets, which a group forking
+	 * thousands of children a second would otherwise fill, and a reused
+	 * pid is not recorded for the process that had it. */
+	if (!all_threads && BPF_CORE_READ(p, signal, live.counter) == 0)
+		bpf_map_delete_elem(&targets, &tgid);
 	return 0;
 }

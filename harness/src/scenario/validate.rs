@@ -102,7 +102,9 @@ fn cpu_max(cx: &Ctx, at: At, what: &str, m: &super::CpuMax) -> Result<()> {
     Ok(())
 }
 
-fn plain_name(s: &str) -> bool {
+/// A name a scenario or group may have: 1 to 64 letters, digits, '-'
+/// and '_'.
+pub fn plain_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.chars()
@@ -934,7 +936,7 @@ fn work(cx: &Ctx, g: &Group) -> Result<()> {
                 ),
             ));
         }
-        Work::Pingpong if !g.threads.is_multiple_of(2) => {
+        Work::Pingpong { .. } if !g.threads.is_multiple_of(2) => {
             return Err(cx.err(
                 at(),
                 format!(
@@ -963,8 +965,14 @@ fn work(cx: &Ctx, g: &Group) -> Result<()> {
                 ),
             ));
         }
-        Work::Replay { run, sleep, .. } => {
-            for (field, q) in [("run", run), ("sleep", sleep)] {
+        Work::Replay {
+            run,
+            sleep,
+            run_mean,
+            sleep_mean,
+            ..
+        } => {
+            for (field, q, mean) in [("run", run, run_mean), ("sleep", sleep, sleep_mean)] {
                 if !(2..=101).contains(&q.len()) {
                     return Err(cx.err(
                         at(),
@@ -983,6 +991,19 @@ fn work(cx: &Ctx, g: &Group) -> Result<()> {
                             format_duration(q[w + 1]),
                             w + 1,
                             format_duration(q[w])
+                        ),
+                    ));
+                }
+                let (first, last) = (q[0], q[q.len() - 1]);
+                if let Some(m) = mean.filter(|m| *m < first || *m > last) {
+                    return Err(cx.err(
+                        at(),
+                        format!(
+                            "group {name}: replay {field}_mean {} is outside its quantiles ({} to {})\n  fix: give the mean of the recorded {what}, or leave {field}_mean out",
+                            format_duration(m),
+                            format_duration(first),
+                            format_duration(last),
+                            what = if field == "run" { "bursts" } else { "sleeps" },
                         ),
                     ));
                 }

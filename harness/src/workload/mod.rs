@@ -11,7 +11,7 @@
 
 pub mod app;
 mod work;
-pub use work::draw;
+pub use work::Distribution;
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -131,8 +131,8 @@ impl Couplings {
     /// group or neither wakes nor is woken by another.
     pub fn of(s: &crate::scenario::Scenario, i: usize, mailbox: &Path) -> Option<Couplings> {
         type Replayed<'a> = (
-            &'a [Duration],
-            &'a [Duration],
+            Distribution<'a>,
+            Distribution<'a>,
             &'a [crate::scenario::Coupling],
         );
         fn replay(g: &crate::scenario::Group) -> Option<Replayed<'_>> {
@@ -140,15 +140,21 @@ impl Couplings {
                 Work::Replay {
                     run,
                     sleep,
+                    run_mean,
+                    sleep_mean,
                     woken_by,
-                } => Some((run, sleep, woken_by)),
+                } => Some((
+                    Distribution::new(run, *run_mean),
+                    Distribution::new(sleep, *sleep_mean),
+                    woken_by,
+                )),
                 _ => None,
             }
         }
         // Bursts a ns, all threads.
         let rate = |g: &crate::scenario::Group| {
             replay(g).map_or(0.0, |(run, sleep, _)| {
-                f64::from(g.threads) / (quantiles_mean(run) + quantiles_mean(sleep)).max(1.0)
+                f64::from(g.threads) / (run.mean() + sleep.mean()).max(1.0)
             })
         };
         let index = |name: &str| s.groups.iter().position(|g| g.name == name);
@@ -165,7 +171,7 @@ impl Couplings {
                 let j = index(&c.group)?;
                 let by = &s.groups[j];
                 let wakes = rate(by) * per_burst(me, by, c.share);
-                let longest = sleep.last().map_or(0.0, |d| d.as_nanos() as f64);
+                let longest = sleep.max().as_nanos() as f64;
                 Some(Waker {
                     group: j as u32,
                     name: by.name.clone(),
@@ -210,22 +216,6 @@ pub fn coupled(s: &crate::scenario::Scenario) -> bool {
     s.groups
         .iter()
         .any(|g| matches!(&g.work, Work::Replay { woken_by, .. } if !woken_by.is_empty()))
-}
-
-/// The mean of a distribution given as quantiles at evenly spaced ranks,
-/// as [`draw`] interpolates it (the trapezoids' mean), ns.
-pub fn quantiles_mean(q: &[Duration]) -> f64 {
-    match q {
-        [] => 0.0,
-        [one] => one.as_nanos() as f64,
-        _ => {
-            let sum: f64 = q
-                .windows(2)
-                .map(|w| (w[0].as_nanos() + w[1].as_nanos()) as f64 / 2.0)
-                .sum();
-            sum / (q.len() - 1) as f64
-        }
-    }
 }
 
 /// The pass's memory file of wakeup slots (`Couplings::mailbox`), made by

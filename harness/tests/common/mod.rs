@@ -749,6 +749,7 @@ fn run_loaded_cell(
             args,
             swap_to: swap_built.iter().collect(),
             dir: dir.path().join("cell"),
+            recording: scx_harness::agent::PassRecording::Off,
         },
         &scx_harness::runner::Session {
             target: scx_harness::runner::Target::Vm {
