@@ -138,7 +138,7 @@ impl AgentSpec {
     /// The tightest stall bounds, in ns, of the checks that bound a task of
     /// group `group` (`None`: a task outside the scenario): on its whole
     /// wait, and on the scheduler's own part of it (`excluding:
-    /// higher_class`).
+    /// higher_class_and_waking`).
     pub fn stall_bounds_for(&self, group: Option<&str>) -> StallBounds {
         let mut b = StallBounds::default();
         for c in &self.scenario.checks {
@@ -203,7 +203,7 @@ pub struct StallEvent {
     /// t0) to the stop: the same number every report shows for it.
     pub waited_ns: u64,
     /// Of that, the scheduler's own part (less the time its CPU ran a
-    /// higher class).
+    /// higher class and was waking: see `probe::GroupData`).
     #[serde(default)]
     pub own_ns: u64,
     /// When it was found, from the start of the pass (t0).
@@ -485,7 +485,7 @@ impl Pass {
     }
 
     /// The same for the scheduler's own part of each wait (less the time
-    /// the task's CPU ran a higher class); a task outside the scenario has
+    /// the task's CPU ran a higher class and was waking); a task outside the scenario has
     /// no such split, and counts whole.
     pub fn longest_runnable_own(
         &self,

@@ -186,7 +186,10 @@ fn evaluate_one(
         match c {
             Check::RunDelay(rd) => {
                 let own = rd.excluding.is_some();
-                let excl = if own { " excluding higher_class" } else { "" };
+                let excl = rd
+                    .excluding
+                    .map(|e| format!(" excluding {e}"))
+                    .unwrap_or_default();
                 for (label, q, bound) in rd.bounds() {
                     let name = format!("run_delay {} {label}{excl}", rd.group);
                     let Some(p) = main else {
@@ -236,11 +239,10 @@ fn evaluate_one(
                     (Some(g), _) => format!("stall {g} max_runnable"),
                     (None, StallTasks::Guest) => "stall guest max_runnable".to_string(),
                     (None, StallTasks::Scenario) => "stall max_runnable".to_string(),
-                } + if st.excluding.is_some() {
-                    " excluding higher_class"
-                } else {
-                    ""
-                };
+                } + &st
+                    .excluding
+                    .map(|e| format!(" excluding {e}"))
+                    .unwrap_or_default();
                 let Some(p) = main else {
                     out.push(missing(
                         name,
@@ -498,9 +500,10 @@ fn delay_stat(p: &Pass, group: &str, q: Option<f64>, own: bool) -> Option<Durati
     }
 }
 
-/// "its waits: 62% behind a higher class, 30% while its CPU idled, 8%
-/// behind fair or sched_ext tasks": why a group's waits in the window
-/// lasted (on the CPU each waited on).
+/// "its waits: 62% behind a higher class, 20% while its CPU idled, 10%
+/// while its CPU was waking, 8% behind fair or sched_ext tasks": why a
+/// group's waits in the window lasted (on the CPU each waited on; waking:
+/// idle after it was told to run, see `probe::GroupData`).
 pub fn why_waited(p: &Pass, group: &str) -> String {
     let Some(g) = p.group(group).filter(|g| g.probe.wait_ns > 0) else {
         return "no wait to explain".into();
@@ -508,11 +511,13 @@ pub fn why_waited(p: &Pass, group: &str) -> String {
     let total = g.probe.wait_ns as f64;
     let higher = g.probe.wait_higher_ns as f64 / total;
     let idle = g.probe.wait_idle_ns as f64 / total;
+    let waking = g.probe.wait_waking_ns as f64 / total;
     format!(
-        "its waits: {:.0}% behind a higher class (RT, deadline, stop), {:.0}% while its CPU idled, {:.0}% behind fair or sched_ext tasks",
+        "its waits: {:.0}% behind a higher class (RT, deadline, stop), {:.0}% while its CPU idled, {:.0}% while its CPU was waking (told to run: the platform's), {:.0}% behind fair or sched_ext tasks",
         higher * 100.0,
         idle * 100.0,
-        (1.0 - higher - idle).max(0.0) * 100.0
+        waking * 100.0,
+        (1.0 - higher - idle - waking).max(0.0) * 100.0
     )
 }
 
@@ -587,7 +592,7 @@ fn stall(p: &Pass, st: &StallCheck, name: String) -> Outcome {
             ms(Duration::from_nanos(e.waited_ns)),
             if own {
                 format!(
-                    " ({} of it the scheduler's own, less what a higher class ran on its CPU)",
+                    " ({} of it the scheduler's own, less what a higher class ran on its CPU and its CPU's waking after it was told to run)",
                     ms(Duration::from_nanos(e.own_ns))
                 )
             } else {

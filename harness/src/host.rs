@@ -847,7 +847,15 @@ fn join_cgroup_on_exec(cmd: &mut SupervisedCommand, procs: &Path) -> Result<()> 
 }
 
 /// The probe's BPF programs (probe.bpf.c), as the kernel names them.
-const PROBE_PROGRAMS: [&str; 3] = ["on_wakeup", "on_wakeup_new", "on_switch"];
+const PROBE_PROGRAMS: [&str; 7] = [
+    "on_wakeup",
+    "on_wakeup_new",
+    "on_switch",
+    "on_migrate",
+    "on_ipi_send_cpu",
+    "on_wake_idle_without_ipi",
+    "on_cpu_idle",
+];
 
 /// What of the machine a run could leave behind: the sched_ext state, the
 /// harness's cgroups, BPF programs of the kinds the harness loads (any

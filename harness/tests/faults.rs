@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use scx_harness::agent::PassKind;
 use scx_harness::report::{CellResult, CellVerdict};
 
 /// scx_fault under a name per fault, with the arguments that inject it.
@@ -50,6 +51,12 @@ const REGISTRY: &str = "schedulers:
     source: { workspace: scx_fault }
     ops: \"fault_*\"
     args: [--delay-comm, napper, --delay-ms, \"20\"]
+    fixture: true
+  - name: delays_idle_nappers_50ms
+    kind: binary
+    source: { workspace: scx_fault }
+    ops: \"fault_*\"
+    args: [--delay-comm, nappers, --delay-ms, \"50\"]
     fixture: true
   - name: delays_ticker_400ms
     kind: binary
@@ -733,5 +740,59 @@ fn vm_fault_13_a_hold_after_a_swap_fails_the_swap_check_with_the_measured_value(
         );
     }
     assert!(f.elapsed < PROMPT, "{}", f.explain());
+    f.assert_evidence_kept();
+}
+
+// 14. idle-baseline's stall bound (the scheduler's own part of a wait:
+// less the higher class and the CPU's waking, asleep in an idle state
+// after it was told to run) still sees a wakeup held beside an idle CPU:
+// scx_fault holding each napper 50 ms fails it with the held wait, most of
+// it the scheduler's; the same fixture without the hold passes it in the
+// same VM. (While a napper is held its CPU is woken for other nappers'
+// wakeups, and only those wake-ups are the platform's: 5.0 of a 49.3 ms
+// held wait on 2026-12-03, under TCG.) The nappers' waits have a waking
+// part under the fair class and the healthy fixture, or this would pass
+// with no waking measured at all.
+#[test]
+fn vm_fault_14_a_hold_beside_an_idle_cpu_fails_idle_baselines_stall_bound() {
+    let (tmp, _) = setup(&[]);
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/idle-baseline.yaml");
+    let began = Instant::now();
+    let mut cmd = command(tmp.path(), "delays_idle_nappers_50ms", &[scenario], "5m");
+    cmd.args(["-s", "healthy_fifo"]);
+    let f = finish(tmp, cmd.spawn().unwrap(), began);
+    assert_eq!(f.results.len(), 2, "{}", f.explain());
+    let name = "stall max_runnable excluding higher_class_and_waking";
+    for r in &f.results {
+        let c = check(r, name);
+        let agent = r.agent.as_ref().expect("the agent's output");
+        let fair = agent.pass(PassKind::Fair).expect("the fair pass");
+        let woke = fair.group("nappers").unwrap().probe.wait_waking_ns;
+        assert!(woke > 0, "no waking measured under the fair class");
+        let pass = agent
+            .pass(PassKind::Scheduler)
+            .expect("the scheduler's pass");
+        if r.scheduler == "healthy_fifo" {
+            assert!(c.pass, "{c:#?}\n{}", f.explain());
+            assert!(pass.group("nappers").unwrap().probe.wait_waking_ns > 0);
+            continue;
+        }
+        assert_eq!(r.verdict, CellVerdict::Fail, "{}", f.explain());
+        assert!(c.fails(), "{c:#?}");
+        let own = Duration::from_nanos(c.observed_value.unwrap() as u64);
+        assert!(own > Duration::from_millis(35), "{c:#?}");
+        // The watch stopped the pass on that wait: at least 3/4 of it the
+        // scheduler's own.
+        let stop = pass
+            .stall
+            .as_ref()
+            .unwrap_or_else(|| panic!("no stall stopped the pass: {}", f.explain()));
+        assert_eq!(stop.group.as_deref(), Some("nappers"), "{stop:#?}");
+        assert!(
+            stop.own_ns * 4 >= stop.waited_ns * 3,
+            "the hold was called the platform's: {stop:#?}"
+        );
+    }
+    assert!(f.elapsed < PROMPT * 2, "{}", f.explain());
     f.assert_evidence_kept();
 }

@@ -277,7 +277,7 @@ fn vm_a_kworker_kept_waiting_is_found_by_the_guest_wide_watch() {
 /// CPU 1 runs only in what RT throttling leaves (50 ms a second), under
 /// the fair class. Its waits are the higher class's, not the scheduler's:
 /// a bound on the whole wait fails, the same bound `excluding:
-/// higher_class` holds.
+/// higher_class_and_waking` holds.
 #[test]
 fn vm_a_wait_behind_an_rt_task_is_the_higher_classs() {
     let r = common::run_cell(
@@ -292,8 +292,8 @@ fn vm_a_wait_behind_an_rt_task_is_the_higher_classs() {
          \x20 - { name: victim, threads: 1, cpus: [1], work: { kind: periodic, run: 1ms, period: 10ms } }\n\
          checks:\n\
          \x20 - run_delay: { group: victim, max: 100ms }\n\
-         \x20 - run_delay: { group: victim, max: 100ms, excluding: higher_class }\n\
-         \x20 - stall: { max_runnable: 3s, group: victim, excluding: higher_class }\n",
+         \x20 - run_delay: { group: victim, max: 100ms, excluding: higher_class_and_waking }\n\
+         \x20 - stall: { max_runnable: 3s, group: victim, excluding: higher_class_and_waking }\n",
     );
     eprintln!("{}", scx_harness::report::describe(&r));
     let whole = check(&r, "run_delay victim max");
@@ -301,14 +301,17 @@ fn vm_a_wait_behind_an_rt_task_is_the_higher_classs() {
         !whole.pass,
         "RT throttling leaves the task waiting: {whole:?}"
     );
-    let own = check(&r, "run_delay victim max excluding higher_class");
+    let own = check(&r, "run_delay victim max excluding higher_class_and_waking");
     assert!(own.pass, "{own:?}");
     assert!(
         own.detail.contains("behind a higher class"),
         "{}",
         own.detail
     );
-    let stall = check(&r, "stall victim max_runnable excluding higher_class");
+    let stall = check(
+        &r,
+        "stall victim max_runnable excluding higher_class_and_waking",
+    );
     assert!(stall.pass, "{stall:?}");
     let pass = r.agent.as_ref().unwrap().pass(PassKind::Scheduler).unwrap();
     let g = pass.group("victim").unwrap();

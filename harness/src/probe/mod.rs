@@ -102,7 +102,9 @@ pub struct Waiting {
     /// `set_watch`).
     pub waited_ns: u64,
     /// Of that, the part that is the scheduler's own: less the time its
-    /// CPU ran a task of a higher class (RT, deadline, stop) meanwhile.
+    /// CPU ran a task of a higher class (RT, deadline, stop) meanwhile and
+    /// the time it was waking (told to run, not yet switched: see
+    /// `GroupData::wait_waking_ns`).
     pub own_ns: u64,
 }
 
@@ -149,16 +151,22 @@ pub struct GroupData {
     pub max_runnable_ns: u64,
     /// Why its waits (those that ended in the window) lasted: the time
     /// the CPU each waited on ran a task of a higher class (RT, deadline,
-    /// stop: the kernel allows that), and the time it idled (the
-    /// scheduler left the task queued beside an idle CPU); the rest of
+    /// stop: the kernel allows that), the time it idled (the scheduler
+    /// left the task queued beside an idle CPU), and the time it was
+    /// waking: idle after the kernel told it to run (a reschedule IPI, a
+    /// polling CPU's flag, or a wakeup on that CPU setting its
+    /// need_resched) until its switch, the platform's part (C-state exit
+    /// on metal; a vCPU not yet run by the host in a VM); the rest of
     /// `wait_ns` it ran other fair or sched_ext tasks.
     #[serde(default)]
     pub wait_higher_ns: u64,
     #[serde(default)]
     pub wait_idle_ns: u64,
-    /// The same waits less their higher-class part (the scheduler's own):
-    /// histogram, longest in the window, and longest runnable time inside
-    /// the watch.
+    #[serde(default)]
+    pub wait_waking_ns: u64,
+    /// The same waits less their higher-class and waking parts (the
+    /// scheduler's own): histogram, longest in the window, and longest
+    /// runnable time inside the watch.
     #[serde(default)]
     pub run_delay_own: Histogram,
     #[serde(default)]
@@ -213,19 +221,11 @@ impl Probe {
         self.skel.links = Default::default();
     }
 
-    /// Attaches the programs again after `detach`.
+    /// Attaches the programs again after `detach` (every one of them).
     pub fn reattach(&mut self) -> Result<()> {
-        let progs = &self.skel.progs;
-        let links = &mut self.skel.links;
-        links.on_switch = Some(progs.on_switch.attach().context("attaching on_switch")?);
-        links.on_wakeup = Some(progs.on_wakeup.attach().context("attaching on_wakeup")?);
-        links.on_wakeup_new = Some(
-            progs
-                .on_wakeup_new
-                .attach()
-                .context("attaching on_wakeup_new")?,
-        );
-        Ok(())
+        self.skel
+            .attach()
+            .context("attaching the probe's programs again")
     }
 
     /// Each program's runs and run time so far (see `ProgRuns`), in the
@@ -438,23 +438,23 @@ impl Probe {
         (t.tid == tid && t.group != UNTRACKED && t.exited == 0).then_some(t)
     }
 
-    /// How long CPU `cpu` has run tasks of a higher class than fair and
-    /// sched_ext (RT, deadline, stop) up to `now`, by the BPF side's
-    /// per-CPU record (the same sum the waits' marks are taken from). Keep
-    /// in step with ran_ns() in probe.bpf.c.
-    fn ran_higher_ns(&self, cpu: u32, now: u64) -> u64 {
-        const RAN_HIGHER: usize = 1;
+    /// How long CPU `cpu` has spent on `what` up to `now`, by the BPF
+    /// side's per-CPU record (the same sums the waits' marks are taken
+    /// from), the current stretch included (an idle one split at its
+    /// kick). Keep in step with ran_ns() in probe.bpf.c.
+    fn ran_ns(&self, cpu: u32, what: Ran, now: u64) -> u64 {
         let Some(r) = self.bss().cpu_ran.get(cpu as usize) else {
             return 0;
         };
-        // SAFETY: a read of the shared mapping; its own CPU writes it.
+        // SAFETY: a read of the shared mapping; its own CPU writes it
+        // (other CPUs only set kicked_at).
         let r = unsafe { std::ptr::read_volatile(r) };
-        let running = if r.what as usize == RAN_HIGHER && r.since != 0 && r.since <= now {
-            now - r.since
-        } else {
-            0
+        let stretch = Stretch {
+            since: r.since,
+            what: r.what,
+            kicked_at: r.kicked_at,
         };
-        r.ns[RAN_HIGHER] + running
+        r.ns[what as usize] + stretch.part(what, now)
     }
 
     /// The part of `[since, now)` inside the watch. Keep in step with
@@ -503,15 +503,15 @@ impl Probe {
             .filter(|t| t.runnable_since != 0 && t.runnable_since <= now)
             .map(|t| {
                 let waited_ns = self.in_watch(t.runnable_since, now);
-                let higher =
-                    ran_since(self.ran_higher_ns(t.cpu, now), t.higher_mark).min(waited_ns);
+                let higher = ran_since(self.ran_ns(t.cpu, Ran::Higher, now), t.higher_mark);
+                let waking = ran_since(self.ran_ns(t.cpu, Ran::Waking, now), t.waking_mark);
                 Waiting {
                     tid: t.tid,
                     tgid: t.tgid,
                     group: ((t.group as usize) < MAX_GROUPS).then_some(t.group),
                     cpu: t.cpu,
                     waited_ns,
-                    own_ns: waited_ns - higher,
+                    own_ns: waited_ns.saturating_sub(higher + waking),
                 }
             })
             .filter(|w| w.waited_ns > 0)
@@ -577,6 +577,7 @@ impl Probe {
                     max_runnable_ns: gs.max_runnable,
                     wait_higher_ns: gs.wait_higher_ns,
                     wait_idle_ns: gs.wait_idle_ns,
+                    wait_waking_ns: gs.wait_waking_ns,
                     run_delay_own: Histogram::from_counts(&own),
                     max_own_ns: gs.max_own,
                     max_runnable_own_ns: gs.max_runnable_own,
@@ -592,6 +593,7 @@ impl Probe {
                     d.max_runnable_ns = d.max_runnable_ns.max(t.max_runnable);
                     d.wait_higher_ns += t.wait_higher_ns;
                     d.wait_idle_ns += t.wait_idle_ns;
+                    d.wait_waking_ns += t.wait_waking_ns;
                     d.max_own_ns = d.max_own_ns.max(t.max_own);
                     d.max_runnable_own_ns = d.max_runnable_own_ns.max(t.max_runnable_own);
                     d.run_ns += t.run_ns;
@@ -661,6 +663,49 @@ pub fn ns(v: u64) -> Duration {
     Duration::from_nanos(v)
 }
 
+/// What a CPU spends its time on: the indices of cpu_ran.ns in
+/// probe.bpf.c (RAN_*).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ran {
+    Idle = 0,
+    /// A task of a higher class than fair and sched_ext (RT, deadline,
+    /// stop).
+    Higher = 1,
+    /// Asleep in an idle state after it was told to run, until it left
+    /// that state (the platform's).
+    Waking = 3,
+}
+
+/// A CPU's current stretch: since its last switch or its exit from an idle
+/// state after a kick (`since`, 0 if none), running `what` (a RAN_* index,
+/// never waking), and when, asleep in an idle state, it was told to run
+/// (`kicked_at`, 0: not; a time outside `since..=now` is of an earlier
+/// stretch and ignored).
+#[derive(Clone, Copy)]
+struct Stretch {
+    since: u64,
+    what: u32,
+    kicked_at: u64,
+}
+
+impl Stretch {
+    /// How much of the stretch, up to `now`, was spent on `what`.
+    fn part(&self, what: Ran, now: u64) -> u64 {
+        if self.since == 0 || self.since > now {
+            return 0;
+        }
+        let kick = Some(self.kicked_at).filter(|k| (self.since..=now).contains(k));
+        let idle = self.what == Ran::Idle as u32;
+        match what {
+            Ran::Idle if idle => kick.unwrap_or(now) - self.since,
+            Ran::Waking if idle => kick.map_or(0, |k| now - k),
+            Ran::Waking => 0,
+            w if self.what == w as u32 => now - self.since,
+            _ => 0,
+        }
+    }
+}
+
 /// What a CPU ran of one kind since a wait's mark, in ns: `sum` (its
 /// running sum now) less `mark`, compared as signed and never negative, as
 /// ran_since() in probe.bpf.c. After a migration the mark is the new CPU's
@@ -673,7 +718,36 @@ fn ran_since(sum: u64, mark: u64) -> u64 {
 
 #[cfg(test)]
 mod ran_since_tests {
-    use super::ran_since;
+    use super::{ran_since, Ran, Stretch};
+
+    #[test]
+    fn an_idle_stretch_is_idle_up_to_its_kick_and_waking_after() {
+        let kicked = Stretch {
+            since: 1_000,
+            what: Ran::Idle as u32,
+            kicked_at: 1_300,
+        };
+        assert_eq!(kicked.part(Ran::Idle, 2_000), 300);
+        assert_eq!(kicked.part(Ran::Waking, 2_000), 700);
+        assert_eq!(kicked.part(Ran::Higher, 2_000), 0);
+        // Not kicked, or a kick of an earlier stretch: idle throughout.
+        for kicked_at in [0, 900] {
+            let s = Stretch {
+                kicked_at,
+                ..kicked
+            };
+            assert_eq!(s.part(Ran::Idle, 2_000), 1_000);
+            assert_eq!(s.part(Ran::Waking, 2_000), 0);
+        }
+        // A stretch of a higher class: neither idle nor waking.
+        let rt = Stretch {
+            what: Ran::Higher as u32,
+            ..kicked
+        };
+        assert_eq!(rt.part(Ran::Higher, 2_000), 1_000);
+        assert_eq!(rt.part(Ran::Waking, 2_000), 0);
+        assert_eq!(rt.part(Ran::Idle, 2_000), 0);
+    }
 
     #[test]
     fn a_mark_moved_above_the_new_cpus_sum_still_counts_the_old_cpus_part() {

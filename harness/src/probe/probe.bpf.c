@@ -16,8 +16,14 @@
  *                                   starts running (its wait ends)
  *  sched_migrate_task               a waiting task moved to another CPU's
  *                                   runqueue: its wait goes on there
+ *  ipi_send_cpu (no callback),      an idle CPU was told to run what is
+ *  sched_wake_idle_without_ipi      queued on it (a reschedule IPI; a
+ *                                   polling idle CPU's flag): it is
+ *                                   waking from here
+ *  cpu_idle (entering)              an idle CPU goes back to sleep: a
+ *                                   kick it had is spent
  *
- * Only these four: the guest's kernel command line enables their trace
+ * Only these seven: the guest's kernel command line enables their trace
  * events at boot (vm::boot_args), so each has two functions registered
  * before the second CPU starts and attaching or detaching the probe never
  * re-patches their call sites in running kernel text (under QEMU's TCG
@@ -54,15 +60,26 @@
  *                              whenever it is read, and a wait that ends
  *                              later adds nothing beyond it.
  *
- * Why a task waited: every CPU keeps, in cpu_ran[cpu] (written only by
- * its own sched_switch), how long it has run the idle task, a task of a
+ * Why a task waited: every CPU keeps, in cpu_ran[cpu] (written by its own
+ * sched_switch and cpu_idle; other CPUs only set its kicked_at), how long
+ * it has run the idle task, a task of a
  * higher class (RT, deadline, stop: prio < 100) and any other task (fair
  * or sched_ext: the scheduler's own domain). A wait remembers those sums
  * of the CPU it waits on when it starts; when it ends, the higher-class
  * part of it is what that CPU ran above the fair and sched_ext classes
  * meanwhile (the kernel allows that), and the idle part what it idled
- * (the scheduler left the task queued beside an idle CPU). The rest, the
- * scheduler's own part, goes into a second histogram ("own").
+ * (the scheduler left the task queued beside an idle CPU). An idle CPU
+ * asleep in an idle state (between cpu_idle's enter and exit) that the
+ * kernel has told to run (a reschedule IPI sent to it, a polling idle
+ * CPU's flag set, or a wakeup onto it in an interrupt it took there) is
+ * "waking" from that moment until it leaves the idle state: the
+ * platform's part (a C-state exit on metal; in a VM, a halted vCPU that
+ * the host has not run yet: under TCG on a busy host, milliseconds). What
+ * the CPU does after it (the rest of the idle loop, the scheduler's pick
+ * until the switch) is idle time, the scheduler's, and so is a kicked CPU
+ * that the scheduler gives nothing and that sleeps again. The rest of a
+ * wait less its higher-class and waking parts, the scheduler's own part,
+ * goes into a second histogram ("own").
  *
  * With watch_all set, every other task of the guest (kernel threads
  * included) has a slot too, in group WATCHED: its runnable time is kept
@@ -109,13 +126,22 @@ u64 spike_max[MAX_GROUPS];
 #define RAN_IDLE	0
 #define RAN_HIGHER	1	/* RT, deadline, stop */
 #define RAN_OTHER	2	/* fair or sched_ext */
+#define RAN_WAKING	3	/* in an idle state, told to run (kicked_at) */
+#define NR_RAN		4
 
 struct cpu_ran {
-	u64 since;		/* its last switch, 0: none seen yet */
-	u32 what;		/* what it has run since */
-	u32 pad;
-	u64 ns[3];		/* time per RAN_* */
-	u64 pad_line[3];	/* one cache line per CPU */
+	u64 since;		/* its last switch or idle-state exit after a
+				 * kick; 0: none seen yet */
+	u32 what;		/* what it has run since (never RAN_WAKING) */
+	u32 asleep;		/* running the idle task, in an idle state
+				 * (between cpu_idle's enter and exit) */
+	u64 ns[NR_RAN];		/* time per RAN_* */
+	/* While asleep: when it was first told to run, 0 if not. Set by any
+	 * CPU (compare-and-swap from 0), cleared only by its own CPU (its
+	 * idle-state exit, entry, or a switch). The idle stretch is idle up
+	 * to it and waking from it. */
+	u64 kicked_at;
+	u64 pad_line[1];	/* one cache line per CPU */
 };
 struct cpu_ran cpu_ran[MAX_CPUS];
 
@@ -140,10 +166,13 @@ struct task_stat {
 				 * less what earlier CPUs of the wait ran so
 				 * (on_migrate) */
 	u64 idle_mark;		/* the same of cpu_ran[cpu].ns[RAN_IDLE] */
+	u64 waking_mark;	/* the same of cpu_ran[cpu].ns[RAN_WAKING] */
 	u64 wait_higher_ns;	/* of wait_ns: behind a higher class */
 	u64 wait_idle_ns;	/* of wait_ns: while its CPU idled */
-	u64 max_own;		/* longest wait in the window minus its higher part */
-	u64 max_runnable_own;	/* max_runnable minus the higher part */
+	u64 wait_waking_ns;	/* of wait_ns: while its CPU was waking */
+	u64 max_own;		/* longest wait in the window minus its higher
+				 * and waking parts */
+	u64 max_runnable_own;	/* max_runnable minus the same */
 };
 
 /* The sums of a group's tasks whose slots were taken over by later tasks
@@ -160,6 +189,7 @@ struct group_stat {
 	u64 exited_run_ns;	/* CPU time of its exited tasks (timelines) */
 	u64 wait_higher_ns;
 	u64 wait_idle_ns;
+	u64 wait_waking_ns;
 	u64 max_own;
 	u64 max_runnable_own;
 };
@@ -186,7 +216,8 @@ struct other_wait {
 struct other_wait other_worst[MAX_CPUS];
 struct group_stat groups[MAX_GROUPS];
 u64 hist[MAX_GROUPS * NR_BUCKETS];
-/* The same waits less their higher-class part: the scheduler's own. */
+/* The same waits less their higher-class and waking parts: the
+ * scheduler's own. */
 u64 hist_own[MAX_GROUPS * NR_BUCKETS];
 
 /* Indexing after a barrier: clang must not compute the address before
@@ -330,6 +361,7 @@ static __always_inline struct task_stat *lookup(struct task_struct *p)
 			atomic_max(&gs->max_runnable, ts->max_runnable);
 			__sync_fetch_and_add(&gs->wait_higher_ns, ts->wait_higher_ns);
 			__sync_fetch_and_add(&gs->wait_idle_ns, ts->wait_idle_ns);
+			__sync_fetch_and_add(&gs->wait_waking_ns, ts->wait_waking_ns);
 			atomic_max(&gs->max_own, ts->max_own);
 			atomic_max(&gs->max_runnable_own, ts->max_runnable_own);
 		}
@@ -360,19 +392,33 @@ static __always_inline struct cpu_ran *ran_of(u32 cpu)
 }
 
 /* CPU `cpu`'s time of kind `what` up to `now`, the current stretch
- * included. */
+ * included (an idle one split at its kick). Keep in step with
+ * Probe::ran_ns. */
 static __always_inline u64 ran_ns(u32 cpu, u32 what, u64 now)
 {
 	struct cpu_ran *r = ran_of(cpu);
-	u64 v, since;
+	u64 v, since, kick;
+	u32 cur;
 
-	if (!r || what > RAN_OTHER)
+	if (!r || what >= NR_RAN)
 		return 0;
 	barrier_var(what);
 	v = r->ns[what];
 	since = r->since;
-	if (r->what == what && since && since <= now)
+	cur = r->what;
+	if (!since || since > now)
+		return v;
+	if (cur == RAN_IDLE && (what == RAN_IDLE || what == RAN_WAKING)) {
+		kick = r->kicked_at;
+		if (kick < since || kick > now)
+			kick = 0;
+		if (what == RAN_IDLE)
+			v += (kick ? kick : now) - since;
+		else if (kick)
+			v += now - kick;
+	} else if (cur == what) {
 		v += now - since;
+	}
 	return v;
 }
 
@@ -382,6 +428,7 @@ static __always_inline void mark_wait(struct task_stat *ts, u32 cpu, u64 now)
 	ts->cpu = cpu;
 	ts->higher_mark = ran_ns(cpu, RAN_HIGHER, now);
 	ts->idle_mark = ran_ns(cpu, RAN_IDLE, now);
+	ts->waking_mark = ran_ns(cpu, RAN_WAKING, now);
 }
 
 /* What CPU `cpu` ran of kind `what` since `mark`: the sums only grow, but
@@ -405,11 +452,89 @@ static __always_inline void cpu_switch(u32 cpu, struct task_struct *next, u64 no
 	if (r->since && r->since <= now && r->what <= RAN_OTHER) {
 		what = r->what;
 		barrier_var(what);
-		if (what <= RAN_OTHER)
+		if (what == RAN_IDLE) {
+			u64 kick = r->kicked_at;
+
+			if (kick < r->since || kick > now)
+				kick = now;
+			r->ns[RAN_IDLE] += kick - r->since;
+			r->ns[RAN_WAKING] += now - kick;
+		} else if (what <= RAN_OTHER) {
 			r->ns[what] += now - r->since;
+		}
 	}
+	/* The kick is spent before the new stretch shows as idle: a kick
+	 * seen from now on is of this stretch. */
+	r->kicked_at = 0;
+	r->asleep = 0;
 	r->since = now;
 	r->what = !next->pid ? RAN_IDLE : next->prio < 100 ? RAN_HIGHER : RAN_OTHER;
+}
+
+/* CPU `cpu` is told to run: the start of its waking, if it sleeps in an
+ * idle state and was not told already. (The clock is read here, after the
+ * test, so a kicker delayed between the two does not date a kick before a
+ * wait that began meanwhile.) */
+static __always_inline void kicked(u32 cpu)
+{
+	struct cpu_ran *r = ran_of(cpu);
+
+	if (!r || r->what != RAN_IDLE || !r->asleep || !r->since || r->kicked_at)
+		return;
+	__sync_val_compare_and_swap(&r->kicked_at, 0, bpf_ktime_get_ns());
+}
+
+/* A reschedule IPI (no callback: smp_send_reschedule; a function call
+ * IPI has one and tells the CPU to run no task). */
+SEC("tp_btf/ipi_send_cpu")
+int BPF_PROG(on_ipi_send_cpu, unsigned int cpu, unsigned long callsite, void *callback)
+{
+	if (!callback)
+		kicked(cpu);
+	return 0;
+}
+
+/* A polling idle CPU's need_resched set instead of an IPI. */
+SEC("tp_btf/sched_wake_idle_without_ipi")
+int BPF_PROG(on_wake_idle_without_ipi, int cpu)
+{
+	if (cpu >= 0)
+		kicked(cpu);
+	return 0;
+}
+
+/* PWR_EVENT_EXIT: include/trace/events/power.h (a #define, not in BTF). */
+#define PWR_EVENT_EXIT	((u32)-1)
+
+/* The idle task of this CPU enters an idle state (asleep from now) or
+ * leaves it. Leaving it after a kick ends the waking: from here the CPU
+ * runs again, and what it does until its switch (the rest of the idle
+ * loop, the scheduler's pick) is idle time, the scheduler's. A kick seen
+ * at the entry is stale (of an earlier sleep). Only its own CPU. */
+SEC("tp_btf/cpu_idle")
+int BPF_PROG(on_cpu_idle, unsigned int state, unsigned int cpu_id)
+{
+	u64 now = bpf_ktime_get_ns(), kick;
+	struct cpu_ran *r = ran_of(bpf_get_smp_processor_id());
+
+	if (!r || r->what != RAN_IDLE || !r->since)
+		return 0;
+	if (state != PWR_EVENT_EXIT) {
+		r->kicked_at = 0;
+		r->asleep = 1;
+		return 0;
+	}
+	kick = r->kicked_at;
+	if (kick >= r->since && kick <= now) {
+		/* The stretch so far is closed: idle up to the kick, waking
+		 * from it; what follows starts idle, unkicked. */
+		r->ns[RAN_IDLE] += kick - r->since;
+		r->ns[RAN_WAKING] += now - kick;
+		r->kicked_at = 0;
+		r->since = now;
+	}
+	r->asleep = 0;
+	return 0;
 }
 
 static __always_inline void became_runnable(struct task_struct *p)
@@ -424,9 +549,18 @@ static __always_inline void became_runnable(struct task_struct *p)
 	if (!ts->runnable_since && !ts->running_since) {
 		u64 now = bpf_ktime_get_ns();
 
+		u32 cpu = p->thread_info.cpu;
+		struct task_struct *cur = bpf_get_current_task_btf();
+
 		ts->runnable_since = now;
+		/* Woken on its own CPU in an interrupt taken in an idle state:
+		 * the local resched sends no IPI, but it is a kick all the
+		 * same (wakeup_preempt() reschedules an idle CPU for any task
+		 * enqueued on it, before this tracepoint). */
+		if (cpu == bpf_get_smp_processor_id() && !cur->pid)
+			kicked(cpu);
 		/* Enqueued by now: the runqueue it waits on. */
-		mark_wait(ts, p->thread_info.cpu, now);
+		mark_wait(ts, cpu, now);
 	}
 }
 
@@ -434,7 +568,8 @@ static __always_inline void became_runnable(struct task_struct *p)
  * A task moves to `dest_cpu`'s runqueue. If it is waiting (a scheduler
  * moved it while queued: a sched_ext scheduler taking it into another CPU's
  * local DSQ, the fair class's load balancer), its wait goes on there: what
- * its old CPU ran of a higher class and idle meanwhile stays counted, and
+ * its old CPU ran of a higher class, idled and woke meanwhile stays
+ * counted, and
  * from now on what the new CPU runs counts, so the reason split and the CPU
  * a stall names are where it waited last. (A sleeping task moved by its
  * wakeup has no open wait: sched_wakeup marks the CPU it wakes on.)
@@ -443,7 +578,7 @@ SEC("tp_btf/sched_migrate_task")
 int BPF_PROG(on_migrate, struct task_struct *p, int dest_cpu)
 {
 	struct task_stat *ts = lookup(p);
-	u64 now, higher, idle;
+	u64 now, higher, idle, waking;
 
 	if (!ts || !ts->runnable_since || ts->running_since || dest_cpu < 0)
 		return 0;
@@ -451,11 +586,13 @@ int BPF_PROG(on_migrate, struct task_struct *p, int dest_cpu)
 	now = bpf_ktime_get_ns();
 	higher = ran_since(ts->cpu, RAN_HIGHER, ts->higher_mark, now);
 	idle = ran_since(ts->cpu, RAN_IDLE, ts->idle_mark, now);
+	waking = ran_since(ts->cpu, RAN_WAKING, ts->waking_mark, now);
 	/* Marks that many ns below the new CPU's sums (modulo 2^64: above
 	 * them when it ran less than that so far). */
 	ts->cpu = dest_cpu;
 	ts->higher_mark = ran_ns(dest_cpu, RAN_HIGHER, now) - higher;
 	ts->idle_mark = ran_ns(dest_cpu, RAN_IDLE, now) - idle;
+	ts->waking_mark = ran_ns(dest_cpu, RAN_WAKING, now) - waking;
 	return 0;
 }
 
@@ -468,7 +605,7 @@ int BPF_PROG(on_wakeup, struct task_struct *p)
 
 /* A new process joins its parent's group (a new thread has its process's
  * tgid already). Here rather than on sched_process_fork: the probe uses
- * only the four tracepoints the guest's kernel command line enables at
+ * only the seven tracepoints the guest's kernel command line enables at
  * boot, so attaching it never re-patches their call sites (see
  * vm::boot_args). */
 SEC("tp_btf/sched_wakeup_new")
@@ -559,25 +696,29 @@ int BPF_PROG(on_switch, bool preempt, struct task_struct *prev,
 			u32 g = ns->group;
 			u64 higher = ran_since(ns->cpu, RAN_HIGHER, ns->higher_mark, now);
 			u64 idle = ran_since(ns->cpu, RAN_IDLE, ns->idle_mark, now);
-			u64 own;
+			u64 waking = ran_since(ns->cpu, RAN_WAKING, ns->waking_mark, now);
+			u64 own, not_own;
 
 			/* Marks read from another CPU's record (a stale read)
 			 * must not make more than the wait itself. */
 			if (higher > wait)
 				higher = wait;
-			if (idle > wait - higher)
-				idle = wait - higher;
-			own = wait - higher;
+			if (waking > wait - higher)
+				waking = wait - higher;
+			if (idle > wait - higher - waking)
+				idle = wait - higher - waking;
+			not_own = higher + waking;
+			own = wait - not_own;
 			if (inside > ns->max_runnable) {
 				ns->max_runnable = inside;
 				if (g == WATCHED)
 					other_worst_at(next, ns, inside);
 			}
-			/* The higher part is of the whole wait, some of which
-			 * may lie outside the watch: the own part here is a
-			 * lower bound of the truth. */
-			if (inside - (higher < inside ? higher : inside) > ns->max_runnable_own)
-				ns->max_runnable_own = inside - (higher < inside ? higher : inside);
+			/* The higher and waking parts are of the whole wait,
+			 * some of which may lie outside the watch: the own part
+			 * here is a lower bound of the truth. */
+			if (inside - (not_own < inside ? not_own : inside) > ns->max_runnable_own)
+				ns->max_runnable_own = inside - (not_own < inside ? not_own : inside);
 			if (now >= spike_start && now < spike_end && g < MAX_GROUPS) {
 				barrier_var(g);
 				atomic_max(&spike_max[g], wait);
@@ -598,6 +739,7 @@ int BPF_PROG(on_switch, bool preempt, struct task_struct *prev,
 				ns->wait_ns += wait;
 				ns->wait_higher_ns += higher;
 				ns->wait_idle_ns += idle;
+				ns->wait_waking_ns += waking;
 				if (wait > ns->max_wait_window)
 					ns->max_wait_window = wait;
 				if (own > ns->max_own)

@@ -298,11 +298,10 @@ pub fn describe(r: &CellResult) -> String {
             s.push_str(&metrics_table(p, r.cpus));
             // Why they waited, where something else than the scheduler's
             // own tasks held the CPUs.
-            for g in p
-                .groups
-                .iter()
-                .filter(|g| g.probe.wait_higher_ns + g.probe.wait_idle_ns > g.probe.wait_ns / 100)
-            {
+            for g in p.groups.iter().filter(|g| {
+                g.probe.wait_higher_ns + g.probe.wait_idle_ns + g.probe.wait_waking_ns
+                    > g.probe.wait_ns / 100
+            }) {
                 s.push_str(&format!(
                     "  {}: {}\n",
                     g.name,

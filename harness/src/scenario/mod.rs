@@ -954,9 +954,8 @@ pub struct RunDelayCheck {
     pub p999_of_fair: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_of_fair: Option<f64>,
-    /// Bound only the scheduler's own part of each wait (`higher_class`:
-    /// less the time the task's CPU ran RT, deadline or stop tasks
-    /// meanwhile).
+    /// Bound only the scheduler's own part of each wait
+    /// (`higher_class_and_waking`: see `Excluding`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub excluding: Option<Excluding>,
     /// The relative bounds are never below this: a sub-millisecond
@@ -1026,8 +1025,8 @@ pub struct StallCheck {
     /// CPU).
     #[serde(default, skip_serializing_if = "StallTasks::is_scenario")]
     pub tasks: StallTasks,
-    /// Bound only the scheduler's own part of each wait (`higher_class`:
-    /// less the time the task's CPU ran RT, deadline or stop tasks). Not
+    /// Bound only the scheduler's own part of each wait
+    /// (`higher_class_and_waking`: see `Excluding`). Not
     /// with `tasks: guest` (a task outside the scenario has no such split).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub excluding: Option<Excluding>,
@@ -1039,9 +1038,24 @@ pub struct StallCheck {
 pub enum Excluding {
     /// The time the CPU the task waited on ran a task of a higher class
     /// than fair and sched_ext (RT, deadline, stop): the kernel runs those
-    /// first, whatever the scheduler does. What is left is the
+    /// first, whatever the scheduler does; and the time that CPU was
+    /// waking: idle after the kernel told it to run (a reschedule IPI, a
+    /// polling idle CPU's flag, or the task's wakeup on that CPU setting
+    /// its need_resched) until it switched, the platform's part (a C-state
+    /// exit on metal; in a VM a vCPU the host has not run yet: tens of
+    /// milliseconds under TCG on a busy host). An idle CPU the scheduler
+    /// never had kicked, or that was kicked and went back to sleep
+    /// (given nothing to run), stays the scheduler's. What is left is the
     /// scheduler's own part.
-    HigherClass,
+    HigherClassAndWaking,
+}
+
+impl std::fmt::Display for Excluding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Excluding::HigherClassAndWaking => "higher_class_and_waking",
+        })
+    }
 }
 
 /// The tasks a stall check watches.

@@ -360,9 +360,11 @@ fn patches_text_at_run_time(bzimage: &Path) -> bool {
 
 /// Kernel arguments of every guest. `loglevel=7`: every kernel line on the
 /// console. `trace_event=...` and `trace_instance=...`: at least two
-/// functions are registered on each of the probe's four tracepoints while
+/// functions are registered on each of the probe's seven tracepoints while
 /// only one CPU runs: on sched_switch and sched_wakeup(_new) the trace
-/// event's and the comm recorder's; on sched_migrate_task, which the comm
+/// event's and the comm recorder's; on sched_migrate_task and the three
+/// that tell when an idle CPU is told to run or sleeps again
+/// (sched_wake_idle_without_ipi, ipi_send_cpu, cpu_idle), which the comm
 /// recorder does not hook, the event's in the global buffer and in an
 /// instance of ours (`scx_harness_pin`; both kernels, 6.12 and 7.3, take
 /// events there at boot). Without it the first BPF program that attaches
@@ -385,8 +387,8 @@ fn patches_text_at_run_time(bzimage: &Path) -> bool {
 pub const BOOT_ARGS: &[&str] = &[
     "loglevel=7",
     "tsc=reliable",
-    "trace_event=sched:sched_switch,sched:sched_wakeup,sched:sched_wakeup_new,sched:sched_migrate_task",
-    "trace_instance=scx_harness_pin,sched:sched_migrate_task",
+    "trace_event=sched:sched_switch,sched:sched_wakeup,sched:sched_wakeup_new,sched:sched_migrate_task,sched:sched_wake_idle_without_ipi,ipi:ipi_send_cpu,power:cpu_idle",
+    "trace_instance=scx_harness_pin,sched:sched_migrate_task,sched:sched_wake_idle_without_ipi,ipi:ipi_send_cpu,power:cpu_idle",
 ];
 
 /// Boots the VM, runs the command, and waits for it, the deadline, or an
