@@ -221,11 +221,41 @@ impl Probe {
         self.skel.links = Default::default();
     }
 
-    /// Attaches the programs again after `detach` (every one of them).
+    /// Attaches the programs again after `detach`, every one of them, each
+    /// by itself: the skeleton's own `attach` would take the links that
+    /// `detach` dropped for live ones (libbpf skips a program whose link
+    /// pointer is set) and the agent died of the use after free.
     pub fn reattach(&mut self) -> Result<()> {
-        self.skel
-            .attach()
-            .context("attaching the probe's programs again")
+        let progs = &self.skel.progs;
+        let links = &mut self.skel.links;
+        links.on_switch = Some(progs.on_switch.attach().context("attaching on_switch")?);
+        links.on_wakeup = Some(progs.on_wakeup.attach().context("attaching on_wakeup")?);
+        links.on_wakeup_new = Some(
+            progs
+                .on_wakeup_new
+                .attach()
+                .context("attaching on_wakeup_new")?,
+        );
+        links.on_migrate = Some(progs.on_migrate.attach().context("attaching on_migrate")?);
+        links.on_ipi_send_cpu = Some(
+            progs
+                .on_ipi_send_cpu
+                .attach()
+                .context("attaching on_ipi_send_cpu")?,
+        );
+        links.on_wake_idle_without_ipi = Some(
+            progs
+                .on_wake_idle_without_ipi
+                .attach()
+                .context("attaching on_wake_idle_without_ipi")?,
+        );
+        links.on_cpu_idle = Some(
+            progs
+                .on_cpu_idle
+                .attach()
+                .context("attaching on_cpu_idle")?,
+        );
+        Ok(())
     }
 
     /// Each program's runs and run time so far (see `ProgRuns`), in the
