@@ -1039,14 +1039,14 @@ pub enum Excluding {
     /// The time the CPU the task waited on ran a task of a higher class
     /// than fair and sched_ext (RT, deadline, stop): the kernel runs those
     /// first, whatever the scheduler does; and the time that CPU was
-    /// waking: idle after the kernel told it to run (a reschedule IPI, a
-    /// polling idle CPU's flag, or the task's wakeup on that CPU setting
-    /// its need_resched) until it switched, the platform's part (a C-state
-    /// exit on metal; in a VM a vCPU the host has not run yet: tens of
-    /// milliseconds under TCG on a busy host). An idle CPU the scheduler
-    /// never had kicked, or that was kicked and went back to sleep
-    /// (given nothing to run), stays the scheduler's. What is left is the
-    /// scheduler's own part.
+    /// waking: asleep in an idle state after the kernel told it to run (a
+    /// reschedule IPI, a polling idle CPU's flag, or a wakeup onto it in
+    /// an interrupt it took there) until it left that state, the
+    /// platform's part (a C-state exit on metal; in a VM a halted vCPU the
+    /// host has not run yet: milliseconds under TCG on a busy host). An
+    /// idle CPU before anyone told it to run, and what it does once awake
+    /// (the idle loop's end, the scheduler's pick, until its switch),
+    /// stay the scheduler's. What is left is the scheduler's own part.
     HigherClassAndWaking,
 }
 
