@@ -206,7 +206,8 @@ pub struct StallEvent {
     /// higher class and was waking: see `probe::GroupData`).
     #[serde(default)]
     pub own_ns: u64,
-    /// When it was found, from the start of the pass (t0).
+    /// When it was found, from the start of the pass (t0); 0: before t0,
+    /// while the groups were starting (the pass stopped there).
     pub found_at_ns: u64,
     /// From when it was found until the kernel said sched_ext was
     /// `disabled` (the scheduler detached, every task back on the fair
@@ -1425,9 +1426,13 @@ fn run_pass(
     // beside nice -20 spinners may take seconds).
     // A group kept from getting ready by the scheduler is a stall too:
     // while waiting, the watch (from now) scans the groups' threads, and a
-    // task past its bound ends the wait; the watch from t0 then finds it
-    // past its bound again and names it.
+    // task past its bound ends the wait and the pass, as the stall it is
+    // (found before t0). It used to be left for the watch from t0 to find
+    // again, which it did not when the task had run meanwhile: a CI run
+    // had scx_fault hold a napper past idle-baseline's bound while its
+    // group started, and the stall check passed on 2.4 ms.
     let ready_by = now_ns() + READY_TIMEOUT.as_nanos() as u64;
+    let setup_stall: std::cell::RefCell<Option<crate::probe::Waiting>> = Default::default();
     if let Some(p) = probe.as_deref_mut() {
         p.set_watch(now_ns(), u64::MAX);
     }
@@ -1448,13 +1453,18 @@ fn run_pass(
                 t
             })
             .collect();
-        p.waiting(now_ns(), &tids).iter().any(|w| {
+        let over = p.waiting(now_ns(), &tids).into_iter().find(|w| {
             let group = w
                 .group
                 .and_then(|g| s.groups.get(g as usize))
                 .map(|g| g.name.as_str());
             spec.stall_bounds_for(group).exceeded(w.waited_ns, w.own_ns)
-        })
+        });
+        let found = over.is_some();
+        if found {
+            *setup_stall.borrow_mut() = over;
+        }
+        found
     };
     for i in 0..running.len() {
         let stdout = running[i].child.stdout.take().expect("piped stdout");
@@ -1476,6 +1486,21 @@ fn run_pass(
         }
     }
     let t0 = now_ns() + START_DELAY.as_nanos() as u64;
+    let setup_stall = setup_stall.into_inner().map(|w| StallEvent {
+        tid: w.tid,
+        pid: w.tgid,
+        comm: comm_of(w.tid),
+        group: w
+            .group
+            .and_then(|g| s.groups.get(g as usize))
+            .map(|g| g.name.clone()),
+        cpu: w.cpu,
+        waited_ns: w.waited_ns,
+        own_ns: w.own_ns,
+        // Before t0: while its group was starting.
+        found_at_ns: 0,
+        detached_after_ns: None,
+    });
     let (window_start, window_end) = (t0 + warmup, t0 + duration);
     let watch_guest = spec.watches_guest();
     if let Some(p) = probe.as_deref_mut() {
@@ -1524,7 +1549,7 @@ fn run_pass(
             .map(StallBounds::max)
             .max()
             .unwrap_or(0);
-    let mut stall = None;
+    let mut stall = setup_stall;
     let mut errors = Vec::new();
     let mut timeline = Vec::new();
     let mut swaps: Vec<SwapEvent> = Vec::new();
@@ -1556,6 +1581,10 @@ fn run_pass(
     // starved main thread that has to write the group's outcome is still
     // a stall.
     let stop = loop {
+        if stall.is_some() {
+            // Found while the groups started: the pass stops before t0.
+            break now;
+        }
         let in_run = now < window_end;
         if !in_run {
             if let (Some(o), Some(p)) = (open_swap.take(), probe.as_deref_mut()) {

@@ -586,7 +586,7 @@ fn stall(p: &Pass, st: &StallCheck, name: String) -> Outcome {
     });
     let detail = match (stopped, &longest) {
         (Some(e), _) => format!(
-            "{}, pid {}, was runnable for {} without running{}, found {} into the run; the run was stopped{}",
+            "{}, pid {}, was runnable for {} without running{}, found {}; the run was stopped{}",
             e.who(),
             e.pid,
             ms(Duration::from_nanos(e.waited_ns)),
@@ -598,7 +598,14 @@ fn stall(p: &Pass, st: &StallCheck, name: String) -> Outcome {
             } else {
                 String::new()
             },
-            format_duration(Duration::from_millis(e.found_at_ns / 1_000_000)),
+            if e.found_at_ns == 0 {
+                "while its group was starting, before the run".to_string()
+            } else {
+                format!(
+                    "{} into the run",
+                    format_duration(Duration::from_millis(e.found_at_ns / 1_000_000))
+                )
+            },
             // Another task of this check may have waited longer (a looser
             // bound of its own let it): the observed value is its.
             match &longest {

@@ -103,7 +103,7 @@ pub struct Waiting {
     pub waited_ns: u64,
     /// Of that, the part that is the scheduler's own: less the time its
     /// CPU ran a task of a higher class (RT, deadline, stop) meanwhile and
-    /// the time it was waking (told to run, not yet switched: see
+    /// the time it was waking (asleep in an idle state, told to run: see
     /// `GroupData::wait_waking_ns`).
     pub own_ns: u64,
 }
@@ -153,10 +153,11 @@ pub struct GroupData {
     /// the CPU each waited on ran a task of a higher class (RT, deadline,
     /// stop: the kernel allows that), the time it idled (the scheduler
     /// left the task queued beside an idle CPU), and the time it was
-    /// waking: idle after the kernel told it to run (a reschedule IPI, a
-    /// polling CPU's flag, or a wakeup on that CPU setting its
-    /// need_resched) until its switch, the platform's part (C-state exit
-    /// on metal; a vCPU not yet run by the host in a VM); the rest of
+    /// waking: asleep in an idle state after the kernel told it to run (a
+    /// reschedule IPI, a polling CPU's flag, or a wakeup onto it in an
+    /// interrupt it took there) until it left that state, the platform's
+    /// part (C-state exit on metal; a halted vCPU not yet run by the host
+    /// in a VM); the rest of
     /// `wait_ns` it ran other fair or sched_ext tasks.
     #[serde(default)]
     pub wait_higher_ns: u64,
@@ -226,6 +227,14 @@ impl Probe {
     /// `detach` dropped for live ones (libbpf skips a program whose link
     /// pointer is set) and the agent died of the use after free.
     pub fn reattach(&mut self) -> Result<()> {
+        // What each CPU ran is unknown since the detach (a CPU detached
+        // asleep may run tasks now): every record waits for its CPU's
+        // next switch (since = 0), and no kick counts before it.
+        for r in self.bss_mut().cpu_ran.iter_mut() {
+            // SAFETY: writes to the shared mapping while no program of
+            // the probe is attached.
+            unsafe { std::ptr::write_volatile(&mut r.since, 0) };
+        }
         let progs = &self.skel.progs;
         let links = &mut self.skel.links;
         links.on_switch = Some(progs.on_switch.attach().context("attaching on_switch")?);
@@ -709,8 +718,9 @@ enum Ran {
 /// A CPU's current stretch: since its last switch or its exit from an idle
 /// state after a kick (`since`, 0 if none), running `what` (a RAN_* index,
 /// never waking), and when, asleep in an idle state, it was told to run
-/// (`kicked_at`, 0: not; a time outside `since..=now` is of an earlier
-/// stretch and ignored).
+/// (`kicked_at`; its other values, 0 for asleep and not told yet and
+/// u64::MAX for awake, and any time outside `since..=now`, count as no
+/// kick).
 #[derive(Clone, Copy)]
 struct Stretch {
     since: u64,
@@ -760,8 +770,9 @@ mod ran_since_tests {
         assert_eq!(kicked.part(Ran::Idle, 2_000), 300);
         assert_eq!(kicked.part(Ran::Waking, 2_000), 700);
         assert_eq!(kicked.part(Ran::Higher, 2_000), 0);
-        // Not kicked, or a kick of an earlier stretch: idle throughout.
-        for kicked_at in [0, 900] {
+        // Not kicked (asleep, or awake), or a kick of an earlier stretch:
+        // idle throughout.
+        for kicked_at in [0, u64::MAX, 900] {
             let s = Stretch {
                 kicked_at,
                 ..kicked

@@ -128,18 +128,22 @@ u64 spike_max[MAX_GROUPS];
 #define RAN_OTHER	2	/* fair or sched_ext */
 #define RAN_WAKING	3	/* in an idle state, told to run (kicked_at) */
 #define NR_RAN		4
+#define KICK_ARMED	0ULL
+#define KICK_OFF	(~0ULL)
 
 struct cpu_ran {
 	u64 since;		/* its last switch or idle-state exit after a
 				 * kick; 0: none seen yet */
 	u32 what;		/* what it has run since (never RAN_WAKING) */
-	u32 asleep;		/* running the idle task, in an idle state
-				 * (between cpu_idle's enter and exit) */
+	u32 pad;
 	u64 ns[NR_RAN];		/* time per RAN_* */
-	/* While asleep: when it was first told to run, 0 if not. Set by any
-	 * CPU (compare-and-swap from 0), cleared only by its own CPU (its
-	 * idle-state exit, entry, or a switch). The idle stretch is idle up
-	 * to it and waking from it. */
+	/* KICK_ARMED (0) while its idle task sleeps in an idle state (from
+	 * cpu_idle's entry) and no one has told it to run; then when it was
+	 * told (any CPU, by compare-and-swap from KICK_ARMED only); KICK_OFF
+	 * from its idle-state exit or a switch on (its own CPU, by exchange:
+	 * a kick landing after the exit fails). The stretch is idle up to a
+	 * kick and waking from it: ran_ns counts a kick only within
+	 * [since, now], which neither KICK_ARMED nor KICK_OFF ever is. */
 	u64 kicked_at;
 	u64 pad_line[1];	/* one cache line per CPU */
 };
@@ -463,25 +467,39 @@ static __always_inline void cpu_switch(u32 cpu, struct task_struct *next, u64 no
 			r->ns[what] += now - r->since;
 		}
 	}
-	/* The kick is spent before the new stretch shows as idle: a kick
-	 * seen from now on is of this stretch. */
-	r->kicked_at = 0;
-	r->asleep = 0;
+	/* Awake: no kick counts until the next idle-state entry arms it. */
+	r->kicked_at = KICK_OFF;
 	r->since = now;
 	r->what = !next->pid ? RAN_IDLE : next->prio < 100 ? RAN_HIGHER : RAN_OTHER;
 }
 
 /* CPU `cpu` is told to run: the start of its waking, if it sleeps in an
- * idle state and was not told already. (The clock is read here, after the
- * test, so a kicker delayed between the two does not date a kick before a
- * wait that began meanwhile.) */
+ * idle state and was not told already (armed). (The clock is read here,
+ * after the test, so a kicker delayed between the two does not date a
+ * kick before a wait that began meanwhile; the swap fails once the CPU's
+ * exit or switch disarmed it.) */
 static __always_inline void kicked(u32 cpu)
 {
 	struct cpu_ran *r = ran_of(cpu);
 
-	if (!r || r->what != RAN_IDLE || !r->asleep || !r->since || r->kicked_at)
+	if (!r || r->what != RAN_IDLE || !r->since || r->kicked_at != KICK_ARMED)
 		return;
-	__sync_val_compare_and_swap(&r->kicked_at, 0, bpf_ktime_get_ns());
+	__sync_val_compare_and_swap(&r->kicked_at, KICK_ARMED, bpf_ktime_get_ns());
+}
+
+/* Disarms `r`'s kick and returns what it held: an exchange by two
+ * compare-and-swaps (only one other change can come between: a kicker's
+ * from KICK_ARMED to its time). */
+static __always_inline u64 disarm(struct cpu_ran *r)
+{
+	u64 old = r->kicked_at, seen;
+
+	seen = __sync_val_compare_and_swap(&r->kicked_at, old, KICK_OFF);
+	if (seen != old) {
+		old = seen;
+		__sync_val_compare_and_swap(&r->kicked_at, old, KICK_OFF);
+	}
+	return old;
 }
 
 /* A reschedule IPI (no callback: smp_send_reschedule; a function call
@@ -514,26 +532,27 @@ int BPF_PROG(on_wake_idle_without_ipi, int cpu)
 SEC("tp_btf/cpu_idle")
 int BPF_PROG(on_cpu_idle, unsigned int state, unsigned int cpu_id)
 {
-	u64 now = bpf_ktime_get_ns(), kick;
 	struct cpu_ran *r = ran_of(bpf_get_smp_processor_id());
+	u64 now, kick;
 
 	if (!r || r->what != RAN_IDLE || !r->since)
 		return 0;
 	if (state != PWR_EVENT_EXIT) {
-		r->kicked_at = 0;
-		r->asleep = 1;
+		r->kicked_at = KICK_ARMED;
 		return 0;
 	}
-	kick = r->kicked_at;
+	kick = disarm(r);
+	/* After the exchange: a kick it returned was dated before it. */
+	now = bpf_ktime_get_ns();
 	if (kick >= r->since && kick <= now) {
 		/* The stretch so far is closed: idle up to the kick, waking
-		 * from it; what follows starts idle, unkicked. */
+		 * from it; what follows is idle. (A CPU elsewhere reading the
+		 * record meanwhile may see part of this update: its mark is
+		 * then off by this kick's waking at most.) */
 		r->ns[RAN_IDLE] += kick - r->since;
 		r->ns[RAN_WAKING] += now - kick;
-		r->kicked_at = 0;
 		r->since = now;
 	}
-	r->asleep = 0;
 	return 0;
 }
 
