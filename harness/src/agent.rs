@@ -1772,7 +1772,7 @@ fn run_pass(
                 sess.stop();
                 let asked = now_ns();
                 st.detached_after_ns = lifecycle::wait_detached(Duration::from_secs(5))
-                    .map(|d| (asked + d.as_nanos() as u64).saturating_sub(st.found_at_ns + t0));
+                    .map(|d| (asked + d.as_nanos() as u64).saturating_sub(stop));
             }
         }
         for r in running.iter_mut().filter(|r| r.status.is_none()) {
