@@ -251,6 +251,22 @@ impl LongestRunnable {
 }
 
 impl StallEvent {
+    /// The stall of task `w` (of group `group`), found `found_at_ns` after
+    /// t0 (0: before it, while the groups started). Its comm is read now.
+    fn found(w: &crate::probe::Waiting, group: Option<String>, found_at_ns: u64) -> StallEvent {
+        StallEvent {
+            tid: w.tid,
+            pid: w.tgid,
+            comm: comm_of(w.tid),
+            group,
+            cpu: w.cpu,
+            waited_ns: w.waited_ns,
+            own_ns: w.own_ns,
+            found_at_ns,
+            detached_after_ns: None,
+        }
+    }
+
     /// As `LongestRunnable::who`, for the stalled task.
     pub fn who(&self) -> String {
         task_who(&self.comm, self.tid, self.group.as_deref(), self.cpu)
@@ -1486,21 +1502,14 @@ fn run_pass(
         }
     }
     let t0 = now_ns() + START_DELAY.as_nanos() as u64;
-    let setup_stall = setup_stall.into_inner().map(|w| StallEvent {
-        tid: w.tid,
-        pid: w.tgid,
-        comm: comm_of(w.tid),
-        group: w
-            .group
-            .and_then(|g| s.groups.get(g as usize))
-            .map(|g| g.name.clone()),
-        cpu: w.cpu,
-        waited_ns: w.waited_ns,
-        own_ns: w.own_ns,
-        // Before t0: while its group was starting.
-        found_at_ns: 0,
-        detached_after_ns: None,
-    });
+    let group_name = |g: Option<u32>| {
+        g.and_then(|g| s.groups.get(g as usize))
+            .map(|g| g.name.clone())
+    };
+    // Before t0: while its group was starting.
+    let setup_stall = setup_stall
+        .into_inner()
+        .map(|w| StallEvent::found(&w, group_name(w.group), 0));
     let (window_start, window_end) = (t0 + warmup, t0 + duration);
     let watch_guest = spec.watches_guest();
     if let Some(p) = probe.as_deref_mut() {
@@ -1522,10 +1531,6 @@ fn run_pass(
                 spec.recording == PassRecording::Capture,
             )
         });
-    let group_name = |g: Option<u32>| {
-        g.and_then(|g| s.groups.get(g as usize))
-            .map(|g| g.name.clone())
-    };
     // The bound of each group's tasks, and of a task outside the scenario
     // (tasks: guest), in ns.
     let bounds: Vec<StallBounds> = s
@@ -1655,17 +1660,11 @@ fn run_pass(
                 if now < window_end {
                     p.set_window(window_start, now);
                 }
-                stall = Some(StallEvent {
-                    tid: w.tid,
-                    pid: w.tgid,
-                    comm: comm_of(w.tid),
-                    group: group_name(w.group),
-                    cpu: w.cpu,
-                    waited_ns: w.waited_ns,
-                    own_ns: w.own_ns,
-                    found_at_ns: now.saturating_sub(t0),
-                    detached_after_ns: None,
-                });
+                stall = Some(StallEvent::found(
+                    &w,
+                    group_name(w.group),
+                    now.saturating_sub(t0),
+                ));
                 break now;
             }
         }

@@ -20,8 +20,9 @@
  *  sched_wake_idle_without_ipi      queued on it (a reschedule IPI; a
  *                                   polling idle CPU's flag): it is
  *                                   waking from here
- *  cpu_idle (entering)              an idle CPU goes back to sleep: a
- *                                   kick it had is spent
+ *  cpu_idle                         an idle CPU enters an idle state (a
+ *                                   kick may come: armed) or leaves it
+ *                                   (a kick's waking ends there)
  *
  * Only these seven: the guest's kernel command line enables their trace
  * events at boot (vm::boot_args), so each has two functions registered
@@ -445,6 +446,17 @@ static __always_inline u64 ran_since(u32 cpu, u32 what, u64 mark, u64 now)
 	return d > 0 ? d : 0;
 }
 
+/* Closes `r`'s idle stretch at `now`: idle up to `kick`, waking from it
+ * (all idle when `kick` is no time within the stretch: armed, off, or of
+ * an earlier one). Only its own CPU. */
+static __always_inline void close_idle(struct cpu_ran *r, u64 kick, u64 now)
+{
+	if (kick < r->since || kick > now)
+		kick = now;
+	r->ns[RAN_IDLE] += kick - r->since;
+	r->ns[RAN_WAKING] += now - kick;
+}
+
 /* What CPU `cpu` runs from now on: `next`. Only that CPU calls this. */
 static __always_inline void cpu_switch(u32 cpu, struct task_struct *next, u64 now)
 {
@@ -456,16 +468,10 @@ static __always_inline void cpu_switch(u32 cpu, struct task_struct *next, u64 no
 	if (r->since && r->since <= now && r->what <= RAN_OTHER) {
 		what = r->what;
 		barrier_var(what);
-		if (what == RAN_IDLE) {
-			u64 kick = r->kicked_at;
-
-			if (kick < r->since || kick > now)
-				kick = now;
-			r->ns[RAN_IDLE] += kick - r->since;
-			r->ns[RAN_WAKING] += now - kick;
-		} else if (what <= RAN_OTHER) {
+		if (what == RAN_IDLE)
+			close_idle(r, r->kicked_at, now);
+		else if (what <= RAN_OTHER)
 			r->ns[what] += now - r->since;
-		}
 	}
 	/* Awake: no kick counts until the next idle-state entry arms it. */
 	r->kicked_at = KICK_OFF;
@@ -545,12 +551,10 @@ int BPF_PROG(on_cpu_idle, unsigned int state, unsigned int cpu_id)
 	/* After the exchange: a kick it returned was dated before it. */
 	now = bpf_ktime_get_ns();
 	if (kick >= r->since && kick <= now) {
-		/* The stretch so far is closed: idle up to the kick, waking
-		 * from it; what follows is idle. (A CPU elsewhere reading the
-		 * record meanwhile may see part of this update: its mark is
-		 * then off by this kick's waking at most.) */
-		r->ns[RAN_IDLE] += kick - r->since;
-		r->ns[RAN_WAKING] += now - kick;
+		/* The stretch so far is closed; what follows is idle. (A CPU
+		 * elsewhere reading the record meanwhile may see part of this
+		 * update: its mark is then off by this kick's waking at most.) */
+		close_idle(r, kick, now);
 		r->since = now;
 	}
 	return 0;
@@ -567,7 +571,6 @@ static __always_inline void became_runnable(struct task_struct *p)
 	 * before it got to sleep) does not start a wait: it is running. */
 	if (!ts->runnable_since && !ts->running_since) {
 		u64 now = bpf_ktime_get_ns();
-
 		u32 cpu = p->thread_info.cpu;
 		struct task_struct *cur = bpf_get_current_task_btf();
 
@@ -736,8 +739,10 @@ int BPF_PROG(on_switch, bool preempt, struct task_struct *prev,
 			/* The higher and waking parts are of the whole wait,
 			 * some of which may lie outside the watch: the own part
 			 * here is a lower bound of the truth. */
-			if (inside - (not_own < inside ? not_own : inside) > ns->max_runnable_own)
-				ns->max_runnable_own = inside - (not_own < inside ? not_own : inside);
+			u64 inside_own = inside - (not_own < inside ? not_own : inside);
+
+			if (inside_own > ns->max_runnable_own)
+				ns->max_runnable_own = inside_own;
 			if (now >= spike_start && now < spike_end && g < MAX_GROUPS) {
 				barrier_var(g);
 				atomic_max(&spike_max[g], wait);
