@@ -1358,7 +1358,7 @@ fn run_pass(
     // Replay groups that wake each other's tasks share a mailbox, held
     // open until the pass's groups are done.
     let mailbox = crate::workload::coupled(s)
-        .then(|| crate::workload::Mailbox::create(s.total_threads()))
+        .then(|| crate::workload::Mailbox::create(crate::workload::mailbox_words(s)))
         .transpose()?;
     let mut running = Vec::new();
     for (i, g) in s.groups.iter().enumerate() {

@@ -265,6 +265,31 @@ fn live_threads(threads: &[&&Thread], span: Option<(u64, u64)>) -> Option<usize>
     Some(live.clamp(1, threads.len()))
 }
 
+/// How many threads do a group's work, when some of its `threads` do
+/// little of it: the effective number of threads by share of the bursts
+/// and by share of the CPU time (the inverse of the sum of the squared
+/// shares: n threads sharing evenly give n), the larger of the two,
+/// rounded, at least 1. Each replayed thread does an even share, so a
+/// shell that waited on a benchmark for 10 s at a time beside the
+/// server and benchmark threads doing the work counts as nothing (2,
+/// not 3: replayed as 3, each thread of a pool with one wakeup in flight
+/// slept twice the recorded time), and a thread of ten long bursts
+/// beside one of a thousand short ones still counts (by CPU time).
+fn working_threads(threads: &[&&Thread]) -> usize {
+    fn effective(shares: impl Iterator<Item = f64> + Clone) -> f64 {
+        let total: f64 = shares.clone().sum();
+        let squares: f64 = shares.map(|x| x * x).sum();
+        if squares > 0.0 {
+            total * total / squares
+        } else {
+            0.0
+        }
+    }
+    let bursts = effective(threads.iter().map(|t| t.bursts.len() as f64));
+    let cpu = effective(threads.iter().map(|t| t.cpu_ns as f64));
+    (bursts.max(cpu).round() as usize).max(1)
+}
+
 /// How threads are put into groups.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum GroupBy {
@@ -497,6 +522,7 @@ pub fn summarise_by(
             .collect();
         let n = live_threads(&active, log.span)
             .unwrap_or(active.len())
+            .min(working_threads(&active))
             .max(1);
         let hog = busy / n as f64 >= HOG_BUSY
             && per_s(bursts.len() as u64) / (n as f64) < HOG_MAX_BURSTS_PER_S;
@@ -773,6 +799,27 @@ mod tests {
         // None exited, or no span: the caller's count.
         assert_eq!(live_threads(&all[..1], Some((0, 1000))), None);
         assert_eq!(live_threads(&all, None), None);
+    }
+
+    /// Threads that do little of a group's work count for little: a
+    /// shell beside two threads doing even shares counts as nothing;
+    /// even threads count each; a thread of few long bursts beside one
+    /// of many short ones counts by its CPU time.
+    #[test]
+    fn a_group_replays_as_many_threads_as_do_its_work() {
+        let t = |bursts: usize, cpu_ns| Thread {
+            bursts: vec![1; bursts],
+            cpu_ns,
+            ..Default::default()
+        };
+        let n = |ts: &[Thread]| {
+            let refs: Vec<&Thread> = ts.iter().collect();
+            working_threads(&refs.iter().collect::<Vec<_>>())
+        };
+        assert_eq!(n(&[t(6000, 7_000), t(6000, 6_000), t(2, 1)]), 2);
+        assert_eq!(n(&[t(10, 5), t(10, 5), t(10, 5), t(10, 5)]), 4);
+        assert_eq!(n(&[t(10, 900), t(1000, 500)]), 2);
+        assert_eq!(n(&[t(0, 0)]), 1, "nothing done: at least 1");
     }
 
     /// A hog's CPU time is schedstat's: at the close, or at the last

@@ -76,8 +76,13 @@ pub struct GroupSpec {
 }
 
 /// Where a `replay` group's tasks wait for other groups' wakeups and wake
-/// the tasks waiting for theirs: a slot per task of every group in a
-/// memory file the agent holds open for the pass ([`Mailbox`]).
+/// the tasks waiting for theirs: a memory file the agent holds open for
+/// the pass ([`Mailbox`]) of one word per woken group and waking group,
+/// the wakeups that waking group has made and the woken group's tasks
+/// have not yet taken (a counting semaphore on a futex: a wakeup made
+/// while none of them waits is taken by the next one that would wait,
+/// which then does not sleep, as a server finds a request already
+/// queued).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Couplings {
     /// The scenario's seed: whom a task wakes and whose wakeup it waits
@@ -85,10 +90,8 @@ pub struct Couplings {
     pub seed: u64,
     /// The memory file, as `/proc/AGENT/fd/N`.
     pub mailbox: PathBuf,
-    /// Its slots: every group's tasks.
-    pub slots: u32,
-    /// This group's first slot: its task i has slot `first + i`.
-    pub first: u32,
+    /// Its words ([`mailbox_words`]).
+    pub words: u32,
     /// The groups that wake this one's tasks, in `woken_by`'s order.
     pub wakers: Vec<Waker>,
     /// The groups whose tasks this one's wake.
@@ -109,20 +112,39 @@ pub struct Waker {
     /// group's tasks (its wakeups of the group over the group's threads),
     /// from 1 ms to 60 s. ns.
     pub grace_ns: u64,
+    /// The mailbox word of its wakeups of this group.
+    pub word: u32,
 }
 
 /// A group whose tasks this one's wake.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Wakee {
-    /// Its index in the scenario, and its tasks' slots.
+    /// Its index in the scenario, and its threads: at most that many of
+    /// this group's wakeups wait to be taken (more are dropped).
     pub group: u32,
-    pub first: u32,
     pub threads: u32,
-    /// The chance that one of this group's bursts ends with a wakeup of
-    /// one of its waiting tasks: its share of that group's sleeps times
-    /// that group's burst rate over this one's (a rate: the threads over
-    /// the mean burst plus the mean sleep), at most 1.
+    /// Another group: the chance that one of this group's bursts ends
+    /// with a wakeup of it: its share of that group's sleeps times that
+    /// group's burst rate over this one's (a rate: the threads over the
+    /// mean burst plus the mean sleep), at most 1.
     pub per_burst: f64,
+    /// This group itself (a pool whose tasks wake each other: a server
+    /// and its clients with requests in flight): the wakeups kept in
+    /// flight, each passed on at the end of the burst it began (a burst
+    /// no wakeup began passes none on), so the pool neither dies out nor
+    /// runs every task at once. Its tasks in a burst that a wakeup of
+    /// the pool began, on average: the share times the threads times the
+    /// mean burst over the mean burst plus the mean sleep, rounded, 1 to
+    /// the threads. 0 for another group.
+    pub in_flight: u32,
+    /// The mailbox word of this group's wakeups of it.
+    pub word: u32,
+}
+
+/// The words of a pass's mailbox for `s`: one per woken group and waking
+/// group, whether coupled or not (a few: groups squared).
+pub fn mailbox_words(s: &crate::scenario::Scenario) -> u32 {
+    (s.groups.len() as u32).pow(2).max(1)
 }
 
 impl Couplings {
@@ -158,11 +180,12 @@ impl Couplings {
             })
         };
         let index = |name: &str| s.groups.iter().position(|g| g.name == name);
-        let first = |j: usize| s.groups[..j].iter().map(|g| g.threads).sum::<u32>();
         let per_burst =
             |wakee: &crate::scenario::Group, waker: &crate::scenario::Group, share: f64| {
                 (share * rate(wakee) / rate(waker).max(1e-30)).min(1.0)
             };
+        // The word of group `waker`'s wakeups of group `wakee`.
+        let word = |wakee: usize, waker: usize| (wakee * s.groups.len() + waker) as u32;
         let me = s.groups.get(i)?;
         let (_, sleep, woken_by) = replay(me)?;
         let wakers: Vec<Waker> = woken_by
@@ -178,6 +201,7 @@ impl Couplings {
                     share: c.share,
                     grace_ns: (longest + 3.0 * f64::from(me.threads) / wakes.max(1e-30))
                         .clamp(1e6, 60e9) as u64,
+                    word: word(i, j),
                 })
             })
             .collect();
@@ -186,13 +210,22 @@ impl Couplings {
             .iter()
             .enumerate()
             .filter_map(|(j, g)| {
-                let (_, _, woken_by) = replay(g)?;
+                let (run, sleep, woken_by) = replay(g)?;
                 let c = woken_by.iter().find(|c| c.group == me.name)?;
+                let busy = run.mean() / (run.mean() + sleep.mean()).max(1.0);
+                let in_flight = if j == i {
+                    (c.share * f64::from(g.threads) * busy)
+                        .round()
+                        .clamp(1.0, f64::from(g.threads)) as u32
+                } else {
+                    0
+                };
                 Some(Wakee {
                     group: j as u32,
-                    first: first(j),
                     threads: g.threads,
                     per_burst: per_burst(g, me, c.share),
+                    in_flight,
+                    word: word(j, i),
                 })
             })
             .collect();
@@ -202,8 +235,7 @@ impl Couplings {
         Some(Couplings {
             seed: s.seed,
             mailbox: mailbox.to_path_buf(),
-            slots: s.total_threads(),
-            first: first(i),
+            words: mailbox_words(s),
             wakers,
             wakees,
         })
@@ -218,15 +250,15 @@ pub fn coupled(s: &crate::scenario::Scenario) -> bool {
         .any(|g| matches!(&g.work, Work::Replay { woken_by, .. } if !woken_by.is_empty()))
 }
 
-/// The pass's memory file of wakeup slots (`Couplings::mailbox`), made by
+/// The pass's memory file of wakeup words (`Couplings::mailbox`), made by
 /// the agent and held open until the pass's groups are done; gone with
 /// the agent (no name in any file system).
 pub struct Mailbox(std::os::fd::OwnedFd);
 
 impl Mailbox {
-    /// A memory file of `slots` zeroed slots. Errors: memfd_create or
-    /// ftruncate fails (errno attached).
-    pub fn create(slots: u32) -> Result<Mailbox> {
+    /// A memory file of `words` zeroed words ([`mailbox_words`]). Errors:
+    /// memfd_create or ftruncate fails (errno attached).
+    pub fn create(words: u32) -> Result<Mailbox> {
         use std::os::fd::FromRawFd;
         // SAFETY: a NUL-terminated name and valid flags.
         let fd =
@@ -238,7 +270,7 @@ impl Mailbox {
         // SAFETY: a fresh descriptor, owned from here.
         let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
         let file = std::fs::File::from(fd);
-        file.set_len(work::mailbox_bytes(slots) as u64)
+        file.set_len(work::mailbox_bytes(words) as u64)
             .context("sizing the couplings' mailbox")?;
         Ok(Mailbox(file.into()))
     }
@@ -732,7 +764,7 @@ mod tests {
         let server = Couplings::of(&s, 0, m).unwrap();
         let client = Couplings::of(&s, 1, m).unwrap();
         assert_eq!(Couplings::of(&s, 2, m), None, "spin takes no part");
-        assert_eq!((server.slots, server.first, client.first), (4, 0, 1));
+        assert_eq!(server.words, 9, "3 groups, squared");
         let w = &server.wakers[0];
         assert_eq!((w.group, w.name.as_str(), w.share), (1, "client", 0.5));
         // The longest sleep (10 ms) and three of the client's intervals
@@ -740,8 +772,33 @@ mod tests {
         assert!((w.grace_ns as f64 - 70e6).abs() < 1e3, "{w:?}");
         assert!(server.wakees.is_empty());
         let e = &client.wakees[0];
-        assert_eq!((e.group, e.first, e.threads), (0, 0, 1));
+        assert_eq!((e.group, e.threads, e.in_flight), (0, 1, 0));
+        assert_eq!(
+            (w.word, e.word),
+            (1, 1),
+            "the client's wakeups of the server"
+        );
         assert!((e.per_burst - 0.5).abs() < 1e-9, "{e:?}");
+    }
+
+    /// A pool of 4 tasks busy half the time (1 ms bursts, 1 ms sleeps),
+    /// woken by itself for 60% of its sleeps, keeps round(0.6 x 4 x 0.5)
+    /// = 1 wakeup in flight; for all of them, 2; it waits on and wakes
+    /// the same word.
+    #[test]
+    fn a_pool_keeps_its_tasks_in_a_burst_a_wakeup_began_in_flight() {
+        let pool = |share: f64| {
+            let text = format!("name: c\ndescription: d\nduration: 3s\ngroups:\n  - {{ name: pool, threads: 4, work: {{ kind: replay, run: [1ms, 1ms], sleep: [1ms, 1ms], woken_by: [{{ group: pool, share: {share} }}] }} }}\n");
+            let s = crate::scenario::parse(Path::new("c.yaml"), &text)
+                .unwrap()
+                .scenario;
+            Couplings::of(&s, 0, Path::new("/proc/1/fd/3")).unwrap()
+        };
+        for (share, in_flight) in [(0.6, 1), (1.0, 2)] {
+            let c = pool(share);
+            assert_eq!(c.wakees[0].in_flight, in_flight, "{c:?}");
+            assert_eq!((c.wakers[0].word, c.wakees[0].word), (0, 0));
+        }
     }
 
     #[test]

@@ -192,6 +192,11 @@ impl Drop for SharedWords {
 
 /// Waits on futex word `w` while it holds `seen`, at most `timeout`.
 fn futex_wait(w: &std::sync::atomic::AtomicU32, seen: u32, timeout: Duration) {
+    futex_wait_raw(w.as_ptr(), seen, timeout);
+}
+
+/// [`futex_wait`] on a word given by its address.
+fn futex_wait_raw(w: *mut u32, seen: u32, timeout: Duration) {
     let ts = libc::timespec {
         tv_sec: timeout.as_secs() as libc::time_t,
         tv_nsec: timeout.subsec_nanos() as libc::c_long,
@@ -201,7 +206,7 @@ fn futex_wait(w: &std::sync::atomic::AtomicU32, seen: u32, timeout: Duration) {
     unsafe {
         libc::syscall(
             libc::SYS_futex,
-            w.as_ptr(),
+            w,
             libc::FUTEX_WAIT,
             seen,
             &ts as *const libc::timespec,
@@ -215,33 +220,77 @@ fn futex_wake_all(w: &std::sync::atomic::AtomicU32) {
 }
 
 fn futex_wake(w: &std::sync::atomic::AtomicU32, n: i32) {
+    futex_wake_raw(w.as_ptr(), n);
+}
+
+/// [`futex_wake`] on a word given by its address.
+fn futex_wake_raw(w: *mut u32, n: i32) {
     // SAFETY: a shared futex wake of a valid word.
-    unsafe { libc::syscall(libc::SYS_futex, w.as_ptr(), libc::FUTEX_WAKE, n) };
+    unsafe { libc::syscall(libc::SYS_futex, w, libc::FUTEX_WAKE, n) };
 }
 
-/// One task's wakeup slot in the couplings' mailbox (8 bytes).
-#[repr(C)]
-struct Slot {
-    /// The futex word: odd while its task waits (a new value each
-    /// sleep), even otherwise.
-    word: std::sync::atomic::AtomicU32,
-    /// The group index whose task is to wake it.
-    waker: std::sync::atomic::AtomicU32,
+/// The size of a mailbox of `words` words (8 bytes each): whole pages.
+pub(super) fn mailbox_bytes(words: u32) -> usize {
+    (words.max(1) as usize * std::mem::size_of::<u64>()).next_multiple_of(4096)
 }
 
-/// The size of a mailbox of `slots` slots: whole pages.
-pub(super) fn mailbox_bytes(slots: u32) -> usize {
-    (slots.max(1) as usize * std::mem::size_of::<Slot>()).next_multiple_of(4096)
+/// A mailbox word's fields. Its low half, the futex its waiting tasks
+/// sleep on: a count of the wakeups ever handed (bits 0 to 15, wrapping:
+/// a wakeup handed after a task looked changes the half it sleeps on),
+/// and the wakeups handed to its waiting tasks and not yet taken (16 to
+/// 31). Its high half: the wakeups kept because no task waited (32 to
+/// 47), and its waiting tasks not handed one (48 to 63). A waiting task
+/// is counted in the waiting or has a handed wakeup: it leaves with a
+/// handed one (woken) or, at its deadline with none handed, as a waiter
+/// (missed). A task that comes to wait takes a kept one if there is one;
+/// a wakeup goes to a waiting task before it is kept, and a task that
+/// comes to wait while one is handed sleeps before it takes one, so the
+/// task that made a wakeup does not take it back from the one it woke
+/// (as a server's request goes to the thread blocked on it).
+const HANDED: u64 = 1 << 16;
+const KEPT: u64 = 1 << 32;
+const WAITING: u64 = 1 << 48;
+
+fn low_half(v: u64) -> u32 {
+    v as u32
+}
+
+fn handed(v: u64) -> u64 {
+    (v >> 16) & 0xffff
+}
+
+fn kept(v: u64) -> u64 {
+    (v >> 32) & 0xffff
+}
+
+fn waiting(v: u64) -> u64 {
+    v >> 48
+}
+
+/// A handing: one more handed, the count of handings on (wrapping inside
+/// its 16 bits).
+fn hand(v: u64) -> u64 {
+    let count = (v + 1) & 0xffff;
+    (v & !0xffff) + HANDED + count
+}
+
+#[cfg(not(target_endian = "little"))]
+compile_error!("the couplings' mailbox sleeps on a word's low half at its own address");
+
+/// The futex of a mailbox word: its low half.
+fn low_futex(w: &std::sync::atomic::AtomicU64) -> *mut u32 {
+    w.as_ptr().cast()
 }
 
 /// The couplings' mailbox (`super::Mailbox`) mapped into a group process
-/// (and the task processes it forks).
+/// (and the task processes it forks): a word per woken group and waking
+/// group, the wakeups made and not yet taken (see [`HANDED`]).
 struct MailboxMap {
-    ptr: *mut Slot,
-    slots: usize,
+    ptr: *mut std::sync::atomic::AtomicU64,
+    words: usize,
 }
 
-// SAFETY: the slots are atomics; the mapping lives as long as the plan.
+// SAFETY: the words are atomics; the mapping lives as long as the plan.
 unsafe impl Send for MailboxMap {}
 unsafe impl Sync for MailboxMap {}
 
@@ -253,9 +302,9 @@ impl MailboxMap {
             .write(true)
             .open(&c.mailbox)
             .with_context(|| format!("opening the couplings' mailbox {}", c.mailbox.display()))?;
-        let bytes = mailbox_bytes(c.slots);
+        let bytes = mailbox_bytes(c.words);
         // SAFETY: a shared mapping of a file at least `bytes` long (the
-        // agent sized it); zeroed slots are valid atomics.
+        // agent sized it); zeroed words are valid atomics.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
@@ -271,60 +320,81 @@ impl MailboxMap {
         }
         Ok(MailboxMap {
             ptr: ptr.cast(),
-            slots: c.slots as usize,
+            words: c.words as usize,
         })
     }
 
-    fn slot(&self, i: usize) -> &Slot {
-        assert!(i < self.slots);
-        // SAFETY: inside the mapping.
-        unsafe { &*self.ptr.add(i) }
+    fn word(&self, i: u32) -> &std::sync::atomic::AtomicU64 {
+        assert!((i as usize) < self.words);
+        // SAFETY: inside the mapping (8-byte aligned: a page's start).
+        unsafe { &*self.ptr.add(i as usize) }
     }
 
-    /// Wakes one task of slots `first..first + n` that waits on `group`,
-    /// looking from slot `first + from % n` on: true when one was waiting.
-    fn wake_one(&self, group: u32, (first, n): (usize, usize), from: usize) -> bool {
+    /// Makes a wakeup on word `i`: hands it to a task waiting there and
+    /// wakes one, or keeps it for the next that would wait. False
+    /// (nothing made) when nobody waits and `most` are kept already.
+    fn post(&self, i: u32, most: u32) -> bool {
         use std::sync::atomic::Ordering::SeqCst;
-        for k in 0..n {
-            let s = self.slot(first + (from + k) % n);
-            let t = s.word.load(SeqCst);
-            // The slot's waker is written before its word turns odd, and
-            // its word changes before it is rewritten: if the word is
-            // still t, the waker is t's.
-            if t % 2 == 1
-                && s.waker.load(SeqCst) == group
-                && s.word
-                    .compare_exchange(t, t.wrapping_add(1), SeqCst, SeqCst)
-                    .is_ok()
-            {
-                futex_wake(&s.word, 1);
-                return true;
+        let w = self.word(i);
+        let mut handing = false;
+        let made = w.fetch_update(SeqCst, SeqCst, |v| {
+            handing = waiting(v) > 0;
+            if handing {
+                Some(hand(v - WAITING))
+            } else {
+                (kept(v) < u64::from(most)).then_some(v + KEPT)
             }
+        });
+        if made.is_err() {
+            return false;
         }
-        false
+        if handing {
+            futex_wake_raw(low_futex(w), 1);
+        }
+        true
     }
 
-    /// Task slot `i` waits (as `token`, odd) for a task of `group` to
-    /// wake it, until `deadline` at most: true when one did.
-    fn wait(&self, i: usize, group: u32, deadline: u64, token: u32) -> bool {
+    /// Takes a wakeup from word `i`: a kept one at once, else waits for
+    /// one to be handed until `deadline` at most. True when it took one,
+    /// false when the deadline came first.
+    fn take(&self, i: u32, deadline: u64) -> bool {
         use std::sync::atomic::Ordering::SeqCst;
-        let s = self.slot(i);
-        s.waker.store(group, SeqCst);
-        s.word.store(token, SeqCst);
+        let w = self.word(i);
+        let was = w
+            .fetch_update(SeqCst, SeqCst, |v| {
+                Some(if kept(v) > 0 { v - KEPT } else { v + WAITING })
+            })
+            .expect("always updated");
+        if kept(was) > 0 {
+            return true;
+        }
+        // The wakeups handed before it came are others': it sleeps until
+        // one is handed after (or a sleeper is woken for one).
+        let mut seen = Some(low_half(was));
         loop {
             let now = now_ns();
+            if let Some(seen) = seen.take().filter(|_| now < deadline) {
+                futex_wait_raw(low_futex(w), seen, Duration::from_nanos(deadline - now));
+                continue;
+            }
+            let v = w.load(SeqCst);
+            if handed(v) > 0 {
+                if w.compare_exchange(v, v - HANDED, SeqCst, SeqCst).is_ok() {
+                    return true;
+                }
+                continue;
+            }
             if now >= deadline {
-                // Whoever moves the word on first decides: a waker that
-                // got there first woke it.
-                return s
-                    .word
-                    .compare_exchange(token, token.wrapping_add(1), SeqCst, SeqCst)
-                    .is_err();
+                // None handed: it leaves as a waiter (it is counted in
+                // the waiting or has a handed wakeup, and none is).
+                if w.compare_exchange(v, v - WAITING, SeqCst, SeqCst).is_ok() {
+                    return false;
+                }
+                continue;
             }
-            futex_wait(&s.word, token, Duration::from_nanos(deadline - now));
-            if s.word.load(SeqCst) != token {
-                return true;
-            }
+            // Sleeps only while nothing is handed: a wakeup handed after
+            // the look above ends the wait at once.
+            seen = Some(low_half(v));
         }
     }
 }
@@ -332,7 +402,7 @@ impl MailboxMap {
 impl Drop for MailboxMap {
     fn drop(&mut self) {
         // SAFETY: the mapping made in open(), unmapped once.
-        unsafe { libc::munmap(self.ptr.cast(), mailbox_bytes(self.slots as u32)) };
+        unsafe { libc::munmap(self.ptr.cast(), mailbox_bytes(self.words as u32)) };
     }
 }
 
@@ -340,10 +410,9 @@ impl Drop for MailboxMap {
 struct Link<'a> {
     mailbox: &'a MailboxMap,
     couplings: &'a super::Couplings,
-    /// This group's index (the waiters its bursts wake).
+    /// This group's index, and the task's index in it.
     group: u32,
-    /// This task's slot.
-    slot: usize,
+    index: u32,
 }
 
 fn socketpair() -> Result<(OwnedFd, OwnedFd)> {
@@ -482,7 +551,7 @@ impl Plan {
                     mailbox: m,
                     couplings: c,
                     group: cx.group,
-                    slot: c.first as usize + cx.index,
+                    index: cx.index as u32,
                 });
                 let run = Distribution::new(run, *run_mean);
                 let sleep = Distribution::new(sleep, *sleep_mean);
@@ -582,7 +651,12 @@ fn thread_cpu_ns() -> u64 {
 /// Burns `d` of this thread's own CPU time (not wall time: being
 /// preempted does not shorten the work), or until `stop_at`.
 fn burn_cpu(d: Duration, stop_at: u64) {
-    let until = thread_cpu_ns() + d.as_nanos() as u64;
+    burn_cpu_until(thread_cpu_ns() + d.as_nanos() as u64, stop_at);
+}
+
+/// Burns CPU until this thread's CPU time reaches `until` ns (at once
+/// when it has).
+fn burn_cpu_until(until: u64, stop_at: u64) {
     while thread_cpu_ns() < until && now_ns() < stop_at {
         burn();
     }
@@ -787,34 +861,41 @@ fn replay(
     count: &mut Count,
     link: Option<&Link>,
 ) {
-    let mut token = 1;
     // Whom to wake and whose wakeup to wait for: a stream of its own, so
     // the bursts and sleeps drawn are the same with couplings or without.
-    let mut coin = link.map(|l| Rng::for_thread(!l.couplings.seed, l.group, l.slot as u32));
+    let mut coin = link.map(|l| Rng::for_thread(!l.couplings.seed, l.group, l.index));
     if let Some(l) = link {
         // Every waker counted, 0 or not, in `wakers`' order.
         count.coupled.resize(l.couplings.wakers.len(), [0, 0]);
     }
     let mut toss = || coin.as_mut().map_or(1.0, Rng::unit);
-    let mut turn = 0;
-    // Wakeups owed to each woken group: one drawn when none of its tasks
-    // waited is made at a later burst end (at most one per task owed).
-    let mut owed = vec![0u32; link.map_or(0, |l| l.couplings.wakees.len())];
+    // In a pool whose tasks wake each other: whether this burst began
+    // with one of the pool's wakeups in flight, to be passed on at its
+    // end. The first `in_flight` tasks start with one.
+    let mut holding = link.is_some_and(|l| {
+        l.couplings
+            .wakees
+            .iter()
+            .any(|w| w.group == l.group && l.index < w.in_flight)
+    });
+    // A burst is the CPU time the task ran between two sleeps, as the
+    // recorder measured it: what the kernel did for it since the last
+    // burst's burning ended (its sleep, its wakeup, the wakeups it made)
+    // is part of the drawn burst, not added to it.
+    let mut since = thread_cpu_ns();
     while now_ns() < stop_at {
-        burn_cpu(run.draw(rng), stop_at);
+        burn_cpu_until(since + run.draw(rng).as_nanos() as u64, stop_at);
+        since = thread_cpu_ns();
         count.hit();
         if let Some(l) = link {
-            for (w, owed) in l.couplings.wakees.iter().zip(&mut owed) {
-                if toss() < w.per_burst {
-                    *owed = (*owed + 1).min(w.threads);
-                }
-                while *owed > 0 {
-                    turn += 1;
-                    let slots = (w.first as usize, w.threads as usize);
-                    if !l.mailbox.wake_one(l.group, slots, turn) {
-                        break;
-                    }
-                    *owed -= 1;
+            for w in &l.couplings.wakees {
+                let due = if w.in_flight > 0 {
+                    std::mem::take(&mut holding)
+                } else {
+                    toss() < w.per_burst
+                };
+                if due {
+                    l.mailbox.post(w.word, w.threads);
                 }
             }
         }
@@ -830,8 +911,8 @@ fn replay(
         match by {
             Some((l, k, w)) => {
                 let deadline = (now_ns() + w.grace_ns).min(stop_at);
-                let woken = l.mailbox.wait(l.slot, w.group, deadline, token);
-                token = token.wrapping_add(2);
+                let woken = l.mailbox.take(w.word, deadline);
+                holding = woken && w.group == l.group;
                 count.coupled_at(k, woken, now_ns());
             }
             None => sleep_until(wake.min(stop_at)),
@@ -1084,53 +1165,61 @@ mod tests {
 
     use super::super::{Couplings, Mailbox, Wakee, Waker};
 
-    fn couplings(
-        mailbox: &Mailbox,
-        first: u32,
-        wakers: Vec<Waker>,
-        wakees: Vec<Wakee>,
-    ) -> Couplings {
+    fn couplings(mailbox: &Mailbox, wakers: Vec<Waker>, wakees: Vec<Wakee>) -> Couplings {
         Couplings {
             seed: 1,
             mailbox: mailbox.path(),
-            slots: 4,
-            first,
+            words: 4,
             wakers,
             wakees,
         }
     }
 
-    /// A waiting slot is woken by its group's task, not another group's;
-    /// a wake with nobody waiting wakes nobody; unwoken, a task wakes on
-    /// its own at its deadline and says so.
+    /// A mailbox word is a counting semaphore: a wakeup made with nobody
+    /// waiting is kept (up to the most allowed) and taken at once by the
+    /// next taker, without sleeping; a waiting taker is woken by a
+    /// wakeup on its word, not another's; unwoken, a taker is back at
+    /// its deadline and says so.
     #[test]
-    fn a_mailbox_slot_is_woken_by_the_group_it_waits_for() {
+    fn a_mailbox_word_keeps_wakeups_until_they_are_taken() {
         use std::sync::atomic::Ordering::SeqCst;
         let file = Mailbox::create(4).unwrap();
-        let map = MailboxMap::open(&couplings(&file, 0, vec![], vec![])).unwrap();
+        let map = MailboxMap::open(&couplings(&file, vec![], vec![])).unwrap();
         let ms = 1_000_000;
-        assert!(!map.wake_one(7, (0, 4), 0), "nobody waits");
+        assert!(map.post(1, 2) && map.post(1, 2), "nobody waits: kept");
+        assert!(!map.post(1, 2), "two kept already: dropped");
+        let start = now_ns();
+        assert!(map.take(1, start + 5_000 * ms) && map.take(1, start + 5_000 * ms));
+        assert!(now_ns() - start < 1_000 * ms, "taken without waiting");
         std::thread::scope(|sc| {
             let m = &map;
-            let waiter = sc.spawn(move || m.wait(1, 7, now_ns() + 5_000 * ms, 1));
-            while map.slot(1).word.load(SeqCst) != 1 {
+            let taker = sc.spawn(move || m.take(1, now_ns() + 5_000 * ms));
+            // A wakeup on another word leaves it waiting.
+            assert!(map.post(2, 1));
+            assert!(map.post(1, 1));
+            assert!(taker.join().unwrap(), "woken on word 1");
+        });
+        // A wakeup handed to a waiting task is its: the task that made
+        // it, coming to wait at once, does not take it back.
+        std::thread::scope(|sc| {
+            let m = &map;
+            let taker = sc.spawn(move || m.take(1, now_ns() + 5_000 * ms));
+            while waiting(map.word(1).load(SeqCst)) != 1 {
                 std::hint::spin_loop();
             }
-            // Another group's task, or slots that are not its: it waits on.
-            assert!(!map.wake_one(3, (0, 4), 0));
-            assert!(!map.wake_one(7, (2, 2), 0));
-            assert_eq!(map.slot(1).word.load(SeqCst), 1);
-            assert!(map.wake_one(7, (0, 4), 2));
-            assert!(waiter.join().unwrap(), "woken by group 7");
-            assert_eq!(map.slot(1).word.load(SeqCst), 2);
+            assert!(map.post(1, 1));
+            assert!(!map.take(1, now_ns() + 200 * ms), "the taker's");
+            assert!(taker.join().unwrap());
         });
+        assert_eq!(map.word(1).load(SeqCst) >> 16, 0, "taken, nobody waits");
+        assert_eq!(kept(map.word(2).load(SeqCst)), 1, "still kept");
         // Nobody wakes it: back at its deadline, missed.
         let start = now_ns();
-        assert!(!map.wait(2, 7, start + 20 * ms, 1));
+        assert!(!map.take(1, start + 20 * ms));
         assert!(now_ns() - start >= 20 * ms);
-        // Another mapping sees the same slots (the file, not a copy).
-        let again = MailboxMap::open(&couplings(&file, 0, vec![], vec![])).unwrap();
-        assert_eq!(again.slot(1).word.load(SeqCst), 2);
+        // Another mapping sees the same words (the file, not a copy).
+        let again = MailboxMap::open(&couplings(&file, vec![], vec![])).unwrap();
+        assert_eq!(kept(again.word(2).load(SeqCst)), 1);
     }
 
     /// A server woken by a client's task for every sleep, the client
@@ -1145,16 +1234,18 @@ mod tests {
             name: "client".into(),
             share: 1.0,
             grace_ns: 200_000_000,
+            word: 1,
         };
         let wakee = Wakee {
             group: 0,
-            first: 0,
             threads: 1,
             per_burst: 1.0,
+            in_flight: 0,
+            word: 1,
         };
         let (server, client) = (
-            couplings(&file, 0, vec![waker], vec![]),
-            couplings(&file, 1, vec![], vec![wakee]),
+            couplings(&file, vec![waker], vec![]),
+            couplings(&file, vec![], vec![wakee]),
         );
         let maps = [&server, &client].map(|c| MailboxMap::open(c).unwrap());
         let us = Duration::from_micros;
@@ -1169,7 +1260,7 @@ mod tests {
                             mailbox: m,
                             couplings: c,
                             group,
-                            slot: c.first as usize,
+                            index: 0,
                         };
                         let mut count = Count::new(now, stop);
                         let mut rng = Rng::for_thread(1, group, 0);
@@ -1204,6 +1295,80 @@ mod tests {
         // Far more bursts than its own 10 to 20 ms sleeps allow (27 at most).
         assert!(total > 40, "{counts:?}");
         assert!(counts[1].coupled.is_empty(), "{counts:?}");
+    }
+
+    /// A pool of 3 tasks that wake each other for every sleep, with
+    /// `in_flight` wakeups: it keeps going (every sleep ended by the
+    /// pool, none missed), and with one in flight its 1 ms bursts run
+    /// one at a time after the first three (a burst is CPU time, so at
+    /// most one a millisecond of wall time), where three in flight run
+    /// every task at once on the cores there are.
+    #[test]
+    fn a_pool_that_wakes_itself_keeps_its_wakeups_in_flight() {
+        let pool = |in_flight: u32| {
+            let file = Mailbox::create(4).unwrap();
+            let c = couplings(
+                &file,
+                vec![Waker {
+                    group: 0,
+                    name: "pool".into(),
+                    share: 1.0,
+                    grace_ns: 2_000_000_000,
+                    word: 0,
+                }],
+                vec![Wakee {
+                    group: 0,
+                    threads: 3,
+                    per_burst: 1.0,
+                    in_flight,
+                    word: 0,
+                }],
+            );
+            let map = MailboxMap::open(&c).unwrap();
+            let ms = 1_000_000;
+            let now = now_ns();
+            let stop = now + 400 * ms;
+            let counts: Vec<Count> = std::thread::scope(|sc| {
+                let tasks: Vec<_> = (0..3u32)
+                    .map(|index| {
+                        let (map, c) = (&map, &c);
+                        sc.spawn(move || {
+                            let link = Link {
+                                mailbox: map,
+                                couplings: c,
+                                group: 0,
+                                index,
+                            };
+                            let mut count = Count::new(now, stop);
+                            let mut rng = Rng::for_thread(1, 0, index);
+                            let ms1 = [Duration::from_millis(1); 2];
+                            replay(
+                                Distribution::new(&ms1, None),
+                                Distribution::new(&ms1, None),
+                                &mut rng,
+                                stop,
+                                &mut count,
+                                Some(&link),
+                            );
+                            count
+                        })
+                    })
+                    .collect();
+                tasks.into_iter().map(|t| t.join().unwrap()).collect()
+            });
+            let total: u64 = counts.iter().map(|c| c.total).sum();
+            let missed: u64 = counts.iter().map(|c| c.coupled[0][1]).sum();
+            (total, missed, counts)
+        };
+        let (one, missed, counts) = pool(1);
+        assert_eq!(missed, 0, "{counts:?}");
+        assert!((30..=403).contains(&one), "{one} bursts: {counts:?}");
+        let (three, missed, counts) = pool(3);
+        assert_eq!(missed, 0, "{counts:?}");
+        eprintln!("bursts with 1 in flight: {one}, with 3: {three}");
+        if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 {
+            assert!(three > one, "{one} then {three}: {counts:?}");
+        }
     }
 
     /// Draws from a quantile table reproduce its quantiles: of 20 000
