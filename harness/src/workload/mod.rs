@@ -134,8 +134,11 @@ pub struct Wakee {
     /// no wakeup began passes none on), so the pool neither dies out nor
     /// runs every task at once. Its tasks in a burst that a wakeup of
     /// the pool began, on average: the share times the threads times the
-    /// mean burst over the mean burst plus the mean sleep, rounded, 1 to
-    /// the threads. 0 for another group.
+    /// mean burst over the mean burst plus the mean sleep, rounded, at
+    /// most the threads. 0 for another group, and for a sparse pool
+    /// (under half a task so on average; one kept in flight would run a
+    /// task at all times): `per_burst` then, its timed sleeps keeping
+    /// the chain going.
     pub in_flight: u32,
     /// The mailbox word of this group's wakeups of it.
     pub word: u32,
@@ -216,7 +219,7 @@ impl Couplings {
                 let in_flight = if j == i {
                     (c.share * f64::from(g.threads) * busy)
                         .round()
-                        .clamp(1.0, f64::from(g.threads)) as u32
+                        .min(f64::from(g.threads)) as u32
                 } else {
                     0
                 };
@@ -783,8 +786,9 @@ mod tests {
 
     /// A pool of 4 tasks busy half the time (1 ms bursts, 1 ms sleeps),
     /// woken by itself for 60% of its sleeps, keeps round(0.6 x 4 x 0.5)
-    /// = 1 wakeup in flight; for all of them, 2; it waits on and wakes
-    /// the same word.
+    /// = 1 wakeup in flight; for all of them, 2; for a fifth, none (0.4:
+    /// a draw at each burst end instead); it waits on and wakes the same
+    /// word.
     #[test]
     fn a_pool_keeps_its_tasks_in_a_burst_a_wakeup_began_in_flight() {
         let pool = |share: f64| {
@@ -794,7 +798,7 @@ mod tests {
                 .scenario;
             Couplings::of(&s, 0, Path::new("/proc/1/fd/3")).unwrap()
         };
-        for (share, in_flight) in [(0.6, 1), (1.0, 2)] {
+        for (share, in_flight) in [(0.2, 0), (0.6, 1), (1.0, 2)] {
             let c = pool(share);
             assert_eq!(c.wakees[0].in_flight, in_flight, "{c:?}");
             assert_eq!((c.wakers[0].word, c.wakees[0].word), (0, 0));

@@ -246,7 +246,10 @@ pub(super) fn mailbox_bytes(words: u32) -> usize {
 /// a wakeup goes to a waiting task before it is kept, and a task that
 /// comes to wait while one is handed sleeps before it takes one, so the
 /// task that made a wakeup does not take it back from the one it woke
-/// (as a server's request goes to the thread blocked on it).
+/// (as a server's request goes to the thread blocked on it). A
+/// preference, not a guarantee: the kernel wakes a futex's sleepers in
+/// order (within one policy and priority), and a task at its deadline
+/// takes any handed wakeup and counts itself woken.
 const HANDED: u64 = 1 << 16;
 const KEPT: u64 = 1 << 32;
 const WAITING: u64 = 1 << 48;
@@ -872,12 +875,14 @@ fn replay(
     // In a pool whose tasks wake each other: whether this burst began
     // with one of the pool's wakeups in flight, to be passed on at its
     // end. The first `in_flight` tasks start with one.
-    let mut holding = link.is_some_and(|l| {
+    let in_flight = link.map_or(0, |l| {
         l.couplings
             .wakees
             .iter()
-            .any(|w| w.group == l.group && l.index < w.in_flight)
+            .find(|w| w.group == l.group)
+            .map_or(0, |w| w.in_flight)
     });
+    let mut holding = link.is_some_and(|l| l.index < in_flight);
     // A burst is the CPU time the task ran between two sleeps, as the
     // recorder measured it: what the kernel did for it since the last
     // burst's burning ended (its sleep, its wakeup, the wakeups it made)
@@ -912,7 +917,7 @@ fn replay(
             Some((l, k, w)) => {
                 let deadline = (now_ns() + w.grace_ns).min(stop_at);
                 let woken = l.mailbox.take(w.word, deadline);
-                holding = woken && w.group == l.group;
+                holding = woken && w.group == l.group && in_flight > 0;
                 count.coupled_at(k, woken, now_ns());
             }
             None => sleep_until(wake.min(stop_at)),
@@ -1194,8 +1199,12 @@ mod tests {
         std::thread::scope(|sc| {
             let m = &map;
             let taker = sc.spawn(move || m.take(1, now_ns() + 5_000 * ms));
+            while waiting(map.word(1).load(SeqCst)) != 1 {
+                std::hint::spin_loop();
+            }
             // A wakeup on another word leaves it waiting.
             assert!(map.post(2, 1));
+            assert_eq!(waiting(map.word(1).load(SeqCst)), 1, "still waiting");
             assert!(map.post(1, 1));
             assert!(taker.join().unwrap(), "woken on word 1");
         });
@@ -1208,7 +1217,7 @@ mod tests {
                 std::hint::spin_loop();
             }
             assert!(map.post(1, 1));
-            assert!(!map.take(1, now_ns() + 200 * ms), "the taker's");
+            assert!(!map.take(1, now_ns() + 1_000 * ms), "the taker's");
             assert!(taker.join().unwrap());
         });
         assert_eq!(map.word(1).load(SeqCst) >> 16, 0, "taken, nobody waits");
