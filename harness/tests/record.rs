@@ -285,6 +285,71 @@ fn a_recorded_duty_cycle_becomes_a_replay_scenario_that_check_accepts() {
     assert_eq!(code, Some(0), "check: {stdout}\n{stderr}");
 }
 
+/// CPU time of process `pid` and its reaped children so far, in clock
+/// ticks (/proc/PID/stat: utime, stime, cutime, cstime).
+fn tree_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split(' ').collect();
+    // Fields 14 to 17 of stat, counted from 1; `after` starts at field 3.
+    f[11..15].iter().map(|v| v.parse::<u64>().unwrap()).sum()
+}
+
+/// A shell running `/bin/true` again and again: each child runs and
+/// exits without ever blocking, the bulk of the tree's CPU time. The
+/// capture keeps it: the children's group is replayed with its idle time
+/// as the sleeps (said in a note), and the capture's CPU use is the
+/// tree's (a recorder that makes a thread's state at its first block,
+/// its first burst partial, saw none of the children and recorded an
+/// eighth of it).
+#[test]
+fn threads_that_run_and_exit_without_blocking_are_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("true.yaml");
+    let sh = Killed(
+        Command::new("/bin/sh")
+            .args(["-c", "while :; do /bin/true; done"])
+            .spawn()
+            .unwrap(),
+    );
+    let before = tree_ticks(sh.0.id());
+    let (code, stdout, stderr) = common::run(
+        common::harness(&dir.path().join("cache"))
+            .args(["record", "--duration", "3s", "-o"])
+            .arg(&out)
+            .args(["--pid", &sh.0.id().to_string()]),
+    );
+    let ticks = tree_ticks(sh.0.id()) - before;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        text.contains("came and went without blocking"),
+        "{stdout}\n{text}"
+    );
+    let y: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let busy: f64 = y["recorded"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|r| r["cpus_busy"].as_f64().unwrap())
+        .sum();
+    // The tree's CPU time over the command, which is longer than the
+    // recording (loading the recorder, writing the file): a lower bound.
+    // SAFETY: sysconf has no memory effects.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let tree = ticks as f64 / hz / 3.0;
+    assert!(
+        busy >= 0.5 * tree,
+        "recorded {busy} CPUs, the tree used {tree}\n{text}"
+    );
+    let (code, stdout, stderr) = common::run(
+        common::harness(&dir.path().join("cache"))
+            .arg("check")
+            .arg(&out),
+    );
+    assert_eq!(code, Some(0), "check: {stdout}\n{stderr}");
+}
+
 #[test]
 fn record_refuses_a_selection_it_cannot_record_and_writes_nothing_for_one_that_does_nothing() {
     let dir = tempfile::tempdir().unwrap();

@@ -290,6 +290,25 @@ fn working_threads(threads: &[&&Thread]) -> usize {
     (bursts.max(cpu).round() as usize).max(1)
 }
 
+/// For a group of threads that came and went without blocking (at least
+/// 2 bursts, each a thread's whole life or most of it, and fewer than 2
+/// sleeps: a shell's `/bin/true`s, a build's short tools), the sleep
+/// that makes `n` replayed threads run its `bursts` bursts over the
+/// recording's `seconds` (each thread's share of the time less the mean
+/// burst, at least 0): the group's idle time between them, which no
+/// sleep recorded. None for a group with sleeps, or whose threads did not
+/// exit.
+fn unblocked_idle(threads: &[&Thread], bursts: usize, n: usize, seconds: f64) -> Option<Duration> {
+    let sleeps: usize = threads.iter().map(|t| t.sleeps.len()).sum();
+    if bursts < 2 || sleeps >= 2 || threads.iter().all(|t| !t.exited) {
+        return None;
+    }
+    let burst_ns: u64 = threads.iter().flat_map(|t| t.bursts.iter()).sum();
+    let cycle = n as f64 * seconds * 1e9 / bursts as f64;
+    let idle = cycle - burst_ns as f64 / bursts as f64;
+    Some(Duration::from_nanos(idle.max(0.0) as u64))
+}
+
 /// How threads are put into groups.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum GroupBy {
@@ -421,6 +440,11 @@ pub struct Left {
     /// Groups with too little to replay (no burst and sleep pair, and not
     /// a hog): their names and thread counts.
     pub quiet: Vec<(String, usize)>,
+    /// Groups of threads that came and went without blocking (a shell's
+    /// `/bin/true`s), replayed with their idle time as the sleeps: their
+    /// names, the threads seen, and that sleep.
+    #[serde(default)]
+    pub unblocked: Vec<(String, usize, Duration)>,
     /// Groups past the scenario's limit, merged into the last one kept.
     pub merged: usize,
     /// Threads past the scenario's limit (all groups together), not
@@ -520,9 +544,14 @@ pub fn summarise_by(
             .iter()
             .filter(|t| !t.bursts.is_empty() || t.cpu_ns as f64 / 1e9 >= ACTIVE_BUSY * seconds)
             .collect();
+        // As many as do the work, but never fewer than its CPU use
+        // needs (a thread replays at most one CPU).
+        let working = working_threads(&active)
+            .max(busy.ceil() as usize)
+            .min(active.len());
         let n = live_threads(&active, log.span)
             .unwrap_or(active.len())
-            .min(working_threads(&active))
+            .min(working)
             .max(1);
         let hog = busy / n as f64 >= HOG_BUSY
             && per_s(bursts.len() as u64) / (n as f64) < HOG_MAX_BURSTS_PER_S;
@@ -534,6 +563,16 @@ pub fn summarise_by(
                 sleep: quantiles(&mut sleeps, QUANTILES),
                 run_mean: Some(mean_of(&bursts)),
                 sleep_mean: Some(mean_of(&sleeps)),
+                woken_by: Vec::new(),
+            }
+        } else if let Some(idle) = unblocked_idle(ts, bursts.len(), n, seconds) {
+            left.unblocked.push((name.clone(), ts.len(), idle));
+            let run_mean = mean_of(&bursts);
+            Work::Replay {
+                run: quantiles(&mut bursts, QUANTILES),
+                sleep: vec![idle, idle],
+                run_mean: Some(run_mean),
+                sleep_mean: None,
                 woken_by: Vec::new(),
             }
         } else {
@@ -726,6 +765,12 @@ pub fn scenario_text(name: &str, groups: &[Summary], rec: &Recording) -> anyhow:
             "{g} ({n} thread(s)) left out: it neither blocked twice nor kept a CPU busy"
         ));
     }
+    for (g, n, idle) in &left.unblocked {
+        notes.push(format!(
+            "{g} ({n} thread(s)) came and went without blocking: its sleeps ({}) are its idle time between them, not recorded sleeps",
+            crate::units::format_duration(*idle)
+        ));
+    }
     if left.merged > 0 {
         notes.push(format!(
             "{} group(s) past the limit of {} merged into `rest`",
@@ -820,6 +865,33 @@ mod tests {
         assert_eq!(n(&[t(10, 5), t(10, 5), t(10, 5), t(10, 5)]), 4);
         assert_eq!(n(&[t(10, 900), t(1000, 500)]), 2);
         assert_eq!(n(&[t(0, 0)]), 1, "nothing done: at least 1");
+    }
+
+    /// Ten threads of one 1 ms burst each, gone, over a second, replayed
+    /// as one thread: a burst every 100 ms, so 99 ms of idle time after
+    /// each; a group with sleeps, or whose threads are all still there,
+    /// has its own.
+    #[test]
+    fn threads_that_came_and_went_without_blocking_sleep_their_idle_time() {
+        let t = |exited, sleeps: usize| Thread {
+            bursts: vec![1_000_000],
+            sleeps: vec![5; sleeps],
+            exited,
+            ..Default::default()
+        };
+        let gone: Vec<Thread> = (0..10).map(|_| t(true, 0)).collect();
+        let refs: Vec<&Thread> = gone.iter().collect();
+        assert_eq!(
+            unblocked_idle(&refs, 10, 1, 1.0),
+            Some(Duration::from_millis(99))
+        );
+        assert_eq!(unblocked_idle(&refs, 1, 1, 1.0), None, "one burst");
+        let slept: Vec<Thread> = (0..10).map(|_| t(true, 1)).collect();
+        let refs: Vec<&Thread> = slept.iter().collect();
+        assert_eq!(unblocked_idle(&refs, 10, 1, 1.0), None);
+        let there: Vec<Thread> = (0..10).map(|_| t(false, 0)).collect();
+        let refs: Vec<&Thread> = there.iter().collect();
+        assert_eq!(unblocked_idle(&refs, 10, 1, 1.0), None);
     }
 
     /// A hog's CPU time is schedstat's: at the close, or at the last

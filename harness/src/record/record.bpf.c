@@ -28,14 +28,17 @@
  *  sched_migrate_task  counted into the thread's next BURST event
  *  sched_process_fork  with --pid, a child process of a recorded one is
  *                      recorded too (threads share the tgid already): a
- *                      FORK event; a reused tid's old state is dropped
- *  sched_process_exit  an EXIT event; the thread's state is dropped
+ *                      FORK event; a reused tid's old state is dropped;
+ *                      a recorded child's state is made
+ *  sched_process_exit  its last burst (a BURST event, unless partial)
+ *                      and an EXIT event; the thread's state is dropped
  *  irq_handler_*,      whether the CPU is in an interrupt, for
  *  softirq_*,          sched_waking (see interrupt_context below)
  *  hrtimer_expire_*
  *
- * A thread's state is made the first time it leaves a CPU; its first
- * burst is partial and dropped.
+ * A thread's state is made the first time it leaves a CPU, its first
+ * burst partial and dropped; or, for a thread born while recorded, at
+ * sched_process_fork, its bursts whole from the first.
  *
  * Events go through one ring buffer (BPF_MAP_TYPE_RINGBUF: one buffer
  * for all CPUs, in order of reservation, read by user space through
@@ -366,18 +369,26 @@ int BPF_PROG(rec_fork, struct task_struct *parent, struct task_struct *child)
 	u32 child_tgid = BPF_CORE_READ(child, tgid);
 	u8 one = 1;
 
+	struct thread_state born = { .tgid = child_tgid };
+
 	/* A tid reused: nothing of the thread that had it carries over. */
 	bpf_map_delete_elem(&threads, &pid);
 	/* A new process (not a thread: those share their tgid already),
 	 * and a FORK event saying whose it is. */
-	if (all_threads || pid != child_tgid ||
-	    !bpf_map_lookup_elem(&targets, &tgid))
-		return 0;
-	if (bpf_map_update_elem(&targets, &pid, &one, BPF_ANY))
+	if (!all_threads && pid == child_tgid &&
+	    bpf_map_lookup_elem(&targets, &tgid)) {
+		if (bpf_map_update_elem(&targets, &pid, &one, BPF_ANY))
+			__sync_fetch_and_add(&untracked, 1);
+		else
+			emit(REC_FORK, pid, tgid, BPF_CORE_READ(parent, pid), 0,
+			     0, bpf_ktime_get_ns());
+	}
+	/* A thread born while recorded has whole bursts from its first: its
+	 * state is made now, not partial, so a thread that runs and exits
+	 * without ever blocking (a shell's /bin/true) is not lost. */
+	if (wanted(child_tgid) &&
+	    bpf_map_update_elem(&threads, &pid, &born, BPF_NOEXIST))
 		__sync_fetch_and_add(&untracked, 1);
-	else
-		emit(REC_FORK, pid, tgid, BPF_CORE_READ(parent, pid), 0, 0,
-		     bpf_ktime_get_ns());
 	return 0;
 }
 
@@ -387,8 +398,21 @@ int BPF_PROG(rec_exit, struct task_struct *p)
 	u32 tid = BPF_CORE_READ(p, pid);
 	u32 tgid = BPF_CORE_READ(p, tgid);
 
-	if (bpf_map_lookup_elem(&threads, &tid)) {
-		emit(REC_EXIT, tid, tgid, 0, 0, 0, bpf_ktime_get_ns());
+	struct thread_state *st = bpf_map_lookup_elem(&threads, &tid);
+	u64 now = bpf_ktime_get_ns();
+
+	if (st) {
+		/* Its last burst, which no block ends: it runs here (the
+		 * exiting thread is current). */
+		if (!st->partial) {
+			u64 cpu = st->cpu_ns;
+
+			if (st->on_since)
+				cpu += now - st->on_since;
+			emit(REC_BURST, tid, tgid, cpu, st->preempts,
+			     st->migrations, now);
+		}
+		emit(REC_EXIT, tid, tgid, 0, 0, 0, now);
 		bpf_map_delete_elem(&threads, &tid);
 	}
 	/* The process's last thread (do_exit counts signal->live down before
