@@ -28,6 +28,7 @@
 //! Knows cgroups, sysfs and the protocol; nothing about scenarios beyond
 //! their CPU count and whether they need the cpu controller.
 
+use crate::units::{cpu_list, parse_cpu_list};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -258,37 +259,6 @@ impl Host {
             ),
         ))
     }
-}
-
-/// "0-3" or "0,2" for a list of CPUs.
-pub fn cpu_list(cpus: &[u32]) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut i = 0;
-    while i < cpus.len() {
-        let mut j = i;
-        while j + 1 < cpus.len() && cpus[j + 1] == cpus[j] + 1 {
-            j += 1;
-        }
-        parts.push(if i == j {
-            cpus[i].to_string()
-        } else {
-            format!("{}-{}", cpus[i], cpus[j])
-        });
-        i = j + 1;
-    }
-    parts.join(",")
-}
-
-/// Parses a kernel CPU list ("0-3,8,10-11").
-pub fn parse_cpu_list(s: &str) -> Option<Vec<u32>> {
-    let mut out = Vec::new();
-    for part in s.trim().split(',').filter(|p| !p.is_empty()) {
-        match part.split_once('-') {
-            Some((a, b)) => out.extend(a.trim().parse::<u32>().ok()?..=b.trim().parse().ok()?),
-            None => out.push(part.trim().parse().ok()?),
-        }
-    }
-    Some(out)
 }
 
 fn refuse(what: String, fix: &str) -> anyhow::Error {
@@ -960,17 +930,6 @@ impl MachineState {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cpu_lists_round_trip() {
-        assert_eq!(
-            parse_cpu_list("0-3,8,10-11\n"),
-            Some(vec![0, 1, 2, 3, 8, 10, 11])
-        );
-        assert_eq!(cpu_list(&[0, 1, 2, 3, 8, 10, 11]), "0-3,8,10-11");
-        assert_eq!(cpu_list(&[5]), "5");
-        assert_eq!(parse_cpu_list("x"), None);
-    }
 
     #[test]
     fn what_a_run_left_is_named() {

@@ -285,6 +285,56 @@ fn a_recorded_duty_cycle_becomes_a_replay_scenario_that_check_accepts() {
     assert_eq!(code, Some(0), "check: {stdout}\n{stderr}");
 }
 
+/// A program pinned to CPU 1 is replayed pinned there (`cpus: [1]`);
+/// with a replay of one CPU (`--cpus 1`) the affinity cannot be kept, and
+/// the file says so instead.
+#[test]
+fn a_pinned_program_is_replayed_on_its_cpus() {
+    let dir = tempfile::tempdir().unwrap();
+    let duty = Killed(
+        Command::new("taskset")
+            .args(["-c", "1", "/usr/bin/python3", "-c", DUTY])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = duty.0.id().to_string();
+    // taskset execs the program: the pid is the program's, once pinned.
+    let since = std::time::Instant::now();
+    while !std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "duty") {
+        assert!(
+            since.elapsed().as_secs() < 30,
+            "the pinned program never named itself duty"
+        );
+        std::thread::yield_now();
+    }
+    for (extra, kept) in [(None, true), (Some("1"), false)] {
+        let out = dir.path().join("pinned.yaml");
+        let mut cmd = common::harness(&dir.path().join("cache"));
+        cmd.args(["record", "--duration", "2s", "-o"])
+            .arg(&out)
+            .args(["--pid", &pid]);
+        if let Some(n) = extra {
+            cmd.args(["--cpus", n]);
+        }
+        let (code, stdout, stderr) = common::run(&mut cmd);
+        assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+        let text = std::fs::read_to_string(&out).unwrap();
+        let y: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        let cpus = &y["groups"][0]["cpus"];
+        if kept {
+            assert_eq!(cpus.as_sequence().map(Vec::len), Some(1), "{text}");
+            assert_eq!(cpus[0].as_u64(), Some(1), "{text}");
+        } else {
+            assert!(cpus.is_null(), "{text}");
+            assert!(
+                text.contains("affinity (CPUs 1) not kept: the replay has 1 CPU(s)"),
+                "{text}"
+            );
+        }
+    }
+}
+
 /// CPU time of process `pid` and its reaped children so far, in clock
 /// ticks (/proc/PID/stat: utime, stime, cutime, cstime).
 fn tree_ticks(pid: u32) -> u64 {

@@ -313,6 +313,7 @@ pub fn run(args: RecordArgs) -> Result<i32> {
     log.span = started
         .get()
         .map(|s| (s, s + recorded.elapsed.as_nanos() as u64));
+    log.online = crate::record::online_cpus();
     let (groups, left) = crate::record::summarise(
         &log,
         |t| selection.keeps(t, me),
@@ -367,6 +368,18 @@ pub fn run(args: RecordArgs) -> Result<i32> {
         }
         n.min(64)
     });
+    // A group's affinity past the replay's CPUs (--cpus, or a machine of
+    // more than 64) cannot be kept.
+    let mut groups = groups;
+    for g in &mut groups {
+        if let Some(c) = g.group.cpus.take_if(|c| c.iter().any(|c| *c >= cpus)) {
+            warnings.push(format!(
+                "group {}'s affinity (CPUs {}) not kept: the replay has {cpus} CPU(s)",
+                g.group.name,
+                crate::units::cpu_list(&c)
+            ));
+        }
+    }
     let length = Duration::from_secs((seconds.round() as u64).max(2));
     // Anonymized, the selection is not said: a comm pattern, a cgroup
     // path or PIDs can name what ran.

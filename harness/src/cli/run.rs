@@ -544,7 +544,7 @@ fn run_on_kernel(
                 "this machine ({}, kernel {}, CPUs {})",
                 h.hostname,
                 h.release,
-                crate::host::cpu_list(
+                crate::units::cpu_list(
                     &h.cpus(
                         planned
                             .iter()

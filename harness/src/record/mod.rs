@@ -8,8 +8,9 @@
 //! time from blocking to the wakeup. A group's distributions are its
 //! threads' bursts and sleeps pooled, kept as 21 quantiles (every 5%).
 //!
-//! Knows the scenario format (it writes one) and procfs (a thread's
-//! comm, nice, policy, cgroup and CPU time); knows nothing of BPF
+//! Knows the scenario format (it writes one) and procfs and sysfs (a
+//! thread's comm, nice, policy, cgroup, affinity and CPU time; the
+//! online CPUs); knows nothing of BPF
 //! (`capture` does) or of the command line.
 
 pub mod capture;
@@ -69,6 +70,9 @@ pub struct ThreadInfo {
     pub cgroup: String,
     /// CPU time so far (/proc/TID/schedstat's first field), ns.
     pub cpu_ns: u64,
+    /// The CPUs it may run on (/proc/TID/status's Cpus_allowed_list);
+    /// empty when unknown.
+    pub cpus_allowed: Vec<u32>,
 }
 
 impl ThreadInfo {
@@ -97,6 +101,14 @@ impl ThreadInfo {
             })
             .unwrap_or_default();
         info.cpu_ns = read_cpu_ns(tid).unwrap_or(0);
+        info.cpus_allowed = std::fs::read_to_string(dir.join("status"))
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                    .and_then(crate::units::parse_cpu_list)
+            })
+            .unwrap_or_default();
         Some(info)
     }
 }
@@ -143,6 +155,18 @@ pub struct Log {
     /// caller says (a group whose threads come and go is replayed with as
     /// many as were alive on average: [`summarise_by`]).
     pub span: Option<(u64, u64)>,
+    /// The machine's online CPUs, when the caller says ([`online_cpus`]):
+    /// a group pinned alike to some of them keeps its CPUs.
+    pub online: Vec<u32>,
+}
+
+/// This machine's online CPUs (/sys/devices/system/cpu/online); empty
+/// when it cannot be read.
+pub fn online_cpus() -> Vec<u32> {
+    std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .ok()
+        .and_then(|t| crate::units::parse_cpu_list(&t))
+        .unwrap_or_default()
 }
 
 impl Log {
@@ -639,6 +663,7 @@ pub fn summarise_by(
             .map(|t| t.info.comm.replace('/', "-").chars().take(15).collect())
             .unwrap_or_default();
         group.comm = (!anonymize && !comm.is_empty() && comm.len() <= 15).then_some(comm);
+        group.cpus = common_affinity(&active, &log.online);
         out.push(Summary { group, figures });
     }
     couple(&mut out);
@@ -676,6 +701,24 @@ fn couple(out: &mut [Summary]) {
             *woken_by = couplings;
         }
     }
+}
+
+/// The online CPUs (`online`, the machine's) every one of `ts` was
+/// allowed to run on, when they were all allowed the same ones and
+/// those leave out an online CPU: the group's `cpus`. None otherwise: a
+/// group's threads of several affinities (the replay pins a group's
+/// tasks alike), one unknown, or the online CPUs unknown.
+fn common_affinity(ts: &[&&Thread], online: &[u32]) -> Option<Vec<u32>> {
+    let first = &ts.first()?.info.cpus_allowed;
+    if ts.iter().any(|t| t.info.cpus_allowed != *first) {
+        return None;
+    }
+    let allowed: Vec<u32> = online
+        .iter()
+        .copied()
+        .filter(|c| first.contains(c))
+        .collect();
+    (!allowed.is_empty() && allowed.len() < online.len()).then_some(allowed)
 }
 
 /// The most common nice and policy of `ts` (a real-time priority capped
@@ -892,6 +935,30 @@ mod tests {
         let there: Vec<Thread> = (0..10).map(|_| t(false, 0)).collect();
         let refs: Vec<&Thread> = there.iter().collect();
         assert_eq!(unblocked_idle(&refs, 10, 1, 1.0), None);
+    }
+
+    /// A group pinned alike keeps its CPUs (those online); threads of
+    /// several affinities, all CPUs, or none known keep none.
+    #[test]
+    fn a_group_pinned_alike_keeps_its_cpus() {
+        let t = |cpus: Vec<u32>| Thread {
+            info: ThreadInfo {
+                cpus_allowed: cpus,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let aff = |ts: &[Thread], online: &[u32]| {
+            let refs: Vec<&Thread> = ts.iter().collect();
+            common_affinity(&refs.iter().collect::<Vec<_>>(), online)
+        };
+        let online = [0, 1, 2, 3];
+        assert_eq!(aff(&[t(vec![1]), t(vec![1])], &online), Some(vec![1]));
+        assert_eq!(aff(&[t(vec![1, 2, 9])], &online), Some(vec![1, 2]));
+        assert_eq!(aff(&[t(vec![1]), t(vec![2])], &online), None);
+        assert_eq!(aff(&[t(vec![0, 1, 2, 3, 4, 5])], &online), None, "all");
+        assert_eq!(aff(&[t(vec![])], &online), None, "unknown");
+        assert_eq!(aff(&[t(vec![1])], &[]), None, "online unknown");
     }
 
     /// A hog's CPU time is schedstat's: at the close, or at the last

@@ -230,6 +230,7 @@ pub fn record(
     log.close(super::read_cpu_ns, ThreadInfo::read);
     let last = if capture { closed } else { closed.min(end()) };
     log.span = started.get().map(|s| (s, last));
+    log.online = super::online_cpus();
     let seconds = started
         .get()
         .map_or(0.0, |s| last.saturating_sub(s) as f64 / 1e9);
