@@ -291,7 +291,13 @@ fn a_recorded_duty_cycle_becomes_a_replay_scenario_that_check_accepts() {
 #[test]
 fn a_pinned_program_is_replayed_on_its_cpus() {
     let dir = tempfile::tempdir().unwrap();
-    let duty = Killed(
+    let online = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap();
+    assert_ne!(
+        online.trim(),
+        "0",
+        "this test pins to CPU 1: it needs 2 CPUs online"
+    );
+    let mut duty = Killed(
         Command::new("taskset")
             .args(["-c", "1", "/usr/bin/python3", "-c", DUTY])
             .stdout(Stdio::null())
@@ -302,11 +308,16 @@ fn a_pinned_program_is_replayed_on_its_cpus() {
     // taskset execs the program: the pid is the program's, once pinned.
     let since = std::time::Instant::now();
     while !std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "duty") {
+        assert_eq!(
+            duty.0.try_wait().unwrap(),
+            None,
+            "taskset or the program exited"
+        );
         assert!(
             since.elapsed().as_secs() < 30,
             "the pinned program never named itself duty"
         );
-        std::thread::yield_now();
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
     for (extra, kept) in [(None, true), (Some("1"), false)] {
         let out = dir.path().join("pinned.yaml");

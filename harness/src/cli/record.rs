@@ -358,7 +358,7 @@ pub fn run(args: RecordArgs) -> Result<i32> {
             crate::units::format_duration(args.duration)
         ));
     }
-    let online = online_cpus();
+    let online = online_count();
     let cpus = args.cpus.unwrap_or_else(|| {
         let n = online;
         if n > 64 {
@@ -533,8 +533,15 @@ fn record_scenario(args: &RecordArgs, scenario: &str, name: &str) -> Result<i32>
     write(&args.output, name, &captured.groups, &recording)
 }
 
-fn online_cpus() -> u32 {
-    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+/// The machine's online CPUs (not this process's affinity or quota: a
+/// recorder run under taskset still records the machine).
+fn online_count() -> u32 {
+    let n = crate::record::online_cpus().len() as u32;
+    if n > 0 {
+        n
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+    }
 }
 
 fn kernel_release() -> String {

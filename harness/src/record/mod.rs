@@ -196,7 +196,12 @@ impl Log {
                 // A thread first seen now started its CPU count now: what
                 // schedstat says is before the recording.
                 info,
-                first_ns: e.at,
+                // Seen first at a burst's end: there since its start.
+                first_ns: if e.kind == EventKind::Burst {
+                    e.at.saturating_sub(e.ns)
+                } else {
+                    e.at
+                },
                 ..Default::default()
             }
         });
@@ -315,8 +320,9 @@ fn working_threads(threads: &[&&Thread]) -> usize {
 }
 
 /// For a group of threads that came and went without blocking (at least
-/// 2 bursts, each a thread's whole life or most of it, and fewer than 2
-/// sleeps: a shell's `/bin/true`s, a build's short tools), the sleep
+/// 2 bursts, each a thread's whole life or most of it, and sleeps for
+/// under a tenth of them, a stray block's: a shell's `/bin/true`s, a
+/// build's short tools), the sleep
 /// that makes `n` replayed threads run its `bursts` bursts over the
 /// recording's `seconds` (each thread's share of the time less the mean
 /// burst, at least 0): the group's idle time between them, which no
@@ -324,7 +330,7 @@ fn working_threads(threads: &[&&Thread]) -> usize {
 /// exit.
 fn unblocked_idle(threads: &[&Thread], bursts: usize, n: usize, seconds: f64) -> Option<Duration> {
     let sleeps: usize = threads.iter().map(|t| t.sleeps.len()).sum();
-    if bursts < 2 || sleeps >= 2 || threads.iter().all(|t| !t.exited) {
+    if bursts < 2 || sleeps * 10 >= bursts || threads.iter().all(|t| !t.exited) {
         return None;
     }
     let burst_ns: u64 = threads.iter().flat_map(|t| t.bursts.iter()).sum();
@@ -583,34 +589,21 @@ pub fn summarise_by(
         // For a hog and a group that never blocked (a replay group with
         // sleeps runs its cycling threads, below): as many as do the
         // work, alive on average, but never fewer than its CPU use needs
-        // (a thread replays at most one CPU).
-        let working = working_threads(&active)
-            .max(busy.ceil() as usize)
-            .min(active.len());
+        // (a thread replays at most one CPU; rounded, not up: 1.1 CPUs
+        // are better replayed by one thread than by two at twice the
+        // rate).
+        let needs = busy.round() as usize;
         let n = live_threads(&active, log.span)
             .unwrap_or(active.len())
-            .min(working)
+            .min(working_threads(&active))
+            .max(needs)
+            .min(active.len())
             .max(1);
         let hog = busy / n as f64 >= HOG_BUSY
             && per_s(bursts.len() as u64) / (n as f64) < HOG_MAX_BURSTS_PER_S;
         let mut n = n;
         let work = if hog {
             Work::Spin
-        } else if bursts.len() >= 2 && sleeps.len() >= 2 {
-            n = cycling_threads(
-                per_s(bursts.len() as u64),
-                [&bursts, &sleeps, &delays].map(|v| mean_of(v)),
-            )
-            .max(busy.ceil() as usize)
-            .min(active.len())
-            .max(1);
-            Work::Replay {
-                run: quantiles(&mut bursts, QUANTILES),
-                sleep: quantiles(&mut sleeps, QUANTILES),
-                run_mean: Some(mean_of(&bursts)),
-                sleep_mean: Some(mean_of(&sleeps)),
-                woken_by: Vec::new(),
-            }
         } else if let Some(idle) = unblocked_idle(ts, bursts.len(), n, seconds) {
             left.unblocked.push((name.clone(), ts.len(), idle));
             let run_mean = mean_of(&bursts);
@@ -619,6 +612,21 @@ pub fn summarise_by(
                 sleep: vec![idle, idle],
                 run_mean: Some(run_mean),
                 sleep_mean: None,
+                woken_by: Vec::new(),
+            }
+        } else if bursts.len() >= 2 && sleeps.len() >= 2 {
+            n = cycling_threads(
+                per_s(bursts.len() as u64),
+                [&bursts, &sleeps, &delays].map(|v| mean_of(v)),
+            )
+            .max(needs)
+            .min(active.len())
+            .max(1);
+            Work::Replay {
+                run: quantiles(&mut bursts, QUANTILES),
+                sleep: quantiles(&mut sleeps, QUANTILES),
+                run_mean: Some(mean_of(&bursts)),
+                sleep_mean: Some(mean_of(&sleeps)),
                 woken_by: Vec::new(),
             }
         } else {
@@ -688,7 +696,8 @@ pub fn summarise_by(
         group.cpus = common_affinity(&active, &log.online);
         out.push(Summary { group, figures });
     }
-    couple(&mut out);
+    let unblocked: Vec<&str> = left.unblocked.iter().map(|(g, ..)| g.as_str()).collect();
+    couple(&mut out, &unblocked);
     (out, left)
 }
 
@@ -699,7 +708,9 @@ pub const MIN_COUPLING: f64 = 0.05;
 /// Each replayed group's wakeups by replayed groups (its own included)
 /// become its `woken_by`, so the replay wakes it from those groups' tasks;
 /// wakeups by a hog, the idle CPU or threads left out stay timed sleeps.
-fn couple(out: &mut [Summary]) {
+/// A group of `unblocked` (replayed with its idle time as the sleeps)
+/// is woken by nobody: its few sleeps' wakers are not its behaviour.
+fn couple(out: &mut [Summary], unblocked: &[&str]) {
     let replayed: Vec<String> = out
         .iter()
         .filter(|s| matches!(s.group.work, Work::Replay { .. }))
@@ -720,7 +731,9 @@ fn couple(out: &mut [Summary]) {
             })
             .collect();
         if let Work::Replay { woken_by, .. } = &mut s.group.work {
-            *woken_by = couplings;
+            if !unblocked.contains(&s.group.name.as_str()) {
+                *woken_by = couplings;
+            }
         }
     }
 }

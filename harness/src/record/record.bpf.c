@@ -91,6 +91,9 @@ struct thread_state {
 /* TASK_DEAD in include/linux/sched.h: the last switch of an exiting
  * thread, after sched_process_exit dropped its state. */
 #define TASK_DEAD_STATE 0x80
+/* PF_EXITING in include/linux/sched.h: set by do_exit before
+ * sched_process_exit. */
+#define PF_EXITING_FLAG 0x4
 
 /* A sleep's waker when the wakeup was made in an interrupt (no tid is
  * this: pid_max is at most 2^22). */
@@ -225,9 +228,13 @@ int BPF_PROG(rec_switch, bool preempt, struct task_struct *prev_task,
 			u32 tgid = BPF_CORE_READ(prev_task, tgid);
 			struct thread_state fresh = { .tgid = tgid, .partial = 1 };
 
-			/* Not for an exiting thread's last switch: its state
-			 * was dropped at sched_process_exit for good. */
-			if (!(prev_state & TASK_DEAD_STATE) && wanted(tgid)) {
+			/* Not for an exiting thread (its last switch, or one
+			 * in do_exit after sched_process_exit, which may
+			 * block or be preempted): its state was dropped at
+			 * sched_process_exit for good. */
+			if (!(prev_state & TASK_DEAD_STATE) &&
+			    !(BPF_CORE_READ(prev_task, flags) & PF_EXITING_FLAG) &&
+			    wanted(tgid)) {
 				if (bpf_map_update_elem(&threads, &prev, &fresh, BPF_NOEXIST))
 					__sync_fetch_and_add(&untracked, 1);
 				st = bpf_map_lookup_elem(&threads, &prev);
