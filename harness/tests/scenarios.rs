@@ -463,8 +463,12 @@ fn vm_a_replay_group_keeps_the_cycle_its_quantiles_describe() {
             "thread {i}: {} bursts in the window, {fewest} to {most} planned",
             t.iterations_window
         );
+        // Up to 3% over the plan with nothing lost: a burst's CPU time
+        // counts the kernel's work around it and a timed sleep aims early
+        // by its measured lateness, so a cycle is the drawn one, or a
+        // little less when the lateness learned runs long.
         assert!(
-            (fewest.saturating_sub(3)..=most + 3).contains(&t.iterations_window),
+            (fewest.saturating_sub(3)..=most + most / 33 + 3).contains(&t.iterations_window),
             "thread {i}: {} bursts in the window, its plan {fewest} (2 ms a cycle lost) to {most} (none lost): {t:?}",
             t.iterations_window
         );

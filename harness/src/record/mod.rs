@@ -339,18 +339,6 @@ fn unblocked_idle(threads: &[&Thread], bursts: usize, n: usize, seconds: f64) ->
     Some(Duration::from_nanos(idle.max(0.0) as u64))
 }
 
-/// How many threads, each cycling through a burst, a wait to run and a
-/// sleep of the recorded means (`[burst, sleep, delay]`), make the
-/// recorded `bursts_per_s`: the rate times the mean cycle (Little's law),
-/// rounded. What a `replay` group runs: threads that were alive but not
-/// cycling (between a build's compilers, or a shell waiting on its
-/// benchmark) would otherwise cycle in the replay and multiply its rate
-/// (a build loop, 7 threads alive on average, 4 cycling: replayed 601
-/// bursts a second against 474 recorded).
-fn cycling_threads(bursts_per_s: f64, [burst, sleep, delay]: [Duration; 3]) -> usize {
-    (bursts_per_s * (burst + sleep + delay).as_secs_f64()).round() as usize
-}
-
 /// How threads are put into groups.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum GroupBy {
@@ -586,9 +574,8 @@ pub fn summarise_by(
             .iter()
             .filter(|t| !t.bursts.is_empty() || t.cpu_ns as f64 / 1e9 >= ACTIVE_BUSY * seconds)
             .collect();
-        // For a hog and a group that never blocked (a replay group with
-        // sleeps runs its cycling threads, below): as many as do the
-        // work, alive on average, but never fewer than its CPU use needs
+        // As many as do the work, alive on average, but never fewer than
+        // its CPU use needs
         // (a thread replays at most one CPU; rounded, not up: 1.1 CPUs
         // are better replayed by one thread than by two at twice the
         // rate).
@@ -601,7 +588,6 @@ pub fn summarise_by(
             .max(1);
         let hog = busy / n as f64 >= HOG_BUSY
             && per_s(bursts.len() as u64) / (n as f64) < HOG_MAX_BURSTS_PER_S;
-        let mut n = n;
         let work = if hog {
             Work::Spin
         } else if let Some(idle) = unblocked_idle(ts, bursts.len(), n, seconds) {
@@ -615,13 +601,6 @@ pub fn summarise_by(
                 woken_by: Vec::new(),
             }
         } else if bursts.len() >= 2 && sleeps.len() >= 2 {
-            n = cycling_threads(
-                per_s(bursts.len() as u64),
-                [&bursts, &sleeps, &delays].map(|v| mean_of(v)),
-            )
-            .max(needs)
-            .min(active.len())
-            .max(1);
             Work::Replay {
                 run: quantiles(&mut bursts, QUANTILES),
                 sleep: quantiles(&mut sleeps, QUANTILES),
@@ -996,16 +975,6 @@ mod tests {
         assert_eq!(aff(&[t(vec![1])], &[]), None, "online unknown");
     }
 
-    /// Little's law: 474 bursts a second of 1.7 ms bursts, 6.9 ms
-    /// sleeps and 0.1 ms waits to run are 4 threads cycling; 40 a second
-    /// of a 25 ms cycle, one.
-    #[test]
-    fn a_replay_group_cycles_as_many_threads_as_make_its_rate() {
-        let ms = |v: f64| Duration::from_secs_f64(v / 1e3);
-        assert_eq!(cycling_threads(474.0, [ms(1.7), ms(6.9), ms(0.1)]), 4);
-        assert_eq!(cycling_threads(40.0, [ms(5.0), ms(20.0), ms(0.0)]), 1);
-    }
-
     /// A hog's CPU time is schedstat's: at the close, or at the last
     /// sample when it has gone by then (or exited); a thread with no
     /// reading at all falls back on its bursts.
@@ -1216,10 +1185,8 @@ mod tests {
             "{:?}",
             groups.iter().map(|g| &g.group.name).collect::<Vec<_>>()
         );
-        // 13 threads seen; each did 3 cycles of 2 ms in the second, so
-        // one thread cycling makes the group's rate (0.08 of one: 1).
         let rest = g("rest").unwrap();
-        assert_eq!((rest.figures.threads, rest.group.threads), (13, 1));
+        assert_eq!((rest.figures.threads, rest.group.threads), (13, 13));
         let rec = Recording {
             what: "a test",
             length: Duration::from_secs(2),
