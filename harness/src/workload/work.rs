@@ -927,55 +927,70 @@ fn replay(
 }
 
 /// A `replay` task's timed sleeps, aimed early by how late its own
-/// timed sleeps ended: the time past its aim at which a sleep's task ran
-/// again, less its wait to run once woken (schedstat's `run_delay`, which
-/// the recorder keeps apart as the wakeup's delay), averaged over the
-/// last ten or so. So a sleep, blocked to woken as `record` measures it,
-/// is the drawn one where timers fire late (a TCG guest: some 0.4 ms,
-/// which made a build's half-millisecond sleeps replay 1.8 times longer);
-/// on metal it is microseconds.
+/// timed sleeps ended: the least of the last [`LATENESS_KEPT`] times past
+/// their aim at which the task ran again (the least, because that time
+/// is the timer's lateness plus the task's wait to run once woken, which
+/// varies with the load and which the recorder keeps apart as the
+/// wakeup's delay; reading the wait itself from schedstat cost two
+/// system calls a sleep, which under TCG lengthened the bursts more than
+/// it helped the sleeps). So a sleep, blocked to woken as `record`
+/// measures it, is the drawn one where timers fire late (a TCG guest:
+/// some 0.4 ms, which made a build's half-millisecond sleeps replay 1.8
+/// times longer); on metal the lateness is microseconds.
 struct Lateness {
-    /// /proc/thread-self/schedstat, opened by the task itself; None when
-    /// it cannot be (then sleeps are not aimed early).
-    schedstat: Option<std::fs::File>,
-    /// The average lateness, ns.
-    ns: f64,
+    /// The last sleeps' times past their aim, ns (0: none yet).
+    past: [u64; LATENESS_KEPT],
+    /// Where the next goes in `past`.
+    next: usize,
+    /// How many `past` holds.
+    kept: usize,
 }
+
+/// Timed sleeps whose lateness is kept: a few, so the least of them is
+/// one with little wait to run, and a change of lateness is followed.
+const LATENESS_KEPT: usize = 8;
 
 impl Lateness {
     fn new() -> Lateness {
         Lateness {
-            schedstat: std::fs::File::open("/proc/thread-self/schedstat").ok(),
-            ns: 0.0,
+            past: [0; LATENESS_KEPT],
+            next: 0,
+            kept: 0,
         }
     }
 
-    /// This thread's time runnable but waiting so far, ns.
-    fn run_delay(&self) -> Option<u64> {
-        use std::os::unix::fs::FileExt;
-        let mut buf = [0u8; 96];
-        let n = self.schedstat.as_ref()?.read_at(&mut buf, 0).ok()?;
-        let text = std::str::from_utf8(&buf[..n]).ok()?;
-        text.split_whitespace().nth(1)?.parse().ok()
+    /// The lateness to aim early by, ns: the least kept (0 for none).
+    fn ns(&self) -> u64 {
+        self.past[..self.kept].iter().copied().min().unwrap_or(0)
     }
 
     /// Sleeps until `wake` (ns, CLOCK_MONOTONIC), at most `stop_at`,
     /// aimed early by the lateness so far, and learns this sleep's.
     fn sleep_until(&mut self, wake: u64, stop_at: u64) {
         let now = now_ns();
-        let early = wake.saturating_sub(self.ns as u64);
-        let aim = early.max(now).min(stop_at);
-        let before = self.run_delay();
+        let aim = self.aim(wake, now, stop_at);
         sleep_until(aim);
-        let woke = now_ns();
-        if let (Some(b), Some(a)) = (before, self.run_delay()) {
-            let late = woke.saturating_sub(aim).saturating_sub(a.saturating_sub(b));
-            // A sleep cut by the stop, one aimed at once (shorter than
-            // the lateness: it may not have slept), or an outlier past
-            // 50 ms (the host stopped the VM), teaches nothing.
-            if aim == early && aim > now && late < 50_000_000 {
-                self.ns = 0.9 * self.ns + 0.1 * late as f64;
-            }
+        self.learn(wake, now, stop_at, now_ns());
+    }
+
+    /// Where a sleep to `wake` begun at `now` aims: early by the
+    /// lateness, not before `now` nor past `stop_at` (ns).
+    fn aim(&self, wake: u64, now: u64, stop_at: u64) -> u64 {
+        wake.saturating_sub(self.ns()).max(now).min(stop_at)
+    }
+
+    /// Learns from a sleep to `wake` begun at `now` that ended at
+    /// `woke`: how late it was past its aim. A sleep cut by the stop, one
+    /// aimed at once (shorter than the lateness: it may not have slept),
+    /// or an outlier past 50 ms (the host stopped the VM) teaches nothing.
+    fn learn(&mut self, wake: u64, now: u64, stop_at: u64, woke: u64) {
+        let early = wake.saturating_sub(self.ns());
+        let aim = self.aim(wake, now, stop_at);
+        let late = woke.saturating_sub(aim);
+        if aim == early && aim > now && late < 50_000_000 {
+            self.past[self.next] = late;
+            self.next = (self.next + 1) % LATENESS_KEPT;
+            self.kept = (self.kept + 1).min(LATENESS_KEPT);
         }
     }
 }
@@ -1435,48 +1450,42 @@ mod tests {
         }
     }
 
-    /// A thread whose timers fire late (a timer slack of 3 ms lets the
-    /// kernel end a sleep up to 3 ms past its time) learns the lateness
-    /// and aims its sleeps early: once learned, its sleeps end nearer
-    /// their time than the same sleeps unaimed, in the same thread.
+    /// Lateness: a sleep that ended 400 us past its aim, and others
+    /// later by a wait to run, teach an aim 400 us early (the least of
+    /// the last 8); a sleep aimed at once (shorter than that), one cut by
+    /// the stop, and an outlier past 50 ms teach nothing; after 8 sleeps
+    /// 100 us late the old 400 us is forgotten.
     #[test]
-    fn timed_sleeps_are_aimed_early_by_their_own_lateness() {
-        std::thread::spawn(|| {
-            // SAFETY: prctl with integer arguments; this thread's slack.
-            unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 3_000_000 as libc::c_ulong) };
-            let ms = 1_000_000;
-            let past = |wake: u64| now_ns().saturating_sub(wake) as f64;
-            let mut unaimed = 0.0;
-            for _ in 0..10 {
-                let wake = now_ns() + 5 * ms;
-                sleep_until(wake);
-                unaimed += past(wake) / 10.0;
-            }
-            let mut late = Lateness::new();
-            assert!(late.run_delay().is_some(), "schedstat readable");
-            let mut aimed = 0.0;
-            for i in 0..40 {
-                let wake = now_ns() + 5 * ms;
-                let before = late.run_delay().unwrap();
-                late.sleep_until(wake, u64::MAX);
-                // Past its time less the wait to run (the host's load).
-                let waited = late.run_delay().unwrap() - before;
-                if i >= 30 {
-                    aimed += (past(wake) - waited as f64).max(0.0) / 10.0;
-                }
-            }
-            eprintln!(
-                "past their time: unaimed {unaimed:.0} ns, aimed {aimed:.0} ns, learned {:.0} ns",
-                late.ns
-            );
-            assert!(
-                aimed <= 0.5 * unaimed + 300_000.0,
-                "unaimed {unaimed}, aimed {aimed}, learned {}",
-                late.ns
-            );
-        })
-        .join()
-        .unwrap();
+    fn timed_sleeps_aim_early_by_the_least_of_their_last_latenesses() {
+        let us = 1_000u64;
+        let mut late = Lateness::new();
+        assert_eq!(
+            late.aim(10_000 * us, 0, u64::MAX),
+            10_000 * us,
+            "none learned"
+        );
+        // Sleeps of 10 ms from t, ending 400 us (then 700, 1000) past.
+        let mut t = 0;
+        for extra in [400, 700, 1000, 400] {
+            let aim = late.aim(t + 10_000 * us, t, u64::MAX);
+            late.learn(t + 10_000 * us, t, u64::MAX, aim + extra * us);
+            t += 20_000 * us;
+        }
+        assert_eq!(late.ns(), 400 * us);
+        assert_eq!(late.aim(t + 10_000 * us, t, u64::MAX), t + 9_600 * us);
+        // Shorter than the lateness: aimed at once, learns nothing.
+        assert_eq!(late.aim(t + 100 * us, t, u64::MAX), t);
+        late.learn(t + 100 * us, t, u64::MAX, t + 5 * us);
+        // Cut by the stop, or 60 ms late: nothing.
+        late.learn(t + 10_000 * us, t, t + 1_000 * us, t + 1_000 * us);
+        late.learn(t + 10_000 * us, t, u64::MAX, t + 70_000 * us);
+        assert_eq!(late.ns(), 400 * us);
+        for _ in 0..LATENESS_KEPT {
+            t += 20_000 * us;
+            let aim = late.aim(t + 10_000 * us, t, u64::MAX);
+            late.learn(t + 10_000 * us, t, u64::MAX, aim + 100 * us);
+        }
+        assert_eq!(late.ns(), 100 * us);
     }
 
     /// Draws from a quantile table reproduce its quantiles: of 20 000
