@@ -358,7 +358,7 @@ pub fn run(args: RecordArgs) -> Result<i32> {
             crate::units::format_duration(args.duration)
         ));
     }
-    let online = online_count();
+    let online = online_count(&log.online);
     let cpus = args.cpus.unwrap_or_else(|| {
         let n = online;
         if n > 64 {
@@ -533,10 +533,12 @@ fn record_scenario(args: &RecordArgs, scenario: &str, name: &str) -> Result<i32>
     write(&args.output, name, &captured.groups, &recording)
 }
 
-/// The machine's online CPUs (not this process's affinity or quota: a
-/// recorder run under taskset still records the machine).
-fn online_count() -> u32 {
-    let n = crate::record::online_cpus().len() as u32;
+/// How many CPUs the machine has online (`online`, as sysfs says; not
+/// this process's affinity or quota: a recorder run under taskset still
+/// records the machine), or what this process may use when that is
+/// unknown.
+fn online_count(online: &[u32]) -> u32 {
+    let n = online.len() as u32;
     if n > 0 {
         n
     } else {

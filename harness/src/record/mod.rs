@@ -590,22 +590,20 @@ pub fn summarise_by(
             && per_s(bursts.len() as u64) / (n as f64) < HOG_MAX_BURSTS_PER_S;
         let work = if hog {
             Work::Spin
-        } else if let Some(idle) = unblocked_idle(ts, bursts.len(), n, seconds) {
-            left.unblocked.push((name.clone(), ts.len(), idle));
-            let run_mean = mean_of(&bursts);
-            Work::Replay {
-                run: quantiles(&mut bursts, QUANTILES),
-                sleep: vec![idle, idle],
-                run_mean: Some(run_mean),
-                sleep_mean: None,
-                woken_by: Vec::new(),
+        } else if let Some((sleep, sleep_mean)) = match unblocked_idle(ts, bursts.len(), n, seconds)
+        {
+            Some(idle) => {
+                left.unblocked.push((name.clone(), ts.len(), idle));
+                Some((vec![idle, idle], None))
             }
-        } else if bursts.len() >= 2 && sleeps.len() >= 2 {
+            None => (bursts.len() >= 2 && sleeps.len() >= 2)
+                .then(|| (quantiles(&mut sleeps, QUANTILES), Some(mean_of(&sleeps)))),
+        } {
             Work::Replay {
                 run: quantiles(&mut bursts, QUANTILES),
-                sleep: quantiles(&mut sleeps, QUANTILES),
+                sleep,
                 run_mean: Some(mean_of(&bursts)),
-                sleep_mean: Some(mean_of(&sleeps)),
+                sleep_mean,
                 woken_by: Vec::new(),
             }
         } else {

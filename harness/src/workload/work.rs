@@ -883,11 +883,11 @@ fn replay(
             .map_or(0, |w| w.in_flight)
     });
     let mut holding = link.is_some_and(|l| l.index < in_flight);
+    let mut late = Lateness::new();
     // A burst is the CPU time the task ran between two sleeps, as the
     // recorder measured it: what the kernel did for it since the last
     // burst's burning ended (its sleep, its wakeup, the wakeups it made)
     // is part of the drawn burst, not added to it.
-    let mut late = Lateness::new();
     let mut since = thread_cpu_ns();
     while now_ns() < stop_at {
         burn_cpu_until(since + run.draw(rng).as_nanos() as u64, stop_at);
@@ -1279,6 +1279,20 @@ mod tests {
         count
     }
 
+    /// A task of scope `sc` taking from word 1 of `map` (for 5 s at
+    /// most), once it waits there.
+    fn waiting_taker<'s, 'e>(
+        sc: &'s std::thread::Scope<'s, 'e>,
+        map: &'e MailboxMap,
+    ) -> std::thread::ScopedJoinHandle<'s, bool> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let taker = sc.spawn(move || map.take(1, now_ns() + 5_000_000_000));
+        while waiting(map.word(1).load(SeqCst)) != 1 {
+            std::hint::spin_loop();
+        }
+        taker
+    }
+
     /// A mailbox word is a counting semaphore: a wakeup made with nobody
     /// waiting is kept (up to the most allowed) and taken at once by the
     /// next taker, without sleeping; a waiting taker is woken by a
@@ -1296,11 +1310,7 @@ mod tests {
         assert!(map.take(1, start + 5_000 * ms) && map.take(1, start + 5_000 * ms));
         assert!(now_ns() - start < 1_000 * ms, "taken without waiting");
         std::thread::scope(|sc| {
-            let m = &map;
-            let taker = sc.spawn(move || m.take(1, now_ns() + 5_000 * ms));
-            while waiting(map.word(1).load(SeqCst)) != 1 {
-                std::hint::spin_loop();
-            }
+            let taker = waiting_taker(sc, &map);
             // A wakeup on another word leaves it waiting.
             assert!(map.post(2, 1));
             assert_eq!(waiting(map.word(1).load(SeqCst)), 1, "still waiting");
@@ -1310,11 +1320,7 @@ mod tests {
         // A wakeup handed to a waiting task is its: the task that made
         // it, coming to wait at once, does not take it back.
         std::thread::scope(|sc| {
-            let m = &map;
-            let taker = sc.spawn(move || m.take(1, now_ns() + 5_000 * ms));
-            while waiting(map.word(1).load(SeqCst)) != 1 {
-                std::hint::spin_loop();
-            }
+            let taker = waiting_taker(sc, &map);
             assert!(map.post(1, 1));
             assert!(!map.take(1, now_ns() + 1_000 * ms), "the taker's");
             assert!(taker.join().unwrap());
